@@ -1,0 +1,261 @@
+//! Wiring: builds the backends once from configuration, then runs the HTTP API
+//! and/or the workers until SIGTERM/SIGINT, and shuts both down within the
+//! configured deadline. The only place that knows which backends are in use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
+use redis::aio::ConnectionManager;
+
+use crate::config::{Command, Config};
+use crate::http;
+use crate::jobs::service::JobService;
+use crate::meta::{MetaStore, RedisMeta};
+use crate::queue::{RedisQueue, TaskQueue};
+use crate::store::{ObjectStore, S3Store};
+use crate::worker::{self, WorkerContext};
+
+/// How long start-up waits for Redis and S3 to answer (they may be starting too).
+const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+/// Heartbeats a worker may miss before its tasks are handed to others.
+const MISSED_HEARTBEATS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Redis { url: String, reason: String },
+    #[error("object storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The backends, chosen once.
+struct Backends {
+    store: Arc<dyn ObjectStore>,
+    meta: Arc<dyn MetaStore>,
+    queue: Arc<dyn TaskQueue>,
+    redis_queue: RedisQueue,
+}
+
+async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
+    let err = |reason: String| AppError::Redis { url: redact(url), reason };
+    let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match client.get_connection_manager().await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                log::warn!("Redis not reachable yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+}
+
+async fn connect_store(config: &Config) -> Result<S3Store, AppError> {
+    let store = S3Store::new(
+        &config.s3_endpoint,
+        &config.s3_region,
+        &config.s3_access_key,
+        &config.s3_secret_key,
+        &config.s3_bucket,
+    )?;
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match store.ensure_bucket().await {
+            Ok(()) => return Ok(store),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                log::warn!("object storage not reachable yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Hides the password of a `redis://user:pass@host` URL in messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn backends(config: &Config) -> Result<Backends, AppError> {
+    let conn = connect_redis(&config.redis_url).await?;
+    let store = connect_store(config).await?;
+    let redis_queue = RedisQueue::new(
+        conn.clone(),
+        &config.redis_prefix,
+        config.worker_concurrency(),
+        Duration::from_secs(config.heartbeat_secs.max(1)),
+        MISSED_HEARTBEATS,
+    );
+    Ok(Backends {
+        store: Arc::new(store),
+        meta: Arc::new(RedisMeta::new(conn, &config.redis_prefix)),
+        queue: Arc::new(redis_queue.clone()),
+        redis_queue,
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
+    let backends = backends(&config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+
+    let server = if command.runs_api() {
+        let service = web::Data::new(JobService {
+            store: backends.store.clone(),
+            meta: backends.meta.clone(),
+            queue: backends.queue.clone(),
+            limits: config.limits(),
+            ttl: Duration::from_secs(config.job_ttl_secs.max(60)),
+        });
+        let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(service.clone())
+                .app_data(upload_dir.clone())
+                .configure(http::configure)
+                .wrap(actix_web::middleware::Logger::new("%r %s %b %Dms"))
+        })
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
+        .bind(config.bind)
+        .map_err(|e| AppError::Bind { addr: config.bind.to_string(), reason: e.to_string() })?;
+        for addr in server.addrs() {
+            // Tests and scripts wait for this line to learn the (possibly random) port.
+            println!("imgpipe: listening on http://{addr}");
+        }
+        Some(server.run())
+    } else {
+        None
+    };
+
+    let workers = if command.runs_workers() {
+        let concurrency = config.worker_concurrency();
+        let ctx = Arc::new(WorkerContext {
+            store: backends.store.clone(),
+            meta: backends.meta.clone(),
+            max_pixels: config.max_pixels,
+            max_attempts: config.max_attempts.max(1),
+            backoff: config.backoff(),
+        });
+        // A unique name per process: apalis re-queues a dead worker's tasks by
+        // name, and a reused name would hide its orphans (apalis #504).
+        let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
+        log::info!("worker {name} starting with concurrency {concurrency}");
+        let mut stop = stop_rx.clone();
+        let worker = WorkerBuilder::new(name)
+            .backend(backends.redis_queue.storage().poll_with_interval(Duration::from_millis(200)))
+            .concurrency(concurrency)
+            .data(ctx)
+            .build(worker::handle);
+        Some(tokio::spawn(async move {
+            worker
+                .run_until(async move {
+                    while !*stop.borrow_and_update() {
+                        if stop.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+                .await
+        }))
+    } else {
+        None
+    };
+
+    if command == Command::Api || command == Command::Serve {
+        println!("imgpipe: ready ({command:?})");
+    } else {
+        println!("imgpipe: worker ready");
+    }
+
+    let server_handle = server.as_ref().map(|s| s.handle());
+    let server_task = server.map(tokio::spawn);
+    tokio::select! {
+        _ = shutdown_signal() => log::info!("shutdown requested; draining for up to {grace:?}"),
+        res = async {
+            match server_task {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(AppError::Runtime(format!("HTTP server stopped: {e}"))),
+                Err(e) => Err(AppError::Runtime(format!("HTTP server crashed: {e}"))),
+            };
+        }
+    }
+
+    let _ = stop_tx.send(true);
+    let drain = async {
+        if let Some(handle) = server_handle {
+            handle.stop(true).await;
+        }
+        if let Some(workers) = workers {
+            match workers.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::warn!("worker stopped with error: {e}"),
+                Err(e) => log::warn!("worker task failed: {e}"),
+            }
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        log::warn!("shutdown deadline of {grace:?} passed; exiting with tasks in flight (they will be re-queued)");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "host".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redis_passwords_are_hidden() {
+        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

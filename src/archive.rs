@@ -1,0 +1,127 @@
+//! Streams a job's results as a ZIP without building it in memory.
+//!
+//! The `zip` writer is synchronous, so it runs on a blocking thread, pulls each
+//! object from storage chunk by chunk and pushes 64 KiB pieces into a bounded
+//! channel that the HTTP body drains: a slow client slows the writer down
+//! instead of growing a buffer. Entries are stored, not deflated: images are
+//! already compressed.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipWriter};
+
+use crate::store::ObjectStore;
+
+const CHUNK: usize = 64 * 1024;
+const CHANNEL_DEPTH: usize = 4;
+
+/// One archive entry backed by a stored object.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub key: String,
+}
+
+/// Returns the ZIP as a stream of chunks: each entry in order, then `manifest`
+/// as `manifest_name`. A storage error ends the stream with that error (the
+/// client sees a broken transfer, never a silently short archive).
+pub fn stream(
+    store: Arc<dyn ObjectStore>,
+    entries: Vec<Entry>,
+    manifest_name: String,
+    manifest: Vec<u8>,
+) -> impl Stream<Item = io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let error_tx = tx.clone();
+        let result = write_archive(&runtime, store.as_ref(), &entries, &manifest_name, &manifest, tx);
+        if let Err(e) = result {
+            // BrokenPipe means the client went away: nothing to report to it.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                log::error!("ZIP stream aborted: {e}");
+                let _ = error_tx.blocking_send(Err(e));
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+fn write_archive(
+    runtime: &tokio::runtime::Handle,
+    store: &dyn ObjectStore,
+    entries: &[Entry],
+    manifest_name: &str,
+    manifest: &[u8],
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx));
+    let stored = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .unix_permissions(0o644);
+    for entry in entries {
+        let mut object = runtime
+            .block_on(store.get_stream(&entry.key))
+            .map_err(|e| io::Error::other(format!("{}: {e}", entry.name)))?;
+        // Sizes are not known to the writer ahead of time in stream mode; only
+        // entries of 4 GiB and more need the ZIP64 form.
+        let options = stored.large_file(object.size >= u32::MAX as u64);
+        zip.start_file(entry.name.as_str(), options).map_err(io::Error::other)?;
+        while let Some(chunk) = runtime.block_on(object.stream.next()) {
+            zip.write_all(&chunk?)?;
+        }
+    }
+    zip.start_file(manifest_name, stored).map_err(io::Error::other)?;
+    zip.write_all(manifest)?;
+    let mut writer = zip.finish().map_err(io::Error::other)?;
+    writer.flush()
+}
+
+/// A `Write` that forwards fixed-size chunks into a bounded channel.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+}
+
+impl ChannelWriter {
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        ChannelWriter { tx, buf: BytesMut::with_capacity(CHUNK) }
+    }
+
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client disconnected"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buffer()
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        let _ = self.send_buffer();
+    }
+}

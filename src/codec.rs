@@ -1,0 +1,290 @@
+//! Decoding (EXIF orientation applied, pixels normalised to 8-bit L/LA/RGB/RGBA)
+//! and encoding (JPEG, PNG, WebP). Blocking CPU work: callers run it on a
+//! blocking thread, never on the async runtime.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use serde::{Deserialize, Serialize};
+
+/// Image formats accepted as input, sniffed from the bytes (never from the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+    Bmp,
+    Tiff,
+}
+
+impl InputFormat {
+    pub const ALL: [InputFormat; 6] = [
+        InputFormat::Jpeg,
+        InputFormat::Png,
+        InputFormat::Webp,
+        InputFormat::Gif,
+        InputFormat::Bmp,
+        InputFormat::Tiff,
+    ];
+
+    /// Recognises a format from the first bytes of a file.
+    pub fn sniff(head: &[u8]) -> Option<InputFormat> {
+        match image::guess_format(head).ok()? {
+            ImageFormat::Jpeg => Some(InputFormat::Jpeg),
+            ImageFormat::Png => Some(InputFormat::Png),
+            ImageFormat::WebP => Some(InputFormat::Webp),
+            ImageFormat::Gif => Some(InputFormat::Gif),
+            ImageFormat::Bmp => Some(InputFormat::Bmp),
+            ImageFormat::Tiff => Some(InputFormat::Tiff),
+            _ => None,
+        }
+    }
+
+    pub fn image_format(self) -> ImageFormat {
+        match self {
+            InputFormat::Jpeg => ImageFormat::Jpeg,
+            InputFormat::Png => ImageFormat::Png,
+            InputFormat::Webp => ImageFormat::WebP,
+            InputFormat::Gif => ImageFormat::Gif,
+            InputFormat::Bmp => ImageFormat::Bmp,
+            InputFormat::Tiff => ImageFormat::Tiff,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Jpeg => "jpeg",
+            InputFormat::Png => "png",
+            InputFormat::Webp => "webp",
+            InputFormat::Gif => "gif",
+            InputFormat::Bmp => "bmp",
+            InputFormat::Tiff => "tiff",
+        }
+    }
+
+    /// The output format used when the request does not ask for one:
+    /// JPEG stays JPEG, everything else becomes lossless PNG.
+    pub fn default_output(self) -> OutputFormat {
+        match self {
+            InputFormat::Jpeg => OutputFormat::Jpeg,
+            _ => OutputFormat::Png,
+        }
+    }
+}
+
+/// Formats imgpipe writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl OutputFormat {
+    pub const ALL: [OutputFormat; 3] = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp];
+
+    pub fn from_name(name: &str) -> Option<OutputFormat> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" => Some(OutputFormat::Jpeg),
+            "png" => Some(OutputFormat::Png),
+            "webp" => Some(OutputFormat::Webp),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::Webp => "image/webp",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("not a supported image format (accepted: jpeg, png, webp, gif, bmp, tiff)")]
+    Unsupported,
+    #[error("image is {width}x{height} = {pixels} pixels, over the limit of {limit}")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("cannot encode image as {format:?}: {reason}")]
+    Encode {
+        format: OutputFormat,
+        reason: String,
+    },
+}
+
+/// Decodes an image, applies its EXIF orientation (as `ImageOps.exif_transpose`
+/// does) and normalises it to 8-bit L, LA, RGB or RGBA.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError> {
+    let format = InputFormat::sniff(bytes).ok_or(CodecError::Unsupported)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
+    let mut limits = Limits::default();
+    // Decoded pixels may take up to 8 bytes each (RGBA16) plus decoder scratch.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = width as u64 * height as u64;
+    if pixels > max_pixels {
+        return Err(CodecError::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    let orientation = decoder.orientation().map_err(decode_error)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    img.apply_orientation(orientation);
+    Ok(normalise(img))
+}
+
+fn decode_error(e: image::ImageError) -> CodecError {
+    match e {
+        image::ImageError::Unsupported(u) => CodecError::Decode(format!("unsupported variant: {u}")),
+        other => CodecError::Decode(other.to_string()),
+    }
+}
+
+/// Brings any decoded image to one of the four 8-bit layouts the operations work on.
+fn normalise(img: DynamicImage) -> DynamicImage {
+    match img {
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageRgb8(_)
+        | DynamicImage::ImageRgba8(_) => img,
+        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(img.to_luma8()),
+        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
+        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    }
+}
+
+/// Encodes an image. JPEG has no alpha channel, so alpha is dropped for it
+/// (Pillow would refuse to save RGBA as JPEG). `quality` applies to JPEG only;
+/// WebP output is lossless.
+pub fn encode(img: &DynamicImage, format: OutputFormat, quality: u8) -> Result<Vec<u8>, CodecError> {
+    let encode_err = |e: image::ImageError| CodecError::Encode {
+        format,
+        reason: e.to_string(),
+    };
+    let mut out = Vec::with_capacity(img.as_bytes().len() / 4 + 1024);
+    match format {
+        OutputFormat::Jpeg => {
+            let quality = quality.clamp(1, 100);
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+            match img {
+                DynamicImage::ImageLuma8(b) => b.write_with_encoder(encoder),
+                DynamicImage::ImageLumaA8(_) => img.to_luma8().write_with_encoder(encoder),
+                DynamicImage::ImageRgb8(b) => b.write_with_encoder(encoder),
+                other => other.to_rgb8().write_with_encoder(encoder),
+            }
+            .map_err(encode_err)?;
+        }
+        OutputFormat::Png => {
+            let encoder = image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Fast,
+                image::codecs::png::FilterType::Adaptive,
+            );
+            img.write_with_encoder(encoder).map_err(encode_err)?;
+        }
+        OutputFormat::Webp => {
+            let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            // The WebP encoder takes RGB8 and RGBA8 only.
+            if img.color().has_alpha() {
+                img.to_rgba8().write_with_encoder(encoder)
+            } else {
+                img.to_rgb8().write_with_encoder(encoder)
+            }
+            .map_err(encode_err)?;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgba, RgbaImage};
+
+    fn sample() -> DynamicImage {
+        DynamicImage::ImageRgba8(RgbaImage::from_fn(10, 7, |x, y| {
+            Rgba([x as u8 * 25, y as u8 * 30, 128, 100 + x as u8])
+        }))
+    }
+
+    #[test]
+    fn png_round_trip_is_lossless_with_alpha() {
+        let img = sample();
+        let bytes = encode(&img, OutputFormat::Png, 90).unwrap();
+        assert_eq!(InputFormat::sniff(&bytes), Some(InputFormat::Png));
+        assert_eq!(decode(&bytes, 1_000).unwrap(), img);
+    }
+
+    #[test]
+    fn webp_round_trip_is_lossless() {
+        let img = sample();
+        let bytes = encode(&img, OutputFormat::Webp, 90).unwrap();
+        assert_eq!(InputFormat::sniff(&bytes), Some(InputFormat::Webp));
+        assert_eq!(decode(&bytes, 1_000).unwrap(), img);
+    }
+
+    #[test]
+    fn jpeg_drops_alpha() {
+        let bytes = encode(&sample(), OutputFormat::Jpeg, 90).unwrap();
+        let back = decode(&bytes, 1_000).unwrap();
+        assert_eq!(back.color(), image::ColorType::Rgb8);
+        assert_eq!((back.width(), back.height()), (10, 7));
+    }
+
+    #[test]
+    fn garbage_is_unsupported_and_truncation_is_a_decode_error() {
+        assert!(matches!(decode(b"hello world, not an image", 100), Err(CodecError::Unsupported)));
+        let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
+        let cut = &png[..png.len() / 2];
+        assert!(matches!(decode(cut, 1_000), Err(CodecError::Decode(_))));
+    }
+
+    #[test]
+    fn pixel_limit_is_enforced_before_decoding() {
+        let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
+        assert!(matches!(decode(&png, 69), Err(CodecError::TooManyPixels { pixels: 70, .. })));
+    }
+
+    #[test]
+    fn sixteen_bit_is_scaled_not_clipped() {
+        let img16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(2, 2, image::Rgb([65535u16, 32768, 0])));
+        let mut png = Vec::new();
+        img16.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        let out = decode(&png, 100).unwrap();
+        assert_eq!(out.as_rgb8().unwrap().get_pixel(0, 0).0, [255, 128, 0]);
+    }
+
+    #[test]
+    fn output_names() {
+        assert_eq!(OutputFormat::from_name("JPG"), Some(OutputFormat::Jpeg));
+        assert_eq!(OutputFormat::from_name("gif"), None);
+        assert_eq!(InputFormat::Gif.default_output(), OutputFormat::Png);
+        assert_eq!(InputFormat::Jpeg.default_output(), OutputFormat::Jpeg);
+    }
+}

@@ -1,0 +1,174 @@
+//! Every setting, read from environment variables (or the equivalent flags)
+//! with defaults that work on one machine. `imgpipe --help` lists them all;
+//! the README's configuration table mirrors this file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::jobs::intake::Limits;
+use crate::worker::Backoff;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgpipe",
+    version,
+    about = "Asynchronous image processing: REST API + apalis workers + Pillow-exact filters",
+    after_help = "Every option can be set through the environment variable shown beside it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// HTTP API and workers in one process
+    Serve,
+    /// HTTP API only (enqueues tasks; run workers elsewhere)
+    Api,
+    /// Workers only (no HTTP)
+    Worker,
+}
+
+impl Command {
+    pub fn runs_api(self) -> bool {
+        matches!(self, Command::Serve | Command::Api)
+    }
+
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Command::Serve | Command::Worker)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on (port 0 picks a free port)
+    #[arg(long, env = "IMGPIPE_BIND", default_value = "0.0.0.0:8000", global = true)]
+    pub bind: SocketAddr,
+
+    /// Redis URL for the task queue and job metadata
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key imgpipe writes (queue and metadata); lets
+    /// several deployments share one Redis
+    #[arg(long, env = "IMGPIPE_REDIS_PREFIX", default_value = "imgpipe", global = true)]
+    pub redis_prefix: String,
+
+    /// S3-compatible endpoint (MinIO, AWS S3, Garage…)
+    #[arg(long, env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000", global = true)]
+    pub s3_endpoint: String,
+
+    #[arg(long, env = "S3_ACCESS_KEY", default_value = "minioadmin", global = true)]
+    pub s3_access_key: String,
+
+    #[arg(long, env = "S3_SECRET_KEY", default_value = "minioadmin", hide_env_values = true, global = true)]
+    pub s3_secret_key: String,
+
+    /// Bucket for uploads and results; created at start-up if missing
+    #[arg(long, env = "S3_BUCKET", default_value = "imgpipe", global = true)]
+    pub s3_bucket: String,
+
+    /// Region used to sign S3 requests
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1", global = true)]
+    pub s3_region: String,
+
+    /// Images processed at once by this process's workers (0 = number of CPUs)
+    #[arg(long, env = "IMGPIPE_WORKERS", default_value_t = 0, global = true)]
+    pub workers: usize,
+
+    /// Largest accepted file, in bytes (default 50 MiB)
+    #[arg(long, env = "IMGPIPE_MAX_FILE_BYTES", default_value_t = 50 * 1024 * 1024, global = true)]
+    pub max_file_bytes: u64,
+
+    /// Largest accepted image, in pixels (width × height), read from the header
+    #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = 50_000_000, global = true)]
+    pub max_pixels: u64,
+
+    /// Most files accepted in one job
+    #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
+    pub max_files: usize,
+
+    /// Attempts per image before a transient failure (storage or Redis down) fails it
+    #[arg(long, env = "IMGPIPE_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    pub max_attempts: u32,
+
+    /// First delay of the exponential backoff between retries, in milliseconds
+    #[arg(long, env = "IMGPIPE_RETRY_BASE_MS", default_value_t = 500, global = true)]
+    pub retry_base_ms: u64,
+
+    /// How long jobs and their status are kept, in seconds
+    #[arg(long, env = "IMGPIPE_JOB_TTL_SECS", default_value_t = 86_400, global = true)]
+    pub job_ttl_secs: u64,
+
+    /// Worker heartbeat interval in seconds; a worker silent for 3 heartbeats
+    /// is presumed dead and its tasks are re-queued
+    #[arg(long, env = "IMGPIPE_HEARTBEAT_SECS", default_value_t = 5, global = true)]
+    pub heartbeat_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests and tasks may take to finish
+    #[arg(long, env = "IMGPIPE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Directory for spooling uploads before they are validated (default: system temp dir)
+    #[arg(long, env = "IMGPIPE_TMP_DIR", global = true)]
+    pub tmp_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_pixels: self.max_pixels,
+            max_files: self.max_files,
+        }
+    }
+
+    pub fn worker_concurrency(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            first: Duration::from_millis(self.retry_base_ms.max(1)),
+            max: Duration::from_secs(8),
+            tries: 6,
+        }
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed_and_help_lists_env_vars() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for var in ["REDIS_URL", "S3_ENDPOINT", "S3_BUCKET", "IMGPIPE_BIND", "IMGPIPE_WORKERS", "IMGPIPE_MAX_PIXELS"] {
+            assert!(help.contains(var), "{var} missing from --help");
+        }
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let cli = Cli::try_parse_from(["imgpipe", "serve"]).unwrap();
+        assert_eq!(cli.command, Command::Serve);
+        assert_eq!(cli.config.limits().max_files, 100);
+        assert!(cli.config.worker_concurrency() >= 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! The one mapping from errors to HTTP: status code, stable `code` string and
+//! a JSON body `{"error": {"code", "message", "file"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::jobs::intake::FileProblem;
+use crate::jobs::service::JobError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The body is not valid multipart/form-data.
+    #[error("invalid multipart body: {0}")]
+    Multipart(String),
+    #[error("unexpected multipart field {0:?}; images go in \"files\", options in \"filter\", \"format\", \"quality\"")]
+    UnexpectedField(String),
+    #[error("field {field:?} is too long or not UTF-8 text")]
+    BadField { field: String },
+    #[error("invalid {what}: {given:?}")]
+    BadPath { what: &'static str, given: String },
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("could not spool upload: {0}")]
+    Spool(String),
+}
+
+impl ApiError {
+    /// Stable machine-readable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Job(e) => match e {
+                JobError::UnknownFilter { .. } => "unknown_filter",
+                JobError::MissingFilter => "missing_filter",
+                JobError::UnknownFormat { .. } => "unknown_format",
+                JobError::InvalidQuality { .. } => "invalid_quality",
+                JobError::NoFiles => "no_files",
+                JobError::TooManyFiles { .. } => "too_many_files",
+                JobError::BadFile { problem, .. } => match problem {
+                    FileProblem::Empty => "empty_file",
+                    FileProblem::TooLarge { .. } => "file_too_large",
+                    FileProblem::UnsupportedFormat => "unsupported_format",
+                    FileProblem::TooManyPixels { .. } => "too_many_pixels",
+                    FileProblem::Truncated { .. } => "truncated_image",
+                    FileProblem::Corrupt { .. } => "corrupt_image",
+                },
+                JobError::JobNotFound(_) => "job_not_found",
+                JobError::ImageNotFound { .. } => "image_not_found",
+                JobError::ImageNotReady { .. } => "image_not_ready",
+                JobError::NotFinished(_) => "job_not_finished",
+                JobError::Unavailable(_) => "service_unavailable",
+                JobError::Internal(_) => "internal_error",
+            },
+            ApiError::Multipart(_) => "invalid_multipart",
+            ApiError::UnexpectedField(_) => "unexpected_field",
+            ApiError::BadField { .. } => "invalid_field",
+            ApiError::BadPath { .. } => "invalid_path",
+            ApiError::NoRoute(_) => "not_found",
+            ApiError::Spool(_) => "service_unavailable",
+        }
+    }
+
+    fn file(&self) -> Option<&str> {
+        match self {
+            ApiError::Job(JobError::BadFile { file, .. }) => Some(file),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Job(e) => match e {
+                JobError::UnknownFilter { .. }
+                | JobError::MissingFilter
+                | JobError::UnknownFormat { .. }
+                | JobError::InvalidQuality { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                JobError::NoFiles => StatusCode::BAD_REQUEST,
+                JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                JobError::BadFile { problem, .. } => match problem {
+                    FileProblem::Empty => StatusCode::BAD_REQUEST,
+                    FileProblem::TooLarge { .. } | FileProblem::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    FileProblem::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    FileProblem::Truncated { .. } | FileProblem::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                },
+                JobError::JobNotFound(_) | JobError::ImageNotFound { .. } => StatusCode::NOT_FOUND,
+                JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
+                JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Multipart(_) | ApiError::UnexpectedField(_) | ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadPath { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::error!("{status}: {self}");
+        }
+        let error = json!({ "code": self.code(), "message": self.to_string(), "file": self.file() });
+        let body = match self {
+            // A download asked too early also gets the job's status, so the
+            // client can see how far it is without a second request.
+            ApiError::Job(JobError::NotFinished(status)) => {
+                let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+                body["error"] = error;
+                body
+            }
+            _ => json!({ "error": error }),
+        };
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_files_are_client_errors_that_name_the_file() {
+        let problems = [
+            FileProblem::Empty,
+            FileProblem::TooLarge { limit: 1 },
+            FileProblem::UnsupportedFormat,
+            FileProblem::TooManyPixels { format: "png", width: 1, height: 1, pixels: 1, limit: 0 },
+            FileProblem::Truncated { format: "jpeg" },
+            FileProblem::Corrupt { format: "png", reason: "x".into() },
+        ];
+        for problem in problems {
+            let e = ApiError::Job(JobError::BadFile { file: "a.jpg".into(), problem });
+            assert!(e.status_code().is_client_error(), "{e}");
+            assert_eq!(e.file(), Some("a.jpg"));
+            assert!(e.to_string().starts_with("a.jpg: "));
+        }
+    }
+
+    #[test]
+    fn outages_are_503() {
+        let e = ApiError::Job(JobError::Unavailable("redis down".into()));
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "service_unavailable");
+    }
+}

@@ -1,0 +1,121 @@
+//! `POST /process-job` and `GET /status-job/{id}`.
+
+use actix_multipart::{Field, Multipart};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, UploadDir};
+use crate::jobs::intake::FileProblem;
+use crate::jobs::service::{JobError, JobService, Upload};
+use crate::jobs::Recipe;
+
+/// Options may come in the query string or as multipart text fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct Options {
+    filter: Option<String>,
+    format: Option<String>,
+    quality: Option<String>,
+}
+
+/// The longest option value we read from a text field.
+const MAX_OPTION_BYTES: usize = 256;
+
+pub async fn process_job(
+    req: HttpRequest,
+    payload: web::Payload,
+    service: web::Data<JobService>,
+    upload_dir: web::Data<UploadDir>,
+) -> Result<HttpResponse, ApiError> {
+    let mut options = web::Query::<Options>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    // Fail fast on a bad query before reading a possibly large body.
+    if options.filter.is_some() {
+        Recipe::parse(options.filter.as_deref(), options.format.as_deref(), options.quality.as_deref())?;
+    }
+
+    let limits = service.limits;
+    let mut multipart = Multipart::new(req.headers(), payload);
+    let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
+    while let Some(field) = multipart.next().await {
+        let mut field = field.map_err(|e| ApiError::Multipart(e.to_string()))?;
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "files" | "files[]" | "file" => {
+                if spooled.len() >= limits.max_files {
+                    return Err(JobError::TooManyFiles { limit: limits.max_files }.into());
+                }
+                let filename = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
+                let path = spool(&mut field, &filename, &upload_dir.0, limits.max_file_bytes).await?;
+                spooled.push((filename, path));
+            }
+            "filter" => options.filter = Some(read_text(&mut field, &name).await?),
+            "format" => options.format = Some(read_text(&mut field, &name).await?),
+            "quality" => options.quality = Some(read_text(&mut field, &name).await?),
+            _ => return Err(ApiError::UnexpectedField(name)),
+        }
+    }
+
+    let recipe = Recipe::parse(options.filter.as_deref(), options.format.as_deref(), options.quality.as_deref())?;
+    let uploads = spooled
+        .iter()
+        .map(|(filename, path)| Upload { filename: filename.clone(), path: path.to_path_buf() })
+        .collect();
+    // `spooled` lives until here, so the temporary files outlive the upload to storage.
+    let accepted = service.submit(recipe, uploads).await?;
+    drop(spooled);
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", accepted.status_url.clone()))
+        .json(accepted))
+}
+
+/// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.
+async fn spool(
+    field: &mut Field,
+    filename: &str,
+    dir: &std::path::Path,
+    max_bytes: u64,
+) -> Result<tempfile::TempPath, ApiError> {
+    let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
+    let temp = tempfile::Builder::new().prefix("imgpipe-upload-").tempfile_in(dir).map_err(spool_err)?;
+    let (std_file, path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut written: u64 = 0;
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Multipart(format!("{filename}: {e}")))?;
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(JobError::BadFile {
+                file: filename.to_string(),
+                problem: FileProblem::TooLarge { limit: max_bytes },
+            }
+            .into());
+        }
+        file.write_all(&chunk).await.map_err(spool_err)?;
+    }
+    file.flush().await.map_err(spool_err)?;
+    Ok(path)
+}
+
+async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {
+    let mut value = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Multipart(e.to_string()))?;
+        if value.len() + chunk.len() > MAX_OPTION_BYTES {
+            return Err(ApiError::BadField { field: name.to_string() });
+        }
+        value.extend_from_slice(&chunk);
+    }
+    String::from_utf8(value).map_err(|_| ApiError::BadField { field: name.to_string() })
+}
+
+pub async fn status_job(path: web::Path<String>, service: web::Data<JobService>) -> Result<HttpResponse, ApiError> {
+    let status = service.status(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(status))
+}

@@ -1,0 +1,54 @@
+//! Self-description and health: `/filters`, `/healthz`, `/readyz`,
+//! `/openapi.yaml` and Swagger UI at `/docs/`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use super::ApiError;
+use crate::codec::{InputFormat, OutputFormat};
+use crate::jobs::service::JobService;
+use crate::ops::Filter;
+
+/// The hand-written contract, compiled in so the binary serves exactly the
+/// spec it was built with.
+const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+pub async fn filters() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "filters": Filter::ALL.iter().map(|f| f.info()).collect::<Vec<_>>(),
+        "input_formats": InputFormat::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "output_formats": OutputFormat::ALL,
+    }))
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(service: web::Data<JobService>) -> HttpResponse {
+    let checks = service.readiness().await;
+    let ready = checks.iter().all(|c| c.ok);
+    let body = json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(body)
+    }
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/yaml").body(OPENAPI_YAML)
+}
+
+pub async fn to_docs() -> HttpResponse {
+    HttpResponse::PermanentRedirect().insert_header(("Location", "/docs/")).finish()
+}
+
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.yaml"))
+}
+
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute(format!("{} {}", req.method(), req.path())))
+}

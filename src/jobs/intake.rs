@@ -1,0 +1,308 @@
+//! Admission checks for uploaded files: format sniffed from the bytes, size
+//! and pixel limits read from the header, and a structural check that the file
+//! is complete — all without decoding pixels (TIFF excepted, see below).
+//! Blocking file I/O: callers run [`inspect`] on a blocking thread.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use image::ImageReader;
+
+use crate::codec::{self, InputFormat};
+
+/// Request-level limits, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_pixels: u64,
+    pub max_files: usize,
+}
+
+/// Why one uploaded file was refused. The caller adds the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("not a supported image (accepted formats: jpeg, png, webp, gif, bmp, tiff; detected from the bytes, not the name)")]
+    UnsupportedFormat,
+    #[error("the {format} image is {width}x{height} = {pixels} pixels, over the limit of {limit} pixels")]
+    TooManyPixels {
+        format: &'static str,
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("the {format} image is truncated or incomplete")]
+    Truncated { format: &'static str },
+    #[error("the {format} image is corrupt: {reason}")]
+    Corrupt { format: &'static str, reason: String },
+}
+
+/// What admission learned about an accepted file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected {
+    pub format: InputFormat,
+    pub width: u32,
+    pub height: u32,
+    pub size_bytes: u64,
+}
+
+/// Checks one spooled upload against the limits.
+pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
+    let corrupt = |format: InputFormat, reason: String| FileProblem::Corrupt {
+        format: format.name(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(|e| FileProblem::Corrupt {
+        format: "upload",
+        reason: format!("cannot read spooled upload: {e}"),
+    })?;
+    let size_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size_bytes == 0 {
+        return Err(FileProblem::Empty);
+    }
+    if size_bytes > limits.max_file_bytes {
+        return Err(FileProblem::TooLarge { limit: limits.max_file_bytes });
+    }
+    let mut head = [0u8; 64];
+    let n = read_up_to(&mut file, &mut head);
+    let format = InputFormat::sniff(&head[..n]).ok_or(FileProblem::UnsupportedFormat)?;
+
+    let _ = file.seek(SeekFrom::Start(0));
+    let (width, height) = ImageReader::with_format(BufReader::new(&mut file), format.image_format())
+        .into_dimensions()
+        .map_err(|e| match e {
+            image::ImageError::IoError(_) => FileProblem::Truncated { format: format.name() },
+            other => corrupt(format, other.to_string()),
+        })?;
+    let pixels = width as u64 * height as u64;
+    if width == 0 || height == 0 {
+        return Err(corrupt(format, format!("zero-sized image ({width}x{height})")));
+    }
+    if pixels > limits.max_pixels {
+        return Err(FileProblem::TooManyPixels {
+            format: format.name(),
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+
+    let _ = file.seek(SeekFrom::Start(0));
+    let complete = match format {
+        InputFormat::Jpeg => jpeg_complete(&mut BufReader::new(&mut file)),
+        InputFormat::Png => png_complete(&mut file, size_bytes),
+        InputFormat::Gif => last_byte(&mut file, size_bytes) == Some(0x3B),
+        InputFormat::Webp => riff_complete(&head, size_bytes),
+        InputFormat::Bmp => bmp_complete(&head, size_bytes),
+        InputFormat::Tiff => {
+            // TIFF scatters its strips through the file; only decoding proves
+            // they are all there. TIFF is rare in web uploads, so we pay for it.
+            drop(file);
+            let bytes = std::fs::read(path).map_err(|e| corrupt(format, e.to_string()))?;
+            codec::decode(&bytes, limits.max_pixels).map_err(|e| corrupt(format, e.to_string()))?;
+            true
+        }
+    };
+    if !complete {
+        return Err(FileProblem::Truncated { format: format.name() });
+    }
+    Ok(Inspected { format, width, height, size_bytes })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
+}
+
+fn read_byte(r: &mut impl Read) -> Option<u8> {
+    let mut b = [0u8; 1];
+    r.read_exact(&mut b).ok().map(|_| b[0])
+}
+
+/// Walks the marker segments up to the first scan (skipping thumbnails inside
+/// APP segments by their lengths), then looks for the End Of Image marker in
+/// the entropy-coded data, where `FF D9` cannot occur otherwise.
+fn jpeg_complete(r: &mut impl Read) -> bool {
+    let mut soi = [0u8; 2];
+    if r.read_exact(&mut soi).is_err() || soi != [0xFF, 0xD8] {
+        return false;
+    }
+    loop {
+        let Some(mut marker) = read_byte(r) else { return false };
+        if marker != 0xFF {
+            return false;
+        }
+        while marker == 0xFF {
+            let Some(m) = read_byte(r) else { return false };
+            marker = m;
+        }
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            0xDA => break,
+            _ => {
+                let mut len = [0u8; 2];
+                if r.read_exact(&mut len).is_err() {
+                    return false;
+                }
+                let len = u16::from_be_bytes(len) as u64;
+                if len < 2 || std::io::copy(&mut r.take(len - 2), &mut std::io::sink()).ok() != Some(len - 2) {
+                    return false;
+                }
+            }
+        }
+    }
+    let mut buf = [0u8; 64 * 1024];
+    let mut prev_ff = false;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if prev_ff && b == 0xD9 {
+                return true;
+            }
+            prev_ff = b == 0xFF;
+        }
+    }
+}
+
+/// Walks the chunk list until `IEND`; every chunk must fit inside the file.
+fn png_complete(file: &mut File, size: u64) -> bool {
+    let mut pos = 8u64;
+    loop {
+        if file.seek(SeekFrom::Start(pos)).is_err() {
+            return false;
+        }
+        let mut header = [0u8; 8];
+        if file.read_exact(&mut header).is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let end = pos + 12 + len;
+        if end > size {
+            return false;
+        }
+        if &header[4..8] == b"IEND" {
+            return true;
+        }
+        pos = end;
+    }
+}
+
+fn last_byte(file: &mut File, size: u64) -> Option<u8> {
+    file.seek(SeekFrom::Start(size - 1)).ok()?;
+    read_byte(file)
+}
+
+fn riff_complete(head: &[u8], size: u64) -> bool {
+    head.len() >= 12 && u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64 + 8 <= size
+}
+
+/// Uncompressed BMPs must hold `offset + stride * rows` bytes; compressed ones
+/// must hold the image size their header declares.
+fn bmp_complete(head: &[u8], size: u64) -> bool {
+    if head.len() < 38 {
+        return false;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64;
+    let offset = u32_at(10);
+    let dib_size = u32_at(14);
+    if dib_size < 40 {
+        // OS/2 BITMAPCOREHEADER: the file-size field is all we have.
+        return u32_at(2) <= size;
+    }
+    let width = (u32_at(18) as u32 as i32).unsigned_abs() as u64;
+    let height = (u32_at(22) as u32 as i32).unsigned_abs() as u64;
+    let bpp = u16::from_le_bytes([head[28], head[29]]) as u64;
+    let compression = u32_at(30);
+    let data = match compression {
+        0 | 3 | 6 => (width * bpp).div_ceil(32) * 4 * height,
+        _ => u32_at(34),
+    };
+    offset + data <= size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{DynamicImage, ImageFormat, RgbImage};
+    use std::io::Write;
+
+    const LIMITS: Limits = Limits { max_file_bytes: 1 << 20, max_pixels: 10_000, max_files: 10 };
+
+    fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7])));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn check(bytes: &[u8]) -> Result<Inspected, FileProblem> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        inspect(f.path(), &LIMITS)
+    }
+
+    #[test]
+    fn accepts_every_supported_format_and_reads_dimensions() {
+        for (fmt, expected) in [
+            (ImageFormat::Jpeg, InputFormat::Jpeg),
+            (ImageFormat::Png, InputFormat::Png),
+            (ImageFormat::WebP, InputFormat::Webp),
+            (ImageFormat::Gif, InputFormat::Gif),
+            (ImageFormat::Bmp, InputFormat::Bmp),
+            (ImageFormat::Tiff, InputFormat::Tiff),
+        ] {
+            let got = check(&encoded(fmt, 30, 20)).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
+            assert_eq!((got.format, got.width, got.height), (expected, 30, 20), "{fmt:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_files_are_refused_for_every_format() {
+        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff] {
+            let full = encoded(fmt, 60, 40);
+            let cut = &full[..full.len() * 2 / 3];
+            let err = check(cut).unwrap_err();
+            assert!(
+                matches!(err, FileProblem::Truncated { .. } | FileProblem::Corrupt { .. }),
+                "{fmt:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_empty_and_oversized_are_refused() {
+        assert_eq!(check(b"just some text, named photo.jpg"), Err(FileProblem::UnsupportedFormat));
+        assert_eq!(check(b""), Err(FileProblem::Empty));
+        let big = vec![0u8; (LIMITS.max_file_bytes + 1) as usize];
+        assert_eq!(check(&big), Err(FileProblem::TooLarge { limit: LIMITS.max_file_bytes }));
+    }
+
+    #[test]
+    fn pixel_bomb_is_refused_from_the_header() {
+        let err = check(&encoded(ImageFormat::Png, 200, 100)).unwrap_err();
+        assert!(matches!(err, FileProblem::TooManyPixels { width: 200, height: 100, pixels: 20_000, .. }));
+    }
+
+    #[test]
+    fn jpeg_with_trailing_bytes_after_eoi_is_accepted() {
+        let mut jpeg = encoded(ImageFormat::Jpeg, 16, 16);
+        jpeg.extend_from_slice(&[0u8; 100]);
+        assert!(check(&jpeg).is_ok());
+    }
+}

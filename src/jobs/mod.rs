@@ -1,0 +1,143 @@
+//! The job domain: what a job is, how uploads become one, and how its images'
+//! states add up to a status. Knows nothing of actix, apalis or any backend;
+//! it talks to storage, metadata and the queue only through their traits.
+
+pub mod intake;
+pub mod names;
+pub mod service;
+pub mod status;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{InputFormat, OutputFormat};
+use crate::ops::Filter;
+
+/// Name of the manifest entry in every ZIP; image entries never take it.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        JobId(Uuid::new_v4())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// What the client asked to be done to every image of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub filter: Filter,
+    /// `None`: keep the input's format family (see [`InputFormat::default_output`]).
+    pub format: Option<OutputFormat>,
+    pub quality: u8,
+}
+
+pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+
+/// One accepted image of a job. Immutable once the job is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    pub index: usize,
+    /// The filename exactly as the client sent it (shown, never used as a path).
+    pub filename: String,
+    /// Sanitised, unique name of this image's entry in the ZIP.
+    pub entry_name: String,
+    pub input_format: InputFormat,
+    pub output_format: OutputFormat,
+    pub width: u32,
+    pub height: u32,
+    pub size_bytes: u64,
+    pub task_id: String,
+}
+
+/// A job as recorded at submission. Per-image progress lives apart from it
+/// (see [`ImageProgress`]) because workers update it concurrently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub recipe: Recipe,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub images: Vec<ImageEntry>,
+}
+
+impl Job {
+    pub fn input_key(&self, index: usize) -> String {
+        input_key(self.id, index)
+    }
+
+    pub fn output_key(&self, index: usize) -> Option<String> {
+        let image = self.images.get(index)?;
+        Some(format!("jobs/{}/output/{index}.{}", self.id, image.output_format.extension()))
+    }
+}
+
+pub fn input_key(job: JobId, index: usize) -> String {
+    format!("jobs/{job}/input/{index}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageState {
+    Queued,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl ImageState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ImageState::Succeeded | ImageState::Failed)
+    }
+}
+
+/// The mutable state of one image, written by workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageProgress {
+    pub state: ImageState,
+    pub attempts: u32,
+    /// Why the image failed, or why the last attempt failed while it is retried.
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub output_bytes: Option<u64>,
+}
+
+impl ImageProgress {
+    pub fn queued() -> Self {
+        ImageProgress {
+            state: ImageState::Queued,
+            attempts: 0,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            output_bytes: None,
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The job operations behind the HTTP routes: submit, status, results, delete
+//! and readiness. Plain async functions over the backend traits; the HTTP
+//! layer only translates requests and [`JobError`]s.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::intake::{self, FileProblem, Limits};
+use super::names::unique_entry_names;
+use super::status::{aggregate, JobState, JobStatus};
+use super::{ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY, MANIFEST_NAME};
+use crate::archive;
+use crate::codec::OutputFormat;
+use crate::meta::{JobRecord, MetaError, MetaStore};
+use crate::ops::Filter;
+use crate::queue::{new_task_id, ProcessImage, QueueError, TaskQueue};
+use crate::store::{ObjectStore, ObjectStream, StoreError};
+
+/// How many uploads are sent to storage at once for one request.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("unknown filter {given:?}; valid filters: {}", Filter::names().join(", "))]
+    UnknownFilter { given: String },
+    #[error("no filter given; pass ?filter=NAME (one of: {})", Filter::names().join(", "))]
+    MissingFilter,
+    #[error("unknown output format {given:?}; valid formats: jpeg, png, webp")]
+    UnknownFormat { given: String },
+    #[error("quality must be an integer from 1 to 100, got {given:?}")]
+    InvalidQuality { given: String },
+    #[error("no images uploaded; send one or more files in the multipart field \"files\"")]
+    NoFiles,
+    #[error("too many files: at most {limit} images per job")]
+    TooManyFiles { limit: usize },
+    #[error("{file}: {problem}")]
+    BadFile { file: String, problem: FileProblem },
+    #[error("job {0} not found (it may have expired)")]
+    JobNotFound(String),
+    #[error("job {job} has no image {index}")]
+    ImageNotFound { job: JobId, index: usize },
+    #[error("image {index} of job {job} is {state:?}, not succeeded")]
+    ImageNotReady { job: JobId, index: usize, state: ImageState },
+    #[error("job {} is not finished yet ({:?}); retry later or pass ?partial=true", .0.job_id, .0.status)]
+    NotFinished(Box<JobStatus>),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(key) => JobError::Internal(format!("stored object {key} is missing")),
+            other => JobError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<MetaError> for JobError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::Unavailable(_) => JobError::Unavailable(e.to_string()),
+            MetaError::Corrupt(_) => JobError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for JobError {
+    fn from(e: QueueError) -> Self {
+        JobError::Unavailable(e.to_string())
+    }
+}
+
+impl Recipe {
+    /// Parses the request's options; `filter` is required.
+    pub fn parse(filter: Option<&str>, format: Option<&str>, quality: Option<&str>) -> Result<Recipe, JobError> {
+        let filter = match filter.map(str::trim) {
+            None | Some("") => return Err(JobError::MissingFilter),
+            Some(name) => Filter::from_name(name).ok_or_else(|| JobError::UnknownFilter { given: name.to_string() })?,
+        };
+        let format = match format.map(str::trim) {
+            None | Some("") => None,
+            Some(name) => {
+                Some(OutputFormat::from_name(name).ok_or_else(|| JobError::UnknownFormat { given: name.to_string() })?)
+            }
+        };
+        let quality = match quality.map(str::trim) {
+            None | Some("") => DEFAULT_JPEG_QUALITY,
+            Some(q) => q
+                .parse::<u8>()
+                .ok()
+                .filter(|q| (1..=100).contains(q))
+                .ok_or_else(|| JobError::InvalidQuality { given: q.to_string() })?,
+        };
+        Ok(Recipe { filter, format, quality })
+    }
+}
+
+/// One upload, already spooled to a temporary file by the HTTP layer.
+pub struct Upload {
+    pub filename: String,
+    pub path: PathBuf,
+}
+
+/// The answer to an accepted submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub job_id: JobId,
+    pub status: JobState,
+    pub filter: Filter,
+    pub status_url: String,
+    pub download_url: String,
+    pub expires_at: chrono::DateTime<Utc>,
+    pub images: Vec<AcceptedImage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptedImage {
+    pub index: usize,
+    pub filename: String,
+    pub task_id: String,
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub size_bytes: u64,
+}
+
+/// One dependency's health, for `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+pub struct JobService {
+    pub store: Arc<dyn ObjectStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub queue: Arc<dyn TaskQueue>,
+    pub limits: Limits,
+    pub ttl: Duration,
+}
+
+impl JobService {
+    /// Validates every upload, then stores them, records the job and enqueues
+    /// one task per image. Nothing is stored or enqueued unless every file passes.
+    pub async fn submit(&self, recipe: Recipe, uploads: Vec<Upload>) -> Result<Accepted, JobError> {
+        if uploads.is_empty() {
+            return Err(JobError::NoFiles);
+        }
+        if uploads.len() > self.limits.max_files {
+            return Err(JobError::TooManyFiles { limit: self.limits.max_files });
+        }
+        let limits = self.limits;
+        let paths: Vec<(String, PathBuf)> = uploads.iter().map(|u| (u.filename.clone(), u.path.clone())).collect();
+        let inspected = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|(name, path)| {
+                    intake::inspect(path, &limits).map_err(|problem| JobError::BadFile { file: name.clone(), problem })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
+
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
+        let output_formats: Vec<OutputFormat> =
+            inspected.iter().map(|i| recipe.format.unwrap_or(i.format.default_output())).collect();
+        let names = unique_entry_names(
+            uploads.iter().zip(&output_formats).map(|(u, f)| (u.filename.as_str(), f.extension())),
+            &[MANIFEST_NAME],
+        );
+        let job = Job {
+            id: JobId::new(),
+            recipe,
+            created_at: now,
+            expires_at: now + ttl,
+            images: uploads
+                .iter()
+                .zip(inspected)
+                .zip(output_formats)
+                .zip(names)
+                .enumerate()
+                .map(|(index, (((upload, info), output_format), entry_name))| ImageEntry {
+                    index,
+                    filename: upload.filename.clone(),
+                    entry_name,
+                    input_format: info.format,
+                    output_format,
+                    width: info.width,
+                    height: info.height,
+                    size_bytes: info.size_bytes,
+                    task_id: new_task_id(),
+                })
+                .collect(),
+        };
+
+        if let Err(e) = self.store_uploads(&job, &uploads).await {
+            self.discard_inputs(&job).await;
+            return Err(e);
+        }
+        self.meta.create(&job).await.inspect_err(|_| {
+            // The job was never recorded: its inputs are orphans.
+            let (this_store, keys) = (self.store.clone(), input_keys(&job));
+            tokio::spawn(async move { delete_all(this_store.as_ref(), keys).await });
+        })?;
+        let tasks = job
+            .images
+            .iter()
+            .map(|i| (i.task_id.clone(), ProcessImage { job_id: job.id, index: i.index }))
+            .collect();
+        self.queue.enqueue(tasks).await?;
+        log::info!("job {} accepted: {} image(s), filter {}", job.id, job.images.len(), recipe.filter.name());
+
+        Ok(Accepted {
+            job_id: job.id,
+            status: JobState::Queued,
+            filter: recipe.filter,
+            status_url: format!("/status-job/{}", job.id),
+            download_url: format!("/download/{}", job.id),
+            expires_at: job.expires_at,
+            images: job
+                .images
+                .iter()
+                .map(|i| AcceptedImage {
+                    index: i.index,
+                    filename: i.filename.clone(),
+                    task_id: i.task_id.clone(),
+                    format: i.input_format.name(),
+                    width: i.width,
+                    height: i.height,
+                    size_bytes: i.size_bytes,
+                })
+                .collect(),
+        })
+    }
+
+    async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
+        futures::stream::iter(job.images.iter().zip(uploads))
+            .map(|(image, upload)| async move {
+                let key = job.input_key(image.index);
+                self.store.put_file(&key, &upload.path, "application/octet-stream").await
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn discard_inputs(&self, job: &Job) {
+        delete_all(self.store.as_ref(), input_keys(job)).await;
+    }
+
+    async fn record(&self, id: &str) -> Result<JobRecord, JobError> {
+        let job_id: JobId = id.parse().map_err(|_| JobError::JobNotFound(id.to_string()))?;
+        self.meta.load(job_id).await?.ok_or_else(|| JobError::JobNotFound(id.to_string()))
+    }
+
+    pub async fn status(&self, id: &str) -> Result<JobStatus, JobError> {
+        let record = self.record(id).await?;
+        Ok(aggregate(&record.job, &record.progress))
+    }
+
+    /// One processed image, streamed from storage.
+    pub async fn result_image(&self, id: &str, index: usize) -> Result<(ObjectStream, ImageEntry), JobError> {
+        let record = self.record(id).await?;
+        let job = &record.job;
+        let entry = job.images.get(index).cloned().ok_or(JobError::ImageNotFound { job: job.id, index })?;
+        let state = record.progress.get(index).cloned().flatten().map_or(ImageState::Queued, |p| p.state);
+        if state != ImageState::Succeeded {
+            return Err(JobError::ImageNotReady { job: job.id, index, state });
+        }
+        let key = job.output_key(index).ok_or(JobError::ImageNotFound { job: job.id, index })?;
+        Ok((self.store.get_stream(&key).await?, entry))
+    }
+
+    /// The ZIP of a job's results. Refuses an unfinished job unless `partial`.
+    pub async fn archive(
+        &self,
+        id: &str,
+    partial: bool,
+    ) -> Result<(JobStatus, impl futures::Stream<Item = std::io::Result<bytes::Bytes>>), JobError> {
+        let record = self.record(id).await?;
+        let status = aggregate(&record.job, &record.progress);
+        if !status.status.is_terminal() && !partial {
+            return Err(JobError::NotFinished(Box::new(status)));
+        }
+        let entries = status
+            .images
+            .iter()
+            .filter(|i| i.state == ImageState::Succeeded)
+            .filter_map(|i| {
+                Some(archive::Entry { name: i.entry_name.clone(), key: record.job.output_key(i.index)? })
+            })
+            .collect();
+        let manifest =
+            serde_json::to_vec_pretty(&status).map_err(|e| JobError::Internal(format!("manifest: {e}")))?;
+        let stream = archive::stream(self.store.clone(), entries, MANIFEST_NAME.to_string(), manifest);
+        Ok((status, stream))
+    }
+
+    pub async fn readiness(&self) -> Vec<Check> {
+        let (store, meta, queue) = tokio::join!(
+            with_deadline(self.store.check()),
+            with_deadline(self.meta.check()),
+            with_deadline(self.queue.check())
+        );
+        vec![
+            Check { name: "object_store", ok: store.is_ok(), error: store.err() },
+            Check { name: "metadata", ok: meta.is_ok(), error: meta.err() },
+            Check { name: "queue", ok: queue.is_ok(), error: queue.err() },
+        ]
+    }
+}
+
+async fn with_deadline<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(3), fut).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 3 s".to_string()),
+    }
+}
+
+fn input_keys(job: &Job) -> Vec<String> {
+    job.images.iter().map(|i| job.input_key(i.index)).collect()
+}
+
+async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) {
+    for key in keys {
+        if let Err(e) = store.delete(&key).await {
+            log::warn!("could not delete {key}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_parsing() {
+        let r = Recipe::parse(Some("Sharpen"), None, None).unwrap();
+        assert_eq!((r.filter, r.format, r.quality), (Filter::Sharpen, None, DEFAULT_JPEG_QUALITY));
+        let r = Recipe::parse(Some("blur"), Some("webp"), Some("75")).unwrap();
+        assert_eq!((r.format, r.quality), (Some(OutputFormat::Webp), 75));
+        assert!(matches!(Recipe::parse(None, None, None), Err(JobError::MissingFilter)));
+        assert!(matches!(Recipe::parse(Some("emboss"), None, None), Err(JobError::UnknownFilter { .. })));
+        assert!(matches!(Recipe::parse(Some("blur"), Some("gif"), None), Err(JobError::UnknownFormat { .. })));
+        for bad in ["0", "101", "abc", "-5"] {
+            assert!(matches!(Recipe::parse(Some("blur"), None, Some(bad)), Err(JobError::InvalidQuality { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_filter_message_lists_valid_names() {
+        let msg = JobError::UnknownFilter { given: "x".into() }.to_string();
+        for name in Filter::names() {
+            assert!(msg.contains(name), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! imgpipe: an asynchronous image-processing service.
+//!
+//! Modules in data-flow order:
+//! - [`config`]  settings from the environment; the CLI
+//! - [`http`]    the REST facade (actix-web): thin, translates requests and errors
+//! - [`jobs`]    the job domain: intake checks, safe names, status aggregation, the job service
+//! - [`queue`]   the task type and enqueueing (apalis)
+//! - [`worker`]  the task handler: fetch → decode → filter → encode → store → record
+//! - [`codec`]   decoding (orientation applied) and encoding
+//! - [`ops`]     Pillow-equivalent filters, pure functions
+//! - [`store`]   object storage (S3)
+//! - [`meta`]    job metadata (Redis), the source of truth for status
+//! - [`archive`] streaming ZIP of a job's results
+//! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
+
+pub mod app;
+pub mod archive;
+pub mod codec;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod meta;
+pub mod ops;
+pub mod queue;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,17 @@
+//! `imgpipe serve | api | worker`: parses the configuration and hands over to `app`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = imgpipe::config::Cli::parse();
+    match imgpipe::app::run(cli.command, cli.config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("imgpipe: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Job metadata in Redis: `<prefix>:job:<id>` holds the job as JSON and
+//! `<prefix>:job:<id>:images` is a hash of image index → progress JSON.
+//! Both keys carry the job's expiry.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::{JobRecord, MetaError, MetaStore};
+use crate::jobs::{ImageProgress, Job, JobId};
+
+#[derive(Clone)]
+pub struct RedisMeta {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+fn unavailable(e: redis::RedisError) -> MetaError {
+    MetaError::Unavailable(e.to_string())
+}
+
+/// Writes a progress field only while the job record exists.
+const SET_IF_JOB_EXISTS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  return 1
+end
+return 0
+";
+
+impl RedisMeta {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        RedisMeta { conn, prefix: prefix.to_string() }
+    }
+
+    fn job_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+
+    fn images_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}:images", self.prefix)
+    }
+}
+
+#[async_trait]
+impl MetaStore for RedisMeta {
+    async fn create(&self, job: &Job) -> Result<(), MetaError> {
+        let json = serde_json::to_string(job).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let queued = serde_json::to_string(&ImageProgress::queued()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let expire_at = job.expires_at.timestamp();
+        let mut pipe = redis::pipe();
+        pipe.atomic().set(self.job_key(job.id), json).ignore();
+        for image in &job.images {
+            pipe.hset(self.images_key(job.id), image.index, &queued).ignore();
+        }
+        pipe.expire_at(self.job_key(job.id), expire_at)
+            .ignore()
+            .expire_at(self.images_key(job.id), expire_at)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await.map_err(unavailable)
+    }
+
+    async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError> {
+        let (job, fields): (Option<String>, Vec<(usize, String)>) = redis::pipe()
+            .get(self.job_key(id))
+            .hgetall(self.images_key(id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let Some(job) = job else { return Ok(None) };
+        let job: Job = serde_json::from_str(&job).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))?;
+        let mut progress = vec![None; job.images.len()];
+        for (index, json) in fields {
+            let p: ImageProgress = serde_json::from_str(&json)
+                .map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}")))?;
+            if let Some(slot) = progress.get_mut(index) {
+                *slot = Some(p);
+            }
+        }
+        Ok(Some(JobRecord { job, progress }))
+    }
+
+    async fn image_progress(&self, id: JobId, index: usize) -> Result<Option<ImageProgress>, MetaError> {
+        let json: Option<String> = self.conn.clone().hget(self.images_key(id), index).await.map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}"))))
+            .transpose()
+    }
+
+    async fn set_image_progress(&self, id: JobId, index: usize, progress: &ImageProgress) -> Result<(), MetaError> {
+        let json = serde_json::to_string(progress).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        redis::Script::new(SET_IF_JOB_EXISTS)
+            .key(self.job_key(id))
+            .key(self.images_key(id))
+            .arg(index)
+            .arg(json)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), MetaError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,53 @@
+//! Object storage for uploads and results, behind one small trait.
+//!
+//! Keys are chosen by the job domain (`jobs/<id>/...`); client filenames never
+//! become keys. Implementations stream: none may buffer a whole upload or
+//! archive, and none may retry on its own (the worker owns retry policy).
+
+mod s3;
+
+use std::io;
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use s3::S3Store;
+
+/// An object's bytes as a stream, with its length known up front.
+pub struct ObjectStream {
+    pub size: u64,
+    pub stream: BoxStream<'static, io::Result<Bytes>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// The store could not be reached or answered with a server error; worth retrying.
+    #[error("object storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("object storage error: {0}")]
+    Failed(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Uploads a local file, streaming it.
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError>;
+    async fn put_bytes(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError>;
+    /// Reads a whole object; for inputs a worker is about to decode anyway.
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError>;
+    async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Readiness probe: the store answers and the bucket exists.
+    async fn check(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,239 @@
+//! The task handler: fetch the upload → decode → filter → encode → store the
+//! result → record the image's state. One call per image.
+//!
+//! Deterministic failures (the image cannot be decoded) fail that image at
+//! once; transient ones (storage or Redis unreachable) are retried with
+//! exponential backoff, first inside the attempt, then by re-delivery, up to
+//! the configured number of attempts. CPU work runs on the blocking pool,
+//! never on the async runtime's threads.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{AbortError, BoxDynError, Data};
+use chrono::Utc;
+use futures::FutureExt;
+
+use crate::codec::{self, CodecError};
+use crate::jobs::{ImageProgress, ImageState, Job};
+use crate::meta::{MetaError, MetaStore};
+use crate::queue::ProcessImage;
+use crate::store::{ObjectStore, StoreError};
+
+/// What a worker needs, injected once at start-up.
+pub struct WorkerContext {
+    pub store: Arc<dyn ObjectStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub max_pixels: u64,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff for transient errors within one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub tries: u32,
+}
+
+impl Backoff {
+    pub fn delay(&self, try_number: u32) -> Duration {
+        let factor = 1u32.checked_shl(try_number).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.max)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    /// The image itself is bad: retrying cannot help.
+    #[error("{0}")]
+    Image(#[from] CodecError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Meta(#[from] MetaError),
+    #[error("processing crashed: {0}")]
+    Crashed(String),
+}
+
+impl TaskError {
+    fn is_transient(&self) -> bool {
+        match self {
+            TaskError::Image(_) | TaskError::Crashed(_) => false,
+            TaskError::Store(e) => e.is_transient(),
+            TaskError::Meta(MetaError::Unavailable(_)) => true,
+            TaskError::Meta(MetaError::Corrupt(_)) => false,
+        }
+    }
+}
+
+/// The apalis handler. A panic fails the image with a reason instead of
+/// leaving it "processing" forever.
+pub async fn handle(task: ProcessImage, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    let ctx: &WorkerContext = &ctx;
+    match AssertUnwindSafe(run(&task, ctx)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let reason = format!("internal error while processing: {what}");
+            log::error!("job {} image {}: {reason}", task.job_id, task.index);
+            if let Ok(Some(mut p)) = ctx.meta.image_progress(task.job_id, task.index).await {
+                p.state = ImageState::Failed;
+                p.error = Some(reason.clone());
+                p.finished_at = Some(Utc::now());
+                let _ = ctx.meta.set_image_progress(task.job_id, task.index, &p).await;
+            }
+            Err(AbortError::new(reason).into())
+        }
+    }
+}
+
+async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError> {
+    let (job_id, index) = (task.job_id, task.index);
+    let job = match retrying(ctx.backoff, || ctx.meta.load(job_id)).await {
+        Ok(Some(record)) => record.job,
+        Ok(None) => {
+            log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let previous = retrying(ctx.backoff, || ctx.meta.image_progress(job_id, index)).await?;
+    let previous = previous.unwrap_or_else(ImageProgress::queued);
+    if previous.state.is_terminal() {
+        // Re-delivered after it was already recorded (e.g. its worker died
+        // between recording and acknowledging): the work is done.
+        return Ok(());
+    }
+    let attempt = previous.attempts + 1;
+    let started = ImageProgress {
+        state: ImageState::Processing,
+        attempts: attempt,
+        started_at: Some(Utc::now()),
+        finished_at: None,
+        ..previous
+    };
+    retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &started)).await?;
+
+    match process(ctx, &job, index).await {
+        Ok(output_bytes) => {
+            let done = ImageProgress {
+                state: ImageState::Succeeded,
+                error: None,
+                finished_at: Some(Utc::now()),
+                output_bytes: Some(output_bytes),
+                ..started
+            };
+            retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &done)).await?;
+            log::info!("job {job_id} image {index}: done ({output_bytes} bytes, attempt {attempt})");
+            Ok(())
+        }
+        Err(e) if e.is_transient() && attempt < ctx.max_attempts => {
+            log::warn!("job {job_id} image {index}: attempt {attempt}/{} failed, will retry: {e}", ctx.max_attempts);
+            let retry = ImageProgress {
+                state: ImageState::Queued,
+                error: Some(format!("attempt {attempt} failed, retrying: {e}")),
+                ..started
+            };
+            // Best effort: if this write fails too, status shows "processing"
+            // until the retry runs.
+            let _ = ctx.meta.set_image_progress(job_id, index, &retry).await;
+            Err(e.into())
+        }
+        Err(e) => {
+            let reason = if e.is_transient() {
+                format!("gave up after {attempt} attempts: {e}")
+            } else {
+                e.to_string()
+            };
+            log::warn!("job {job_id} image {index}: failed: {reason}");
+            let failed = ImageProgress {
+                state: ImageState::Failed,
+                error: Some(reason.clone()),
+                finished_at: Some(Utc::now()),
+                ..started
+            };
+            retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &failed)).await?;
+            Err(AbortError::new(reason).into())
+        }
+    }
+}
+
+/// Runs the pipeline for one image and returns the size of the stored result.
+async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, TaskError> {
+    let entry = job
+        .images
+        .get(index)
+        .ok_or_else(|| MetaError::Corrupt(format!("job {} has no image {index}", job.id)))?;
+    let output_key = job
+        .output_key(index)
+        .ok_or_else(|| MetaError::Corrupt(format!("job {} has no image {index}", job.id)))?;
+    let input_key = job.input_key(index);
+    let input = retrying(ctx.backoff, || ctx.store.get_bytes(&input_key)).await?;
+
+    let (recipe, format, max_pixels) = (job.recipe, entry.output_format, ctx.max_pixels);
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, CodecError> {
+        let img = codec::decode(&input, max_pixels)?;
+        drop(input);
+        let out = recipe.filter.apply(&img);
+        drop(img);
+        codec::encode(&out, format, recipe.quality)
+    })
+    .await
+    .map_err(|e| TaskError::Crashed(e.to_string()))??;
+
+    let size = encoded.len() as u64;
+    let bytes = bytes::Bytes::from(encoded);
+    retrying(ctx.backoff, || ctx.store.put_bytes(&output_key, bytes.clone(), format.content_type())).await?;
+    Ok(size)
+}
+
+/// Retries an operation on transient errors with exponential backoff.
+async fn retrying<T, E, F, Fut>(backoff: Backoff, mut op: F) -> Result<T, TaskError>
+where
+    E: Into<TaskError>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut try_number = 0;
+    loop {
+        match op().await.map_err(Into::into) {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && try_number + 1 < backoff.tries => {
+                let delay = backoff.delay(try_number);
+                log::debug!("transient error, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                try_number += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let b = Backoff { first: Duration::from_millis(100), max: Duration::from_secs(2), tries: 6 };
+        let delays: Vec<_> = (0..7).map(|i| b.delay(i).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(b.delay(40), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn image_errors_are_permanent_and_outages_transient() {
+        assert!(!TaskError::Image(CodecError::Unsupported).is_transient());
+        assert!(TaskError::Store(StoreError::Unavailable("down".into())).is_transient());
+        assert!(!TaskError::Store(StoreError::NotFound("k".into())).is_transient());
+        assert!(TaskError::Meta(MetaError::Unavailable("down".into())).is_transient());
+    }
+}
