@@ -1,6 +1,6 @@
 //! `POST /process-job` and `GET /status-job/{id}`.
 
-use actix_multipart::{Field, Multipart};
+use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -39,8 +39,15 @@ pub async fn process_job(
     let limits = service.limits;
     let mut multipart = Multipart::new(req.headers(), payload);
     let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
+    let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
-        let mut field = field.map_err(|e| ApiError::Multipart(e.to_string()))?;
+        let mut field = match field {
+            Ok(field) => field,
+            // A form with no parts at all is a well-formed request without files.
+            Err(MultipartError::Incomplete) if fields_seen == 0 => break,
+            Err(e) => return Err(ApiError::Multipart(e.to_string())),
+        };
+        fields_seen += 1;
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "files" | "files[]" | "file" => {

@@ -1,0 +1,28 @@
+# Multi-stage build: a full Rust toolchain to compile, a slim Debian runtime
+# with one static-enough binary, running as a non-root user.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Build dependencies first so they are cached apart from our sources.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo "fn main() {}" > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+COPY migrations ./migrations
+COPY openapi.yaml ./
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/imgpipe --create-home imgpipe
+COPY --from=build /src/target/release/imgpipe /usr/local/bin/imgpipe
+USER imgpipe
+WORKDIR /var/lib/imgpipe
+ENV IMGPIPE_BIND=0.0.0.0:8000 \
+    RUST_LOG=info
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
+ENTRYPOINT ["imgpipe"]
+CMD ["serve"]

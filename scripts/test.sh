@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The project's test command (README "Test"): installs what is missing, starts
+# a real redis-server and a real S3 server (s3s-fs, which verifies SigV4
+# signatures) on free loopback ports, runs every test against them, validates
+# docker-compose.yml, and stops everything on exit. Tests never skip: if a
+# service cannot be started, this script fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+S3S_VERSION=0.14.1
+export PATH="$HOME/.cargo/bin:$PATH"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v redis-server >/dev/null || { echo "== installing redis-server"; apt_install redis-server; }
+command -v docker-compose >/dev/null || { echo "== installing docker-compose (for config validation only)"; apt_install docker-compose; }
+if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+  echo "== installing s3s-fs $S3S_VERSION (S3 server for tests)"
+  cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --quiet
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d -t imgpipe-test-XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+  >"$work/redis.log" 2>&1 &
+pids+=($!)
+
+s3_port=$(free_port)
+mkdir -p "$work/s3"
+s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key imgpipe-test --secret-key imgpipe-test-secret "$work/s3" \
+  >"$work/s3.log" 2>&1 &
+pids+=($!)
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start on port $1:"; cat "$work/$2.log"; exit 1
+}
+wait_port "$redis_port" redis
+wait_port "$s3_port" s3
+echo "== redis-server on 127.0.0.1:$redis_port, s3s-fs on 127.0.0.1:$s3_port"
+
+export IMGPIPE_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+export IMGPIPE_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+export IMGPIPE_TEST_S3_ACCESS_KEY=imgpipe-test
+export IMGPIPE_TEST_S3_SECRET_KEY=imgpipe-test-secret
+export IMGPIPE_TEST_S3_DIR="$work/s3"
+
+echo "== docker-compose config"
+docker-compose -f docker-compose.yml config -q
+
+echo "== cargo test"
+cargo test --all-targets "$@"

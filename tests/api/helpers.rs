@@ -1,0 +1,350 @@
+//! Shared test harness: starts the real `imgpipe` binary on a random port
+//! against the Redis and S3 servers that `scripts/test.sh` started, each app
+//! with its own Redis key prefix and bucket so tests run in parallel.
+
+use std::io::{BufRead, BufReader, Cursor};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use image::{DynamicImage, ImageFormat};
+use serde_json::Value;
+
+/// Reads a variable set by `scripts/test.sh`; a missing service is a failure, never a skip.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Redis and an S3 server")
+    })
+}
+
+/// One isolated deployment: a Redis key prefix and a bucket of its own.
+#[derive(Clone)]
+pub struct Deployment {
+    pub prefix: String,
+    pub bucket: String,
+    pub tmp_dir: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Deployment {
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let tmp_dir = std::env::temp_dir().join(format!("imgpipe-spool-{id}"));
+        std::fs::create_dir_all(&tmp_dir).expect("create spool dir");
+        Deployment {
+            prefix: format!("test-{id}"),
+            bucket: format!("t-{}", &id[..20]),
+            tmp_dir,
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extra_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts `imgpipe <command>` and waits until it is listening (or, for
+    /// `worker`, ready).
+    pub fn start(&self, command: &str) -> Process {
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+        std::fs::create_dir_all(&log_dir).expect("create log dir");
+        let log_path = log_dir.join(format!("{}-{command}-{}.log", self.prefix, uuid::Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpipe"));
+        cmd.arg(command)
+            .env("IMGPIPE_BIND", "127.0.0.1:0")
+            .env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
+            .env("S3_ENDPOINT", required_env("IMGPIPE_TEST_S3_ENDPOINT"))
+            .env("S3_ACCESS_KEY", required_env("IMGPIPE_TEST_S3_ACCESS_KEY"))
+            .env("S3_SECRET_KEY", required_env("IMGPIPE_TEST_S3_SECRET_KEY"))
+            .env("S3_BUCKET", &self.bucket)
+            .env("IMGPIPE_REDIS_PREFIX", &self.prefix)
+            .env("IMGPIPE_TMP_DIR", &self.tmp_dir)
+            .env("IMGPIPE_WORKERS", "2")
+            .env("IMGPIPE_RETRY_BASE_MS", "100")
+            .env("IMGPIPE_HEARTBEAT_SECS", "1")
+            .env("IMGPIPE_SHUTDOWN_TIMEOUT_SECS", "10")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn imgpipe");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut base_url = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("imgpipe: listening on ") {
+                        base_url = Some(addr.trim().to_string());
+                    }
+                    if line.starts_with("imgpipe: ready") || line.starts_with("imgpipe: worker ready") {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("imgpipe {command} did not become ready within 60 s; log:\n{logs}");
+                }
+            }
+        }
+        Process { child, base_url, log_path }
+    }
+
+    pub fn serve(&self) -> TestApp {
+        let process = self.start("serve");
+        TestApp::new(process)
+    }
+
+    /// Redis keys holding jobs or tasks (worker registrations are left out).
+    pub async fn job_and_task_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(required_env("IMGPIPE_TEST_REDIS_URL")).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect to test redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        keys.into_iter().filter(|k| !k.contains(":workers")).collect()
+    }
+
+    /// Files in this deployment's spool directory (uploads being validated).
+    pub fn spooled_files(&self) -> usize {
+        std::fs::read_dir(&self.tmp_dir).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Objects stored in this deployment's bucket (s3s-fs keeps them as files).
+    pub fn stored_objects(&self) -> usize {
+        let root = PathBuf::from(required_env("IMGPIPE_TEST_S3_DIR")).join(&self.bucket);
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| {
+                            let p = e.path();
+                            if p.is_dir() {
+                                count(&p)
+                            } else if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                                0
+                            } else {
+                                1
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&root)
+    }
+}
+
+/// A running imgpipe process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub base_url: Option<String>,
+    pub log_path: PathBuf,
+}
+
+impl Process {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "imgpipe did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct TestApp {
+    pub process: Process,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// A file to upload: (filename, bytes).
+pub type File = (String, Vec<u8>);
+
+impl TestApp {
+    pub fn new(process: Process) -> Self {
+        let base = process.base_url.clone().expect("process has an HTTP address");
+        TestApp { process, base, client: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `POST /process-job?<query>` with `files` as the multipart field `files`.
+    pub async fn submit(&self, query: &str, files: Vec<File>) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, bytes) in files {
+            form = form.part("files", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        }
+        self.client
+            .post(self.url(&format!("/process-job?{query}")))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST /process-job")
+    }
+
+    /// Submits and asserts 202; returns the response body.
+    pub async fn submit_ok(&self, query: &str, files: Vec<File>) -> Value {
+        let resp = self.submit(query, files).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("JSON body");
+        assert_eq!(status, 202, "submission refused: {body}");
+        body
+    }
+
+    pub async fn status(&self, job_id: &str) -> Value {
+        let resp = self.get(&format!("/status-job/{job_id}")).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("status JSON")
+    }
+
+    /// Polls the status until every image is terminal.
+    pub async fn wait_done(&self, job_id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status(job_id).await;
+            if status["all_ready"] == true {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} not done within {within:?}: {status}\nlogs: {}",
+                self.process.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Downloads the job's ZIP and returns its entries as (name, bytes), in order.
+    pub async fn download(&self, job_id: &str, query: &str) -> Vec<(String, Vec<u8>)> {
+        let resp = self.get(&format!("/download/{job_id}{query}")).await;
+        assert_eq!(resp.status(), 200, "download failed");
+        assert_eq!(resp.headers()["content-type"], "application/zip");
+        let bytes = resp.bytes().await.expect("ZIP body");
+        unzip(&bytes)
+    }
+}
+
+pub fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("valid ZIP");
+    (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).expect("ZIP entry");
+            let mut data = Vec::new();
+            std::io::copy(&mut entry, &mut data).expect("read ZIP entry");
+            (entry.name().expect("entry name").to_string(), data)
+        })
+        .collect()
+}
+
+/// A small photo-like test image: gradients, noise and hard edges.
+pub fn test_image(width: u32, height: u32, seed: u32) -> DynamicImage {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state % 41) as i32 - 20
+    };
+    DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+        let edge = if (x / 7 + y / 5) % 2 == 0 { 60 } else { 0 };
+        let mut c = |base: i32| (base + edge + noise()).clamp(0, 255) as u8;
+        let (r, g) = (c((x * 255 / width) as i32), c((y * 255 / height) as i32));
+        image::Rgb([r, g, c(128)])
+    }))
+}
+
+pub fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode test image");
+    out.into_inner()
+}
+
+pub fn png(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    encode(&test_image(width, height, seed), ImageFormat::Png)
+}
+
+pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    encode(&test_image(width, height, seed), ImageFormat::Jpeg)
+}
+
+/// A small PNG whose header claims the given size: a decompression bomb as
+/// far as a header-only check can tell (its pixel data is only a stub).
+pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    push_chunk(&mut out, b"IHDR", &ihdr);
+    // zlib header + the start of a deflate stream of zeros
+    push_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2]);
+    push_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A structurally complete PNG (valid header, chunk list ending in IEND) whose
+/// pixel data is garbage: it passes admission and fails decoding in a worker.
+pub fn png_with_corrupt_pixels(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    push_chunk(&mut out, b"IHDR", &ihdr);
+    push_chunk(&mut out, b"IDAT", b"this is not a zlib stream at all");
+    push_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+}
+
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}

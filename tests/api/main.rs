@@ -1,0 +1,9 @@
+//! Integration tests: the real binary, over HTTP, against real Redis and S3.
+//! Run through `scripts/test.sh`, which starts those services.
+
+mod helpers;
+
+mod distributed;
+mod pipeline;
+mod rejections;
+mod system;

@@ -1,0 +1,169 @@
+//! Bad input: every rejection is a 4xx JSON error naming the file and the
+//! reason, and a rejected request stores and enqueues nothing.
+
+use serde_json::Value;
+
+use crate::helpers::{jpeg, png, png_bomb, Deployment, File};
+
+struct Case {
+    name: &'static str,
+    query: &'static str,
+    files: Vec<File>,
+    status: u16,
+    code: &'static str,
+    file: Option<&'static str>,
+}
+
+#[tokio::test]
+async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
+    let deployment = Deployment::new()
+        .env("IMGPIPE_MAX_FILES", "3")
+        .env("IMGPIPE_MAX_FILE_BYTES", "300000")
+        .env("IMGPIPE_MAX_PIXELS", "4000000");
+    let app = deployment.serve();
+    let good = || ("good.png".to_string(), png(16, 16, 1));
+    let full_jpeg = jpeg(64, 48, 2);
+    let truncated = full_jpeg[..full_jpeg.len() / 2].to_vec();
+
+    let cases = vec![
+        Case {
+            name: "text file named .jpg",
+            query: "filter=blur",
+            files: vec![good(), ("notes.jpg".into(), b"just some text, not an image".to_vec())],
+            status: 415,
+            code: "unsupported_format",
+            file: Some("notes.jpg"),
+        },
+        Case {
+            name: "truncated JPEG",
+            query: "filter=blur",
+            files: vec![("cut.jpg".into(), truncated)],
+            status: 422,
+            code: "truncated_image",
+            file: Some("cut.jpg"),
+        },
+        Case {
+            name: "zero-byte file",
+            query: "filter=blur",
+            files: vec![good(), ("empty.png".into(), Vec::new())],
+            status: 400,
+            code: "empty_file",
+            file: Some("empty.png"),
+        },
+        Case {
+            name: "unknown filter",
+            query: "filter=emboss",
+            files: vec![good()],
+            status: 422,
+            code: "unknown_filter",
+            file: None,
+        },
+        Case { name: "missing filter", query: "", files: vec![good()], status: 422, code: "missing_filter", file: None },
+        Case {
+            name: "bad output format",
+            query: "filter=blur&format=gif",
+            files: vec![good()],
+            status: 422,
+            code: "unknown_format",
+            file: None,
+        },
+        Case {
+            name: "bad quality",
+            query: "filter=blur&quality=0",
+            files: vec![good()],
+            status: 422,
+            code: "invalid_quality",
+            file: None,
+        },
+        Case { name: "no files", query: "filter=blur", files: vec![], status: 400, code: "no_files", file: None },
+        Case {
+            name: "too many files",
+            query: "filter=blur",
+            files: vec![good(), good(), good(), good()],
+            status: 413,
+            code: "too_many_files",
+            file: None,
+        },
+        Case {
+            name: "over-size file",
+            query: "filter=blur",
+            files: vec![("huge.png".into(), vec![0x89; 400_000])],
+            status: 413,
+            code: "file_too_large",
+            file: Some("huge.png"),
+        },
+        Case {
+            name: "20000x20000 PNG header (decompression bomb)",
+            query: "filter=blur",
+            files: vec![good(), ("bomb.png".into(), png_bomb(20_000, 20_000))],
+            status: 413,
+            code: "too_many_pixels",
+            file: Some("bomb.png"),
+        },
+    ];
+
+    for case in cases {
+        let resp = app.submit(case.query, case.files).await;
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").cloned();
+        let body: Value = resp.json().await.unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
+        assert_eq!(status, case.status, "{}: {body}", case.name);
+        assert_eq!(content_type.unwrap(), "application/json", "{}", case.name);
+        assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.len() > 10, "{}: message should explain: {body}", case.name);
+        match case.file {
+            Some(file) => {
+                assert_eq!(body["error"]["file"], file, "{}: {body}", case.name);
+                assert!(message.contains(file), "{}: message should name the file: {body}", case.name);
+            }
+            None => assert!(body["error"]["file"].is_null(), "{}: {body}", case.name),
+        }
+    }
+
+    let keys = deployment.job_and_task_keys().await;
+    assert!(keys.is_empty(), "a rejected request wrote job metadata or tasks: {keys:?}");
+    assert_eq!(deployment.stored_objects(), 0, "a rejected request stored objects");
+    assert_eq!(deployment.spooled_files(), 0, "spooled uploads were not cleaned up");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400_json() {
+    let app = Deployment::new().serve();
+    let not_multipart = app
+        .client
+        .post(app.url("/process-job?filter=blur"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_multipart.status(), 400);
+    let body: Value = not_multipart.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_multipart");
+
+    let form = reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(png(4, 4, 1)).file_name("a.png"));
+    let wrong_field = app.client.post(app.url("/process-job?filter=blur")).multipart(form).send().await.unwrap();
+    assert_eq!(wrong_field.status(), 400);
+    let body: Value = wrong_field.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unexpected_field");
+    assert!(body["error"]["message"].as_str().unwrap().contains("image"));
+}
+
+#[tokio::test]
+async fn unknown_jobs_and_images_are_404_json() {
+    let app = Deployment::new().serve();
+    for path in [
+        "/status-job/00000000-0000-4000-8000-000000000000",
+        "/status-job/not-a-uuid",
+        "/download/00000000-0000-4000-8000-000000000000",
+        "/images/00000000-0000-4000-8000-000000000000/0",
+        "/images/00000000-0000-4000-8000-000000000000/minus-one",
+        "/no/such/route",
+    ] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
+}
