@@ -43,7 +43,10 @@ struct Backends {
 }
 
 async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
-    let err = |reason: String| AppError::Redis { url: redact(url), reason };
+    let err = |reason: String| AppError::Redis {
+        url: redact(url),
+        reason,
+    };
     let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {
@@ -82,7 +85,9 @@ async fn connect_store(config: &Config) -> Result<S3Store, AppError> {
 /// Hides the password of a `redis://user:pass@host` URL in messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -152,7 +157,10 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         .disable_signals()
         .shutdown_timeout(grace.as_secs())
         .bind(config.bind)
-        .map_err(|e| AppError::Bind { addr: config.bind.to_string(), reason: e.to_string() })?;
+        .map_err(|e| AppError::Bind {
+            addr: config.bind.to_string(),
+            reason: e.to_string(),
+        })?;
         for addr in server.addrs() {
             // Tests and scripts wait for this line to learn the (possibly random) port.
             println!("imgpipe: listening on http://{addr}");
@@ -177,7 +185,12 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         log::info!("worker {name} starting with concurrency {concurrency}");
         let mut stop = stop_rx.clone();
         let worker = WorkerBuilder::new(name)
-            .backend(backends.redis_queue.storage().poll_with_interval(Duration::from_millis(200)))
+            .backend(
+                backends
+                    .redis_queue
+                    .storage()
+                    .poll_with_interval(Duration::from_millis(200)),
+            )
             .concurrency(concurrency)
             .data(ctx)
             .build(worker::handle);
@@ -245,7 +258,11 @@ fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "host".to_string())
 }
 
@@ -255,7 +272,10 @@ mod tests {
 
     #[test]
     fn redis_passwords_are_hidden() {
-        assert_eq!(redact("redis://:secret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -40,7 +40,14 @@ pub fn stream(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let error_tx = tx.clone();
-        let result = write_archive(&runtime, store.as_ref(), &entries, &manifest_name, &manifest, tx);
+        let result = write_archive(
+            &runtime,
+            store.as_ref(),
+            &entries,
+            &manifest_name,
+            &manifest,
+            tx,
+        );
         if let Err(e) = result {
             // BrokenPipe means the client went away: nothing to report to it.
             if e.kind() != io::ErrorKind::BrokenPipe {
@@ -49,7 +56,9 @@ pub fn stream(
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 fn write_archive(
@@ -71,12 +80,14 @@ fn write_archive(
         // Sizes are not known to the writer ahead of time in stream mode; only
         // entries of 4 GiB and more need the ZIP64 form.
         let options = stored.large_file(object.size >= u32::MAX as u64);
-        zip.start_file(entry.name.as_str(), options).map_err(io::Error::other)?;
+        zip.start_file(entry.name.as_str(), options)
+            .map_err(io::Error::other)?;
         while let Some(chunk) = runtime.block_on(object.stream.next()) {
             zip.write_all(&chunk?)?;
         }
     }
-    zip.start_file(manifest_name, stored).map_err(io::Error::other)?;
+    zip.start_file(manifest_name, stored)
+        .map_err(io::Error::other)?;
     zip.write_all(manifest)?;
     let mut writer = zip.finish().map_err(io::Error::other)?;
     writer.flush()
@@ -90,7 +101,10 @@ struct ChannelWriter {
 
 impl ChannelWriter {
     fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
-        ChannelWriter { tx, buf: BytesMut::with_capacity(CHUNK) }
+        ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(CHUNK),
+        }
     }
 
     fn send_buffer(&mut self) -> io::Result<()> {

@@ -2,6 +2,8 @@
 //! and encoding (JPEG, PNG, WebP). Blocking CPU work: callers run it on a
 //! blocking thread, never on the async runtime.
 
+mod jpeg;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
@@ -136,6 +138,11 @@ pub enum CodecError {
 /// does) and normalises it to 8-bit L, LA, RGB or RGBA.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError> {
     let format = InputFormat::sniff(bytes).ok_or(CodecError::Unsupported)?;
+    if format == InputFormat::Jpeg {
+        if let Some(img) = jpeg::decode(bytes, max_pixels)? {
+            return Ok(img);
+        }
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
     let mut limits = Limits::default();
     // Decoded pixels may take up to 8 bytes each (RGBA16) plus decoder scratch.
@@ -160,7 +167,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
 
 fn decode_error(e: image::ImageError) -> CodecError {
     match e {
-        image::ImageError::Unsupported(u) => CodecError::Decode(format!("unsupported variant: {u}")),
+        image::ImageError::Unsupported(u) => {
+            CodecError::Decode(format!("unsupported variant: {u}"))
+        }
         other => CodecError::Decode(other.to_string()),
     }
 }
@@ -182,7 +191,11 @@ fn normalise(img: DynamicImage) -> DynamicImage {
 /// Encodes an image. JPEG has no alpha channel, so alpha is dropped for it
 /// (Pillow would refuse to save RGBA as JPEG). `quality` applies to JPEG only;
 /// WebP output is lossless.
-pub fn encode(img: &DynamicImage, format: OutputFormat, quality: u8) -> Result<Vec<u8>, CodecError> {
+pub fn encode(
+    img: &DynamicImage,
+    format: OutputFormat,
+    quality: u8,
+) -> Result<Vec<u8>, CodecError> {
     let encode_err = |e: image::ImageError| CodecError::Encode {
         format,
         reason: e.to_string(),
@@ -259,7 +272,10 @@ mod tests {
 
     #[test]
     fn garbage_is_unsupported_and_truncation_is_a_decode_error() {
-        assert!(matches!(decode(b"hello world, not an image", 100), Err(CodecError::Unsupported)));
+        assert!(matches!(
+            decode(b"hello world, not an image", 100),
+            Err(CodecError::Unsupported)
+        ));
         let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
         let cut = &png[..png.len() / 2];
         assert!(matches!(decode(cut, 1_000), Err(CodecError::Decode(_))));
@@ -268,14 +284,23 @@ mod tests {
     #[test]
     fn pixel_limit_is_enforced_before_decoding() {
         let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
-        assert!(matches!(decode(&png, 69), Err(CodecError::TooManyPixels { pixels: 70, .. })));
+        assert!(matches!(
+            decode(&png, 69),
+            Err(CodecError::TooManyPixels { pixels: 70, .. })
+        ));
     }
 
     #[test]
     fn sixteen_bit_is_scaled_not_clipped() {
-        let img16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(2, 2, image::Rgb([65535u16, 32768, 0])));
+        let img16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
+            2,
+            2,
+            image::Rgb([65535u16, 32768, 0]),
+        ));
         let mut png = Vec::new();
-        img16.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        img16
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
         let out = decode(&png, 100).unwrap();
         assert_eq!(out.as_rgb8().unwrap().get_pixel(0, 0).0, [255, 128, 0]);
     }

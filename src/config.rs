@@ -48,26 +48,57 @@ impl Command {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port)
-    #[arg(long, env = "IMGPIPE_BIND", default_value = "0.0.0.0:8000", global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_BIND",
+        default_value = "0.0.0.0:8000",
+        global = true
+    )]
     pub bind: SocketAddr,
 
     /// Redis URL for the task queue and job metadata
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key imgpipe writes (queue and metadata); lets
     /// several deployments share one Redis
-    #[arg(long, env = "IMGPIPE_REDIS_PREFIX", default_value = "imgpipe", global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_REDIS_PREFIX",
+        default_value = "imgpipe",
+        global = true
+    )]
     pub redis_prefix: String,
 
     /// S3-compatible endpoint (MinIO, AWS S3, Garage…)
-    #[arg(long, env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000", global = true)]
+    #[arg(
+        long,
+        env = "S3_ENDPOINT",
+        default_value = "http://127.0.0.1:9000",
+        global = true
+    )]
     pub s3_endpoint: String,
 
-    #[arg(long, env = "S3_ACCESS_KEY", default_value = "minioadmin", global = true)]
+    #[arg(
+        long,
+        env = "S3_ACCESS_KEY",
+        default_value = "minioadmin",
+        global = true
+    )]
     pub s3_access_key: String,
 
-    #[arg(long, env = "S3_SECRET_KEY", default_value = "minioadmin", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "S3_SECRET_KEY",
+        default_value = "minioadmin",
+        hide_env_values = true,
+        global = true
+    )]
     pub s3_secret_key: String,
 
     /// Bucket for uploads and results; created at start-up if missing
@@ -87,7 +118,12 @@ pub struct Config {
     pub max_file_bytes: u64,
 
     /// Largest accepted image, in pixels (width × height), read from the header
-    #[arg(long, env = "IMGPIPE_MAX_PIXELS", default_value_t = 50_000_000, global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_PIXELS",
+        default_value_t = 50_000_000,
+        global = true
+    )]
     pub max_pixels: u64,
 
     /// Most files accepted in one job
@@ -99,20 +135,40 @@ pub struct Config {
     pub max_attempts: u32,
 
     /// First delay of the exponential backoff between retries, in milliseconds
-    #[arg(long, env = "IMGPIPE_RETRY_BASE_MS", default_value_t = 500, global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_RETRY_BASE_MS",
+        default_value_t = 500,
+        global = true
+    )]
     pub retry_base_ms: u64,
 
     /// How long jobs and their status are kept, in seconds
-    #[arg(long, env = "IMGPIPE_JOB_TTL_SECS", default_value_t = 86_400, global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_JOB_TTL_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
     pub job_ttl_secs: u64,
 
     /// Worker heartbeat interval in seconds; a worker silent for 3 heartbeats
     /// is presumed dead and its tasks are re-queued
-    #[arg(long, env = "IMGPIPE_HEARTBEAT_SECS", default_value_t = 5, global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_HEARTBEAT_SECS",
+        default_value_t = 5,
+        global = true
+    )]
     pub heartbeat_secs: u64,
 
     /// On SIGTERM/SIGINT, how long in-flight requests and tasks may take to finish
-    #[arg(long, env = "IMGPIPE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        long,
+        env = "IMGPIPE_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     pub shutdown_timeout_secs: u64,
 
     /// Directory for spooling uploads before they are validated (default: system temp dir)
@@ -159,7 +215,14 @@ mod tests {
     fn cli_is_well_formed_and_help_lists_env_vars() {
         Cli::command().debug_assert();
         let help = Cli::command().render_long_help().to_string();
-        for var in ["REDIS_URL", "S3_ENDPOINT", "S3_BUCKET", "IMGPIPE_BIND", "IMGPIPE_WORKERS", "IMGPIPE_MAX_PIXELS"] {
+        for var in [
+            "REDIS_URL",
+            "S3_ENDPOINT",
+            "S3_BUCKET",
+            "IMGPIPE_BIND",
+            "IMGPIPE_WORKERS",
+            "IMGPIPE_MAX_PIXELS",
+        ] {
             assert!(help.contains(var), "{var} missing from --help");
         }
     }

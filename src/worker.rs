@@ -88,7 +88,10 @@ pub async fn handle(task: ProcessImage, ctx: Data<Arc<WorkerContext>>) -> Result
                 p.state = ImageState::Failed;
                 p.error = Some(reason.clone());
                 p.finished_at = Some(Utc::now());
-                let _ = ctx.meta.set_image_progress(task.job_id, task.index, &p).await;
+                let _ = ctx
+                    .meta
+                    .set_image_progress(task.job_id, task.index, &p)
+                    .await;
             }
             Err(AbortError::new(reason).into())
         }
@@ -120,7 +123,10 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
         finished_at: None,
         ..previous
     };
-    retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &started)).await?;
+    retrying(ctx.backoff, || {
+        ctx.meta.set_image_progress(job_id, index, &started)
+    })
+    .await?;
 
     match process(ctx, &job, index).await {
         Ok(output_bytes) => {
@@ -131,12 +137,20 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
                 output_bytes: Some(output_bytes),
                 ..started
             };
-            retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &done)).await?;
-            log::info!("job {job_id} image {index}: done ({output_bytes} bytes, attempt {attempt})");
+            retrying(ctx.backoff, || {
+                ctx.meta.set_image_progress(job_id, index, &done)
+            })
+            .await?;
+            log::info!(
+                "job {job_id} image {index}: done ({output_bytes} bytes, attempt {attempt})"
+            );
             Ok(())
         }
         Err(e) if e.is_transient() && attempt < ctx.max_attempts => {
-            log::warn!("job {job_id} image {index}: attempt {attempt}/{} failed, will retry: {e}", ctx.max_attempts);
+            log::warn!(
+                "job {job_id} image {index}: attempt {attempt}/{} failed, will retry: {e}",
+                ctx.max_attempts
+            );
             let retry = ImageProgress {
                 state: ImageState::Queued,
                 error: Some(format!("attempt {attempt} failed, retrying: {e}")),
@@ -160,7 +174,10 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
                 finished_at: Some(Utc::now()),
                 ..started
             };
-            retrying(ctx.backoff, || ctx.meta.set_image_progress(job_id, index, &failed)).await?;
+            retrying(ctx.backoff, || {
+                ctx.meta.set_image_progress(job_id, index, &failed)
+            })
+            .await?;
             Err(AbortError::new(reason).into())
         }
     }
@@ -191,7 +208,11 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
 
     let size = encoded.len() as u64;
     let bytes = bytes::Bytes::from(encoded);
-    retrying(ctx.backoff, || ctx.store.put_bytes(&output_key, bytes.clone(), format.content_type())).await?;
+    retrying(ctx.backoff, || {
+        ctx.store
+            .put_bytes(&output_key, bytes.clone(), format.content_type())
+    })
+    .await?;
     Ok(size)
 }
 
@@ -223,7 +244,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
-        let b = Backoff { first: Duration::from_millis(100), max: Duration::from_secs(2), tries: 6 };
+        let b = Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            tries: 6,
+        };
         let delays: Vec<_> = (0..7).map(|i| b.delay(i).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
         assert_eq!(b.delay(40), Duration::from_secs(2));

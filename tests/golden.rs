@@ -10,8 +10,8 @@ use image::DynamicImage;
 use imgpipe::codec;
 use imgpipe::ops::Filter;
 
-/// generate.py writes 4 modes x 4 sizes plus one EXIF-oriented input.
-const MIN_INPUTS: usize = 17;
+/// generate.py writes 4 modes x 4 sizes, one EXIF-oriented PNG and four JPEGs.
+const MIN_INPUTS: usize = 21;
 /// generate.py writes one expected file per filter: blur, sharpen, smooth,
 /// edges, grayscale. If `Filter::ALL` changes, the script must change with it.
 const FILTERS_PER_INPUT: usize = 5;
@@ -22,7 +22,7 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
 }
 
-/// The inputs: `in-*.png` whose stem has no further dot (`in-L-4x4.blur.png`
+/// The inputs: `in-*.png` and `in-*.jpg` whose stem has no further dot (`in-L-4x4.blur.png`
 /// is an expected output, not an input). Sorted, so the report is stable.
 fn input_files(dir: &Path) -> Vec<PathBuf> {
     let entries =
@@ -31,7 +31,9 @@ fn input_files(dir: &Path) -> Vec<PathBuf> {
         .map(|entry| entry.expect("readable directory entry").path())
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("in-") && name.ends_with(".png") && name.matches('.').count() == 1
+            name.starts_with("in-")
+                && (name.ends_with(".png") || name.ends_with(".jpg"))
+                && name.matches('.').count() == 1
         })
         .collect();
     inputs.sort();
@@ -117,7 +119,7 @@ fn filters_match_pillow_golden_outputs() {
         let img = match codec::decode(&bytes, MAX_PIXELS) {
             Ok(img) => img,
             Err(e) => {
-                failures.push(format!("{stem}.png: codec::decode failed: {e}"));
+                failures.push(format!("{stem}: codec::decode failed: {e}"));
                 continue;
             }
         };
@@ -132,7 +134,7 @@ fn filters_match_pillow_golden_outputs() {
                 Ok(expected) => expected,
                 Err(e) => {
                     failures.push(format!(
-                        "{stem}.png / {name}: cannot load {}: {e}",
+                        "{stem} / {name}: cannot load {}: {e}",
                         expected_path.display()
                     ));
                     continue;
@@ -140,7 +142,7 @@ fn filters_match_pillow_golden_outputs() {
             };
             checked += 1;
             if let Some(problem) = compare(&filter.apply(&img), &expected) {
-                failures.push(format!("{stem}.png / {name}: {problem}"));
+                failures.push(format!("{stem} / {name}: {problem}"));
             }
         }
     }

@@ -82,16 +82,22 @@ impl ResponseError for ApiError {
                 JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 JobError::BadFile { problem, .. } => match problem {
                     FileProblem::Empty => StatusCode::BAD_REQUEST,
-                    FileProblem::TooLarge { .. } | FileProblem::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    FileProblem::TooLarge { .. } | FileProblem::TooManyPixels { .. } => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
                     FileProblem::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    FileProblem::Truncated { .. } | FileProblem::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    FileProblem::Truncated { .. } | FileProblem::Corrupt { .. } => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
                 },
                 JobError::JobNotFound(_) | JobError::ImageNotFound { .. } => StatusCode::NOT_FOUND,
                 JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
                 JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Multipart(_) | ApiError::UnexpectedField(_) | ApiError::BadField { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Multipart(_) | ApiError::UnexpectedField(_) | ApiError::BadField { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::BadPath { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -102,7 +108,8 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             log::error!("{status}: {self}");
         }
-        let error = json!({ "code": self.code(), "message": self.to_string(), "file": self.file() });
+        let error =
+            json!({ "code": self.code(), "message": self.to_string(), "file": self.file() });
         let body = match self {
             // A download asked too early also gets the job's status, so the
             // client can see how far it is without a second request.
@@ -131,12 +138,24 @@ mod tests {
             FileProblem::Empty,
             FileProblem::TooLarge { limit: 1 },
             FileProblem::UnsupportedFormat,
-            FileProblem::TooManyPixels { format: "png", width: 1, height: 1, pixels: 1, limit: 0 },
+            FileProblem::TooManyPixels {
+                format: "png",
+                width: 1,
+                height: 1,
+                pixels: 1,
+                limit: 0,
+            },
             FileProblem::Truncated { format: "jpeg" },
-            FileProblem::Corrupt { format: "png", reason: "x".into() },
+            FileProblem::Corrupt {
+                format: "png",
+                reason: "x".into(),
+            },
         ];
         for problem in problems {
-            let e = ApiError::Job(JobError::BadFile { file: "a.jpg".into(), problem });
+            let e = ApiError::Job(JobError::BadFile {
+                file: "a.jpg".into(),
+                problem,
+            });
             assert!(e.status_code().is_client_error(), "{e}");
             assert_eq!(e.file(), Some("a.jpg"));
             assert!(e.to_string().starts_with("a.jpg: "));

@@ -33,7 +33,11 @@ pub async fn process_job(
         .unwrap_or_default();
     // Fail fast on a bad query before reading a possibly large body.
     if options.filter.is_some() {
-        Recipe::parse(options.filter.as_deref(), options.format.as_deref(), options.quality.as_deref())?;
+        Recipe::parse(
+            options.filter.as_deref(),
+            options.format.as_deref(),
+            options.quality.as_deref(),
+        )?;
     }
 
     let limits = service.limits;
@@ -52,14 +56,18 @@ pub async fn process_job(
         match name.as_str() {
             "files" | "files[]" | "file" => {
                 if spooled.len() >= limits.max_files {
-                    return Err(JobError::TooManyFiles { limit: limits.max_files }.into());
+                    return Err(JobError::TooManyFiles {
+                        limit: limits.max_files,
+                    }
+                    .into());
                 }
                 let filename = field
                     .content_disposition()
                     .and_then(|cd| cd.get_filename())
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
-                let path = spool(&mut field, &filename, &upload_dir.0, limits.max_file_bytes).await?;
+                let path =
+                    spool(&mut field, &filename, &upload_dir.0, limits.max_file_bytes).await?;
                 spooled.push((filename, path));
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
@@ -69,10 +77,17 @@ pub async fn process_job(
         }
     }
 
-    let recipe = Recipe::parse(options.filter.as_deref(), options.format.as_deref(), options.quality.as_deref())?;
+    let recipe = Recipe::parse(
+        options.filter.as_deref(),
+        options.format.as_deref(),
+        options.quality.as_deref(),
+    )?;
     let uploads = spooled
         .iter()
-        .map(|(filename, path)| Upload { filename: filename.clone(), path: path.to_path_buf() })
+        .map(|(filename, path)| Upload {
+            filename: filename.clone(),
+            path: path.to_path_buf(),
+        })
         .collect();
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
     let accepted = service.submit(recipe, uploads).await?;
@@ -90,7 +105,10 @@ async fn spool(
     max_bytes: u64,
 ) -> Result<tempfile::TempPath, ApiError> {
     let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
-    let temp = tempfile::Builder::new().prefix("imgpipe-upload-").tempfile_in(dir).map_err(spool_err)?;
+    let temp = tempfile::Builder::new()
+        .prefix("imgpipe-upload-")
+        .tempfile_in(dir)
+        .map_err(spool_err)?;
     let (std_file, path) = temp.into_parts();
     let mut file = tokio::fs::File::from_std(std_file);
     let mut written: u64 = 0;
@@ -115,14 +133,21 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {
     while let Some(chunk) = field.next().await {
         let chunk = chunk.map_err(|e| ApiError::Multipart(e.to_string()))?;
         if value.len() + chunk.len() > MAX_OPTION_BYTES {
-            return Err(ApiError::BadField { field: name.to_string() });
+            return Err(ApiError::BadField {
+                field: name.to_string(),
+            });
         }
         value.extend_from_slice(&chunk);
     }
-    String::from_utf8(value).map_err(|_| ApiError::BadField { field: name.to_string() })
+    String::from_utf8(value).map_err(|_| ApiError::BadField {
+        field: name.to_string(),
+    })
 }
 
-pub async fn status_job(path: web::Path<String>, service: web::Data<JobService>) -> Result<HttpResponse, ApiError> {
+pub async fn status_job(
+    path: web::Path<String>,
+    service: web::Data<JobService>,
+) -> Result<HttpResponse, ApiError> {
     let status = service.status(&path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(status))
 }

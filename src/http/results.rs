@@ -1,6 +1,8 @@
 //! `GET /download/{id}` (streamed ZIP) and `GET /images/{id}/{index}`.
 
-use actix_web::http::header::{Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue};
+use actix_web::http::header::{
+    Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+};
 use actix_web::{web, HttpResponse};
 use futures::TryStreamExt;
 use serde::Deserialize;
@@ -23,8 +25,17 @@ pub async fn download(
     let (status, stream) = service.archive(&id, query.partial).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
-        .insert_header(disposition(DispositionType::Attachment, &format!("imgpipe-{}.zip", status.job_id)))
-        .insert_header(("X-Job-Status", serde_json::to_value(status.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()))
+        .insert_header(disposition(
+            DispositionType::Attachment,
+            &format!("imgpipe-{}.zip", status.job_id),
+        ))
+        .insert_header((
+            "X-Job-Status",
+            serde_json::to_value(status.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        ))
         .streaming(stream))
 }
 
@@ -33,13 +44,20 @@ pub async fn image(
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, index) = path.into_inner();
-    let index: usize = index.parse().map_err(|_| ApiError::BadPath { what: "image index", given: index })?;
+    let index: usize = index.parse().map_err(|_| ApiError::BadPath {
+        what: "image index",
+        given: index,
+    })?;
     let (object, entry) = service.result_image(&id, index).await?;
     Ok(HttpResponse::Ok()
         .content_type(entry.output_format.content_type())
         .insert_header(disposition(DispositionType::Inline, &entry.entry_name))
         .no_chunking(object.size)
-        .streaming(object.stream.map_err(actix_web::error::ErrorInternalServerError)))
+        .streaming(
+            object
+                .stream
+                .map_err(actix_web::error::ErrorInternalServerError),
+        ))
 }
 
 fn disposition(kind: DispositionType, filename: &str) -> ContentDisposition {
@@ -52,5 +70,8 @@ fn disposition(kind: DispositionType, filename: &str) -> ContentDisposition {
             value: filename.as_bytes().to_vec(),
         })]
     };
-    ContentDisposition { disposition: kind, parameters }
+    ContentDisposition {
+        disposition: kind,
+        parameters,
+    }
 }

@@ -33,16 +33,22 @@ pub async fn readyz(service: web::Data<JobService>) -> HttpResponse {
     if ready {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "5")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(body)
     }
 }
 
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/yaml").body(OPENAPI_YAML)
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(OPENAPI_YAML)
 }
 
 pub async fn to_docs() -> HttpResponse {
-    HttpResponse::PermanentRedirect().insert_header(("Location", "/docs/")).finish()
+    HttpResponse::PermanentRedirect()
+        .insert_header(("Location", "/docs/"))
+        .finish()
 }
 
 pub fn swagger_ui() -> SwaggerUi {
@@ -50,5 +56,9 @@ pub fn swagger_ui() -> SwaggerUi {
 }
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NoRoute(format!("{} {}", req.method(), req.path())))
+    Err(ApiError::NoRoute(format!(
+        "{} {}",
+        req.method(),
+        req.path()
+    )))
 }

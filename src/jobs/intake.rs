@@ -39,7 +39,10 @@ pub enum FileProblem {
     #[error("the {format} image is truncated or incomplete")]
     Truncated { format: &'static str },
     #[error("the {format} image is corrupt: {reason}")]
-    Corrupt { format: &'static str, reason: String },
+    Corrupt {
+        format: &'static str,
+        reason: String,
+    },
 }
 
 /// What admission learned about an accepted file.
@@ -66,22 +69,30 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         return Err(FileProblem::Empty);
     }
     if size_bytes > limits.max_file_bytes {
-        return Err(FileProblem::TooLarge { limit: limits.max_file_bytes });
+        return Err(FileProblem::TooLarge {
+            limit: limits.max_file_bytes,
+        });
     }
     let mut head = [0u8; 64];
     let n = read_up_to(&mut file, &mut head);
     let format = InputFormat::sniff(&head[..n]).ok_or(FileProblem::UnsupportedFormat)?;
 
     let _ = file.seek(SeekFrom::Start(0));
-    let (width, height) = ImageReader::with_format(BufReader::new(&mut file), format.image_format())
-        .into_dimensions()
-        .map_err(|e| match e {
-            image::ImageError::IoError(_) => FileProblem::Truncated { format: format.name() },
-            other => corrupt(format, other.to_string()),
-        })?;
+    let (width, height) =
+        ImageReader::with_format(BufReader::new(&mut file), format.image_format())
+            .into_dimensions()
+            .map_err(|e| match e {
+                image::ImageError::IoError(_) => FileProblem::Truncated {
+                    format: format.name(),
+                },
+                other => corrupt(format, other.to_string()),
+            })?;
     let pixels = width as u64 * height as u64;
     if width == 0 || height == 0 {
-        return Err(corrupt(format, format!("zero-sized image ({width}x{height})")));
+        return Err(corrupt(
+            format,
+            format!("zero-sized image ({width}x{height})"),
+        ));
     }
     if pixels > limits.max_pixels {
         return Err(FileProblem::TooManyPixels {
@@ -110,9 +121,16 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         }
     };
     if !complete {
-        return Err(FileProblem::Truncated { format: format.name() });
+        return Err(FileProblem::Truncated {
+            format: format.name(),
+        });
     }
-    Ok(Inspected { format, width, height, size_bytes })
+    Ok(Inspected {
+        format,
+        width,
+        height,
+        size_bytes,
+    })
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
@@ -140,7 +158,9 @@ fn jpeg_complete(r: &mut impl Read) -> bool {
         return false;
     }
     loop {
-        let Some(mut marker) = read_byte(r) else { return false };
+        let Some(mut marker) = read_byte(r) else {
+            return false;
+        };
         if marker != 0xFF {
             return false;
         }
@@ -158,7 +178,10 @@ fn jpeg_complete(r: &mut impl Read) -> bool {
                     return false;
                 }
                 let len = u16::from_be_bytes(len) as u64;
-                if len < 2 || std::io::copy(&mut r.take(len - 2), &mut std::io::sink()).ok() != Some(len - 2) {
+                if len < 2
+                    || std::io::copy(&mut r.take(len - 2), &mut std::io::sink()).ok()
+                        != Some(len - 2)
+                {
                     return false;
                 }
             }
@@ -218,7 +241,8 @@ fn bmp_complete(head: &[u8], size: u64) -> bool {
     if head.len() < 38 {
         return false;
     }
-    let u32_at = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64;
+    let u32_at =
+        |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64;
     let offset = u32_at(10);
     let dib_size = u32_at(14);
     if dib_size < 40 {
@@ -242,10 +266,16 @@ mod tests {
     use image::{DynamicImage, ImageFormat, RgbImage};
     use std::io::Write;
 
-    const LIMITS: Limits = Limits { max_file_bytes: 1 << 20, max_pixels: 10_000, max_files: 10 };
+    const LIMITS: Limits = Limits {
+        max_file_bytes: 1 << 20,
+        max_pixels: 10_000,
+        max_files: 10,
+    };
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7])));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([x as u8, y as u8, 7])
+        }));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
@@ -268,18 +298,32 @@ mod tests {
             (ImageFormat::Tiff, InputFormat::Tiff),
         ] {
             let got = check(&encoded(fmt, 30, 20)).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
-            assert_eq!((got.format, got.width, got.height), (expected, 30, 20), "{fmt:?}");
+            assert_eq!(
+                (got.format, got.width, got.height),
+                (expected, 30, 20),
+                "{fmt:?}"
+            );
         }
     }
 
     #[test]
     fn truncated_files_are_refused_for_every_format() {
-        for fmt in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Tiff] {
+        for fmt in [
+            ImageFormat::Jpeg,
+            ImageFormat::Png,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+            ImageFormat::Bmp,
+            ImageFormat::Tiff,
+        ] {
             let full = encoded(fmt, 60, 40);
             let cut = &full[..full.len() * 2 / 3];
             let err = check(cut).unwrap_err();
             assert!(
-                matches!(err, FileProblem::Truncated { .. } | FileProblem::Corrupt { .. }),
+                matches!(
+                    err,
+                    FileProblem::Truncated { .. } | FileProblem::Corrupt { .. }
+                ),
                 "{fmt:?}: {err:?}"
             );
         }
@@ -287,16 +331,32 @@ mod tests {
 
     #[test]
     fn text_empty_and_oversized_are_refused() {
-        assert_eq!(check(b"just some text, named photo.jpg"), Err(FileProblem::UnsupportedFormat));
+        assert_eq!(
+            check(b"just some text, named photo.jpg"),
+            Err(FileProblem::UnsupportedFormat)
+        );
         assert_eq!(check(b""), Err(FileProblem::Empty));
         let big = vec![0u8; (LIMITS.max_file_bytes + 1) as usize];
-        assert_eq!(check(&big), Err(FileProblem::TooLarge { limit: LIMITS.max_file_bytes }));
+        assert_eq!(
+            check(&big),
+            Err(FileProblem::TooLarge {
+                limit: LIMITS.max_file_bytes
+            })
+        );
     }
 
     #[test]
     fn pixel_bomb_is_refused_from_the_header() {
         let err = check(&encoded(ImageFormat::Png, 200, 100)).unwrap_err();
-        assert!(matches!(err, FileProblem::TooManyPixels { width: 200, height: 100, pixels: 20_000, .. }));
+        assert!(matches!(
+            err,
+            FileProblem::TooManyPixels {
+                width: 200,
+                height: 100,
+                pixels: 20_000,
+                ..
+            }
+        ));
     }
 
     #[test]

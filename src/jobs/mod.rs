@@ -94,7 +94,11 @@ impl Job {
 
     pub fn output_key(&self, index: usize) -> Option<String> {
         let image = self.images.get(index)?;
-        Some(format!("jobs/{}/output/{index}.{}", self.id, image.output_format.extension()))
+        Some(format!(
+            "jobs/{}/output/{index}.{}",
+            self.id,
+            image.output_format.extension()
+        ))
     }
 }
 

@@ -12,10 +12,7 @@ const MAX_STEM_CHARS: usize = 100;
 /// `image-<index>` when nothing usable remains.
 pub fn safe_stem(original: &str, index: usize) -> String {
     // Both separators count: a browser on Windows may send `C:\photos\a.jpg`.
-    let base = original
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or_default();
+    let base = original.rsplit(['/', '\\']).next().unwrap_or_default();
     let stem = match base.rfind('.') {
         Some(dot) if dot > 0 => &base[..dot],
         _ => base,
@@ -95,14 +92,25 @@ mod tests {
     #[test]
     fn duplicates_become_unique_case_insensitively() {
         let names = unique_entry_names(
-            [("a.jpg", "jpg"), ("A.jpg", "jpg"), ("dir/a.png", "jpg"), ("manifest.x", "json")],
+            [
+                ("a.jpg", "jpg"),
+                ("A.jpg", "jpg"),
+                ("dir/a.png", "jpg"),
+                ("manifest.x", "json"),
+            ],
             &["manifest.json"],
         );
-        assert_eq!(names, ["a.jpg", "A (2).jpg", "a (3).jpg", "manifest (2).json"]);
+        assert_eq!(
+            names,
+            ["a.jpg", "A (2).jpg", "a (3).jpg", "manifest (2).json"]
+        );
     }
 
     #[test]
     fn extension_follows_output_format() {
-        assert_eq!(unique_entry_names([("photo.gif", "png")], &[]), ["photo.png"]);
+        assert_eq!(
+            unique_entry_names([("photo.gif", "png")], &[]),
+            ["photo.png"]
+        );
     }
 }

@@ -45,7 +45,11 @@ pub enum JobError {
     #[error("job {job} has no image {index}")]
     ImageNotFound { job: JobId, index: usize },
     #[error("image {index} of job {job} is {state:?}, not succeeded")]
-    ImageNotReady { job: JobId, index: usize, state: ImageState },
+    ImageNotReady {
+        job: JobId,
+        index: usize,
+        state: ImageState,
+    },
     #[error("job {} is not finished yet ({:?}); retry later or pass ?partial=true", .0.job_id, .0.status)]
     NotFinished(Box<JobStatus>),
     #[error("{0}")]
@@ -57,7 +61,9 @@ pub enum JobError {
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(key) => JobError::Internal(format!("stored object {key} is missing")),
+            StoreError::NotFound(key) => {
+                JobError::Internal(format!("stored object {key} is missing"))
+            }
             other => JobError::Unavailable(other.to_string()),
         }
     }
@@ -80,15 +86,25 @@ impl From<QueueError> for JobError {
 
 impl Recipe {
     /// Parses the request's options; `filter` is required.
-    pub fn parse(filter: Option<&str>, format: Option<&str>, quality: Option<&str>) -> Result<Recipe, JobError> {
+    pub fn parse(
+        filter: Option<&str>,
+        format: Option<&str>,
+        quality: Option<&str>,
+    ) -> Result<Recipe, JobError> {
         let filter = match filter.map(str::trim) {
             None | Some("") => return Err(JobError::MissingFilter),
-            Some(name) => Filter::from_name(name).ok_or_else(|| JobError::UnknownFilter { given: name.to_string() })?,
+            Some(name) => Filter::from_name(name).ok_or_else(|| JobError::UnknownFilter {
+                given: name.to_string(),
+            })?,
         };
         let format = match format.map(str::trim) {
             None | Some("") => None,
             Some(name) => {
-                Some(OutputFormat::from_name(name).ok_or_else(|| JobError::UnknownFormat { given: name.to_string() })?)
+                Some(
+                    OutputFormat::from_name(name).ok_or_else(|| JobError::UnknownFormat {
+                        given: name.to_string(),
+                    })?,
+                )
             }
         };
         let quality = match quality.map(str::trim) {
@@ -97,9 +113,15 @@ impl Recipe {
                 .parse::<u8>()
                 .ok()
                 .filter(|q| (1..=100).contains(q))
-                .ok_or_else(|| JobError::InvalidQuality { given: q.to_string() })?,
+                .ok_or_else(|| JobError::InvalidQuality {
+                    given: q.to_string(),
+                })?,
         };
-        Ok(Recipe { filter, format, quality })
+        Ok(Recipe {
+            filter,
+            format,
+            quality,
+        })
     }
 }
 
@@ -156,15 +178,23 @@ impl JobService {
             return Err(JobError::NoFiles);
         }
         if uploads.len() > self.limits.max_files {
-            return Err(JobError::TooManyFiles { limit: self.limits.max_files });
+            return Err(JobError::TooManyFiles {
+                limit: self.limits.max_files,
+            });
         }
         let limits = self.limits;
-        let paths: Vec<(String, PathBuf)> = uploads.iter().map(|u| (u.filename.clone(), u.path.clone())).collect();
+        let paths: Vec<(String, PathBuf)> = uploads
+            .iter()
+            .map(|u| (u.filename.clone(), u.path.clone()))
+            .collect();
         let inspected = tokio::task::spawn_blocking(move || {
             paths
                 .iter()
                 .map(|(name, path)| {
-                    intake::inspect(path, &limits).map_err(|problem| JobError::BadFile { file: name.clone(), problem })
+                    intake::inspect(path, &limits).map_err(|problem| JobError::BadFile {
+                        file: name.clone(),
+                        problem,
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -173,10 +203,15 @@ impl JobService {
 
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
-        let output_formats: Vec<OutputFormat> =
-            inspected.iter().map(|i| recipe.format.unwrap_or(i.format.default_output())).collect();
+        let output_formats: Vec<OutputFormat> = inspected
+            .iter()
+            .map(|i| recipe.format.unwrap_or(i.format.default_output()))
+            .collect();
         let names = unique_entry_names(
-            uploads.iter().zip(&output_formats).map(|(u, f)| (u.filename.as_str(), f.extension())),
+            uploads
+                .iter()
+                .zip(&output_formats)
+                .map(|(u, f)| (u.filename.as_str(), f.extension())),
             &[MANIFEST_NAME],
         );
         let job = Job {
@@ -190,17 +225,19 @@ impl JobService {
                 .zip(output_formats)
                 .zip(names)
                 .enumerate()
-                .map(|(index, (((upload, info), output_format), entry_name))| ImageEntry {
-                    index,
-                    filename: upload.filename.clone(),
-                    entry_name,
-                    input_format: info.format,
-                    output_format,
-                    width: info.width,
-                    height: info.height,
-                    size_bytes: info.size_bytes,
-                    task_id: new_task_id(),
-                })
+                .map(
+                    |(index, (((upload, info), output_format), entry_name))| ImageEntry {
+                        index,
+                        filename: upload.filename.clone(),
+                        entry_name,
+                        input_format: info.format,
+                        output_format,
+                        width: info.width,
+                        height: info.height,
+                        size_bytes: info.size_bytes,
+                        task_id: new_task_id(),
+                    },
+                )
                 .collect(),
         };
 
@@ -216,10 +253,23 @@ impl JobService {
         let tasks = job
             .images
             .iter()
-            .map(|i| (i.task_id.clone(), ProcessImage { job_id: job.id, index: i.index }))
+            .map(|i| {
+                (
+                    i.task_id.clone(),
+                    ProcessImage {
+                        job_id: job.id,
+                        index: i.index,
+                    },
+                )
+            })
             .collect();
         self.queue.enqueue(tasks).await?;
-        log::info!("job {} accepted: {} image(s), filter {}", job.id, job.images.len(), recipe.filter.name());
+        log::info!(
+            "job {} accepted: {} image(s), filter {}",
+            job.id,
+            job.images.len(),
+            recipe.filter.name()
+        );
 
         Ok(Accepted {
             job_id: job.id,
@@ -248,7 +298,9 @@ impl JobService {
         futures::stream::iter(job.images.iter().zip(uploads))
             .map(|(image, upload)| async move {
                 let key = job.input_key(image.index);
-                self.store.put_file(&key, &upload.path, "application/octet-stream").await
+                self.store
+                    .put_file(&key, &upload.path, "application/octet-stream")
+                    .await
             })
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<Vec<()>>()
@@ -261,8 +313,13 @@ impl JobService {
     }
 
     async fn record(&self, id: &str) -> Result<JobRecord, JobError> {
-        let job_id: JobId = id.parse().map_err(|_| JobError::JobNotFound(id.to_string()))?;
-        self.meta.load(job_id).await?.ok_or_else(|| JobError::JobNotFound(id.to_string()))
+        let job_id: JobId = id
+            .parse()
+            .map_err(|_| JobError::JobNotFound(id.to_string()))?;
+        self.meta
+            .load(job_id)
+            .await?
+            .ok_or_else(|| JobError::JobNotFound(id.to_string()))
     }
 
     pub async fn status(&self, id: &str) -> Result<JobStatus, JobError> {
@@ -271,15 +328,34 @@ impl JobService {
     }
 
     /// One processed image, streamed from storage.
-    pub async fn result_image(&self, id: &str, index: usize) -> Result<(ObjectStream, ImageEntry), JobError> {
+    pub async fn result_image(
+        &self,
+        id: &str,
+        index: usize,
+    ) -> Result<(ObjectStream, ImageEntry), JobError> {
         let record = self.record(id).await?;
         let job = &record.job;
-        let entry = job.images.get(index).cloned().ok_or(JobError::ImageNotFound { job: job.id, index })?;
-        let state = record.progress.get(index).cloned().flatten().map_or(ImageState::Queued, |p| p.state);
+        let entry = job
+            .images
+            .get(index)
+            .cloned()
+            .ok_or(JobError::ImageNotFound { job: job.id, index })?;
+        let state = record
+            .progress
+            .get(index)
+            .cloned()
+            .flatten()
+            .map_or(ImageState::Queued, |p| p.state);
         if state != ImageState::Succeeded {
-            return Err(JobError::ImageNotReady { job: job.id, index, state });
+            return Err(JobError::ImageNotReady {
+                job: job.id,
+                index,
+                state,
+            });
         }
-        let key = job.output_key(index).ok_or(JobError::ImageNotFound { job: job.id, index })?;
+        let key = job
+            .output_key(index)
+            .ok_or(JobError::ImageNotFound { job: job.id, index })?;
         Ok((self.store.get_stream(&key).await?, entry))
     }
 
@@ -287,8 +363,14 @@ impl JobService {
     pub async fn archive(
         &self,
         id: &str,
-    partial: bool,
-    ) -> Result<(JobStatus, impl futures::Stream<Item = std::io::Result<bytes::Bytes>>), JobError> {
+        partial: bool,
+    ) -> Result<
+        (
+            JobStatus,
+            impl futures::Stream<Item = std::io::Result<bytes::Bytes>>,
+        ),
+        JobError,
+    > {
         let record = self.record(id).await?;
         let status = aggregate(&record.job, &record.progress);
         if !status.status.is_terminal() && !partial {
@@ -299,12 +381,20 @@ impl JobService {
             .iter()
             .filter(|i| i.state == ImageState::Succeeded)
             .filter_map(|i| {
-                Some(archive::Entry { name: i.entry_name.clone(), key: record.job.output_key(i.index)? })
+                Some(archive::Entry {
+                    name: i.entry_name.clone(),
+                    key: record.job.output_key(i.index)?,
+                })
             })
             .collect();
-        let manifest =
-            serde_json::to_vec_pretty(&status).map_err(|e| JobError::Internal(format!("manifest: {e}")))?;
-        let stream = archive::stream(self.store.clone(), entries, MANIFEST_NAME.to_string(), manifest);
+        let manifest = serde_json::to_vec_pretty(&status)
+            .map_err(|e| JobError::Internal(format!("manifest: {e}")))?;
+        let stream = archive::stream(
+            self.store.clone(),
+            entries,
+            MANIFEST_NAME.to_string(),
+            manifest,
+        );
         Ok((status, stream))
     }
 
@@ -315,14 +405,28 @@ impl JobService {
             with_deadline(self.queue.check())
         );
         vec![
-            Check { name: "object_store", ok: store.is_ok(), error: store.err() },
-            Check { name: "metadata", ok: meta.is_ok(), error: meta.err() },
-            Check { name: "queue", ok: queue.is_ok(), error: queue.err() },
+            Check {
+                name: "object_store",
+                ok: store.is_ok(),
+                error: store.err(),
+            },
+            Check {
+                name: "metadata",
+                ok: meta.is_ok(),
+                error: meta.err(),
+            },
+            Check {
+                name: "queue",
+                ok: queue.is_ok(),
+                error: queue.err(),
+            },
         ]
     }
 }
 
-async fn with_deadline<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+async fn with_deadline<E: std::fmt::Display>(
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(3), fut).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -349,14 +453,32 @@ mod tests {
     #[test]
     fn recipe_parsing() {
         let r = Recipe::parse(Some("Sharpen"), None, None).unwrap();
-        assert_eq!((r.filter, r.format, r.quality), (Filter::Sharpen, None, DEFAULT_JPEG_QUALITY));
+        assert_eq!(
+            (r.filter, r.format, r.quality),
+            (Filter::Sharpen, None, DEFAULT_JPEG_QUALITY)
+        );
         let r = Recipe::parse(Some("blur"), Some("webp"), Some("75")).unwrap();
         assert_eq!((r.format, r.quality), (Some(OutputFormat::Webp), 75));
-        assert!(matches!(Recipe::parse(None, None, None), Err(JobError::MissingFilter)));
-        assert!(matches!(Recipe::parse(Some("emboss"), None, None), Err(JobError::UnknownFilter { .. })));
-        assert!(matches!(Recipe::parse(Some("blur"), Some("gif"), None), Err(JobError::UnknownFormat { .. })));
+        assert!(matches!(
+            Recipe::parse(None, None, None),
+            Err(JobError::MissingFilter)
+        ));
+        assert!(matches!(
+            Recipe::parse(Some("emboss"), None, None),
+            Err(JobError::UnknownFilter { .. })
+        ));
+        assert!(matches!(
+            Recipe::parse(Some("blur"), Some("gif"), None),
+            Err(JobError::UnknownFormat { .. })
+        ));
         for bad in ["0", "101", "abc", "-5"] {
-            assert!(matches!(Recipe::parse(Some("blur"), None, Some(bad)), Err(JobError::InvalidQuality { .. })), "{bad}");
+            assert!(
+                matches!(
+                    Recipe::parse(Some("blur"), None, Some(bad)),
+                    Err(JobError::InvalidQuality { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 

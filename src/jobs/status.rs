@@ -151,7 +151,11 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
         all_successful: status == JobState::Completed,
         created_at: job.created_at,
         updated_at: last_change.unwrap_or(job.created_at).max(job.created_at),
-        finished_at: if status.is_terminal() { latest(|i| i.finished_at) } else { None },
+        finished_at: if status.is_terminal() {
+            latest(|i| i.finished_at)
+        } else {
+            None
+        },
         expires_at: job.expires_at,
         download_url: format!("/download/{}", job.id),
         progress,
@@ -166,10 +170,16 @@ mod tests {
     use crate::jobs::{ImageEntry, Recipe};
 
     fn job(n: usize) -> Job {
-        let t = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         Job {
             id: JobId::new(),
-            recipe: Recipe { filter: Filter::Blur, format: None, quality: 90 },
+            recipe: Recipe {
+                filter: Filter::Blur,
+                format: None,
+                quality: 90,
+            },
             created_at: t,
             expires_at: t + chrono::Duration::hours(24),
             images: (0..n)
@@ -189,7 +199,10 @@ mod tests {
     }
 
     fn with(state: ImageState) -> Option<ImageProgress> {
-        Some(ImageProgress { state, ..ImageProgress::queued() })
+        Some(ImageProgress {
+            state,
+            ..ImageProgress::queued()
+        })
     }
 
     use ImageState::*;
@@ -206,7 +219,10 @@ mod tests {
 
     #[test]
     fn any_started_is_processing() {
-        assert_eq!(aggregate(&job(2), &[with(Processing), None]).status, JobState::Processing);
+        assert_eq!(
+            aggregate(&job(2), &[with(Processing), None]).status,
+            JobState::Processing
+        );
         let s = aggregate(&job(3), &[with(Succeeded), with(Queued), with(Queued)]);
         assert_eq!(s.status, JobState::Processing);
         assert_eq!(s.progress.percent, 33.3);
@@ -218,7 +234,10 @@ mod tests {
         assert_eq!(all_ok.status, JobState::Completed);
         assert!(all_ok.all_ready && all_ok.all_successful);
         assert_eq!(all_ok.progress.percent, 100.0);
-        assert_eq!(all_ok.images[1].result_url.as_deref(), Some(&*format!("/images/{}/1", all_ok.job_id)));
+        assert_eq!(
+            all_ok.images[1].result_url.as_deref(),
+            Some(&*format!("/images/{}/1", all_ok.job_id))
+        );
 
         let mixed = aggregate(&job(2), &[with(Succeeded), with(Failed)]);
         assert_eq!(mixed.status, JobState::CompletedWithErrors);
@@ -232,9 +251,21 @@ mod tests {
 
     #[test]
     fn counts_add_up() {
-        let s = aggregate(&job(5), &[with(Succeeded), with(Failed), with(Processing), None, with(Queued)]);
+        let s = aggregate(
+            &job(5),
+            &[
+                with(Succeeded),
+                with(Failed),
+                with(Processing),
+                None,
+                with(Queued),
+            ],
+        );
         let p = &s.progress;
-        assert_eq!((p.total, p.queued, p.processing, p.succeeded, p.failed), (5, 2, 1, 1, 1));
+        assert_eq!(
+            (p.total, p.queued, p.processing, p.succeeded, p.failed),
+            (5, 2, 1, 1, 1)
+        );
         assert_eq!(p.percent, 40.0);
         assert!(s.finished_at.is_none());
     }

@@ -30,9 +30,18 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn create(&self, job: &Job) -> Result<(), MetaError>;
     /// Loads a job and all its progress in one round trip.
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError>;
-    async fn image_progress(&self, id: JobId, index: usize) -> Result<Option<ImageProgress>, MetaError>;
+    async fn image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+    ) -> Result<Option<ImageProgress>, MetaError>;
     /// Writes one image's progress. A no-op when the job no longer exists
     /// (expired or deleted), so a late worker cannot resurrect it.
-    async fn set_image_progress(&self, id: JobId, index: usize, progress: &ImageProgress) -> Result<(), MetaError>;
+    async fn set_image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;
 }

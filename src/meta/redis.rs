@@ -32,7 +32,10 @@ return 0
 
 impl RedisMeta {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
-        RedisMeta { conn, prefix: prefix.to_string() }
+        RedisMeta {
+            conn,
+            prefix: prefix.to_string(),
+        }
     }
 
     fn job_key(&self, id: JobId) -> String {
@@ -48,18 +51,22 @@ impl RedisMeta {
 impl MetaStore for RedisMeta {
     async fn create(&self, job: &Job) -> Result<(), MetaError> {
         let json = serde_json::to_string(job).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let queued = serde_json::to_string(&ImageProgress::queued()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let queued = serde_json::to_string(&ImageProgress::queued())
+            .map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let expire_at = job.expires_at.timestamp();
         let mut pipe = redis::pipe();
         pipe.atomic().set(self.job_key(job.id), json).ignore();
         for image in &job.images {
-            pipe.hset(self.images_key(job.id), image.index, &queued).ignore();
+            pipe.hset(self.images_key(job.id), image.index, &queued)
+                .ignore();
         }
         pipe.expire_at(self.job_key(job.id), expire_at)
             .ignore()
             .expire_at(self.images_key(job.id), expire_at)
             .ignore();
-        pipe.query_async::<()>(&mut self.conn.clone()).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError> {
@@ -70,7 +77,8 @@ impl MetaStore for RedisMeta {
             .await
             .map_err(unavailable)?;
         let Some(job) = job else { return Ok(None) };
-        let job: Job = serde_json::from_str(&job).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))?;
+        let job: Job =
+            serde_json::from_str(&job).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))?;
         let mut progress = vec![None; job.images.len()];
         for (index, json) in fields {
             let p: ImageProgress = serde_json::from_str(&json)
@@ -82,14 +90,32 @@ impl MetaStore for RedisMeta {
         Ok(Some(JobRecord { job, progress }))
     }
 
-    async fn image_progress(&self, id: JobId, index: usize) -> Result<Option<ImageProgress>, MetaError> {
-        let json: Option<String> = self.conn.clone().hget(self.images_key(id), index).await.map_err(unavailable)?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}"))))
-            .transpose()
+    async fn image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+    ) -> Result<Option<ImageProgress>, MetaError> {
+        let json: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.images_key(id), index)
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}")))
+        })
+        .transpose()
     }
 
-    async fn set_image_progress(&self, id: JobId, index: usize, progress: &ImageProgress) -> Result<(), MetaError> {
-        let json = serde_json::to_string(progress).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+    async fn set_image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<(), MetaError> {
+        let json =
+            serde_json::to_string(progress).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         redis::Script::new(SET_IF_JOB_EXISTS)
             .key(self.job_key(id))
             .key(self.images_key(id))

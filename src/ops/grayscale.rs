@@ -50,7 +50,11 @@ mod tests {
 
     #[test]
     fn drops_alpha_and_keeps_size() {
-        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(3, 2, image::Rgba([0, 255, 0, 0])));
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            3,
+            2,
+            image::Rgba([0, 255, 0, 0]),
+        ));
         let out = to_luma(&img);
         assert_eq!(out.dimensions(), (3, 2));
         assert!(out.pixels().all(|p| p[0] == 150));

@@ -200,7 +200,12 @@ mod tests {
     #[test]
     fn channels_including_alpha_are_filtered_independently() {
         let img = RgbaImage::from_fn(5, 5, |x, y| {
-            Rgba([(x * 60) as u8, (y * 60) as u8, 255, if x == 2 && y == 2 { 0 } else { 255 }])
+            Rgba([
+                (x * 60) as u8,
+                (y * 60) as u8,
+                255,
+                if x == 2 && y == 2 { 0 } else { 255 },
+            ])
         });
         let out = Kernel::SMOOTH.apply(&img);
         let centre = out.get_pixel(2, 2);

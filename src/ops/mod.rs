@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn serde_name_matches_public_name() {
         for f in Filter::ALL {
-            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.name()));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.name())
+            );
         }
     }
 

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 
 use super::{ProcessImage, QueueError, TaskQueue};
 
-
 #[derive(Clone)]
 pub struct RedisQueue {
     storage: RedisStorage<ProcessImage>,
@@ -22,13 +21,22 @@ impl RedisQueue {
     /// and its tasks go back on the queue.
     /// The queue is named `<key_prefix>:process-image`, shared by the API
     /// (producer) and every worker process of the deployment.
-    pub fn new(conn: ConnectionManager, key_prefix: &str, prefetch: usize, heartbeat: Duration, missed: usize) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        key_prefix: &str,
+        prefetch: usize,
+        heartbeat: Duration,
+        missed: usize,
+    ) -> Self {
         let config = Config::default()
             .queue(format!("{key_prefix}:process-image"))
             .batch_size(prefetch.max(1))
             .heartbeat_interval(heartbeat)
             .missed_heartbeats(missed.max(1));
-        RedisQueue { storage: RedisStorage::new(conn.clone()).with_config(config), conn }
+        RedisQueue {
+            storage: RedisStorage::new(conn.clone()).with_config(config),
+            conn,
+        }
     }
 
     /// The apalis backend, for building workers.
@@ -41,9 +49,11 @@ impl RedisQueue {
 impl TaskQueue for RedisQueue {
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
         let mut storage = self.storage.clone();
-        let tasks = tasks
-            .into_iter()
-            .map(|(id, args)| TaskBuilder::new(args).task_id(TaskId::from_string(id)).build());
+        let tasks = tasks.into_iter().map(|(id, args)| {
+            TaskBuilder::new(args)
+                .task_id(TaskId::from_string(id))
+                .build()
+        });
         storage
             .push_all(&mut futures::stream::iter(tasks))
             .await

@@ -42,7 +42,12 @@ impl StoreError {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Uploads a local file, streaming it.
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError>;
-    async fn put_bytes(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StoreError>;
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError>;
     /// Reads a whole object; for inputs a worker is about to decode anyway.
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError>;
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError>;

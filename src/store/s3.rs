@@ -6,10 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use minio::s3::builders::ObjectContent;
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError};
 use minio::s3::http::BaseUrl;
-use minio::s3::builders::ObjectContent;
 use minio::s3::minio_error_response::MinioErrorCode;
 use minio::s3::types::S3Api;
 use minio::s3::{MinioClient, MinioClientBuilder};
@@ -46,16 +46,32 @@ impl S3Store {
             .skip_region_lookup(true)
             .build()
             .map_err(|e| StoreError::Failed(format!("cannot build S3 client: {}", describe(&e))))?;
-        Ok(S3Store { client, bucket: bucket.to_string() })
+        Ok(S3Store {
+            client,
+            bucket: bucket.to_string(),
+        })
     }
 
     /// Creates the bucket if it does not exist yet.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        let exists = timed(self.client.bucket_exists(&self.bucket).map_err(validation)?.build().send())
-            .await?
-            .exists();
+        let exists = timed(
+            self.client
+                .bucket_exists(&self.bucket)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?
+        .exists();
         if !exists {
-            let created = timed(self.client.create_bucket(&self.bucket).map_err(validation)?.build().send()).await;
+            let created = timed(
+                self.client
+                    .create_bucket(&self.bucket)
+                    .map_err(validation)?
+                    .build()
+                    .send(),
+            )
+            .await;
             match created {
                 Ok(_) => {}
                 // Another process may have created it in between.
@@ -71,11 +87,15 @@ fn validation(e: impl std::fmt::Debug) -> StoreError {
     StoreError::Failed(format!("invalid S3 request: {e:?}"))
 }
 
-async fn timed<T>(fut: impl std::future::Future<Output = Result<T, MinioError>>) -> Result<T, StoreError> {
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, MinioError>>,
+) -> Result<T, StoreError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(e)),
-        Err(_) => Err(StoreError::Unavailable(format!("no answer within {REQUEST_TIMEOUT:?}"))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {REQUEST_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -94,7 +114,9 @@ fn describe(e: &MinioError) -> String {
 fn classify(e: MinioError) -> StoreError {
     let text = describe(&e);
     match &e {
-        MinioError::Network(NetworkError::ServerError(_)) | MinioError::Network(_) => StoreError::Unavailable(text),
+        MinioError::Network(NetworkError::ServerError(_)) | MinioError::Network(_) => {
+            StoreError::Unavailable(text)
+        }
         MinioError::DriveIo(_) => StoreError::Unavailable(text),
         MinioError::S3Server(S3ServerError::S3Error(resp)) => match resp.code() {
             MinioErrorCode::NoSuchKey => StoreError::NotFound(resp.resource().to_string()),
@@ -102,18 +124,22 @@ fn classify(e: MinioError) -> StoreError {
             _ => StoreError::Failed(text),
         },
         MinioError::S3Server(S3ServerError::HttpError(status, _))
-        | MinioError::S3Server(S3ServerError::InvalidServerResponse { http_status_code: status, .. })
-            if *status >= 500 =>
-        {
-            StoreError::Unavailable(text)
-        }
+        | MinioError::S3Server(S3ServerError::InvalidServerResponse {
+            http_status_code: status,
+            ..
+        }) if *status >= 500 => StoreError::Unavailable(text),
         _ => StoreError::Failed(text),
     }
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
-    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<(), StoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
@@ -124,44 +150,103 @@ impl ObjectStore for S3Store {
             .len();
         // A stream with a known size keeps memory flat; minio switches to a
         // multipart upload by itself for large files.
-        let content = ObjectContent::new_from_stream(ReaderStream::with_capacity(file, 256 * 1024), Some(size));
-        timed(self.client.put_object_content(&self.bucket, key, content).map_err(validation)?.build().send()).await?;
+        let content = ObjectContent::new_from_stream(
+            ReaderStream::with_capacity(file, 256 * 1024),
+            Some(size),
+        );
+        timed(
+            self.client
+                .put_object_content(&self.bucket, key, content)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn put_bytes(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StoreError> {
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
         let size = bytes.len() as u64;
-        let content = ObjectContent::new_from_stream(futures::stream::once(async move { Ok(bytes) }), Some(size));
-        timed(self.client.put_object_content(&self.bucket, key, content).map_err(validation)?.build().send()).await?;
+        let content = ObjectContent::new_from_stream(
+            futures::stream::once(async move { Ok(bytes) }),
+            Some(size),
+        );
+        timed(
+            self.client
+                .put_object_content(&self.bucket, key, content)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
-        let resp = timed(self.client.get_object(&self.bucket, key).map_err(validation)?.build().send()).await?;
+        let resp = timed(
+            self.client
+                .get_object(&self.bucket, key)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?;
         timed(resp.into_bytes()).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
-        let resp = timed(self.client.get_object(&self.bucket, key).map_err(validation)?.build().send()).await?;
+        let resp = timed(
+            self.client
+                .get_object(&self.bucket, key)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?;
         let (stream, size) = resp.into_boxed_stream().map_err(classify)?;
-        Ok(ObjectStream { size, stream: stream.map_err(std::io::Error::other).boxed() })
+        Ok(ObjectStream {
+            size,
+            stream: stream.map_err(std::io::Error::other).boxed(),
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match timed(self.client.delete_object(&self.bucket, key).map_err(validation)?.build().send()).await {
+        match timed(
+            self.client
+                .delete_object(&self.bucket, key)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await
+        {
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let exists = timed(self.client.bucket_exists(&self.bucket).map_err(validation)?.build().send())
-            .await?
-            .exists();
+        let exists = timed(
+            self.client
+                .bucket_exists(&self.bucket)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await?
+        .exists();
         if exists {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(format!("bucket {:?} does not exist", self.bucket)))
+            Err(StoreError::Unavailable(format!(
+                "bucket {:?} does not exist",
+                self.bucket
+            )))
         }
     }
 }

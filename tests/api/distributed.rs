@@ -11,7 +11,9 @@ use crate::helpers::{png, Deployment, TestApp};
 async fn api_and_worker_processes_complete_a_job_together() {
     let deployment = Deployment::new();
     let api = TestApp::new(deployment.start("api"));
-    let files = (0..4).map(|i| (format!("img-{i}.png"), png(40, 30, i))).collect();
+    let files = (0..4)
+        .map(|i| (format!("img-{i}.png"), png(40, 30, i)))
+        .collect();
     let job = api.submit_ok("filter=blur", files).await;
     let id = job["job_id"].as_str().unwrap().to_string();
 
@@ -38,5 +40,9 @@ async fn api_and_worker_processes_complete_a_job_together() {
 
     // SIGTERM stops the worker cleanly.
     let exit = worker.terminate();
-    assert!(exit.success(), "worker exit status {exit}: {}", worker.logs());
+    assert!(
+        exit.success(),
+        "worker exit status {exit}: {}",
+        worker.logs()
+    );
 }

@@ -50,7 +50,11 @@ impl Deployment {
     pub fn start(&self, command: &str) -> Process {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
         std::fs::create_dir_all(&log_dir).expect("create log dir");
-        let log_path = log_dir.join(format!("{}-{command}-{}.log", self.prefix, uuid::Uuid::new_v4().simple()));
+        let log_path = log_dir.join(format!(
+            "{}-{command}-{}.log",
+            self.prefix,
+            uuid::Uuid::new_v4().simple()
+        ));
         let log = std::fs::File::create(&log_path).expect("create log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpipe"));
         cmd.arg(command)
@@ -89,7 +93,9 @@ impl Deployment {
                     if let Some(addr) = line.strip_prefix("imgpipe: listening on ") {
                         base_url = Some(addr.trim().to_string());
                     }
-                    if line.starts_with("imgpipe: ready") || line.starts_with("imgpipe: worker ready") {
+                    if line.starts_with("imgpipe: ready")
+                        || line.starts_with("imgpipe: worker ready")
+                    {
                         break;
                     }
                 }
@@ -100,7 +106,11 @@ impl Deployment {
                 }
             }
         }
-        Process { child, base_url, log_path }
+        Process {
+            child,
+            base_url,
+            log_path,
+        }
     }
 
     pub fn serve(&self) -> TestApp {
@@ -110,19 +120,27 @@ impl Deployment {
 
     /// Redis keys holding jobs or tasks (worker registrations are left out).
     pub async fn job_and_task_keys(&self) -> Vec<String> {
-        let client = redis::Client::open(required_env("IMGPIPE_TEST_REDIS_URL")).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("connect to test redis");
+        let client =
+            redis::Client::open(required_env("IMGPIPE_TEST_REDIS_URL")).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis");
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut conn)
             .await
             .expect("KEYS");
-        keys.into_iter().filter(|k| !k.contains(":workers")).collect()
+        keys.into_iter()
+            .filter(|k| !k.contains(":workers"))
+            .collect()
     }
 
     /// Files in this deployment's spool directory (uploads being validated).
     pub fn spooled_files(&self) -> usize {
-        std::fs::read_dir(&self.tmp_dir).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(&self.tmp_dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Objects stored in this deployment's bucket (s3s-fs keeps them as files).
@@ -137,7 +155,10 @@ impl Deployment {
                             let p = e.path();
                             if p.is_dir() {
                                 count(&p)
-                            } else if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                            } else if p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                            {
                                 0
                             } else {
                                 1
@@ -165,13 +186,19 @@ impl Process {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "imgpipe did not exit within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "imgpipe did not exit within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -195,8 +222,15 @@ pub type File = (String, Vec<u8>);
 
 impl TestApp {
     pub fn new(process: Process) -> Self {
-        let base = process.base_url.clone().expect("process has an HTTP address");
-        TestApp { process, base, client: reqwest::Client::new() }
+        let base = process
+            .base_url
+            .clone()
+            .expect("process has an HTTP address");
+        TestApp {
+            process,
+            base,
+            client: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -211,7 +245,10 @@ impl TestApp {
     pub async fn submit(&self, query: &str, files: Vec<File>) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {
-            form = form.part("files", reqwest::multipart::Part::bytes(bytes).file_name(name));
+            form = form.part(
+                "files",
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
+            );
         }
         self.client
             .post(self.url(&format!("/process-job?{query}")))
@@ -316,7 +353,11 @@ pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     push_chunk(&mut out, b"IHDR", &ihdr);
     // zlib header + the start of a deflate stream of zeros
-    push_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2]);
+    push_chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2],
+    );
     push_chunk(&mut out, b"IEND", &[]);
     out
 }

@@ -12,13 +12,23 @@ const FILTERS: [&str; 5] = ["blur", "sharpen", "smooth", "edges", "grayscale"];
 const WITHIN: Duration = Duration::from_secs(60);
 
 fn golden_inputs() -> Vec<File> {
-    ["in-RGB-23x17", "in-RGBA-23x17", "in-L-23x17", "in-LA-23x17", "in-RGB-4x4", "in-RGB-13x9-orient6"]
-        .iter()
-        .map(|stem| {
-            let path = golden_dir().join(format!("{stem}.png"));
-            (format!("{stem}.png"), std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        })
-        .collect()
+    [
+        "in-RGB-23x17",
+        "in-RGBA-23x17",
+        "in-L-23x17",
+        "in-LA-23x17",
+        "in-RGB-4x4",
+        "in-RGB-13x9-orient6",
+    ]
+    .iter()
+    .map(|stem| {
+        let path = golden_dir().join(format!("{stem}.png"));
+        (
+            format!("{stem}.png"),
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+    })
+    .collect()
 }
 
 #[tokio::test]
@@ -27,13 +37,23 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow() {
     let inputs = golden_inputs();
     let mut jobs = Vec::new();
     for filter in FILTERS {
-        let accepted = app.submit_ok(&format!("filter={filter}&format=png"), inputs.clone()).await;
+        let accepted = app
+            .submit_ok(&format!("filter={filter}&format=png"), inputs.clone())
+            .await;
         assert_eq!(accepted["status"], "queued");
         assert_eq!(accepted["images"].as_array().unwrap().len(), inputs.len());
-        let task_ids: Vec<&str> = accepted["images"].as_array().unwrap().iter().map(|i| i["task_id"].as_str().unwrap()).collect();
+        let task_ids: Vec<&str> = accepted["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["task_id"].as_str().unwrap())
+            .collect();
         let unique: std::collections::HashSet<_> = task_ids.iter().collect();
         assert_eq!(unique.len(), inputs.len(), "one task per image");
-        assert_eq!(accepted["status_url"], format!("/status-job/{}", accepted["job_id"].as_str().unwrap()));
+        assert_eq!(
+            accepted["status_url"],
+            format!("/status-job/{}", accepted["job_id"].as_str().unwrap())
+        );
         jobs.push((filter, accepted["job_id"].as_str().unwrap().to_string()));
     }
 
@@ -52,11 +72,15 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow() {
 
         for (name, bytes) in &entries[..inputs.len()] {
             let stem = name.trim_end_matches(".png");
-            let got = image::load_from_memory(bytes).unwrap_or_else(|e| panic!("{filter} {name}: {e}"));
+            let got =
+                image::load_from_memory(bytes).unwrap_or_else(|e| panic!("{filter} {name}: {e}"));
             let expected = image::open(golden_dir().join(format!("{stem}.{filter}.png"))).unwrap();
             assert_eq!(got.dimensions(), expected.dimensions(), "{filter} {name}");
             assert_eq!(got.color(), expected.color(), "{filter} {name}");
-            assert!(got.as_bytes() == expected.as_bytes(), "{filter} {name}: pixels differ from Pillow");
+            assert!(
+                got.as_bytes() == expected.as_bytes(),
+                "{filter} {name}: pixels differ from Pillow"
+            );
         }
         let manifest: Value = serde_json::from_slice(&entries.last().unwrap().1).unwrap();
         assert_eq!(manifest["job_id"], job_id.as_str());
@@ -67,25 +91,36 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow() {
 #[tokio::test]
 async fn output_format_follows_input_unless_overridden() {
     let app = Deployment::new().serve();
-    let files = vec![("photo.jpg".to_string(), jpeg(64, 48, 3)), ("pic.gif".to_string(), {
-        let img = crate::helpers::test_image(20, 10, 4);
-        crate::helpers::encode(&img, image::ImageFormat::Gif)
-    })];
+    let files = vec![
+        ("photo.jpg".to_string(), jpeg(64, 48, 3)),
+        ("pic.gif".to_string(), {
+            let img = crate::helpers::test_image(20, 10, 4);
+            crate::helpers::encode(&img, image::ImageFormat::Gif)
+        }),
+    ];
     let job = app.submit_ok("filter=sharpen", files.clone()).await;
     let id = job["job_id"].as_str().unwrap();
     app.wait_done(id, WITHIN).await;
     let entries = app.download(id, "").await;
     assert_eq!(entries[0].0, "photo.jpg");
-    assert_eq!(image::guess_format(&entries[0].1).unwrap(), image::ImageFormat::Jpeg);
+    assert_eq!(
+        image::guess_format(&entries[0].1).unwrap(),
+        image::ImageFormat::Jpeg
+    );
     assert_eq!(entries[1].0, "pic.png");
-    assert_eq!(image::guess_format(&entries[1].1).unwrap(), image::ImageFormat::Png);
+    assert_eq!(
+        image::guess_format(&entries[1].1).unwrap(),
+        image::ImageFormat::Png
+    );
 
     let one = app.get(&format!("/images/{id}/0")).await;
     assert_eq!(one.status(), 200);
     assert_eq!(one.headers()["content-type"], "image/jpeg");
     assert_eq!(one.bytes().await.unwrap().as_ref(), entries[0].1.as_slice());
 
-    let job = app.submit_ok("filter=smooth&format=webp", files.clone()).await;
+    let job = app
+        .submit_ok("filter=smooth&format=webp", files.clone())
+        .await;
     let id = job["job_id"].as_str().unwrap();
     let status = app.wait_done(id, WITHIN).await;
     assert_eq!(status["images"][0]["output_format"], "webp");
@@ -98,19 +133,33 @@ async fn output_format_follows_input_unless_overridden() {
     let form = reqwest::multipart::Form::new()
         .text("filter", "blur")
         .text("quality", "20")
-        .part("files", reqwest::multipart::Part::bytes(jpeg(64, 48, 3)).file_name("low.jpg"));
-    let resp = app.client.post(app.url("/process-job")).multipart(form).send().await.unwrap();
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(jpeg(64, 48, 3)).file_name("low.jpg"),
+        );
+    let resp = app
+        .client
+        .post(app.url("/process-job"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     let job: Value = resp.json().await.unwrap();
     let id = job["job_id"].as_str().unwrap();
     app.wait_done(id, WITHIN).await;
     let low = app.download(id, "").await[0].1.len();
     let default_quality = jpeg_size_at_q90(&app).await;
-    assert!(low < default_quality, "quality=20 gave {low} bytes, the default {default_quality}");
+    assert!(
+        low < default_quality,
+        "quality=20 gave {low} bytes, the default {default_quality}"
+    );
 }
 
 async fn jpeg_size_at_q90(app: &crate::helpers::TestApp) -> usize {
-    let job = app.submit_ok("filter=blur", vec![("ref.jpg".into(), jpeg(64, 48, 3))]).await;
+    let job = app
+        .submit_ok("filter=blur", vec![("ref.jpg".into(), jpeg(64, 48, 3))])
+        .await;
     let id = job["job_id"].as_str().unwrap();
     app.wait_done(id, WITHIN).await;
     app.download(id, "").await[0].1.len()
@@ -135,8 +184,14 @@ async fn a_broken_image_fails_alone_with_its_reason() {
     let broken = &status["images"][1];
     assert_eq!(broken["filename"], "broken.png");
     assert_eq!(broken["state"], "failed");
-    assert_eq!(broken["attempts"], 1, "a deterministic failure must not be retried");
-    assert!(broken["error"].as_str().unwrap().contains("decode"), "{broken}");
+    assert_eq!(
+        broken["attempts"], 1,
+        "a deterministic failure must not be retried"
+    );
+    assert!(
+        broken["error"].as_str().unwrap().contains("decode"),
+        "{broken}"
+    );
     assert!(broken["result_url"].is_null());
 
     let entries = app.download(id, "").await;
@@ -153,20 +208,51 @@ async fn a_broken_image_fails_alone_with_its_reason() {
 #[tokio::test]
 async fn hostile_filenames_are_neutralised_in_the_archive() {
     let app = Deployment::new().serve();
-    let names = ["../../x.png", "..\\..\\windows\\y.png", "/etc/passwd", "a/b/../c.png", "same.png", "SAME.png", "", "..", "manifest.json"];
-    let files: Vec<File> = names.iter().enumerate().map(|(i, n)| (n.to_string(), png(8, 8, i as u32))).collect();
+    let names = [
+        "../../x.png",
+        "..\\..\\windows\\y.png",
+        "/etc/passwd",
+        "a/b/../c.png",
+        "same.png",
+        "SAME.png",
+        "",
+        "..",
+        "manifest.json",
+    ];
+    let files: Vec<File> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), png(8, 8, i as u32)))
+        .collect();
     let job = app.submit_ok("filter=grayscale", files).await;
     let id = job["job_id"].as_str().unwrap();
     let status = app.wait_done(id, WITHIN).await;
     assert_eq!(status["status"], "completed");
-    assert_eq!(status["images"][0]["filename"], "../../x.png", "status shows the name as sent");
+    assert_eq!(
+        status["images"][0]["filename"], "../../x.png",
+        "status shows the name as sent"
+    );
     let entries = app.download(id, "").await;
     let got: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         got,
-        ["x.png", "y.png", "passwd.png", "c.png", "same.png", "SAME (2).png", "image-7.png", "image-8.png", "manifest.png", "manifest.json"]
+        [
+            "x.png",
+            "y.png",
+            "passwd.png",
+            "c.png",
+            "same.png",
+            "SAME (2).png",
+            "image-7.png",
+            "image-8.png",
+            "manifest.png",
+            "manifest.json"
+        ]
     );
     for (name, _) in &entries {
-        assert!(!name.contains('/') && !name.contains('\\') && !name.starts_with('.'), "{name}");
+        assert!(
+            !name.contains('/') && !name.contains('\\') && !name.starts_with('.'),
+            "{name}"
+        );
     }
 }

@@ -29,7 +29,10 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
         Case {
             name: "text file named .jpg",
             query: "filter=blur",
-            files: vec![good(), ("notes.jpg".into(), b"just some text, not an image".to_vec())],
+            files: vec![
+                good(),
+                ("notes.jpg".into(), b"just some text, not an image".to_vec()),
+            ],
             status: 415,
             code: "unsupported_format",
             file: Some("notes.jpg"),
@@ -58,7 +61,14 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
             code: "unknown_filter",
             file: None,
         },
-        Case { name: "missing filter", query: "", files: vec![good()], status: 422, code: "missing_filter", file: None },
+        Case {
+            name: "missing filter",
+            query: "",
+            files: vec![good()],
+            status: 422,
+            code: "missing_filter",
+            file: None,
+        },
         Case {
             name: "bad output format",
             query: "filter=blur&format=gif",
@@ -75,7 +85,14 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
             code: "invalid_quality",
             file: None,
         },
-        Case { name: "no files", query: "filter=blur", files: vec![], status: 400, code: "no_files", file: None },
+        Case {
+            name: "no files",
+            query: "filter=blur",
+            files: vec![],
+            status: 400,
+            code: "no_files",
+            file: None,
+        },
         Case {
             name: "too many files",
             query: "filter=blur",
@@ -106,25 +123,47 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
         let resp = app.submit(case.query, case.files).await;
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").cloned();
-        let body: Value = resp.json().await.unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
+        let body: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{}: body is not JSON: {e}", case.name));
         assert_eq!(status, case.status, "{}: {body}", case.name);
         assert_eq!(content_type.unwrap(), "application/json", "{}", case.name);
         assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.len() > 10, "{}: message should explain: {body}", case.name);
+        assert!(
+            message.len() > 10,
+            "{}: message should explain: {body}",
+            case.name
+        );
         match case.file {
             Some(file) => {
                 assert_eq!(body["error"]["file"], file, "{}: {body}", case.name);
-                assert!(message.contains(file), "{}: message should name the file: {body}", case.name);
+                assert!(
+                    message.contains(file),
+                    "{}: message should name the file: {body}",
+                    case.name
+                );
             }
             None => assert!(body["error"]["file"].is_null(), "{}: {body}", case.name),
         }
     }
 
     let keys = deployment.job_and_task_keys().await;
-    assert!(keys.is_empty(), "a rejected request wrote job metadata or tasks: {keys:?}");
-    assert_eq!(deployment.stored_objects(), 0, "a rejected request stored objects");
-    assert_eq!(deployment.spooled_files(), 0, "spooled uploads were not cleaned up");
+    assert!(
+        keys.is_empty(),
+        "a rejected request wrote job metadata or tasks: {keys:?}"
+    );
+    assert_eq!(
+        deployment.stored_objects(),
+        0,
+        "a rejected request stored objects"
+    );
+    assert_eq!(
+        deployment.spooled_files(),
+        0,
+        "spooled uploads were not cleaned up"
+    );
 }
 
 #[tokio::test]
@@ -142,8 +181,17 @@ async fn malformed_requests_are_400_json() {
     let body: Value = not_multipart.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_multipart");
 
-    let form = reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(png(4, 4, 1)).file_name("a.png"));
-    let wrong_field = app.client.post(app.url("/process-job?filter=blur")).multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(png(4, 4, 1)).file_name("a.png"),
+    );
+    let wrong_field = app
+        .client
+        .post(app.url("/process-job?filter=blur"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong_field.status(), 400);
     let body: Value = wrong_field.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unexpected_field");

@@ -1,0 +1,181 @@
+//! JPEG decoding through libjpeg-turbo's decoder (the copy mozjpeg builds from
+//! source), because Pillow decodes with libjpeg-turbo: the same integer IDCT and
+//! the same "fancy" chroma upsampling are what make our pixels equal Pillow's.
+//! Pure-Rust decoders differ by a few levels on most photos. CMYK/YCCK files are
+//! left to the `image` crate (the caller falls back when this returns `None`).
+
+use std::any::Any;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
+use mozjpeg::decompress::DecompressBuilder;
+use mozjpeg::{Decompress, Format, Marker};
+use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF};
+
+use super::CodecError;
+
+/// Decodes a JPEG as Pillow would (`Image.open` + `exif_transpose`). Returns
+/// `Ok(None)` for colour spaces this path does not handle (CMYK, YCCK).
+pub(super) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, CodecError> {
+    // libjpeg reports fatal errors by unwinding out of its error_exit callback
+    // (the only way out of C that does not longjmp over Rust frames).
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, max_pixels))) {
+        Ok(result) => result,
+        Err(payload) => Err(CodecError::Decode(panic_message(payload))),
+    }
+}
+
+const EXIF_MARKERS: &[Marker] = &[Marker::APP(1)];
+
+fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, CodecError> {
+    let io_err = |e: std::io::Error| CodecError::Decode(format!("jpeg: {e}"));
+    let decompress = DecompressBuilder::new()
+        .with_err(strict_error_mgr())
+        .with_markers(EXIF_MARKERS)
+        .from_mem(bytes)
+        .map_err(io_err)?;
+    let (width, height) = (decompress.width() as u32, decompress.height() as u32);
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(CodecError::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    let orientation = exif_orientation(&decompress);
+    let img = match decompress.image().map_err(io_err)? {
+        Format::Gray(mut started) => {
+            let data: Vec<u8> = started.read_scanlines().map_err(io_err)?;
+            started.finish().map_err(io_err)?;
+            GrayImage::from_raw(width, height, data).map(DynamicImage::ImageLuma8)
+        }
+        Format::RGB(mut started) => {
+            let data: Vec<u8> = started.read_scanlines().map_err(io_err)?;
+            started.finish().map_err(io_err)?;
+            RgbImage::from_raw(width, height, data).map(DynamicImage::ImageRgb8)
+        }
+        Format::CMYK(_) => return Ok(None),
+    };
+    let mut img =
+        img.ok_or_else(|| CodecError::Decode("jpeg: decoder returned a short image".into()))?;
+    if let Some(orientation) = orientation {
+        img.apply_orientation(orientation);
+    }
+    Ok(Some(img))
+}
+
+fn exif_orientation<R>(decompress: &Decompress<R>) -> Option<Orientation> {
+    decompress
+        .markers()
+        .filter(|m| m.marker == Marker::APP(1))
+        .find_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+        .and_then(Orientation::from_exif_chunk)
+}
+
+/// libjpeg's standard error manager, except that fatal errors unwind (instead
+/// of calling exit()) and running out of data is fatal too: libjpeg would pad a
+/// truncated file with grey and carry on, where Pillow refuses it as truncated.
+/// Other warnings (corrupt entropy data and the like) are ignored, as Pillow does.
+fn strict_error_mgr() -> jpeg_error_mgr {
+    // SAFETY: jpeg_error_mgr is a plain C struct; jpeg_std_error initialises
+    // every field before we override two callbacks.
+    let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { jpeg_std_error(&mut err) };
+    err.error_exit = Some(unwind_on_error);
+    err.emit_message = Some(unwind_on_truncation);
+    err
+}
+
+extern "C-unwind" fn unwind_on_error(cinfo: &mut jpeg_common_struct) {
+    let message = libjpeg_message(cinfo);
+    // resume_unwind, not panic!: a corrupt upload is not a bug worth a panic report.
+    resume_unwind(Box::new(message));
+}
+
+extern "C-unwind" fn unwind_on_truncation(cinfo: &mut jpeg_common_struct, level: c_int) {
+    // SAFETY: libjpeg always calls us with `err` pointing at our error manager.
+    let code = unsafe { cinfo.err.as_ref() }.map(|e| e.msg_code);
+    if level < 0 && code == Some(JWRN_JPEG_EOF as c_int) {
+        resume_unwind(Box::new(String::from("image file is truncated")));
+    }
+}
+
+fn libjpeg_message(cinfo: &mut jpeg_common_struct) -> String {
+    // SAFETY: as above; format_message writes at most JMSG_LENGTH_MAX (80) bytes.
+    let Some(err) = (unsafe { cinfo.err.as_ref() }) else {
+        return "libjpeg error".into();
+    };
+    let code = err.msg_code;
+    let Some(format_message) = err.format_message else {
+        return format!("libjpeg error {code}");
+    };
+    // The binding declares the buffer `&[u8; 80]`, but libjpeg writes into it:
+    // call it through the `&mut` signature so the write is not undefined behaviour.
+    type FormatMut = unsafe extern "C-unwind" fn(&mut jpeg_common_struct, &mut [u8; 80]);
+    // SAFETY: identical ABI; only the pointer's mutability differs.
+    let format_message: FormatMut = unsafe { std::mem::transmute(format_message) };
+    let mut buffer = [0u8; 80];
+    unsafe { format_message(cinfo, &mut buffer) };
+    let text = buffer.split(|&c| c == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let text = match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "decoder failed".into(), |s| s.to_string()),
+    };
+    format!("jpeg: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_jpeg() -> Vec<u8> {
+        let img = RgbImage::from_fn(33, 17, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 13) as u8, 99])
+        });
+        let mut out = Vec::new();
+        img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut out, 90,
+        ))
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_rgb_with_the_right_size() {
+        let img = decode(&sample_jpeg(), 10_000).unwrap().unwrap();
+        assert_eq!((img.width(), img.height()), (33, 17));
+        assert!(img.as_rgb8().is_some());
+    }
+
+    #[test]
+    fn truncated_and_garbage_data_are_errors_not_panics() {
+        let jpeg = sample_jpeg();
+        let cut = &jpeg[..jpeg.len() * 2 / 3];
+        let err = decode(cut, 10_000).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let mut garbage = jpeg[..20].to_vec();
+        garbage.extend(std::iter::repeat_n(0x55, 200));
+        assert!(matches!(
+            decode(&garbage, 10_000),
+            Err(CodecError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_from_the_header() {
+        assert!(matches!(
+            decode(&sample_jpeg(), 100),
+            Err(CodecError::TooManyPixels { pixels: 561, .. })
+        ));
+    }
+}
