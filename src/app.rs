@@ -210,10 +210,16 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         None
     };
 
-    if command == Command::Api || command == Command::Serve {
-        println!("imgpipe: ready ({command:?})");
-    } else {
-        println!("imgpipe: worker ready");
+    match command {
+        Command::Serve => println!(
+            "imgpipe: ready (API and {} workers)",
+            config.worker_concurrency()
+        ),
+        Command::Api => println!("imgpipe: ready (API only)"),
+        Command::Worker => println!(
+            "imgpipe: worker ready ({} workers)",
+            config.worker_concurrency()
+        ),
     }
 
     let server_handle = server.as_ref().map(|s| s.handle());

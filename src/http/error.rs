@@ -23,6 +23,14 @@ pub enum ApiError {
     BadPath { what: &'static str, given: String },
     #[error("no route for {0}")]
     NoRoute(String),
+    #[error("method {method} is not allowed on {path}; allowed: {allow}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
+    #[error("invalid query string: {0}")]
+    BadQuery(String),
     #[error("could not spool upload: {0}")]
     Spool(String),
 }
@@ -49,8 +57,10 @@ impl ApiError {
                 JobError::JobNotFound(_) => "job_not_found",
                 JobError::ImageNotFound { .. } => "image_not_found",
                 JobError::ImageNotReady { .. } => "image_not_ready",
+                JobError::ImageFailed { .. } => "image_failed",
                 JobError::NotFinished(_) => "job_not_finished",
                 JobError::Unavailable(_) => "service_unavailable",
+                JobError::Storage(_) => "storage_error",
                 JobError::Internal(_) => "internal_error",
             },
             ApiError::Multipart(_) => "invalid_multipart",
@@ -58,6 +68,8 @@ impl ApiError {
             ApiError::BadField { .. } => "invalid_field",
             ApiError::BadPath { .. } => "invalid_path",
             ApiError::NoRoute(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BadQuery(_) => "invalid_query",
             ApiError::Spool(_) => "service_unavailable",
         }
     }
@@ -92,12 +104,17 @@ impl ResponseError for ApiError {
                 },
                 JobError::JobNotFound(_) | JobError::ImageNotFound { .. } => StatusCode::NOT_FOUND,
                 JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
+                // The request is fine, but this image has no result and never will.
+                JobError::ImageFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::Storage(_) => StatusCode::BAD_GATEWAY,
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Multipart(_) | ApiError::UnexpectedField(_) | ApiError::BadField { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Multipart(_)
+            | ApiError::UnexpectedField(_)
+            | ApiError::BadField { .. }
+            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadPath { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -123,6 +140,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "5"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header(("Allow", *allow));
         }
         response.json(body)
     }

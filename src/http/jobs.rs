@@ -30,7 +30,7 @@ pub async fn process_job(
 ) -> Result<HttpResponse, ApiError> {
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .unwrap_or_default();
+        .map_err(|e| ApiError::BadQuery(e.to_string()))?;
     // Fail fast on a bad query before reading a possibly large body.
     if options.filter.is_some() {
         Recipe::parse(
@@ -61,9 +61,12 @@ pub async fn process_job(
                     }
                     .into());
                 }
+                // Clients that send no (or a blank) filename still get a name
+                // they can find in status and in the ZIP.
                 let filename = field
                     .content_disposition()
                     .and_then(|cd| cd.get_filename())
+                    .filter(|name| !name.trim().is_empty())
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
                 let path =

@@ -9,7 +9,7 @@ mod system;
 
 use std::path::PathBuf;
 
-use actix_web::web;
+use actix_web::{web, HttpRequest, Resource, Route};
 
 pub use error::ApiError;
 
@@ -19,16 +19,50 @@ pub struct UploadDir(pub PathBuf);
 
 /// The route table; `openapi.yaml` documents exactly these routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/process-job", web::post().to(jobs::process_job))
-        .route("/status-job/{job_id}", web::get().to(jobs::status_job))
-        .route("/download/{job_id}", web::get().to(results::download))
-        .route("/images/{job_id}/{index}", web::get().to(results::image))
-        .route("/filters", web::get().to(system::filters))
-        .route("/healthz", web::get().to(system::healthz))
-        .route("/readyz", web::get().to(system::readyz))
-        .route("/openapi.yaml", web::get().to(system::openapi))
-        .route("/", web::get().to(system::to_docs))
-        .route("/docs", web::get().to(system::to_docs))
-        .service(system::swagger_ui())
-        .default_service(web::route().to(system::not_found));
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _req| ApiError::BadQuery(err.to_string()).into()),
+    )
+    .service(only(
+        "/process-job",
+        "POST",
+        web::post().to(jobs::process_job),
+    ))
+    .service(only(
+        "/status-job/{job_id}",
+        "GET",
+        web::get().to(jobs::status_job),
+    ))
+    .service(only(
+        "/download/{job_id}",
+        "GET",
+        web::get().to(results::download),
+    ))
+    .service(only(
+        "/images/{job_id}/{index}",
+        "GET",
+        web::get().to(results::image),
+    ))
+    .service(only("/filters", "GET", web::get().to(system::filters)))
+    .service(only("/healthz", "GET", web::get().to(system::healthz)))
+    .service(only("/readyz", "GET", web::get().to(system::readyz)))
+    .service(only("/openapi.yaml", "GET", web::get().to(system::openapi)))
+    .service(only("/", "GET", web::get().to(system::to_docs)))
+    .service(only("/docs", "GET", web::get().to(system::to_docs)))
+    .service(system::swagger_ui())
+    .default_service(web::route().to(system::not_found));
+}
+
+/// A resource with one method; any other method gets a JSON 405 with `Allow`
+/// (actix's own answer would be an empty body).
+fn only(path: &str, allow: &'static str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move |req: HttpRequest| async move {
+            Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                path: req.path().to_string(),
+                allow,
+            })
+        }))
 }

@@ -29,13 +29,7 @@ pub async fn download(
             DispositionType::Attachment,
             &format!("imgpipe-{}.zip", status.job_id),
         ))
-        .insert_header((
-            "X-Job-Status",
-            serde_json::to_value(status.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        ))
+        .insert_header(("X-Job-Status", status.status.name()))
         .streaming(stream))
 }
 
@@ -61,17 +55,46 @@ pub async fn image(
 }
 
 fn disposition(kind: DispositionType, filename: &str) -> ContentDisposition {
-    let parameters = if filename.is_ascii() {
-        vec![DispositionParam::Filename(filename.to_string())]
-    } else {
-        vec![DispositionParam::FilenameExt(ExtendedValue {
+    let mut parameters = vec![DispositionParam::Filename(ascii_fallback(filename))];
+    if !filename.is_ascii() {
+        // RFC 6266: clients that understand filename* prefer it; the others
+        // still get a usable plain-ASCII name.
+        parameters.push(DispositionParam::FilenameExt(ExtendedValue {
             charset: Charset::Ext("UTF-8".to_string()),
             language_tag: None,
             value: filename.as_bytes().to_vec(),
-        })]
-    };
+        }));
+    }
     ContentDisposition {
         disposition: kind,
         parameters,
+    }
+}
+
+/// The name with every non-ASCII or quote-unsafe character replaced by `_`.
+fn ascii_fallback(filename: &str) -> String {
+    filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_names_get_a_plain_fallback_and_a_utf8_name() {
+        let header = disposition(DispositionType::Attachment, "café \"x\".png").to_string();
+        assert!(header.contains("filename=\"caf_ _x_.png\""), "{header}");
+        assert!(header.contains("filename*=UTF-8''caf%C3%A9"), "{header}");
+        let plain = disposition(DispositionType::Inline, "a b.png").to_string();
+        assert_eq!(plain, "inline; filename=\"a b.png\"");
     }
 }

@@ -116,8 +116,24 @@ pub enum ImageState {
 }
 
 impl ImageState {
+    /// The name clients see in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageState::Queued => "queued",
+            ImageState::Processing => "processing",
+            ImageState::Succeeded => "succeeded",
+            ImageState::Failed => "failed",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, ImageState::Succeeded | ImageState::Failed)
+    }
+}
+
+impl std::fmt::Display for ImageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -44,16 +44,26 @@ pub enum JobError {
     JobNotFound(String),
     #[error("job {job} has no image {index}")]
     ImageNotFound { job: JobId, index: usize },
-    #[error("image {index} of job {job} is {state:?}, not succeeded")]
+    #[error("image {index} of job {job} is {state}, not finished yet; retry later")]
     ImageNotReady {
         job: JobId,
         index: usize,
         state: ImageState,
     },
-    #[error("job {} is not finished yet ({:?}); retry later or pass ?partial=true", .0.job_id, .0.status)]
+    #[error("image {index} of job {job} failed, so it has no result: {reason}")]
+    ImageFailed {
+        job: JobId,
+        index: usize,
+        reason: String,
+    },
+    #[error("job {} is not finished yet ({}); retry later or pass ?partial=true", .0.job_id, .0.status)]
     NotFinished(Box<JobStatus>),
     #[error("{0}")]
     Unavailable(String),
+    /// Storage answered, but refused (bad credentials, missing bucket...): an
+    /// operator's problem, not the client's, and not worth retrying.
+    #[error("{0}")]
+    Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -64,7 +74,8 @@ impl From<StoreError> for JobError {
             StoreError::NotFound(key) => {
                 JobError::Internal(format!("stored object {key} is missing"))
             }
-            other => JobError::Unavailable(other.to_string()),
+            StoreError::Unavailable(_) => JobError::Unavailable(e.to_string()),
+            StoreError::Failed(_) => JobError::Storage(e.to_string()),
         }
     }
 }
@@ -340,18 +351,23 @@ impl JobService {
             .get(index)
             .cloned()
             .ok_or(JobError::ImageNotFound { job: job.id, index })?;
-        let state = record
-            .progress
-            .get(index)
-            .cloned()
-            .flatten()
-            .map_or(ImageState::Queued, |p| p.state);
-        if state != ImageState::Succeeded {
-            return Err(JobError::ImageNotReady {
-                job: job.id,
-                index,
-                state,
-            });
+        let progress = record.progress.get(index).cloned().flatten();
+        match progress {
+            Some(p) if p.state == ImageState::Succeeded => {}
+            Some(p) if p.state == ImageState::Failed => {
+                return Err(JobError::ImageFailed {
+                    job: job.id,
+                    index,
+                    reason: p.error.unwrap_or_else(|| "unknown error".into()),
+                })
+            }
+            other => {
+                return Err(JobError::ImageNotReady {
+                    job: job.id,
+                    index,
+                    state: other.map_or(ImageState::Queued, |p| p.state),
+                })
+            }
         }
         let key = job
             .output_key(index)

@@ -18,11 +18,28 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The name clients see in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Processing => "processing",
+            JobState::Completed => "completed",
+            JobState::CompletedWithErrors => "completed_with_errors",
+            JobState::Failed => "failed",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
             JobState::Completed | JobState::CompletedWithErrors | JobState::Failed
         )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -73,7 +90,10 @@ pub struct JobStatus {
     pub images: Vec<ImageStatus>,
 }
 
-pub fn job_state(progress: &Progress) -> JobState {
+/// `started` says whether any image has been picked up at least once: a job
+/// whose only started image went back to the queue for a retry is still
+/// processing, not queued again.
+pub fn job_state(progress: &Progress, started: bool) -> JobState {
     if progress.succeeded + progress.failed == progress.total {
         if progress.failed == 0 {
             JobState::Completed
@@ -82,7 +102,7 @@ pub fn job_state(progress: &Progress) -> JobState {
         } else {
             JobState::CompletedWithErrors
         }
-    } else if progress.queued == progress.total {
+    } else if progress.queued == progress.total && !started {
         JobState::Queued
     } else {
         JobState::Processing
@@ -140,7 +160,8 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
         .collect();
     let states: Vec<ImageState> = images.iter().map(|i| i.state).collect();
     let progress = count(&states);
-    let status = job_state(&progress);
+    let started = images.iter().any(|i| i.attempts > 0);
+    let status = job_state(&progress, started);
     let latest = |f: fn(&ImageStatus) -> Option<DateTime<Utc>>| images.iter().filter_map(f).max();
     let last_change = latest(|i| i.finished_at.max(i.started_at));
     JobStatus {
@@ -208,6 +229,16 @@ mod tests {
     use ImageState::*;
 
     #[test]
+    fn state_names_match_the_json() {
+        for state in [JobState::Queued, JobState::CompletedWithErrors] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+        }
+        for state in [Queued, Processing, Succeeded, Failed] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+        }
+    }
+
+    #[test]
     fn all_queued_is_queued() {
         let s = aggregate(&job(3), &[None, with(Queued), None]);
         assert_eq!(s.status, JobState::Queued);
@@ -226,6 +257,18 @@ mod tests {
         let s = aggregate(&job(3), &[with(Succeeded), with(Queued), with(Queued)]);
         assert_eq!(s.status, JobState::Processing);
         assert_eq!(s.progress.percent, 33.3);
+    }
+
+    #[test]
+    fn an_image_waiting_for_a_retry_keeps_the_job_processing() {
+        let retrying = Some(ImageProgress {
+            attempts: 1,
+            error: Some("storage unavailable".into()),
+            ..ImageProgress::queued()
+        });
+        let s = aggregate(&job(2), &[retrying, None]);
+        assert_eq!(s.progress.queued, 2);
+        assert_eq!(s.status, JobState::Processing);
     }
 
     #[test]

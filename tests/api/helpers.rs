@@ -238,7 +238,34 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET")
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// Sends a request and checks the answer against `openapi.yaml` (status,
+    /// content type, JSON schema) before handing it back, so every test is
+    /// also a contract test.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let request = request.build().expect("valid request");
+        let (method, path) = (
+            request.method().to_string(),
+            request.url().path().to_string(),
+        );
+        let response = self.client.execute(request).await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("response body");
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if let Err(breach) =
+            crate::contract::contract().check(&method, &path, status.as_u16(), content_type, &body)
+        {
+            panic!("response does not match openapi.yaml: {breach}");
+        }
+        let mut rebuilt = http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.headers_mut() = headers;
+        reqwest::Response::from(rebuilt)
     }
 
     /// `POST /process-job?<query>` with `files` as the multipart field `files`.
@@ -250,12 +277,12 @@ impl TestApp {
                 reqwest::multipart::Part::bytes(bytes).file_name(name),
             );
         }
-        self.client
-            .post(self.url(&format!("/process-job?{query}")))
-            .multipart(form)
-            .send()
-            .await
-            .expect("POST /process-job")
+        self.send(
+            self.client
+                .post(self.url(&format!("/process-job?{query}")))
+                .multipart(form),
+        )
+        .await
     }
 
     /// Submits and asserts 202; returns the response body.

@@ -201,8 +201,20 @@ async fn a_broken_image_fails_alone_with_its_reason() {
     assert_eq!(manifest["images"][1]["state"], "failed");
     assert_eq!(manifest["images"][1]["error"], broken["error"]);
 
-    let not_ready = app.get(&format!("/images/{id}/1")).await;
-    assert_eq!(not_ready.status(), 409);
+    let failed = app.get(&format!("/images/{id}/1")).await;
+    assert_eq!(failed.status(), 422);
+    let body: Value = failed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "image_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("decode"),
+        "{body}"
+    );
+    let good = app.get(&format!("/images/{id}/0")).await;
+    assert_eq!(good.status(), 200);
+    assert_eq!(good.headers()["content-type"], "image/png");
 }
 
 #[tokio::test]

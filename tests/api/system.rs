@@ -74,3 +74,42 @@ async fn health_readiness_filters_and_docs() {
         "Swagger UI must load our spec: {config}"
     );
 }
+
+#[tokio::test]
+async fn protocol_errors_are_json_too() {
+    let app = Deployment::new().serve();
+
+    let wrong_method = app.send(app.client.delete(app.url("/healthz"))).await;
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "GET");
+    let body: Value = wrong_method.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+
+    let get_upload = app.get("/process-job?filter=blur").await;
+    assert_eq!(get_upload.status(), 405);
+    assert_eq!(get_upload.headers()["allow"], "POST");
+
+    let job = app
+        .submit_ok(
+            "filter=blur",
+            vec![("a.png".into(), crate::helpers::png(8, 8, 1))],
+        )
+        .await;
+    let id = job["job_id"].as_str().unwrap();
+    let bad_query = app.get(&format!("/download/{id}?partial=maybe")).await;
+    assert_eq!(bad_query.status(), 400);
+    let body: Value = bad_query.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+
+    let nowhere = app.get("/no/such/route").await;
+    assert_eq!(nowhere.status(), 404);
+    let body: Value = nowhere.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let bad_index = app.get(&format!("/images/{id}/x")).await;
+    assert_eq!(bad_index.status(), 404);
+    let unknown_job = app.get("/status-job/01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
+    assert_eq!(unknown_job.status(), 404);
+    let body: Value = unknown_job.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "job_not_found");
+}
