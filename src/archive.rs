@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use zip::write::SimpleFileOptions;
@@ -25,10 +26,12 @@ const CHANNEL_DEPTH: usize = 4;
 pub struct Entry {
     pub name: String,
     pub key: String,
+    /// Shown as the entry's date by unzip tools (UTC: ZIP has no time zone).
+    pub modified: DateTime<Utc>,
 }
 
 /// Returns the ZIP as a stream of chunks: each entry in order, then `manifest`
-/// as `manifest_name`. A storage error ends the stream with that error (the
+/// as `manifest_name` (dated now). A storage error ends the stream with that error (the
 /// client sees a broken transfer, never a silently short archive).
 pub fn stream(
     store: Arc<dyn ObjectStore>,
@@ -79,18 +82,40 @@ fn write_archive(
             .map_err(|e| io::Error::other(format!("{}: {e}", entry.name)))?;
         // Sizes are not known to the writer ahead of time in stream mode; only
         // entries of 4 GiB and more need the ZIP64 form.
-        let options = stored.large_file(object.size >= u32::MAX as u64);
+        let options = stored
+            .large_file(object.size >= u32::MAX as u64)
+            .last_modified_time(zip_time(entry.modified));
         zip.start_file(entry.name.as_str(), options)
             .map_err(io::Error::other)?;
         while let Some(chunk) = runtime.block_on(object.stream.next()) {
             zip.write_all(&chunk?)?;
         }
     }
-    zip.start_file(manifest_name, stored)
+    zip.start_file(manifest_name, stored.last_modified_time(zip_time(Utc::now())))
         .map_err(io::Error::other)?;
     zip.write_all(manifest)?;
     let mut writer = zip.finish().map_err(io::Error::other)?;
     writer.flush()
+}
+
+/// ZIP's DOS timestamps cover 1980–2107 at 2 s resolution; outside that range
+/// the format's own default (1980-01-01) is the honest answer.
+fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
+    let parts = (
+        u16::try_from(t.year()).ok(),
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+    );
+    match parts {
+        (Some(year), month, day, hour, minute, second) => {
+            zip::DateTime::from_date_and_time(year, month, day, hour, minute, second)
+                .unwrap_or_default()
+        }
+        _ => zip::DateTime::default(),
+    }
 }
 
 /// A `Write` that forwards fixed-size chunks into a bounded channel.
@@ -137,5 +162,21 @@ impl Write for ChannelWriter {
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
         let _ = self.send_buffer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_dates_are_the_finish_times() {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T10:15:31Z").unwrap().with_timezone(&Utc);
+        let z = zip_time(t);
+        assert_eq!((z.year(), z.month(), z.day()), (2026, 11, 23));
+        // DOS time keeps even seconds only.
+        assert_eq!((z.hour(), z.minute(), z.second()), (10, 15, 30));
+        let ancient = DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(zip_time(ancient), zip::DateTime::default());
     }
 }

@@ -400,6 +400,7 @@ impl JobService {
                 Some(archive::Entry {
                     name: i.entry_name.clone(),
                     key: record.job.output_key(i.index)?,
+                    modified: i.finished_at.unwrap_or(record.job.created_at),
                 })
             })
             .collect();
