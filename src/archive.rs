@@ -91,8 +91,11 @@ fn write_archive(
             zip.write_all(&chunk?)?;
         }
     }
-    zip.start_file(manifest_name, stored.last_modified_time(zip_time(Utc::now())))
-        .map_err(io::Error::other)?;
+    zip.start_file(
+        manifest_name,
+        stored.last_modified_time(zip_time(Utc::now())),
+    )
+    .map_err(io::Error::other)?;
     zip.write_all(manifest)?;
     let mut writer = zip.finish().map_err(io::Error::other)?;
     writer.flush()
@@ -171,12 +174,16 @@ mod tests {
 
     #[test]
     fn entry_dates_are_the_finish_times() {
-        let t = DateTime::parse_from_rfc3339("2026-11-23T10:15:31Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-23T10:15:31Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let z = zip_time(t);
         assert_eq!((z.year(), z.month(), z.day()), (2026, 11, 23));
         // DOS time keeps even seconds only.
         assert_eq!((z.hour(), z.minute(), z.second()), (10, 15, 30));
-        let ancient = DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let ancient = DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(zip_time(ancient), zip::DateTime::default());
     }
 }

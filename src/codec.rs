@@ -2,6 +2,7 @@
 //! and encoding (JPEG, PNG, WebP). Blocking CPU work: callers run it on a
 //! blocking thread, never on the async runtime.
 
+mod exif;
 mod jpeg;
 
 use std::io::Cursor;
@@ -159,7 +160,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
             limit: max_pixels,
         });
     }
-    let orientation = decoder.orientation().map_err(decode_error)?;
+    // Our EXIF reader first (it takes what Pillow takes); the decoder's own
+    // answer covers orientation stored outside an EXIF block (a TIFF's tag).
+    let exif = decoder.exif_metadata().map_err(decode_error)?;
+    let orientation = match exif.as_deref().and_then(exif::orientation) {
+        Some(orientation) => orientation,
+        None => decoder.orientation().map_err(decode_error)?,
+    };
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
     Ok(normalise(img))

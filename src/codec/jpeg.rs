@@ -72,8 +72,8 @@ fn exif_orientation<R>(decompress: &Decompress<R>) -> Option<Orientation> {
     decompress
         .markers()
         .filter(|m| m.marker == Marker::APP(1))
-        .find_map(|m| m.data.strip_prefix(b"Exif\0\0"))
-        .and_then(Orientation::from_exif_chunk)
+        .filter(|m| m.data.starts_with(b"Exif\0\0"))
+        .find_map(|m| super::exif::orientation(m.data))
 }
 
 /// libjpeg's standard error manager, except that fatal errors unwind (instead

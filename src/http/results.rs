@@ -38,10 +38,14 @@ pub async fn image(
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, index) = path.into_inner();
-    let index: usize = index.parse().map_err(|_| ApiError::BadPath {
-        what: "image index",
-        given: index,
-    })?;
+    // Plain digits only: `usize::from_str` would also take "+1".
+    let index: usize = Some(&index)
+        .filter(|i| i.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| ApiError::BadPath {
+            what: "image index",
+            given: index.clone(),
+        })?;
     let (object, entry) = service.result_image(&id, index).await?;
     Ok(HttpResponse::Ok()
         .content_type(entry.output_format.content_type())

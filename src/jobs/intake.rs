@@ -77,6 +77,14 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
     let n = read_up_to(&mut file, &mut head);
     let format = InputFormat::sniff(&head[..n]).ok_or(FileProblem::UnsupportedFormat)?;
 
+    // A PNG's size is read from IHDR first: the png decoder refuses a header
+    // whose dimensions overflow its buffer arithmetic ("memory limit"), and
+    // those are exactly the bombs the pixel limit must name.
+    if format == InputFormat::Png {
+        if let Some((width, height)) = png_dimensions(&head[..n]) {
+            check_pixels(format, width, height, limits)?;
+        }
+    }
     let _ = file.seek(SeekFrom::Start(0));
     let (width, height) =
         ImageReader::with_format(BufReader::new(&mut file), format.image_format())
@@ -87,22 +95,13 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
                 },
                 other => corrupt(format, other.to_string()),
             })?;
-    let pixels = width as u64 * height as u64;
     if width == 0 || height == 0 {
         return Err(corrupt(
             format,
             format!("zero-sized image ({width}x{height})"),
         ));
     }
-    if pixels > limits.max_pixels {
-        return Err(FileProblem::TooManyPixels {
-            format: format.name(),
-            width,
-            height,
-            pixels,
-            limit: limits.max_pixels,
-        });
-    }
+    check_pixels(format, width, height, limits)?;
 
     let _ = file.seek(SeekFrom::Start(0));
     let complete = match format {
@@ -131,6 +130,34 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         height,
         size_bytes,
     })
+}
+
+fn check_pixels(
+    format: InputFormat,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(), FileProblem> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(FileProblem::TooManyPixels {
+            format: format.name(),
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Width and height from a PNG's leading IHDR chunk (signature, length, type, w, h).
+fn png_dimensions(head: &[u8]) -> Option<(u32, u32)> {
+    if head.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?));
+    Some((be(16)?, be(20)?))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
@@ -357,6 +384,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A PNG whose IHDR declares `w`x`h` (valid CRC), with no pixel data.
+    fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn enormous_declared_dimensions_are_a_pixel_limit_refusal() {
+        for (w, h) in [
+            (2_000_000_000, 2_000_000_000),
+            (1, 100_000_000),
+            (20_000, 20_000),
+        ] {
+            let err = check(&png_header_only(w, h)).unwrap_err();
+            assert!(
+                matches!(err, FileProblem::TooManyPixels { width, height, .. } if (width, height) == (w, h)),
+                "{w}x{h}: {err}"
+            );
+        }
     }
 
     #[test]
