@@ -7,6 +7,7 @@ mod jpeg;
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +152,22 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
-    let pixels = width as u64 * height as u64;
+    check_pixels(width, height, max_pixels)?;
+    // An EXIF block is read by our reader (it takes what Pillow takes); the
+    // decoder's own answer covers orientation kept outside one (a TIFF's tag).
+    let orientation = match decoder.exif_metadata().map_err(decode_error)? {
+        Some(block) => exif::orientation(&block).unwrap_or(Orientation::NoTransforms),
+        None => decoder.orientation().map_err(decode_error)?,
+    };
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    img.apply_orientation(orientation);
+    Ok(normalise(img))
+}
+
+/// The decompression-bomb guard, applied to the header's size before any
+/// pixel buffer exists.
+fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {
+    let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(CodecError::TooManyPixels {
             width,
@@ -160,16 +176,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
             limit: max_pixels,
         });
     }
-    // Our EXIF reader first (it takes what Pillow takes); the decoder's own
-    // answer covers orientation stored outside an EXIF block (a TIFF's tag).
-    let exif = decoder.exif_metadata().map_err(decode_error)?;
-    let orientation = match exif.as_deref().and_then(exif::orientation) {
-        Some(orientation) => orientation,
-        None => decoder.orientation().map_err(decode_error)?,
-    };
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    img.apply_orientation(orientation);
-    Ok(normalise(img))
+    Ok(())
 }
 
 fn decode_error(e: image::ImageError) -> CodecError {

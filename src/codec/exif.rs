@@ -35,6 +35,9 @@ pub fn orientation(exif: &[u8]) -> Option<Orientation> {
     let entries = u16_at(ifd)? as usize;
     (0..entries).find_map(|i| {
         let entry = ifd.checked_add(2 + 12 * i)?;
+        // Pillow drops an entry cut short by the end of the block, even when
+        // the bytes of a SHORT value happen to be there.
+        tiff.get(entry..entry.checked_add(12)?)?;
         if u16_at(entry)? != ORIENTATION_TAG || u32_at(entry + 4)? != 1 {
             return None;
         }
@@ -125,6 +128,9 @@ mod tests {
             None
         );
         assert_eq!(orientation(b"II\x2a\0\xff\xff\xff\xff"), None);
+        let mut cut = exif(false, 0x112, 3, 1, [6, 0, 0, 0]);
+        cut.truncate(8 + 2 + 10);
+        assert_eq!(orientation(&cut), None);
         assert_eq!(orientation(b""), None);
     }
 }

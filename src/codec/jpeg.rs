@@ -37,15 +37,7 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, C
         .from_mem(bytes)
         .map_err(io_err)?;
     let (width, height) = (decompress.width() as u32, decompress.height() as u32);
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(CodecError::TooManyPixels {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
+    super::check_pixels(width, height, max_pixels)?;
     let orientation = exif_orientation(&decompress);
     let img = match decompress.image().map_err(io_err)? {
         Format::Gray(mut started) => {

@@ -81,6 +81,26 @@ impl S3Store {
         }
         Ok(())
     }
+
+    /// The one upload path: content with a known size, streamed (minio turns
+    /// large ones into multipart uploads by itself).
+    async fn put_content(
+        &self,
+        key: &str,
+        content: ObjectContent,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        timed(
+            self.client
+                .put_object_content(&self.bucket, key, content)
+                .map_err(validation)?
+                .content_type(content_type.to_string())
+                .build()
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 fn validation(e: impl std::fmt::Debug) -> StoreError {
@@ -134,12 +154,7 @@ fn classify(e: MinioError) -> StoreError {
 
 #[async_trait]
 impl ObjectStore for S3Store {
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        _content_type: &str,
-    ) -> Result<(), StoreError> {
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
@@ -154,37 +169,21 @@ impl ObjectStore for S3Store {
             ReaderStream::with_capacity(file, 256 * 1024),
             Some(size),
         );
-        timed(
-            self.client
-                .put_object_content(&self.bucket, key, content)
-                .map_err(validation)?
-                .build()
-                .send(),
-        )
-        .await?;
-        Ok(())
+        self.put_content(key, content, content_type).await
     }
 
     async fn put_bytes(
         &self,
         key: &str,
         bytes: Bytes,
-        _content_type: &str,
+        content_type: &str,
     ) -> Result<(), StoreError> {
         let size = bytes.len() as u64;
         let content = ObjectContent::new_from_stream(
             futures::stream::once(async move { Ok(bytes) }),
             Some(size),
         );
-        timed(
-            self.client
-                .put_object_content(&self.bucket, key, content)
-                .map_err(validation)?
-                .build()
-                .send(),
-        )
-        .await?;
-        Ok(())
+        self.put_content(key, content, content_type).await
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
