@@ -202,9 +202,8 @@ fn normalise(img: DynamicImage) -> DynamicImage {
     }
 }
 
-/// Encodes an image. JPEG has no alpha channel, so alpha is dropped for it
-/// (Pillow would refuse to save RGBA as JPEG). `quality` applies to JPEG only;
-/// WebP output is lossless.
+/// Encodes an image. JPEG is written as Pillow writes it (see `jpeg`), alpha
+/// dropped; `quality` applies to JPEG only. PNG keeps alpha; WebP is lossless.
 pub fn encode(
     img: &DynamicImage,
     format: OutputFormat,
@@ -216,17 +215,7 @@ pub fn encode(
     };
     let mut out = Vec::with_capacity(img.as_bytes().len() / 4 + 1024);
     match format {
-        OutputFormat::Jpeg => {
-            let quality = quality.clamp(1, 100);
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-            match img {
-                DynamicImage::ImageLuma8(b) => b.write_with_encoder(encoder),
-                DynamicImage::ImageLumaA8(_) => img.to_luma8().write_with_encoder(encoder),
-                DynamicImage::ImageRgb8(b) => b.write_with_encoder(encoder),
-                other => other.to_rgb8().write_with_encoder(encoder),
-            }
-            .map_err(encode_err)?;
-        }
+        OutputFormat::Jpeg => return jpeg::encode(img, quality),
         OutputFormat::Png => {
             let encoder = image::codecs::png::PngEncoder::new_with_quality(
                 &mut out,

@@ -164,3 +164,45 @@ fn filters_match_pillow_golden_outputs() {
         "checked pairs != inputs x {FILTERS_PER_INPUT}; Filter::ALL and generate.py disagree"
     );
 }
+
+/// imgpipe's JPEG writer against Pillow's `save(f, "JPEG", quality=90)`: the
+/// files must be identical byte for byte, not merely close.
+#[test]
+fn jpeg_output_is_byte_identical_to_pillow() {
+    let dir = golden_dir();
+    let mut compared = 0usize;
+    let mut failures = Vec::new();
+    for input in input_files(&dir) {
+        let stem = stem_of(&input);
+        let bytes =
+            fs::read(&input).unwrap_or_else(|e| panic!("cannot read {}: {e}", input.display()));
+        let img = codec::decode(&bytes, MAX_PIXELS).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        for filter in Filter::ALL {
+            let expected_path = dir.join(format!("{stem}.{}.q90.jpg", filter.name()));
+            let Ok(expected) = fs::read(&expected_path) else {
+                continue;
+            };
+            compared += 1;
+            let got = codec::encode(&filter.apply(&img), codec::OutputFormat::Jpeg, 90)
+                .unwrap_or_else(|e| panic!("{stem} / {}: {e}", filter.name()));
+            if got != expected {
+                let first = got.iter().zip(&expected).position(|(a, b)| a != b);
+                failures.push(format!(
+                    "{stem} / {}: {} bytes vs Pillow's {}, first difference at byte {first:?}",
+                    filter.name(),
+                    got.len(),
+                    expected.len()
+                ));
+            }
+        }
+    }
+    assert!(
+        compared >= 15,
+        "expected at least 15 *.q90.jpg fixtures, found {compared}; run generate.py"
+    );
+    assert!(
+        failures.is_empty(),
+        "JPEG output differs from Pillow's:\n  {}",
+        failures.join("\n  ")
+    );
+}

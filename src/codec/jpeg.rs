@@ -1,8 +1,9 @@
-//! JPEG decoding through libjpeg-turbo's decoder (the copy mozjpeg builds from
-//! source), because Pillow decodes with libjpeg-turbo: the same integer IDCT and
-//! the same "fancy" chroma upsampling are what make our pixels equal Pillow's.
-//! Pure-Rust decoders differ by a few levels on most photos. CMYK/YCCK files are
-//! left to the `image` crate (the caller falls back when this returns `None`).
+//! JPEG through libjpeg-turbo (the copy mozjpeg builds from source), because
+//! Pillow uses libjpeg-turbo: the same integer IDCT and "fancy" chroma
+//! upsampling make our decoded pixels equal Pillow's (pure-Rust decoders differ
+//! by a few levels on most photos), and the same encoder settings make our JPEG
+//! files byte-identical to `img.save(f, "JPEG", quality=q)`. CMYK/YCCK inputs
+//! are left to the `image` crate (the caller falls back when decode returns `None`).
 
 use std::any::Any;
 use std::os::raw::c_int;
@@ -11,7 +12,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg::decompress::DecompressBuilder;
-use mozjpeg::{Decompress, Format, Marker};
+use mozjpeg::{ColorSpace, Compress, Decompress, Format, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF};
 
 use super::CodecError;
@@ -58,6 +59,47 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, C
         img.apply_orientation(orientation);
     }
     Ok(Some(img))
+}
+
+/// Encodes as Pillow's JPEG writer does by default: baseline, 4:2:0 for colour,
+/// standard (Annex K) tables scaled by `quality`, no Huffman optimisation, a
+/// JFIF header. Alpha is dropped (Pillow would refuse RGBA; we keep the colour).
+pub(super) fn encode(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, CodecError> {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let (color_space, samples) = match img {
+        DynamicImage::ImageLuma8(b) => (
+            ColorSpace::JCS_GRAYSCALE,
+            std::borrow::Cow::Borrowed(b.as_raw()),
+        ),
+        DynamicImage::ImageLumaA8(_) => (
+            ColorSpace::JCS_GRAYSCALE,
+            std::borrow::Cow::Owned(img.to_luma8().into_raw()),
+        ),
+        DynamicImage::ImageRgb8(b) => (ColorSpace::JCS_RGB, std::borrow::Cow::Borrowed(b.as_raw())),
+        other => (
+            ColorSpace::JCS_RGB,
+            std::borrow::Cow::Owned(other.to_rgb8().into_raw()),
+        ),
+    };
+    let encode_err = |reason: String| CodecError::Encode {
+        format: super::OutputFormat::Jpeg,
+        reason,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Vec<u8>> {
+        let mut compress = Compress::new_err(Box::new(strict_error_mgr()), color_space);
+        // libjpeg-turbo's own defaults, not mozjpeg's slower "max compression" profile.
+        compress.set_fastest_defaults();
+        compress.set_size(width, height);
+        compress.set_quality(f32::from(quality.clamp(1, 100)));
+        let mut started = compress.start_compress(Vec::with_capacity(samples.len() / 8 + 4096))?;
+        started.write_scanlines(&samples)?;
+        started.finish()
+    }));
+    match result {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(encode_err(e.to_string())),
+        Err(payload) => Err(encode_err(panic_message(payload))),
+    }
 }
 
 fn exif_orientation<R>(decompress: &Decompress<R>) -> Option<Orientation> {
@@ -161,6 +203,29 @@ mod tests {
             decode(&garbage, 10_000),
             Err(CodecError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn encodes_and_decodes_back_close_to_the_original() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_fn(40, 24, |x, y| {
+            image::Rgba([(x * 6) as u8, (y * 10) as u8, 120, 7])
+        }));
+        let bytes = encode(&img, 90).unwrap();
+        let back = decode(&bytes, 10_000).unwrap().unwrap();
+        let back = back.as_rgb8().expect("alpha dropped, colour kept");
+        let original = img.to_rgb8();
+        let worst = back
+            .as_raw()
+            .iter()
+            .zip(original.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(
+            worst.unwrap() < 12,
+            "q90 should be close, worst diff {worst:?}"
+        );
+        let gray = encode(&DynamicImage::ImageLuma8(img.to_luma8()), 50).unwrap();
+        assert!(decode(&gray, 10_000).unwrap().unwrap().as_luma8().is_some());
     }
 
     #[test]
