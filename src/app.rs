@@ -144,7 +144,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             meta: backends.meta.clone(),
             queue: backends.queue.clone(),
             limits: config.limits(),
-            ttl: Duration::from_secs(config.job_ttl_secs.max(60)),
+            ttl: Duration::from_secs(config.job_ttl_secs),
         });
         let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
         let server = HttpServer::new(move || {
@@ -176,36 +176,15 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             store: backends.store.clone(),
             meta: backends.meta.clone(),
             max_pixels: config.max_pixels,
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts,
             backoff: config.backoff(),
         });
-        // A unique name per process: apalis re-queues a dead worker's tasks by
-        // name, and a reused name would hide its orphans (apalis #504).
-        let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
-        log::info!("worker {name} starting with concurrency {concurrency}");
-        let mut stop = stop_rx.clone();
-        let worker = WorkerBuilder::new(name)
-            .backend(
-                backends
-                    .redis_queue
-                    .storage()
-                    .poll_with_interval(Duration::from_millis(200)),
-            )
-            .concurrency(concurrency)
-            .data(ctx)
-            .build(worker::handle);
-        Some(tokio::spawn(async move {
-            worker
-                .run_until(async move {
-                    while !*stop.borrow_and_update() {
-                        if stop.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok::<(), std::io::Error>(())
-                })
-                .await
-        }))
+        Some(tokio::spawn(supervise_workers(
+            backends.redis_queue.clone(),
+            ctx,
+            concurrency,
+            stop_rx.clone(),
+        )))
     } else {
         None
     };
@@ -246,10 +225,8 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             handle.stop(true).await;
         }
         if let Some(workers) = workers {
-            match workers.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::warn!("worker stopped with error: {e}"),
-                Err(e) => log::warn!("worker task failed: {e}"),
+            if let Err(e) = workers.await {
+                log::warn!("worker supervisor failed: {e}");
             }
         }
     };
@@ -258,6 +235,65 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Runs the apalis worker until `stop`, and starts a fresh one (with a new
+/// name) whenever it ends on its own: apalis ends a worker at its first backend
+/// error, and a Redis blip must not leave this process idle while it looks
+/// healthy. The dead worker's in-flight tasks are re-queued by the heartbeat
+/// check of the live ones.
+async fn supervise_workers(
+    queue: RedisQueue,
+    ctx: Arc<WorkerContext>,
+    concurrency: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const MAX_DELAY: Duration = Duration::from_secs(30);
+    let mut delay = Duration::from_secs(1);
+    loop {
+        // A unique name per worker: apalis re-queues a dead worker's tasks by
+        // name, and a reused name would hide its orphans (apalis #504).
+        let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
+        log::info!("worker {name} starting with concurrency {concurrency}");
+        let worker = WorkerBuilder::new(name.clone())
+            .backend(
+                queue
+                    .storage()
+                    .poll_with_interval(Duration::from_millis(200)),
+            )
+            .concurrency(concurrency)
+            .data(ctx.clone())
+            .build(worker::handle);
+        let started = std::time::Instant::now();
+        let mut stop_signal = stop.clone();
+        let result = worker
+            .run_until(async move {
+                while !*stop_signal.borrow_and_update() {
+                    if stop_signal.changed().await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > MAX_DELAY {
+            delay = Duration::from_secs(1);
+        }
+        match result {
+            Ok(()) => {
+                log::error!("worker {name} stopped unexpectedly; a new one starts in {delay:?}")
+            }
+            Err(e) => log::error!("worker {name} failed: {e}; a new one starts in {delay:?}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        delay = (delay * 2).min(MAX_DELAY);
+    }
 }
 
 fn hostname() -> String {

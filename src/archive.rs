@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
-use zip::write::SimpleFileOptions;
+use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
 use crate::store::ObjectStore;
@@ -42,7 +42,6 @@ pub fn stream(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let error_tx = tx.clone();
         let result = write_archive(
             &runtime,
             store.as_ref(),
@@ -51,11 +50,10 @@ pub fn stream(
             &manifest,
             tx,
         );
+        // BrokenPipe means the client went away: nothing worth logging.
         if let Err(e) = result {
-            // BrokenPipe means the client went away: nothing to report to it.
             if e.kind() != io::ErrorKind::BrokenPipe {
                 log::error!("ZIP stream aborted: {e}");
-                let _ = error_tx.blocking_send(Err(e));
             }
         }
     });
@@ -72,7 +70,30 @@ fn write_archive(
     manifest: &[u8],
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
+    let error_tx = tx.clone();
     let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx));
+    match write_entries(&mut zip, runtime, store, entries, manifest_name, manifest) {
+        Ok(()) => zip.finish().map_err(io::Error::other)?.flush(),
+        Err(e) => {
+            // The error must reach the client before `zip` is dropped: dropping
+            // a ZipWriter finalises it, which would otherwise hand the client a
+            // well-formed but silently short archive.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                let _ = error_tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_entries(
+    zip: &mut ZipWriter<StreamWriter<ChannelWriter>>,
+    runtime: &tokio::runtime::Handle,
+    store: &dyn ObjectStore,
+    entries: &[Entry],
+    manifest_name: &str,
+    manifest: &[u8],
+) -> io::Result<()> {
     let stored = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
         .unix_permissions(0o644);
@@ -96,9 +117,7 @@ fn write_archive(
         stored.last_modified_time(zip_time(Utc::now())),
     )
     .map_err(io::Error::other)?;
-    zip.write_all(manifest)?;
-    let mut writer = zip.finish().map_err(io::Error::other)?;
-    writer.flush()
+    zip.write_all(manifest)
 }
 
 /// ZIP's DOS timestamps cover 1980–2107 at 2 s resolution; outside that range

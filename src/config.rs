@@ -130,8 +130,15 @@ pub struct Config {
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
 
-    /// Attempts per image before a transient failure (storage or Redis down) fails it
-    #[arg(long, env = "IMGPIPE_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    /// Attempts per image before a transient failure (storage or Redis down)
+    /// or a crashing worker fails it, 1–25 (apalis dead-letters a task after 25)
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_ATTEMPTS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..=25),
+        global = true
+    )]
     pub max_attempts: u32,
 
     /// First delay of the exponential backoff between retries, in milliseconds
@@ -143,11 +150,12 @@ pub struct Config {
     )]
     pub retry_base_ms: u64,
 
-    /// How long jobs and their status are kept, in seconds
+    /// How long jobs and their status are kept, in seconds (at least 60)
     #[arg(
         long,
         env = "IMGPIPE_JOB_TTL_SECS",
         default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(60..),
         global = true
     )]
     pub job_ttl_secs: u64,

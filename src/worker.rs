@@ -115,18 +115,47 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
         // between recording and acknowledging): the work is done.
         return Ok(());
     }
+    if previous.attempts >= ctx.max_attempts {
+        // Every attempt so far started and never recorded an outcome: its
+        // worker died (killed, out of memory) while on this image. Stop the
+        // redelivery here rather than let one image take down worker after worker.
+        let reason = format!(
+            "gave up after {} attempts: the worker processing this image stopped each time (crashed or killed)",
+            previous.attempts
+        );
+        log::error!("job {job_id} image {index}: {reason}");
+        let failed = ImageProgress {
+            state: ImageState::Failed,
+            error: Some(reason.clone()),
+            finished_at: Some(Utc::now()),
+            ..previous
+        };
+        retrying(ctx.backoff, || {
+            ctx.meta.set_image_progress(job_id, index, &failed)
+        })
+        .await?;
+        return Err(AbortError::new(reason).into());
+    }
     let attempt = previous.attempts + 1;
     let started = ImageProgress {
         state: ImageState::Processing,
         attempts: attempt,
+        // The error of an earlier attempt belongs to the queued state it explained.
+        error: None,
         started_at: Some(Utc::now()),
         finished_at: None,
         ..previous
     };
-    retrying(ctx.backoff, || {
+    let owned = retrying(ctx.backoff, || {
         ctx.meta.set_image_progress(job_id, index, &started)
     })
     .await?;
+    if !owned {
+        // Between our read and this write the image was finished, or a later
+        // delivery of the same task took it over (or the job went away).
+        log::info!("job {job_id} image {index}: handled by another attempt; dropping this one");
+        return Ok(());
+    }
 
     match process(ctx, &job, index).await {
         Ok(output_bytes) => {
@@ -137,6 +166,8 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
                 output_bytes: Some(output_bytes),
                 ..started
             };
+            // Refused only if another attempt recorded an outcome first; the
+            // stored result is the same image either way.
             retrying(ctx.backoff, || {
                 ctx.meta.set_image_progress(job_id, index, &done)
             })

@@ -253,14 +253,14 @@ impl JobService {
         };
 
         if let Err(e) = self.store_uploads(&job, &uploads).await {
-            self.discard_inputs(&job).await;
+            self.discard(&job, false);
             return Err(e);
         }
-        self.meta.create(&job).await.inspect_err(|_| {
-            // The job was never recorded: its inputs are orphans.
-            let (this_store, keys) = (self.store.clone(), input_keys(&job));
-            tokio::spawn(async move { delete_all(this_store.as_ref(), keys).await });
-        })?;
+        // The job was never recorded: its inputs are orphans.
+        self.meta
+            .create(&job)
+            .await
+            .inspect_err(|_| self.discard(&job, false))?;
         let tasks = job
             .images
             .iter()
@@ -274,7 +274,13 @@ impl JobService {
                 )
             })
             .collect();
-        self.queue.enqueue(tasks).await?;
+        // Without its tasks the job would sit `queued` forever. Undo it; should
+        // the tasks have been pushed after all (a lost reply), workers drop
+        // tasks whose job is gone.
+        self.queue
+            .enqueue(tasks)
+            .await
+            .inspect_err(|_| self.discard(&job, true))?;
         log::info!(
             "job {} accepted: {} image(s), filter {}",
             job.id,
@@ -319,8 +325,26 @@ impl JobService {
         Ok(())
     }
 
-    async fn discard_inputs(&self, job: &Job) {
-        delete_all(self.store.as_ref(), input_keys(job)).await;
+    /// Removes what a refused submission left behind: its inputs and, if it
+    /// was recorded, the job. In the background: the client's 5xx must not wait
+    /// on a store that is failing anyway.
+    fn discard(&self, job: &Job, recorded: bool) {
+        let (store, meta, id, keys) = (
+            self.store.clone(),
+            self.meta.clone(),
+            job.id,
+            input_keys(job),
+        );
+        tokio::spawn(async move {
+            if recorded {
+                if let Err(e) = meta.delete(id).await {
+                    log::warn!(
+                        "job {id}: could not remove the record of a refused submission: {e}"
+                    );
+                }
+            }
+            delete_all(store.as_ref(), keys).await;
+        });
     }
 
     async fn record(&self, id: &str) -> Result<JobRecord, JobError> {

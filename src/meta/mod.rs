@@ -35,13 +35,20 @@ pub trait MetaStore: Send + Sync + 'static {
         id: JobId,
         index: usize,
     ) -> Result<Option<ImageProgress>, MetaError>;
-    /// Writes one image's progress. A no-op when the job no longer exists
-    /// (expired or deleted), so a late worker cannot resurrect it.
+    /// Writes one image's progress, atomically refusing (returning `false`)
+    /// when the write would be wrong under concurrent delivery of the same task:
+    /// the job no longer exists (expired or deleted: a late worker must not
+    /// resurrect it), the image is already `succeeded` or `failed` (terminal
+    /// states are final), or the stored progress belongs to a later attempt
+    /// (`attempts` is the fencing token: a stalled worker cannot overwrite the
+    /// attempt that replaced it).
     async fn set_image_progress(
         &self,
         id: JobId,
         index: usize,
         progress: &ImageProgress,
-    ) -> Result<(), MetaError>;
+    ) -> Result<bool, MetaError>;
+    /// Removes a job and its progress; workers then drop its tasks.
+    async fn delete(&self, id: JobId) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;
 }

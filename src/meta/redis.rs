@@ -19,15 +19,23 @@ fn unavailable(e: redis::RedisError) -> MetaError {
     MetaError::Unavailable(e.to_string())
 }
 
-/// Writes a progress field only while the job record exists.
-const SET_IF_JOB_EXISTS: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-  return 1
+/// Writes a progress field under the rules of `MetaStore::set_image_progress`:
+/// only while the job exists, never over a terminal state, never over a later
+/// attempt. Returns 1 when written, 0 when refused.
+const SET_PROGRESS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok then
+    if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
+    if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
+  end
 end
-return 0
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
 ";
 
 impl RedisMeta {
@@ -113,18 +121,27 @@ impl MetaStore for RedisMeta {
         id: JobId,
         index: usize,
         progress: &ImageProgress,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(progress).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        redis::Script::new(SET_IF_JOB_EXISTS)
+        let written: i64 = redis::Script::new(SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))
             .arg(index)
             .arg(json)
-            .invoke_async::<i64>(&mut self.conn.clone())
+            .arg(progress.attempts)
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(written == 1)
+    }
+
+    async fn delete(&self, id: JobId) -> Result<(), MetaError> {
+        self.conn
+            .clone()
+            .del::<_, ()>(&[self.job_key(id), self.images_key(id)])
+            .await
+            .map_err(unavailable)
     }
 
     async fn check(&self) -> Result<(), MetaError> {

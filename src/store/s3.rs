@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use minio::s3::builders::ObjectContent;
 use minio::s3::creds::StaticProvider;
-use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError};
+use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError, ValidationErr};
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
 use minio::s3::types::S3Api;
@@ -131,6 +131,17 @@ fn describe(e: &MinioError) -> String {
     text
 }
 
+fn is_retryable_s3_code(code: &str) -> bool {
+    matches!(
+        code,
+        "InternalError"
+            | "ServiceUnavailable"
+            | "SlowDown"
+            | "RequestTimeout"
+            | "XMinioServerNotInitialized"
+    )
+}
+
 fn classify(e: MinioError) -> StoreError {
     let text = describe(&e);
     match &e {
@@ -138,9 +149,16 @@ fn classify(e: MinioError) -> StoreError {
             StoreError::Unavailable(text)
         }
         MinioError::DriveIo(_) => StoreError::Unavailable(text),
+        // minio 0.4 reports every transport failure (refused, reset, timeout,
+        // a body cut off mid-read) as a reqwest error inside `Validation`.
+        MinioError::Validation(ValidationErr::HttpError(_)) => StoreError::Unavailable(text),
         MinioError::S3Server(S3ServerError::S3Error(resp)) => match resp.code() {
             MinioErrorCode::NoSuchKey => StoreError::NotFound(resp.resource().to_string()),
             MinioErrorCode::NoSuchBucket => StoreError::Unavailable(text),
+            // Server-side trouble that S3 itself tells clients to retry.
+            MinioErrorCode::OtherError(code) if is_retryable_s3_code(&code) => {
+                StoreError::Unavailable(text)
+            }
             _ => StoreError::Failed(text),
         },
         MinioError::S3Server(S3ServerError::HttpError(status, _))
