@@ -138,12 +138,8 @@ async fn output_format_follows_input_unless_overridden() {
             reqwest::multipart::Part::bytes(jpeg(64, 48, 3)).file_name("low.jpg"),
         );
     let resp = app
-        .client
-        .post(app.url("/process-job"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .send(app.client.post(app.url("/process-job")).multipart(form))
+        .await;
     assert_eq!(resp.status(), 202);
     let job: Value = resp.json().await.unwrap();
     let id = job["job_id"].as_str().unwrap();

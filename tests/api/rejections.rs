@@ -170,13 +170,13 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
 async fn malformed_requests_are_400_json() {
     let app = Deployment::new().serve();
     let not_multipart = app
-        .client
-        .post(app.url("/process-job?filter=blur"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            app.client
+                .post(app.url("/process-job?filter=blur"))
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await;
     assert_eq!(not_multipart.status(), 400);
     let body: Value = not_multipart.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_multipart");
@@ -186,12 +186,12 @@ async fn malformed_requests_are_400_json() {
         reqwest::multipart::Part::bytes(png(4, 4, 1)).file_name("a.png"),
     );
     let wrong_field = app
-        .client
-        .post(app.url("/process-job?filter=blur"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            app.client
+                .post(app.url("/process-job?filter=blur"))
+                .multipart(form),
+        )
+        .await;
     assert_eq!(wrong_field.status(), 400);
     let body: Value = wrong_field.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unexpected_field");
@@ -201,17 +201,33 @@ async fn malformed_requests_are_400_json() {
 #[tokio::test]
 async fn unknown_jobs_and_images_are_404_json() {
     let app = Deployment::new().serve();
-    for path in [
-        "/status-job/00000000-0000-4000-8000-000000000000",
-        "/status-job/not-a-uuid",
-        "/download/00000000-0000-4000-8000-000000000000",
-        "/images/00000000-0000-4000-8000-000000000000/0",
-        "/images/00000000-0000-4000-8000-000000000000/minus-one",
-        "/no/such/route",
+    for (path, code) in [
+        (
+            "/status-job/00000000-0000-4000-8000-000000000000",
+            "job_not_found",
+        ),
+        ("/status-job/not-a-uuid", "job_not_found"),
+        (
+            "/download/00000000-0000-4000-8000-000000000000",
+            "job_not_found",
+        ),
+        (
+            "/images/00000000-0000-4000-8000-000000000000/0",
+            "job_not_found",
+        ),
+        (
+            "/images/00000000-0000-4000-8000-000000000000/minus-one",
+            "invalid_path",
+        ),
+        (
+            "/images/00000000-0000-4000-8000-000000000000/+1",
+            "invalid_path",
+        ),
+        ("/no/such/route", "not_found"),
     ] {
         let resp = app.get(path).await;
         assert_eq!(resp.status(), 404, "{path}");
         let body: Value = resp.json().await.unwrap();
-        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
     }
 }
