@@ -416,3 +416,124 @@ fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
 }
+
+/// A Redis or S3 server of a test's own, for tests that stop and restart it
+/// (outages). Same programs as `scripts/test.sh` starts; the port and data
+/// directory survive restarts, so clients reconnect to the same address.
+pub struct OwnService {
+    program: &'static str,
+    args: Vec<String>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnService {
+    /// redis-server with an append-only file, so a restart keeps every job.
+    pub fn redis() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir.path().to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::start("redis-server", args, port, dir)
+    }
+
+    /// s3s-fs with the credentials of the shared test server.
+    pub fn s3() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let args = [
+            "--host".to_string(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--access-key".into(),
+            required_env("IMGPIPE_TEST_S3_ACCESS_KEY"),
+            "--secret-key".into(),
+            required_env("IMGPIPE_TEST_S3_SECRET_KEY"),
+            dir.path().to_string_lossy().into_owned(),
+        ]
+        .to_vec();
+        Self::start("s3s-fs", args, port, dir)
+    }
+
+    fn start(program: &'static str, args: Vec<String>, port: u16, dir: tempfile::TempDir) -> Self {
+        let mut service = OwnService {
+            program,
+            args,
+            port,
+            _dir: dir,
+            child: None,
+        };
+        service.resume();
+        service
+    }
+
+    pub fn url(&self) -> String {
+        match self.program {
+            "redis-server" => format!("redis://127.0.0.1:{}", self.port),
+            _ => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data, and waits until it accepts connections.
+    pub fn resume(&mut self) {
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (scripts/test.sh installs it): {e}",
+                    self.program
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {} within 20 s",
+                self.program,
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

@@ -5,6 +5,7 @@ mod contract;
 mod helpers;
 
 mod distributed;
+mod outages;
 mod pipeline;
 mod rejections;
 mod system;
