@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use minio::s3::builders::ObjectContent;
+use minio::s3::builders::{ObjectContent, Size};
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError, ValidationErr};
 use minio::s3::http::BaseUrl;
@@ -82,8 +82,9 @@ impl S3Store {
         Ok(())
     }
 
-    /// The one upload path: content with a known size, streamed (minio turns
-    /// large ones into multipart uploads by itself).
+    /// The one upload path: content with a known size, streamed. minio reads
+    /// one part into memory before sending it, so the part size (not the file
+    /// size) bounds an upload's memory; larger objects go up as multipart.
     async fn put_content(
         &self,
         key: &str,
@@ -95,6 +96,7 @@ impl S3Store {
                 .put_object_content(&self.bucket, key, content)
                 .map_err(validation)?
                 .content_type(content_type.to_string())
+                .part_size(Size::Known(PART_SIZE))
                 .build()
                 .send(),
         )
@@ -102,6 +104,10 @@ impl S3Store {
         Ok(())
     }
 }
+
+/// 8 MiB: S3's minimum part is 5 MiB; minio's default of 64 MiB would hold
+/// every upload under the 50 MiB file limit whole in memory.
+const PART_SIZE: u64 = 8 * 1024 * 1024;
 
 fn validation(e: impl std::fmt::Debug) -> StoreError {
     StoreError::Failed(format!("invalid S3 request: {e:?}"))
@@ -181,8 +187,6 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StoreError::Failed(format!("cannot stat {}: {e}", path.display())))?
             .len();
-        // A stream with a known size keeps memory flat; minio switches to a
-        // multipart upload by itself for large files.
         let content = ObjectContent::new_from_stream(
             ReaderStream::with_capacity(file, 256 * 1024),
             Some(size),

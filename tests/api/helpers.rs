@@ -370,6 +370,22 @@ pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
     encode(&test_image(width, height, seed), ImageFormat::Jpeg)
 }
 
+/// A PNG of random noise: incompressible, so its size is about
+/// width × height × 3 bytes (for uploads larger than one S3 part).
+pub fn noise_png(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(747_796_405).wrapping_add(2_891_336_453) | 1;
+    let img = image::RgbImage::from_fn(width, height, |_, _| {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        };
+        image::Rgb([next(), next(), next()])
+    });
+    encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png)
+}
+
 /// A small PNG whose header claims the given size: a decompression bomb as
 /// far as a header-only check can tell (its pixel data is only a stub).
 pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {

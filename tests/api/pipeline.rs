@@ -6,7 +6,7 @@ use std::time::Duration;
 use image::GenericImageView;
 use serde_json::Value;
 
-use crate::helpers::{golden_dir, jpeg, png, png_with_corrupt_pixels, Deployment, File};
+use crate::helpers::{golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Deployment, File};
 
 const FILTERS: [&str; 5] = ["blur", "sharpen", "smooth", "edges", "grayscale"];
 const WITHIN: Duration = Duration::from_secs(60);
@@ -263,4 +263,30 @@ async fn hostile_filenames_are_neutralised_in_the_archive() {
             "{name}"
         );
     }
+}
+
+#[tokio::test]
+async fn uploads_larger_than_one_storage_part_round_trip() {
+    let app = Deployment::new().serve();
+    // ~9.7 MB: stored as a multipart upload (parts of 8 MiB).
+    let big = noise_png(1800, 1800, 7);
+    assert!(big.len() > 9_000_000, "{} bytes", big.len());
+    let input = image::load_from_memory(&big).unwrap().to_rgb8();
+    let job = app
+        .submit_ok("filter=grayscale", vec![("big.png".into(), big)])
+        .await;
+    let id = job["job_id"].as_str().unwrap();
+    let status = app.wait_done(id, WITHIN).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let entries = app.download(id, "").await;
+    let out = image::load_from_memory(&entries[0].1).unwrap();
+    assert_eq!(out.dimensions(), (1800, 1800));
+    // Grayscale of the decoded input, which only survives if every part of
+    // the upload arrived intact and in order.
+    let pillow_luma = |p: &image::Rgb<u8>| {
+        ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000)
+            >> 16) as u8
+    };
+    let want: Vec<u8> = input.pixels().map(pillow_luma).collect();
+    assert_eq!(out.to_luma8().as_raw(), &want);
 }
