@@ -3,8 +3,9 @@
 //! The `zip` writer is synchronous, so it runs on a blocking thread, pulls each
 //! object from storage chunk by chunk and pushes 64 KiB pieces into a bounded
 //! channel that the HTTP body drains: a slow client slows the writer down
-//! instead of growing a buffer. Entries are stored, not deflated: images are
-//! already compressed.
+//! instead of growing a buffer, and one that stops reading altogether is cut
+//! off after a minute rather than holding the thread. Entries are stored, not
+//! deflated: images are already compressed.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::store::ObjectStore;
 
 const CHUNK: usize = 64 * 1024;
 const CHANNEL_DEPTH: usize = 4;
+/// How long a download may stall (client reading nothing) before it is cut.
+const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One archive entry backed by a stored object.
 #[derive(Debug, Clone)]
@@ -71,15 +74,22 @@ fn write_archive(
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<()> {
     let error_tx = tx.clone();
-    let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx));
+    let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx, runtime.clone()));
     match write_entries(&mut zip, runtime, store, entries, manifest_name, manifest) {
         Ok(()) => zip.finish().map_err(io::Error::other)?.flush(),
         Err(e) => {
             // The error must reach the client before `zip` is dropped: dropping
             // a ZipWriter finalises it, which would otherwise hand the client a
             // well-formed but silently short archive.
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                let _ = error_tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::TimedOut
+            ) {
+                let _ = send_bounded(
+                    runtime,
+                    &error_tx,
+                    Err(io::Error::new(e.kind(), e.to_string())),
+                );
             }
             Err(e)
         }
@@ -144,13 +154,15 @@ fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: BytesMut,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>, runtime: tokio::runtime::Handle) -> Self {
         ChannelWriter {
             tx,
             buf: BytesMut::with_capacity(CHUNK),
+            runtime,
         }
     }
 
@@ -159,9 +171,29 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client disconnected"))
+        send_bounded(&self.runtime, &self.tx, Ok(chunk))
+    }
+}
+
+/// Sends into the body channel, giving up on a client that has stopped
+/// reading: each archive holds a blocking thread, and a stalled download must
+/// not hold one forever.
+fn send_bounded(
+    runtime: &tokio::runtime::Handle,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    item: io::Result<Bytes>,
+) -> io::Result<()> {
+    use mpsc::error::SendTimeoutError;
+    match runtime.block_on(tx.send_timeout(item, CLIENT_STALL_LIMIT)) {
+        Ok(()) => Ok(()),
+        Err(SendTimeoutError::Closed(_)) => Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "client disconnected",
+        )),
+        Err(SendTimeoutError::Timeout(_)) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client read nothing for {CLIENT_STALL_LIMIT:?}"),
+        )),
     }
 }
 

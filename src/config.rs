@@ -219,20 +219,56 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// The README's configuration table, as (variable, default cell) rows.
+    fn readme_table() -> Vec<(String, String)> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("README has a Configuration section");
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with("| `"))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.trim_matches('`').to_string();
+                Some((name, cells.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    /// One source of truth: every variable the CLI reads is in `--help` and in
+    /// the README table with the same default, and the table lists nothing else.
     #[test]
-    fn cli_is_well_formed_and_help_lists_env_vars() {
+    fn help_and_readme_document_every_variable_with_its_default() {
         Cli::command().debug_assert();
         let help = Cli::command().render_long_help().to_string();
-        for var in [
-            "REDIS_URL",
-            "S3_ENDPOINT",
-            "S3_BUCKET",
-            "IMGPIPE_BIND",
-            "IMGPIPE_WORKERS",
-            "IMGPIPE_MAX_PIXELS",
-        ] {
+        let table = readme_table();
+        let command = Cli::command();
+        let mut from_cli = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else { continue };
+            from_cli.push(var.to_string());
             assert!(help.contains(var), "{var} missing from --help");
+            let Some((_, default_cell)) = table.iter().find(|(name, _)| name == var) else {
+                panic!("{var} is read by the CLI but missing from the README table");
+            };
+            if let Some(default) = arg.get_default_values().first().and_then(|v| v.to_str()) {
+                assert!(
+                    default_cell.starts_with(&format!("`{default}`")),
+                    "{var}: README says {default_cell}, the CLI defaults to {default}"
+                );
+            }
         }
+        for (name, _) in &table {
+            // RUST_LOG belongs to env_logger, not to our CLI.
+            assert!(
+                name == "RUST_LOG" || from_cli.contains(name),
+                "README documents {name}, which the CLI does not read"
+            );
+        }
+        assert!(from_cli.len() >= 18, "expected every setting to have an env var: {from_cli:?}");
     }
 
     #[test]
