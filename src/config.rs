@@ -248,7 +248,9 @@ mod tests {
         let command = Cli::command();
         let mut from_cli = Vec::new();
         for arg in command.get_arguments() {
-            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else { continue };
+            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else {
+                continue;
+            };
             from_cli.push(var.to_string());
             assert!(help.contains(var), "{var} missing from --help");
             let Some((_, default_cell)) = table.iter().find(|(name, _)| name == var) else {
@@ -268,7 +270,10 @@ mod tests {
                 "README documents {name}, which the CLI does not read"
             );
         }
-        assert!(from_cli.len() >= 18, "expected every setting to have an env var: {from_cli:?}");
+        assert!(
+            from_cli.len() >= 18,
+            "expected every setting to have an env var: {from_cli:?}"
+        );
     }
 
     #[test]
