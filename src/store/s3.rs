@@ -52,18 +52,21 @@ impl S3Store {
         })
     }
 
-    /// Creates the bucket if it does not exist yet.
-    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        let exists = timed(
+    async fn bucket_exists(&self) -> Result<bool, StoreError> {
+        let answer = timed(
             self.client
                 .bucket_exists(&self.bucket)
                 .map_err(validation)?
                 .build()
                 .send(),
         )
-        .await?
-        .exists();
-        if !exists {
+        .await?;
+        Ok(answer.exists())
+    }
+
+    /// Creates the bucket if it does not exist yet.
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if !self.bucket_exists().await? {
             let created = timed(
                 self.client
                     .create_bucket(&self.bucket)
@@ -252,16 +255,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let exists = timed(
-            self.client
-                .bucket_exists(&self.bucket)
-                .map_err(validation)?
-                .build()
-                .send(),
-        )
-        .await?
-        .exists();
-        if exists {
+        if self.bucket_exists().await? {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
