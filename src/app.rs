@@ -176,6 +176,9 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             store: backends.store.clone(),
             meta: backends.meta.clone(),
             max_pixels: config.max_pixels,
+            pixel_budget: worker::PixelBudget::new(
+                config.max_pixels_in_flight.max(config.max_pixels),
+            ),
             max_attempts: config.max_attempts,
             backoff: config.backoff(),
         });

@@ -126,6 +126,16 @@ pub struct Config {
     )]
     pub max_pixels: u64,
 
+    /// Most image pixels one process decodes at once, summed over its workers
+    /// (memory is about 16 bytes per pixel at peak); never below IMGPIPE_MAX_PIXELS
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_PIXELS_IN_FLIGHT",
+        default_value_t = 100_000_000,
+        global = true
+    )]
+    pub max_pixels_in_flight: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,

@@ -27,8 +27,43 @@ pub struct WorkerContext {
     pub store: Arc<dyn ObjectStore>,
     pub meta: Arc<dyn MetaStore>,
     pub max_pixels: u64,
+    pub pixel_budget: PixelBudget,
     pub max_attempts: u32,
     pub backoff: Backoff,
+}
+
+/// Bounds the pixels decoded at once in this process, so that a few huge
+/// images cannot exhaust memory when concurrency is sized for ordinary ones.
+#[derive(Clone)]
+pub struct PixelBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: u32,
+}
+
+impl PixelBudget {
+    pub fn new(pixels: u64) -> Self {
+        // Permits count pixels; a semaphore takes at most u32::MAX at once.
+        let capacity = u32::try_from(pixels).unwrap_or(u32::MAX).max(1);
+        PixelBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+
+    /// What an image of `pixels` takes; an image larger than the whole budget
+    /// takes all of it (and so runs alone) rather than waiting forever.
+    fn permits_for(&self, pixels: u64) -> u32 {
+        u32::try_from(pixels)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity)
+    }
+
+    async fn reserve(&self, pixels: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits
+            .acquire_many(self.permits_for(pixels))
+            .await
+            .ok()
+    }
 }
 
 /// Exponential backoff for transient errors within one attempt.
@@ -224,6 +259,12 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
         .output_key(index)
         .ok_or_else(|| MetaError::Corrupt(format!("job {} has no image {index}", job.id)))?;
     let input_key = job.input_key(index);
+    // Held until the image is encoded: fetch, decode, filter and encode all
+    // scale with its pixel count.
+    let _reserved = ctx
+        .pixel_budget
+        .reserve(u64::from(entry.width) * u64::from(entry.height))
+        .await;
     let input = retrying(ctx.backoff, || ctx.store.get_bytes(&input_key)).await?;
 
     let (recipe, format, max_pixels) = (job.recipe, entry.output_format, ctx.max_pixels);
@@ -272,6 +313,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pixel_budget_lets_small_images_share_and_large_ones_wait() {
+        let budget = PixelBudget::new(100);
+        assert_eq!(budget.permits_for(0), 1);
+        assert_eq!(
+            budget.permits_for(10_000),
+            100,
+            "larger than the budget: runs alone"
+        );
+        let a = budget.reserve(40).await.unwrap();
+        let b = budget.reserve(40).await.unwrap();
+        // 80 of 100 taken: a 30-pixel image must wait for one to finish.
+        let waiting = budget.reserve(30);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        drop(a);
+        assert!(futures::poll!(waiting.as_mut()).is_ready());
+        drop(b);
+        assert_eq!(PixelBudget::new(u64::MAX).capacity, u32::MAX);
+    }
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
