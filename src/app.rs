@@ -98,7 +98,6 @@ async fn backends(config: &Config) -> Result<Backends, AppError> {
     let redis_queue = RedisQueue::new(
         conn.clone(),
         &config.redis_prefix,
-        config.worker_concurrency(),
         Duration::from_secs(config.heartbeat_secs.max(1)),
         MISSED_HEARTBEATS,
     );

@@ -8,6 +8,7 @@
 //! deflated: images are already compressed.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -34,8 +35,8 @@ pub struct Entry {
 }
 
 /// Returns the ZIP as a stream of chunks: each entry in order, then `manifest`
-/// as `manifest_name` (dated now). A storage error ends the stream with that error (the
-/// client sees a broken transfer, never a silently short archive).
+/// as `manifest_name` (dated now). Any failure ends the stream with an error
+/// (the client sees a broken transfer, never a silently short archive).
 pub fn stream(
     store: Arc<dyn ObjectStore>,
     entries: Vec<Entry>,
@@ -44,6 +45,10 @@ pub fn stream(
 ) -> impl Stream<Item = io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let runtime = tokio::runtime::Handle::current();
+    // Set only once the central directory is out: the body ends cleanly iff
+    // the archive is whole (whatever way the writer stops: error, panic...).
+    let complete = Arc::new(AtomicBool::new(false));
+    let writer_complete = complete.clone();
     tokio::task::spawn_blocking(move || {
         let result = write_archive(
             &runtime,
@@ -52,16 +57,25 @@ pub fn stream(
             &manifest_name,
             &manifest,
             tx,
+            &writer_complete,
         );
-        // BrokenPipe means the client went away: nothing worth logging.
-        if let Err(e) = result {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                log::error!("ZIP stream aborted: {e}");
-            }
+        match result {
+            Ok(()) => {}
+            // BrokenPipe means the client went away: nothing worth logging.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => log::error!("ZIP stream aborted: {e}"),
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    futures::stream::unfold(Some(rx), move |rx| {
+        let complete = complete.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if complete.load(Ordering::Acquire) => None,
+                None => Some((Err(io::Error::other("ZIP archive incomplete")), None)),
+            }
+        }
     })
 }
 
@@ -72,11 +86,20 @@ fn write_archive(
     manifest_name: &str,
     manifest: &[u8],
     tx: mpsc::Sender<io::Result<Bytes>>,
+    complete: &AtomicBool,
 ) -> io::Result<()> {
     let error_tx = tx.clone();
     let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx, runtime.clone()));
     match write_entries(&mut zip, runtime, store, entries, manifest_name, manifest) {
-        Ok(()) => zip.finish().map_err(io::Error::other)?.flush(),
+        Ok(()) => {
+            let mut writer = zip.finish().map_err(io::Error::other)?;
+            writer.flush()?;
+            // Before the writer (the channel's last sender) is dropped, so the
+            // body sees "complete" by the time it sees the channel close.
+            complete.store(true, Ordering::Release);
+            drop(writer);
+            Ok(())
+        }
         Err(e) => {
             // The error must reach the client before `zip` is dropped: dropping
             // a ZipWriter finalises it, which would otherwise hand the client a
@@ -152,7 +175,9 @@ fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
 
 /// A `Write` that forwards fixed-size chunks into a bounded channel.
 struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    /// `None` once a send has failed: later writes (the finalisation a dropped
+    /// ZipWriter attempts) fail at once instead of waiting on a dead client.
+    tx: Option<mpsc::Sender<io::Result<Bytes>>>,
     buf: BytesMut,
     runtime: tokio::runtime::Handle,
 }
@@ -160,7 +185,7 @@ struct ChannelWriter {
 impl ChannelWriter {
     fn new(tx: mpsc::Sender<io::Result<Bytes>>, runtime: tokio::runtime::Handle) -> Self {
         ChannelWriter {
-            tx,
+            tx: Some(tx),
             buf: BytesMut::with_capacity(CHUNK),
             runtime,
         }
@@ -171,7 +196,17 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
-        send_bounded(&self.runtime, &self.tx, Ok(chunk))
+        let Some(tx) = &self.tx else {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "body already failed",
+            ));
+        };
+        let sent = send_bounded(&self.runtime, tx, Ok(chunk));
+        if sent.is_err() {
+            self.tx = None;
+        }
+        sent
     }
 }
 
@@ -222,6 +257,98 @@ impl Drop for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{ObjectStream, StoreError};
+    use async_trait::async_trait;
+    use futures::TryStreamExt;
+
+    /// Serves fixed objects; the object "broken" fails after its first chunk,
+    /// as a storage connection dropping mid-transfer does.
+    struct Objects;
+
+    #[async_trait]
+    impl ObjectStore for Objects {
+        async fn put_file(&self, _: &str, _: &std::path::Path, _: &str) -> Result<(), StoreError> {
+            unreachable!("the archive only reads")
+        }
+        async fn put_bytes(&self, _: &str, _: Bytes, _: &str) -> Result<(), StoreError> {
+            unreachable!("the archive only reads")
+        }
+        async fn get_bytes(&self, _: &str) -> Result<Bytes, StoreError> {
+            unreachable!("the archive streams")
+        }
+        async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
+            let chunk = Ok(Bytes::from(vec![b'x'; 100_000]));
+            let stream = match key {
+                "broken" => {
+                    futures::stream::iter(vec![chunk, Err(io::Error::other("connection reset"))])
+                        .boxed()
+                }
+                _ => futures::stream::iter(vec![chunk]).boxed(),
+            };
+            Ok(ObjectStream {
+                size: 200_000,
+                stream,
+            })
+        }
+        async fn delete(&self, _: &str) -> Result<(), StoreError> {
+            unreachable!("the archive only reads")
+        }
+        async fn check(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn entries(keys: &[&str]) -> Vec<Entry> {
+        keys.iter()
+            .map(|k| Entry {
+                name: format!("{k}.bin"),
+                key: k.to_string(),
+                modified: Utc::now(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_whole_archive_ends_cleanly_and_unzips() {
+        let body = stream(
+            Arc::new(Objects),
+            entries(&["a", "b"]),
+            "manifest.json".into(),
+            b"{}".to_vec(),
+        );
+        let chunks: Vec<Bytes> = body
+            .try_collect()
+            .await
+            .expect("no error in a whole archive");
+        let bytes: Vec<u8> = chunks.concat();
+        let mut zip = zip::ZipArchive::new(io::Cursor::new(bytes)).expect("valid ZIP");
+        let names: Vec<String> = (0..zip.len())
+            .map(|i| zip.by_index(i).unwrap().name().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["a.bin", "b.bin", "manifest.json"]);
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_mid_entry_ends_the_body_with_an_error() {
+        let body = stream(
+            Arc::new(Objects),
+            entries(&["a", "broken", "c"]),
+            "manifest.json".into(),
+            b"{}".to_vec(),
+        );
+        let items: Vec<io::Result<Bytes>> = body.collect().await;
+        let first_error = items
+            .iter()
+            .position(Result::is_err)
+            .expect("the body must fail, not end cleanly");
+        // Everything before the error is an unfinished archive: no central
+        // directory, so no client can mistake it for a complete (short) one.
+        let before: Vec<u8> = items[..first_error]
+            .iter()
+            .flat_map(|r| r.as_ref().unwrap().to_vec())
+            .collect();
+        assert!(zip::ZipArchive::new(io::Cursor::new(before)).is_err());
+    }
 
     #[test]
     fn entry_dates_are_the_finish_times() {

@@ -58,9 +58,12 @@ impl PixelBudget {
             .clamp(1, self.capacity)
     }
 
-    async fn reserve(&self, pixels: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    /// Owned, so that the CPU work can carry it: if the task is cancelled
+    /// (its worker stopped), the blocking decode still holds its pixels.
+    async fn reserve(&self, pixels: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.permits
-            .acquire_many(self.permits_for(pixels))
+            .clone()
+            .acquire_many_owned(self.permits_for(pixels))
             .await
             .ok()
     }
@@ -151,25 +154,7 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
         return Ok(());
     }
     if previous.attempts >= ctx.max_attempts {
-        // Every attempt so far started and never recorded an outcome: its
-        // worker died (killed, out of memory) while on this image. Stop the
-        // redelivery here rather than let one image take down worker after worker.
-        let reason = format!(
-            "gave up after {} attempts: the worker processing this image stopped each time (crashed or killed)",
-            previous.attempts
-        );
-        log::error!("job {job_id} image {index}: {reason}");
-        let failed = ImageProgress {
-            state: ImageState::Failed,
-            error: Some(reason.clone()),
-            finished_at: Some(Utc::now()),
-            ..previous
-        };
-        retrying(ctx.backoff, || {
-            ctx.meta.set_image_progress(job_id, index, &failed)
-        })
-        .await?;
-        return Err(AbortError::new(reason).into());
+        return settle_exhausted(ctx, &job, index, previous).await;
     }
     let attempt = previous.attempts + 1;
     let started = ImageProgress {
@@ -249,6 +234,59 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
     }
 }
 
+/// Every attempt so far started and none recorded an outcome. Either the last
+/// one finished but could not record it (its result is in storage), or each
+/// worker died on this image (killed, out of memory): stop redelivering it
+/// rather than let one image take down worker after worker.
+async fn settle_exhausted(
+    ctx: &WorkerContext,
+    job: &Job,
+    index: usize,
+    previous: ImageProgress,
+) -> Result<(), BoxDynError> {
+    let job_id = job.id;
+    let stored = match job.output_key(index) {
+        Some(key) => match retrying(ctx.backoff, || ctx.store.get_stream(&key)).await {
+            Ok(object) => Some(object.size),
+            Err(TaskError::Store(StoreError::NotFound(_))) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let now = Some(Utc::now());
+    let (settled, outcome) = match stored {
+        Some(size) => (
+            ImageProgress {
+                state: ImageState::Succeeded,
+                error: None,
+                finished_at: now,
+                output_bytes: Some(size),
+                ..previous
+            },
+            Ok(()),
+        ),
+        None => {
+            let reason = format!(
+                "gave up after {} attempts: the worker processing this image stopped each time (crashed or killed)",
+                previous.attempts
+            );
+            log::error!("job {job_id} image {index}: {reason}");
+            let failed = ImageProgress {
+                state: ImageState::Failed,
+                error: Some(reason.clone()),
+                finished_at: now,
+                ..previous
+            };
+            (failed, Err(AbortError::new(reason).into()))
+        }
+    };
+    retrying(ctx.backoff, || {
+        ctx.meta.set_image_progress(job_id, index, &settled)
+    })
+    .await?;
+    outcome
+}
+
 /// Runs the pipeline for one image and returns the size of the stored result.
 async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, TaskError> {
     let entry = job
@@ -261,7 +299,7 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
     let input_key = job.input_key(index);
     // Held until the image is encoded: fetch, decode, filter and encode all
     // scale with its pixel count.
-    let _reserved = ctx
+    let reserved = ctx
         .pixel_budget
         .reserve(u64::from(entry.width) * u64::from(entry.height))
         .await;
@@ -269,6 +307,7 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
 
     let (recipe, format, max_pixels) = (job.recipe, entry.output_format, ctx.max_pixels);
     let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, CodecError> {
+        let _reserved = reserved;
         let img = codec::decode(&input, max_pixels)?;
         drop(input);
         let out = recipe.filter.apply(&img);

@@ -256,11 +256,12 @@ impl JobService {
             self.discard(&job, false);
             return Err(e);
         }
-        // The job was never recorded: its inputs are orphans.
+        // Not recorded (or, if only the reply was lost, recorded without
+        // tasks): either way the job must go, inputs included.
         self.meta
             .create(&job)
             .await
-            .inspect_err(|_| self.discard(&job, false))?;
+            .inspect_err(|_| self.discard(&job, true))?;
         let tasks = job
             .images
             .iter()

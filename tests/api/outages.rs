@@ -11,7 +11,8 @@ use crate::helpers::{png, Deployment, File, OwnService};
 const WITHIN: Duration = Duration::from_secs(90);
 
 fn photos(n: u32) -> Vec<File> {
-    // Large enough that the job is still running when storage disappears.
+    // Large enough that the job is normally still running when storage
+    // disappears (not asserted: a fast machine may finish first).
     (0..n)
         .map(|i| (format!("p{i}.png"), png(1200, 900, i)))
         .collect()
@@ -45,11 +46,6 @@ async fn s3_outage_answers_503_and_the_job_still_completes() {
         .find(|c| c["name"] == "object_store")
         .unwrap();
     assert_eq!(store["ok"], false, "{ready}");
-    assert_ne!(
-        app.status(id).await["all_ready"],
-        true,
-        "the job must still be running during the outage"
-    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     s3.resume();
