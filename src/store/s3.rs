@@ -11,6 +11,7 @@ use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError, ValidationErr};
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
+use minio::s3::response::GetObjectResponse;
 use minio::s3::types::S3Api;
 use minio::s3::{MinioClient, MinioClientBuilder};
 use tokio_util::io::ReaderStream;
@@ -83,6 +84,17 @@ impl S3Store {
             }
         }
         Ok(())
+    }
+
+    async fn get_object(&self, key: &str) -> Result<GetObjectResponse, StoreError> {
+        timed(
+            self.client
+                .get_object(&self.bucket, key)
+                .map_err(validation)?
+                .build()
+                .send(),
+        )
+        .await
     }
 
     /// The one upload path: content with a known size, streamed. minio reads
@@ -215,26 +227,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
-        let resp = timed(
-            self.client
-                .get_object(&self.bucket, key)
-                .map_err(validation)?
-                .build()
-                .send(),
-        )
-        .await?;
+        let resp = self.get_object(key).await?;
         timed(resp.into_bytes()).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
-        let resp = timed(
-            self.client
-                .get_object(&self.bucket, key)
-                .map_err(validation)?
-                .build()
-                .send(),
-        )
-        .await?;
+        let resp = self.get_object(key).await?;
         let (stream, size) = resp.into_boxed_stream().map_err(classify)?;
         Ok(ObjectStream {
             size,
