@@ -1,5 +1,7 @@
 //! `POST /process-job` and `GET /status-job/{id}`.
 
+use std::time::Duration;
+
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -28,10 +30,52 @@ pub async fn process_job(
     service: web::Data<JobService>,
     upload_dir: web::Data<UploadDir>,
 ) -> Result<HttpResponse, ApiError> {
+    let mut multipart = Multipart::new(req.headers(), payload);
+    match accept(&req, &mut multipart, &service, &upload_dir).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            // Read and discard what the client is still sending (within
+            // bounds) before answering: closing a connection that has unread
+            // data makes the kernel reset it, and the client may then lose
+            // this answer and see only "connection reset".
+            drain(
+                &mut multipart,
+                service.limits.max_file_bytes.saturating_mul(2),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// How long a refused upload is drained before the connection is closed anyway.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+async fn drain(multipart: &mut Multipart, max_bytes: u64) {
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(Ok(mut field)) = multipart.next().await {
+            while let Some(Ok(chunk)) = field.next().await {
+                seen += chunk.len() as u64;
+                if seen > max_bytes {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
+async fn accept(
+    req: &HttpRequest,
+    multipart: &mut Multipart,
+    service: &JobService,
+    upload_dir: &UploadDir,
+) -> Result<HttpResponse, ApiError> {
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;
-    // Fail fast on a bad query before reading a possibly large body.
+    // Fail fast on a bad query before spooling a possibly large body.
     if options.filter.is_some() {
         Recipe::parse(
             options.filter.as_deref(),
@@ -41,7 +85,6 @@ pub async fn process_job(
     }
 
     let limits = service.limits;
-    let mut multipart = Multipart::new(req.headers(), payload);
     let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
     let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
