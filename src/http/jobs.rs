@@ -1,5 +1,7 @@
 //! `POST /process-job` and `GET /status-job/{id}`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix_multipart::{Field, Multipart, MultipartError};
@@ -30,7 +32,8 @@ pub async fn process_job(
     service: web::Data<JobService>,
     upload_dir: web::Data<UploadDir>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut multipart = Multipart::new(req.headers(), payload);
+    let body = SharedBody::new(payload);
+    let mut multipart = Multipart::new(req.headers(), body.clone());
     match accept(&req, &mut multipart, &service, &upload_dir).await {
         Ok(response) => Ok(response),
         Err(e) => {
@@ -38,32 +41,53 @@ pub async fn process_job(
             // bounds) before answering: closing a connection that has unread
             // data makes the kernel reset it, and the client may then lose
             // this answer and see only "connection reset".
-            drain(
-                &mut multipart,
-                service.limits.max_file_bytes.saturating_mul(2),
-            )
-            .await;
+            drop(multipart);
+            body.drain(service.limits.max_file_bytes.saturating_mul(2))
+                .await;
             Err(e)
         }
     }
 }
 
+/// The request body, shared between the multipart parser and the drain that
+/// runs when the request is refused (the parser may have stopped anywhere,
+/// or never started, as for a body that is not multipart at all).
+#[derive(Clone)]
+struct SharedBody(Rc<RefCell<web::Payload>>);
+
 /// How long a refused upload is drained before the connection is closed anyway.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-async fn drain(multipart: &mut Multipart, max_bytes: u64) {
-    let discard = async {
-        let mut seen = 0u64;
-        while let Some(Ok(mut field)) = multipart.next().await {
-            while let Some(Ok(chunk)) = field.next().await {
+impl SharedBody {
+    fn new(payload: web::Payload) -> Self {
+        SharedBody(Rc::new(RefCell::new(payload)))
+    }
+
+    async fn drain(&self, max_bytes: u64) {
+        let discard = async {
+            let mut seen = 0u64;
+            while let Some(Ok(chunk)) =
+                futures::future::poll_fn(|cx| self.0.borrow_mut().poll_next_unpin(cx)).await
+            {
                 seen += chunk.len() as u64;
                 if seen > max_bytes {
                     return;
                 }
             }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+    }
+}
+
+impl futures::Stream for SharedBody {
+    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.borrow_mut().poll_next_unpin(cx)
+    }
 }
 
 async fn accept(

@@ -166,6 +166,31 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
     );
 }
 
+/// Refused requests must be answered whole, however early they are refused:
+/// a server that closes the connection on unread body data gets it reset, and
+/// the client then sees "connection closed" instead of the error. Repeated,
+/// because the reset only sometimes beats the answer.
+#[tokio::test]
+async fn early_refusals_reach_the_client_every_time() {
+    let app = Deployment::new().serve();
+    let body = vec![b'x'; 256 * 1024];
+    for round in 0..40 {
+        let not_multipart = app
+            .send(
+                app.client
+                    .post(app.url("/process-job?filter=blur"))
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!(not_multipart.status(), 400, "round {round}");
+        let unknown_filter = app
+            .submit("filter=emboss", vec![("a.png".into(), body.clone())])
+            .await;
+        assert_eq!(unknown_filter.status(), 422, "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400_json() {
     let app = Deployment::new().serve();
