@@ -389,32 +389,29 @@ pub fn noise_png(width: u32, height: u32, seed: u32) -> Vec<u8> {
 /// A small PNG whose header claims the given size: a decompression bomb as
 /// far as a header-only check can tell (its pixel data is only a stub).
 pub fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    push_chunk(&mut out, b"IHDR", &ihdr);
     // zlib header + the start of a deflate stream of zeros
-    push_chunk(
-        &mut out,
-        b"IDAT",
+    png_with_idat(
+        width,
+        height,
         &[0x78, 0x9c, 0xed, 0xc1, 0x01, 0x0d, 0x00, 0x00, 0x00, 0xc2],
-    );
-    push_chunk(&mut out, b"IEND", &[]);
-    out
+    )
 }
 
 /// A structurally complete PNG (valid header, chunk list ending in IEND) whose
 /// pixel data is garbage: it passes admission and fails decoding in a worker.
 pub fn png_with_corrupt_pixels(width: u32, height: u32) -> Vec<u8> {
+    png_with_idat(width, height, b"this is not a zlib stream at all")
+}
+
+/// An 8-bit RGB PNG of the given size whose only IDAT chunk is `idat`.
+fn png_with_idat(width: u32, height: u32, idat: &[u8]) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     push_chunk(&mut out, b"IHDR", &ihdr);
-    push_chunk(&mut out, b"IDAT", b"this is not a zlib stream at all");
+    push_chunk(&mut out, b"IDAT", idat);
     push_chunk(&mut out, b"IEND", &[]);
     out
 }
