@@ -6,21 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
 use redis::aio::ConnectionManager;
 
 use crate::config::{Command, Config};
 use crate::http;
 use crate::jobs::service::JobService;
-use crate::meta::{MetaStore, RedisMeta};
-use crate::queue::{RedisQueue, TaskQueue};
-use crate::store::{ObjectStore, S3Store};
+use crate::meta::{MetaStore, RedisMeta, SqliteMeta};
+use crate::queue::{RedisQueue, SqliteQueue, TaskQueue};
+use crate::store::{LocalStore, ObjectStore, S3Store};
 use crate::worker::{self, WorkerContext};
 
 /// How long start-up waits for Redis and S3 to answer (they may be starting too).
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
-/// Heartbeats a worker may miss before its tasks are handed to others.
-const MISSED_HEARTBEATS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -28,18 +25,21 @@ pub enum AppError {
     Redis { url: String, reason: String },
     #[error("object storage: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("embedded database: {0}")]
+    Embedded(String),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
     #[error("{0}")]
     Runtime(String),
 }
 
-/// The backends, chosen once.
+/// The backends, chosen once; nothing else knows which they are.
 struct Backends {
     store: Arc<dyn ObjectStore>,
     meta: Arc<dyn MetaStore>,
     queue: Arc<dyn TaskQueue>,
-    redis_queue: RedisQueue,
+    /// For the start-up message, e.g. "queue: Redis, storage: local disk".
+    description: String,
 }
 
 async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
@@ -61,9 +61,9 @@ async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
     }
 }
 
-async fn connect_store(config: &Config) -> Result<S3Store, AppError> {
+async fn connect_s3(config: &Config, endpoint: &str) -> Result<S3Store, AppError> {
     let store = S3Store::new(
-        &config.s3_endpoint,
+        endpoint,
         &config.s3_region,
         &config.s3_access_key,
         &config.s3_secret_key,
@@ -82,6 +82,59 @@ async fn connect_store(config: &Config) -> Result<S3Store, AppError> {
     }
 }
 
+/// Redis for queue and metadata if REDIS_URL is set, else SQLite files in the
+/// data directory; S3 for objects if S3_ENDPOINT is set, else the data directory.
+async fn backends(config: &Config) -> Result<Backends, AppError> {
+    let data_dir = &config.data_dir;
+    if config.redis_url.is_none() || config.s3_endpoint.is_none() {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            AppError::Embedded(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+    }
+    let (meta, queue, queue_name): (Arc<dyn MetaStore>, Arc<dyn TaskQueue>, String) =
+        match &config.redis_url {
+            Some(url) => {
+                let conn = connect_redis(url).await?;
+                (
+                    Arc::new(RedisMeta::new(conn.clone(), &config.redis_prefix)),
+                    Arc::new(RedisQueue::new(conn, &config.redis_prefix, config.liveness())),
+                    format!("Redis at {}", redact(url)),
+                )
+            }
+            None => {
+                let embedded = |e: String| AppError::Embedded(e);
+                let meta = SqliteMeta::open(&data_dir.join("jobs.sqlite3"))
+                    .await
+                    .map_err(|e| embedded(e.to_string()))?;
+                let queue = SqliteQueue::open(&data_dir.join("queue.sqlite3"), config.liveness())
+                    .await
+                    .map_err(|e| embedded(e.to_string()))?;
+                (
+                    Arc::new(meta),
+                    Arc::new(queue),
+                    format!("SQLite in {}", data_dir.display()),
+                )
+            }
+        };
+    let (store, store_name): (Arc<dyn ObjectStore>, String) = match &config.s3_endpoint {
+        Some(endpoint) => (
+            Arc::new(connect_s3(config, endpoint).await?),
+            format!("S3 bucket {} at {endpoint}", config.s3_bucket),
+        ),
+        None => {
+            let root = data_dir.join("objects");
+            let name = format!("files in {}", root.display());
+            (Arc::new(LocalStore::open(root).await?), name)
+        }
+    };
+    Ok(Backends {
+        store,
+        meta,
+        queue,
+        description: format!("queue and metadata: {queue_name}; objects: {store_name}"),
+    })
+}
+
 /// Hides the password of a `redis://user:pass@host` URL in messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -90,23 +143,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-async fn backends(config: &Config) -> Result<Backends, AppError> {
-    let conn = connect_redis(&config.redis_url).await?;
-    let store = connect_store(config).await?;
-    let redis_queue = RedisQueue::new(
-        conn.clone(),
-        &config.redis_prefix,
-        Duration::from_secs(config.heartbeat_secs.max(1)),
-        MISSED_HEARTBEATS,
-    );
-    Ok(Backends {
-        store: Arc::new(store),
-        meta: Arc::new(RedisMeta::new(conn, &config.redis_prefix)),
-        queue: Arc::new(redis_queue.clone()),
-        redis_queue,
-    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -137,14 +173,21 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
+    let service = web::Data::new(JobService {
+        store: backends.store.clone(),
+        meta: backends.meta.clone(),
+        queue: backends.queue.clone(),
+        limits: config.limits(),
+        ttl: Duration::from_secs(config.job_ttl_secs),
+    });
+    let purger = tokio::spawn(purge_periodically(
+        service.clone().into_inner(),
+        Duration::from_secs(config.purge_interval_secs),
+        stop_rx.clone(),
+    ));
+
     let server = if command.runs_api() {
-        let service = web::Data::new(JobService {
-            store: backends.store.clone(),
-            meta: backends.meta.clone(),
-            queue: backends.queue.clone(),
-            limits: config.limits(),
-            ttl: Duration::from_secs(config.job_ttl_secs),
-        });
+        let service = service.clone();
         let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
         let server = HttpServer::new(move || {
             App::new()
@@ -182,7 +225,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             backoff: config.backoff(),
         });
         Some(tokio::spawn(supervise_workers(
-            backends.redis_queue.clone(),
+            backends.queue.clone(),
             ctx,
             concurrency,
             stop_rx.clone(),
@@ -191,6 +234,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         None
     };
 
+    log::info!("{}", backends.description);
     match command {
         Command::Serve => println!(
             "imgpipe: ready (API and {} workers)",
@@ -223,6 +267,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
 
     let _ = stop_tx.send(true);
     let drain = async {
+        let _ = purger.await;
         if let Some(handle) = server_handle {
             handle.stop(true).await;
         }
@@ -245,7 +290,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
 /// healthy. The dead worker's in-flight tasks are re-queued by the heartbeat
 /// check of the live ones.
 async fn supervise_workers(
-    queue: RedisQueue,
+    queue: Arc<dyn TaskQueue>,
     ctx: Arc<WorkerContext>,
     concurrency: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -257,26 +302,14 @@ async fn supervise_workers(
         // name, and a reused name would hide its orphans (apalis #504).
         let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
         log::info!("worker {name} starting with concurrency {concurrency}");
-        let worker = WorkerBuilder::new(name.clone())
-            .backend(
-                queue
-                    .storage()
-                    .poll_with_interval(Duration::from_millis(200)),
-            )
-            .concurrency(concurrency)
-            .data(ctx.clone())
-            .build(worker::handle);
         let started = std::time::Instant::now();
-        let mut stop_signal = stop.clone();
-        let result = worker
-            .run_until(async move {
-                while !*stop_signal.borrow_and_update() {
-                    if stop_signal.changed().await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), std::io::Error>(())
-            })
+        let result = queue
+            .run_worker(
+                name.clone(),
+                concurrency,
+                ctx.clone(),
+                Box::pin(stopped(stop.clone())),
+            )
             .await;
         if *stop.borrow() {
             return;
@@ -295,6 +328,39 @@ async fn supervise_workers(
             _ = stop.changed() => return,
         }
         delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+/// Resolves once shutdown is requested.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Purges expired and deleted jobs every `interval` until shutdown. Every
+/// process runs this; passes that overlap only repeat idempotent deletions.
+async fn purge_periodically(
+    service: Arc<JobService>,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {}
+        }
+        match service.purge_due().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("purged {n} expired or deleted jobs"),
+            Err(e) => log::warn!("purge pass failed (next pass retries): {e}"),
+        }
     }
 }
 

@@ -9,7 +9,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::jobs::intake::Limits;
+use crate::queue::Liveness;
 use crate::worker::Backoff;
+
+/// Heartbeats a worker may miss before its tasks are handed to others.
+const MISSED_HEARTBEATS: usize = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,14 +60,20 @@ pub struct Config {
     )]
     pub bind: SocketAddr,
 
-    /// Redis URL for the task queue and job metadata
+    /// Where the embedded mode keeps its queue, job metadata and (without
+    /// S3_ENDPOINT) objects; created if missing
     #[arg(
         long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
+        env = "IMGPIPE_DATA_DIR",
+        default_value = "./data",
         global = true
     )]
-    pub redis_url: String,
+    pub data_dir: PathBuf,
+
+    /// Redis URL for the task queue and job metadata; unset: an embedded
+    /// SQLite queue and metadata store in IMGPIPE_DATA_DIR
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
 
     /// Prefix of every Redis key imgpipe writes (queue and metadata); lets
     /// several deployments share one Redis
@@ -75,14 +85,10 @@ pub struct Config {
     )]
     pub redis_prefix: String,
 
-    /// S3-compatible endpoint (MinIO, AWS S3, Garage…)
-    #[arg(
-        long,
-        env = "S3_ENDPOINT",
-        default_value = "http://127.0.0.1:9000",
-        global = true
-    )]
-    pub s3_endpoint: String,
+    /// S3-compatible endpoint (MinIO, AWS S3, Garage…); unset: objects are
+    /// files in IMGPIPE_DATA_DIR/objects
+    #[arg(long, env = "S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
 
     #[arg(
         long,
@@ -160,22 +166,34 @@ pub struct Config {
     )]
     pub retry_base_ms: u64,
 
-    /// How long jobs and their status are kept, in seconds (at least 60)
+    /// How long a job, its status and its files are kept, in seconds; then
+    /// they are deleted
     #[arg(
         long,
         env = "IMGPIPE_JOB_TTL_SECS",
         default_value_t = 86_400,
-        value_parser = clap::value_parser!(u64).range(60..),
+        value_parser = clap::value_parser!(u64).range(1..),
         global = true
     )]
     pub job_ttl_secs: u64,
 
+    /// How often each process looks for expired or deleted jobs to purge, in seconds
+    #[arg(
+        long,
+        env = "IMGPIPE_PURGE_INTERVAL_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub purge_interval_secs: u64,
+
     /// Worker heartbeat interval in seconds; a worker silent for 3 heartbeats
-    /// is presumed dead and its tasks are re-queued
+    /// (killed, frozen, cut off) is presumed dead and its tasks are re-queued
     #[arg(
         long,
         env = "IMGPIPE_HEARTBEAT_SECS",
         default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..),
         global = true
     )]
     pub heartbeat_secs: u64,
@@ -216,6 +234,13 @@ impl Config {
             first: Duration::from_millis(self.retry_base_ms.max(1)),
             max: Duration::from_secs(8),
             tries: 6,
+        }
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            interval: Duration::from_secs(self.heartbeat_secs),
+            missed: MISSED_HEARTBEATS,
         }
     }
 
@@ -292,5 +317,8 @@ mod tests {
         assert_eq!(cli.command, Command::Serve);
         assert_eq!(cli.config.limits().max_files, 100);
         assert!(cli.config.worker_concurrency() >= 1);
+        assert_eq!(cli.config.redis_url, None, "embedded by default");
+        assert_eq!(cli.config.s3_endpoint, None, "embedded by default");
+        assert_eq!(cli.config.data_dir, PathBuf::from("./data"));
     }
 }

@@ -186,12 +186,22 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
                 output_bytes: Some(output_bytes),
                 ..started
             };
-            // Refused only if another attempt recorded an outcome first; the
-            // stored result is the same image either way.
-            retrying(ctx.backoff, || {
+            let recorded = retrying(ctx.backoff, || {
                 ctx.meta.set_image_progress(job_id, index, &done)
             })
             .await?;
+            if !recorded {
+                // Either another attempt recorded an outcome first (the stored
+                // result is the same image), or the job was deleted while this
+                // image was processed: then its result must not outlive it.
+                if let Ok(None) = ctx.meta.load(job_id).await {
+                    if let Some(key) = job.output_key(index) {
+                        let _ = ctx.store.delete(&key).await;
+                    }
+                    log::info!("job {job_id} image {index}: job deleted meanwhile; result discarded");
+                    return Ok(());
+                }
+            }
             log::info!(
                 "job {job_id} image {index}: done ({output_bytes} bytes, attempt {attempt})"
             );

@@ -1,4 +1,4 @@
-//! `POST /process-job` and `GET /status-job/{id}`.
+//! `POST /process-job`, `GET /status-job/{id}` and `DELETE /jobs/{id}`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -220,4 +220,13 @@ pub async fn status_job(
 ) -> Result<HttpResponse, ApiError> {
     let status = service.status(&path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(status))
+}
+
+/// `DELETE /jobs/{id}`: the job is gone at once; its files follow.
+pub async fn delete_job(
+    path: web::Path<String>,
+    service: web::Data<JobService>,
+) -> Result<HttpResponse, ApiError> {
+    service.delete(&path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

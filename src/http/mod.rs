@@ -34,6 +34,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(jobs::status_job),
     ))
     .service(only(
+        "/jobs/{job_id}",
+        "DELETE",
+        web::delete().to(jobs::delete_job),
+    ))
+    .service(only(
         "/download/{job_id}",
         "GET",
         web::get().to(results::download),

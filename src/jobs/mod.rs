@@ -106,6 +106,11 @@ pub fn input_key(job: JobId, index: usize) -> String {
     format!("jobs/{job}/input/{index}")
 }
 
+/// The prefix of every object of a job, inputs and outputs.
+pub fn objects_prefix(job: JobId) -> String {
+    format!("jobs/{job}/")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageState {

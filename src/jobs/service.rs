@@ -1,5 +1,5 @@
 //! The job operations behind the HTTP routes: submit, status, results, delete
-//! and readiness. Plain async functions over the backend traits; the HTTP
+//! and readiness, and the purge of expired or deleted jobs. Plain async functions over the backend traits; the HTTP
 //! layer only translates requests and [`JobError`]s.
 
 use std::path::PathBuf;
@@ -13,16 +13,21 @@ use serde::Serialize;
 use super::intake::{self, FileProblem, Limits};
 use super::names::unique_entry_names;
 use super::status::{aggregate, JobState, JobStatus};
-use super::{ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY, MANIFEST_NAME};
+use super::{
+    objects_prefix, ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY,
+    MANIFEST_NAME,
+};
 use crate::archive;
 use crate::codec::OutputFormat;
-use crate::meta::{JobRecord, MetaError, MetaStore};
+use crate::meta::{Doomed, JobRecord, MetaError, MetaStore};
 use crate::ops::Filter;
 use crate::queue::{new_task_id, ProcessImage, QueueError, TaskQueue};
 use crate::store::{ObjectStore, ObjectStream, StoreError};
 
 /// How many uploads are sent to storage at once for one request.
 const UPLOAD_CONCURRENCY: usize = 4;
+/// Jobs purged per pass; the next pass takes the rest.
+const PURGE_BATCH: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -338,7 +343,7 @@ impl JobService {
         );
         tokio::spawn(async move {
             if recorded {
-                if let Err(e) = meta.delete(id).await {
+                if let Err(e) = meta.remove(id).await {
                     log::warn!(
                         "job {id}: could not remove the record of a refused submission: {e}"
                     );
@@ -348,10 +353,48 @@ impl JobService {
         });
     }
 
+    /// Deletes a job: from this moment it is gone for every route, and its
+    /// queued tasks will not run. Its files, tasks and records are purged now,
+    /// or by the next purge pass if a backend is failing.
+    pub async fn delete(&self, id: &str) -> Result<(), JobError> {
+        let job_id = parse_job_id(id)?;
+        let job = self
+            .meta
+            .mark_deleted(job_id)
+            .await?
+            .ok_or_else(|| JobError::JobNotFound(id.to_string()))?;
+        if let Err(e) = self.purge(&Doomed::of(&job)).await {
+            log::warn!("job {job_id}: deleted, but purging it failed (the next pass retries): {e}");
+        }
+        Ok(())
+    }
+
+    /// One purge pass: removes jobs that expired or were deleted. Returns how
+    /// many were purged. Safe to run in every process at once.
+    pub async fn purge_due(&self) -> Result<usize, JobError> {
+        let doomed = self.meta.doomed(Utc::now(), PURGE_BATCH).await?;
+        let mut purged = 0;
+        for job in &doomed {
+            match self.purge(job).await {
+                Ok(()) => purged += 1,
+                Err(e) => log::warn!("job {}: purge failed, will retry: {e}", job.id),
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Tasks first (so none starts on a job being removed), then files, and
+    /// the record last: until it goes, an interrupted purge is found again.
+    async fn purge(&self, job: &Doomed) -> Result<(), JobError> {
+        self.queue.forget(&job.task_ids).await?;
+        self.store.delete_prefix(&objects_prefix(job.id)).await?;
+        self.meta.remove(job.id).await?;
+        log::info!("job {}: purged", job.id);
+        Ok(())
+    }
+
     async fn record(&self, id: &str) -> Result<JobRecord, JobError> {
-        let job_id: JobId = id
-            .parse()
-            .map_err(|_| JobError::JobNotFound(id.to_string()))?;
+        let job_id = parse_job_id(id)?;
         self.meta
             .load(job_id)
             .await?
@@ -464,6 +507,11 @@ impl JobService {
             },
         ]
     }
+}
+
+fn parse_job_id(id: &str) -> Result<JobId, JobError> {
+    id.parse()
+        .map_err(|_| JobError::JobNotFound(id.to_string()))
 }
 
 async fn with_deadline<E: std::fmt::Display>(

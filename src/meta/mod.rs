@@ -1,12 +1,16 @@
 //! Job metadata: the job record written at submission and the per-image
 //! progress written by workers. This is the source of truth for status; the
-//! queue only delivers work. Implementations hold no job state in memory.
+//! queue only delivers work. Two implementations (Redis, SQLite); neither holds
+//! job state in memory, so any process can answer for any job.
 
 mod redis;
+mod sqlite;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use self::redis::RedisMeta;
+pub use self::sqlite::SqliteMeta;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +28,29 @@ pub struct JobRecord {
     pub progress: Vec<Option<ImageProgress>>,
 }
 
+/// A job whose objects and records are due to be purged (expired or deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    pub id: JobId,
+    /// Its tasks, so their queue records can go too (empty if its record is lost).
+    pub task_ids: Vec<String>,
+}
+
+impl Doomed {
+    pub fn of(job: &Job) -> Self {
+        Doomed {
+            id: job.id,
+            task_ids: job.images.iter().map(|i| i.task_id.clone()).collect(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Records a new job with every image queued. Expires at `job.expires_at`.
     async fn create(&self, job: &Job) -> Result<(), MetaError>;
-    /// Loads a job and all its progress in one round trip.
+    /// Loads a job and all its progress in one round trip; `None` once the job
+    /// has expired or been deleted, even before it is purged.
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError>;
     async fn image_progress(
         &self,
@@ -48,7 +70,13 @@ pub trait MetaStore: Send + Sync + 'static {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError>;
-    /// Removes a job and its progress; workers then drop its tasks.
-    async fn delete(&self, id: JobId) -> Result<(), MetaError>;
+    /// Hides a job at once (status, results and workers see it gone, and
+    /// progress writes are refused) and marks it due for purging. Returns the
+    /// job if it was live.
+    async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError>;
+    /// Up to `limit` jobs that expired by `now` or were deleted, for purging.
+    async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError>;
+    /// Removes a job's records for good (the last step of purging it).
+    async fn remove(&self, id: JobId) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;
 }

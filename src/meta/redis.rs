@@ -1,12 +1,14 @@
 //! Job metadata in Redis: `<prefix>:job:<id>` holds the job as JSON and
 //! `<prefix>:job:<id>:images` is a hash of image index → progress JSON.
-//! Both keys carry the job's expiry.
+//! `<prefix>:jobs:expiry` orders jobs by expiry for the purger; a deleted
+//! job's record moves to `<prefix>:job:<id>:deleted` until it is purged.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{JobRecord, MetaError, MetaStore};
+use super::{Doomed, JobRecord, MetaError, MetaStore};
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -14,6 +16,10 @@ pub struct RedisMeta {
     conn: ConnectionManager,
     prefix: String,
 }
+
+/// Keys outlive their job by this much in case no imgpipe process is running
+/// to purge it (the purger removes them on time otherwise).
+const BACKSTOP_SECS: i64 = 7 * 24 * 3600;
 
 fn unavailable(e: redis::RedisError) -> MetaError {
     MetaError::Unavailable(e.to_string())
@@ -38,6 +44,17 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 ";
 
+/// Hides a job from readers and workers in one step (see `mark_deleted`):
+/// returns its JSON, or nil if it does not exist.
+const MARK_DELETED: &str = r"
+local json = redis.call('GET', KEYS[1])
+if not json then return false end
+redis.call('RENAME', KEYS[1], KEYS[3])
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+return json
+";
+
 impl RedisMeta {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
         RedisMeta {
@@ -53,6 +70,18 @@ impl RedisMeta {
     fn images_key(&self, id: JobId) -> String {
         format!("{}:job:{id}:images", self.prefix)
     }
+
+    fn deleted_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}:deleted", self.prefix)
+    }
+
+    fn expiry_index(&self) -> String {
+        format!("{}:jobs:expiry", self.prefix)
+    }
+}
+
+fn parse_job(id: JobId, json: &str) -> Result<Job, MetaError> {
+    serde_json::from_str(json).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))
 }
 
 #[async_trait]
@@ -61,9 +90,15 @@ impl MetaStore for RedisMeta {
         let json = serde_json::to_string(job).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let queued = serde_json::to_string(&ImageProgress::queued())
             .map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let expire_at = job.expires_at.timestamp();
+        let expire_at = job.expires_at.timestamp() + BACKSTOP_SECS;
         let mut pipe = redis::pipe();
         pipe.atomic().set(self.job_key(job.id), json).ignore();
+        pipe.zadd(
+            self.expiry_index(),
+            job.id.to_string(),
+            job.expires_at.timestamp(),
+        )
+        .ignore();
         for image in &job.images {
             pipe.hset(self.images_key(job.id), image.index, &queued)
                 .ignore();
@@ -85,8 +120,10 @@ impl MetaStore for RedisMeta {
             .await
             .map_err(unavailable)?;
         let Some(job) = job else { return Ok(None) };
-        let job: Job =
-            serde_json::from_str(&job).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))?;
+        let job = parse_job(id, &job)?;
+        if job.expires_at <= Utc::now() {
+            return Ok(None);
+        }
         let mut progress = vec![None; job.images.len()];
         for (index, json) in fields {
             let p: ImageProgress = serde_json::from_str(&json)
@@ -136,10 +173,64 @@ impl MetaStore for RedisMeta {
         Ok(written == 1)
     }
 
-    async fn delete(&self, id: JobId) -> Result<(), MetaError> {
-        self.conn
-            .clone()
-            .del::<_, ()>(&[self.job_key(id), self.images_key(id)])
+    async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        let json: Option<String> = redis::Script::new(MARK_DELETED)
+            .key(self.job_key(id))
+            .key(self.images_key(id))
+            .key(self.deleted_key(id))
+            .key(self.expiry_index())
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let Some(json) = json else { return Ok(None) };
+        let job = parse_job(id, &json)?;
+        Ok((job.expires_at > Utc::now()).then_some(job))
+    }
+
+    async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn
+            .zrangebyscore_limit(self.expiry_index(), "-inf", now.timestamp(), 0, limit as isize)
+            .await
+            .map_err(unavailable)?;
+        let ids: Vec<JobId> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        let unparsable: Vec<&String> = members.iter().filter(|m| m.parse::<JobId>().is_err()).collect();
+        if !unparsable.is_empty() {
+            conn.zrem::<_, _, ()>(self.expiry_index(), unparsable)
+                .await
+                .map_err(unavailable)?;
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.get(self.job_key(*id)).get(self.deleted_key(*id));
+        }
+        let records: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .zip(records.chunks(2))
+            .map(|(&id, pair)| {
+                let json = pair.iter().flatten().next();
+                match json.map(|j| parse_job(id, j)) {
+                    Some(Ok(job)) => Doomed::of(&job),
+                    // Lost or unreadable: its objects can still go.
+                    _ => Doomed { id, task_ids: Vec::new() },
+                }
+            })
+            .collect())
+    }
+
+    async fn remove(&self, id: JobId) -> Result<(), MetaError> {
+        redis::pipe()
+            .atomic()
+            .del(&[self.job_key(id), self.images_key(id), self.deleted_key(id)])
+            .ignore()
+            .zrem(self.expiry_index(), id.to_string())
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }

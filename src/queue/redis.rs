@@ -1,48 +1,58 @@
-//! The task queue on Redis through apalis-redis.
+//! The task queue on Redis through apalis-redis (distributed mode).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
-use super::{ProcessImage, QueueError, TaskQueue};
+use super::{run_apalis_worker, Liveness, ProcessImage, QueueError, TaskQueue};
+use crate::worker::WorkerContext;
 
 #[derive(Clone)]
 pub struct RedisQueue {
     storage: RedisStorage<ProcessImage>,
     conn: ConnectionManager,
+    queue: String,
 }
 
+/// Removes tasks from every structure apalis-redis keeps them in (pending
+/// list, retry schedule, done/dead sets, payload and metadata hashes).
+/// KEYS[1]: the queue name; ARGV: task ids.
+const FORGET: &str = r"
+local q = KEYS[1]
+for _, id in ipairs(ARGV) do
+  redis.call('LREM', q .. ':active', 0, id)
+  redis.call('ZREM', q .. ':scheduled', id)
+  redis.call('SREM', q .. ':done', id)
+  redis.call('SREM', q .. ':dead', id)
+  redis.call('HDEL', q .. ':data', id)
+  redis.call('HDEL', q .. ':meta:result', id)
+  redis.call('DEL', q .. ':meta:' .. id)
+end
+return #ARGV
+";
+
 impl RedisQueue {
-    /// `heartbeat`: a worker silent for `heartbeat * missed` is presumed dead
-    /// and its tasks go back on the queue.
     /// The queue is named `<key_prefix>:process-image`, shared by the API
     /// (producer) and every worker process of the deployment.
-    pub fn new(
-        conn: ConnectionManager,
-        key_prefix: &str,
-        heartbeat: Duration,
-        missed: usize,
-    ) -> Self {
+    pub fn new(conn: ConnectionManager, key_prefix: &str, liveness: Liveness) -> Self {
+        let queue = format!("{key_prefix}:process-image");
         let config = Config::default()
-            .queue(format!("{key_prefix}:process-image"))
+            .queue(&queue)
             // One task per fetch: apalis does not heartbeat while fetched tasks
             // wait for a free slot, so a bigger batch of slow images can make a
             // busy worker look dead to the others. Measured: no throughput
             // loss on 8-photo jobs (same run, batch 1 vs batch = concurrency).
             .batch_size(1)
-            .heartbeat_interval(heartbeat)
-            .missed_heartbeats(missed.max(1));
+            .heartbeat_interval(liveness.interval)
+            .missed_heartbeats(liveness.missed.max(1));
         RedisQueue {
             storage: RedisStorage::new(conn.clone()).with_config(config),
             conn,
+            queue,
         }
-    }
-
-    /// The apalis backend, for building workers.
-    pub fn storage(&self) -> RedisStorage<ProcessImage> {
-        self.storage.clone()
     }
 }
 
@@ -59,6 +69,29 @@ impl TaskQueue for RedisQueue {
             .push_all(&mut futures::stream::iter(tasks))
             .await
             .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    async fn forget(&self, task_ids: &[String]) -> Result<(), QueueError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        ::redis::Script::new(FORGET)
+            .key(&self.queue)
+            .arg(task_ids)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    async fn run_worker(
+        &self,
+        name: String,
+        concurrency: usize,
+        ctx: Arc<WorkerContext>,
+        stop: BoxFuture<'static, ()>,
+    ) -> Result<(), QueueError> {
+        run_apalis_worker!(self.storage.clone(), name, concurrency, ctx, stop)
     }
 
     async fn check(&self) -> Result<(), QueueError> {

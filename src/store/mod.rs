@@ -1,9 +1,12 @@
 //! Object storage for uploads and results, behind one small trait.
 //!
-//! Keys are chosen by the job domain (`jobs/<id>/...`); client filenames never
-//! become keys. Implementations stream: none may buffer a whole upload or
-//! archive, and none may retry on its own (the worker owns retry policy).
+//! Two implementations: S3 (shared by many hosts) and a local directory (the
+//! embedded default). Keys are chosen by the job domain (`jobs/<id>/...`);
+//! client filenames never become keys. Implementations stream: none may buffer
+//! a whole upload or archive, and none may retry on its own (the worker owns
+//! retry policy).
 
+mod local;
 mod s3;
 
 use std::io;
@@ -13,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use local::LocalStore;
 pub use s3::S3Store;
 
 /// An object's bytes as a stream, with its length known up front.
@@ -53,6 +57,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes every object whose key starts with `prefix` (a `dir/`-style
+    /// prefix such as `jobs/<id>/`); nothing to delete is not an error.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
     /// Readiness probe: the store answers and the bucket exists.
     async fn check(&self) -> Result<(), StoreError>;
 }

@@ -1,0 +1,216 @@
+//! Job metadata in SQLite (the embedded mode): table `jobs` holds each job's
+//! record, table `images` each image's progress. The schema is in
+//! `migrations/`, applied when the store opens.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
+
+use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::jobs::{ImageProgress, Job, JobId};
+
+#[derive(Clone)]
+pub struct SqliteMeta {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> MetaError {
+    MetaError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
+    move |e| MetaError::Corrupt(format!("{what}: {e}"))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+impl SqliteMeta {
+    /// Opens the database file at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, MetaError> {
+        let pool = crate::sqlite::open(path).await.map_err(unavailable)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("migrating {}: {e}", path.display())))?;
+        Ok(SqliteMeta { pool })
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn create(&self, job: &Job) -> Result<(), MetaError> {
+        let record = serde_json::to_string(job).map_err(corrupt(format!("job {}", job.id)))?;
+        let queued = ImageProgress::queued();
+        let queued_json =
+            serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("INSERT INTO jobs (id, record, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(job.id.to_string())
+            .bind(record)
+            .bind(millis(job.created_at))
+            .bind(millis(job.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        for image in &job.images {
+            sqlx::query(
+                "INSERT INTO images (job_id, idx, state, attempts, progress) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(job.id.to_string())
+            .bind(image.index as i64)
+            .bind(queued.state.name())
+            .bind(i64::from(queued.attempts))
+            .bind(&queued_json)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError> {
+        // One read transaction: the job and its progress as of one moment.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let record: Option<String> = sqlx::query_scalar(
+            "SELECT record FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let job: Job = serde_json::from_str(&record).map_err(corrupt(format!("job {id}")))?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT idx, progress FROM images WHERE job_id = ?")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let mut progress = vec![None; job.images.len()];
+        for (index, json) in rows {
+            let p: ImageProgress =
+                serde_json::from_str(&json).map_err(corrupt(format!("job {id} image {index}")))?;
+            if let Some(slot) = usize::try_from(index).ok().and_then(|i| progress.get_mut(i)) {
+                *slot = Some(p);
+            }
+        }
+        Ok(Some(JobRecord { job, progress }))
+    }
+
+    async fn image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+    ) -> Result<Option<ImageProgress>, MetaError> {
+        let json: Option<String> =
+            sqlx::query_scalar("SELECT progress FROM images WHERE job_id = ? AND idx = ?")
+                .bind(id.to_string())
+                .bind(index as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(corrupt(format!("job {id} image {index}"))))
+            .transpose()
+    }
+
+    async fn set_image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let json = serde_json::to_string(progress)
+            .map_err(corrupt(format!("job {id} image {index}")))?;
+        // The rules of `MetaStore::set_image_progress` as one statement, so
+        // they hold however many processes write at once.
+        let written = sqlx::query(
+            "UPDATE images SET state = ?1, attempts = ?2, progress = ?3
+             WHERE job_id = ?4 AND idx = ?5
+               AND state NOT IN ('succeeded', 'failed')
+               AND attempts <= ?2
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0)",
+        )
+        .bind(progress.state.name())
+        .bind(i64::from(progress.attempts))
+        .bind(json)
+        .bind(id.to_string())
+        .bind(index as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(written.rows_affected() == 1)
+    }
+
+    async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        let record: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING record, expires_at",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        match record {
+            Some((json, expires_at)) if expires_at > millis(Utc::now()) => {
+                let job = serde_json::from_str(&json).map_err(corrupt(format!("job {id}")))?;
+                Ok(Some(job))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, record FROM jobs WHERE deleted = 1
+             UNION ALL
+             SELECT id, record FROM jobs WHERE expires_at <= ? AND deleted = 0
+             LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, json)| match serde_json::from_str::<Job>(&json) {
+                Ok(job) => Some(Doomed::of(&job)),
+                // Unreadable: its objects can still go.
+                Err(_) => id.parse().ok().map(|id| Doomed {
+                    id,
+                    task_ids: Vec::new(),
+                }),
+            })
+            .collect())
+    }
+
+    async fn remove(&self, id: JobId) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for statement in [
+            "DELETE FROM images WHERE job_id = ?",
+            "DELETE FROM jobs WHERE id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn check(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}

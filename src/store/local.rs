@@ -1,0 +1,244 @@
+//! Object storage in a local directory: the embedded default, and what
+//! `imgpipe api` and `imgpipe worker` share when they run on one host.
+//!
+//! An object is a file at `<root>/<key>`. Writes go to a temporary file in the
+//! same directory and are renamed into place, so a reader (or a process killed
+//! mid-write) never sees half an object. Keys are checked: none may leave the root.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::{ObjectStore, ObjectStream, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Creates the root directory if needed.
+    pub async fn open(root: PathBuf) -> Result<Self, StoreError> {
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", root.display())))?;
+        Ok(LocalStore { root })
+    }
+
+    /// The file of `key`, refusing keys that are empty, absolute, or climb out
+    /// of the root (`..`): the job domain never makes such keys, so one is a bug.
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let relative = Path::new(key.trim_end_matches('/'));
+        let normal = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if key.is_empty() || !normal {
+            return Err(StoreError::Failed(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Writes `bytes` (or copies `source`) to a temporary sibling, then renames it into place.
+    async fn write(&self, key: &str, content: Content<'_>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_error(key, e))?;
+        let tmp = dir.join(format!(".tmp-{}", ulid::Ulid::new()));
+        let written = async {
+            match content {
+                Content::Bytes(bytes) => {
+                    let mut file = tokio::fs::File::create(&tmp).await?;
+                    file.write_all(&bytes).await?;
+                    file.flush().await?;
+                }
+                Content::File(source) => {
+                    tokio::fs::copy(source, &tmp).await?;
+                }
+            }
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(io_error(key, e));
+        }
+        Ok(())
+    }
+}
+
+enum Content<'a> {
+    Bytes(Bytes),
+    File(&'a Path),
+}
+
+/// A missing file is a missing object; a full or failing disk may recover and
+/// is worth retrying; a permission problem is the operator's to fix.
+fn io_error(key: &str, e: io::Error) -> StoreError {
+    match e.kind() {
+        io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::Failed(format!("{key}: {e}"))
+        }
+        _ => StoreError::Unavailable(format!("{key}: {e}")),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<(), StoreError> {
+        self.write(key, Content::File(path)).await
+    }
+
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.write(key, Content::Bytes(bytes)).await
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path)
+            .await
+            .map(Bytes::from)
+            .map_err(|e| io_error(key, e))
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
+        let path = self.path(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error(key, e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| io_error(key, e))?
+            .len();
+        Ok(ObjectStream {
+            size,
+            stream: Box::pin(ReaderStream::new(file).map_ok(Bytes::from)),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(key, e)),
+            _ => {}
+        }
+        // Leave no empty directories behind (a job's last object takes its
+        // directories with it); one that is not empty stays.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != self.root) {
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        if !prefix.ends_with('/') {
+            return Err(StoreError::Failed(format!(
+                "prefix {prefix:?} must name a directory (end in '/')"
+            )));
+        }
+        match tokio::fs::remove_dir_all(self.path(prefix)?).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(prefix, e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        match tokio::fs::metadata(&self.root).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::Failed(format!(
+                "{} is not a directory",
+                self.root.display()
+            ))),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "{}: {e}",
+                self.root.display()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_round_trip_and_prefixes_delete_whole_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("objects")).await.unwrap();
+        store
+            .put_bytes("jobs/a/output/0.png", Bytes::from_static(b"png"), "image/png")
+            .await
+            .unwrap();
+        let source = dir.path().join("upload");
+        std::fs::write(&source, b"upload bytes").unwrap();
+        store
+            .put_file("jobs/a/input/0", &source, "image/png")
+            .await
+            .unwrap();
+        store
+            .put_bytes("jobs/b/input/0", Bytes::from_static(b"b"), "image/png")
+            .await
+            .unwrap();
+
+        assert_eq!(&store.get_bytes("jobs/a/input/0").await.unwrap()[..], b"upload bytes");
+        let object = store.get_stream("jobs/a/output/0.png").await.unwrap();
+        assert_eq!(object.size, 3);
+        let streamed: Vec<u8> = object
+            .stream
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .unwrap();
+        assert_eq!(streamed, b"png");
+
+        store.delete_prefix("jobs/a/").await.unwrap();
+        store.delete_prefix("jobs/a/").await.unwrap();
+        assert!(matches!(
+            store.get_bytes("jobs/a/input/0").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(&store.get_bytes("jobs/b/input/0").await.unwrap()[..], b"b");
+        store.delete("jobs/b/input/0").await.unwrap();
+        store.delete("jobs/b/input/0").await.unwrap();
+        // No temporary files or empty directories are left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("objects")).await.unwrap();
+        for key in ["../x", "jobs/../../x", "/etc/passwd", "", "./x"] {
+            assert!(
+                matches!(
+                    store.put_bytes(key, Bytes::new(), "x").await,
+                    Err(StoreError::Failed(_))
+                ),
+                "{key:?} was accepted"
+            );
+        }
+        assert!(!dir.path().join("x").exists());
+        assert!(store.delete_prefix("jobs/a").await.is_err());
+    }
+
+}

@@ -1,0 +1,160 @@
+//! The `MetaStore` contract, checked on both implementations: the real Redis
+//! that `scripts/test.sh` starts and a SQLite file. Progress writes follow the
+//! fencing rules (the job must exist, terminal states are final, a stale
+//! attempt cannot overwrite a later one); deleted and expired jobs vanish at
+//! once and are handed to the purger.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use imgpipe::codec::{InputFormat, OutputFormat};
+use imgpipe::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Recipe};
+use imgpipe::meta::{Doomed, MetaStore, RedisMeta, SqliteMeta};
+use imgpipe::ops::Filter;
+
+/// Each store with a guard that keeps its files alive.
+async fn stores() -> Vec<(&'static str, Arc<dyn MetaStore>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteMeta::open(&dir.path().join("jobs.sqlite3"))
+        .await
+        .expect("open SQLite metadata");
+    vec![
+        ("redis", Arc::new(redis_meta().await), None),
+        ("sqlite", Arc::new(sqlite), Some(dir)),
+    ]
+}
+
+async fn redis_meta() -> RedisMeta {
+    let url = std::env::var("IMGPIPE_TEST_REDIS_URL")
+        .expect("IMGPIPE_TEST_REDIS_URL is not set: run the tests through scripts/test.sh");
+    let client = redis::Client::open(url).expect("valid Redis URL");
+    let conn = client
+        .get_connection_manager()
+        .await
+        .expect("Redis from scripts/test.sh is reachable");
+    RedisMeta::new(
+        conn,
+        &format!("test-meta-{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+fn job() -> Job {
+    job_expiring_in(Duration::hours(1))
+}
+
+fn job_expiring_in(ttl: Duration) -> Job {
+    let now = Utc::now();
+    Job {
+        id: JobId::new(),
+        recipe: Recipe {
+            filter: Filter::Blur,
+            format: None,
+            quality: 90,
+        },
+        created_at: now,
+        expires_at: now + ttl,
+        images: vec![ImageEntry {
+            index: 0,
+            filename: "a.png".into(),
+            entry_name: "a.png".into(),
+            input_format: InputFormat::Png,
+            output_format: OutputFormat::Png,
+            width: 1,
+            height: 1,
+            size_bytes: 1,
+            task_id: "t0".into(),
+        }],
+    }
+}
+
+fn progress(state: ImageState, attempts: u32) -> ImageProgress {
+    ImageProgress {
+        state,
+        attempts,
+        ..ImageProgress::queued()
+    }
+}
+
+#[tokio::test]
+async fn progress_writes_follow_the_fencing_rules() {
+    for (name, meta, _guard) in stores().await {
+        let job = job();
+        meta.create(&job).await.unwrap();
+        let set = |p: ImageProgress| {
+            let meta = meta.clone();
+            async move { meta.set_image_progress(job.id, 0, &p).await.unwrap() }
+        };
+        let stored = || async { meta.image_progress(job.id, 0).await.unwrap().unwrap() };
+
+        assert_eq!(stored().await, ImageProgress::queued(), "{name}");
+        assert!(set(progress(ImageState::Processing, 1)).await, "{name}");
+        assert!(
+            set(progress(ImageState::Processing, 2)).await,
+            "{name}: a redelivery takes over"
+        );
+        assert!(
+            !set(progress(ImageState::Succeeded, 1)).await,
+            "{name}: the stalled first attempt must not overwrite the second"
+        );
+        assert_eq!(stored().await.attempts, 2, "{name}");
+        assert!(set(progress(ImageState::Succeeded, 2)).await, "{name}");
+        assert!(
+            !set(progress(ImageState::Processing, 3)).await,
+            "{name}: a late redelivery must not reopen a finished image"
+        );
+        assert!(!set(progress(ImageState::Failed, 3)).await, "{name}");
+        assert_eq!(stored().await.state, ImageState::Succeeded, "{name}");
+        let record = meta.load(job.id).await.unwrap().unwrap();
+        assert_eq!(record.job, job, "{name}");
+        assert_eq!(record.progress[0].as_ref().unwrap().state, ImageState::Succeeded);
+
+        let unknown = JobId::new();
+        assert!(
+            !meta
+                .set_image_progress(unknown, 0, &progress(ImageState::Processing, 1))
+                .await
+                .unwrap(),
+            "{name}: no job, no write"
+        );
+        assert!(
+            meta.load(unknown).await.unwrap().is_none(),
+            "{name}: a late worker cannot resurrect a job"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_job_vanishes_takes_no_more_writes_and_is_purged() {
+    for (name, meta, _guard) in stores().await {
+        let job = job();
+        meta.create(&job).await.unwrap();
+        assert_eq!(meta.mark_deleted(job.id).await.unwrap(), Some(job.clone()), "{name}");
+        assert_eq!(meta.mark_deleted(job.id).await.unwrap(), None, "{name}: only once");
+        assert!(meta.load(job.id).await.unwrap().is_none(), "{name}");
+        let p = progress(ImageState::Succeeded, 1);
+        assert!(!meta.set_image_progress(job.id, 0, &p).await.unwrap(), "{name}");
+        assert!(meta.load(job.id).await.unwrap().is_none(), "{name}");
+
+        let doomed = meta.doomed(Utc::now(), 1000).await.unwrap();
+        assert!(doomed.contains(&Doomed::of(&job)), "{name}: {doomed:?}");
+        meta.remove(job.id).await.unwrap();
+        let doomed = meta.doomed(Utc::now(), 1000).await.unwrap();
+        assert!(doomed.iter().all(|d| d.id != job.id), "{name}: purged once");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_job_vanishes_and_is_due_for_purging() {
+    for (name, meta, _guard) in stores().await {
+        let live = job();
+        let expired = job_expiring_in(Duration::milliseconds(-1));
+        meta.create(&live).await.unwrap();
+        meta.create(&expired).await.unwrap();
+        assert!(meta.load(expired.id).await.unwrap().is_none(), "{name}");
+        assert_eq!(meta.mark_deleted(expired.id).await.unwrap(), None, "{name}");
+        let doomed = meta.doomed(Utc::now(), 1000).await.unwrap();
+        assert!(doomed.iter().any(|d| d.id == expired.id), "{name}");
+        assert!(doomed.iter().all(|d| d.id != live.id), "{name}");
+        assert!(meta.load(live.id).await.unwrap().is_some(), "{name}");
+    }
+}
