@@ -97,7 +97,11 @@ async fn backends(config: &Config) -> Result<Backends, AppError> {
                 let conn = connect_redis(url).await?;
                 (
                     Arc::new(RedisMeta::new(conn.clone(), &config.redis_prefix)),
-                    Arc::new(RedisQueue::new(conn, &config.redis_prefix, config.liveness())),
+                    Arc::new(RedisQueue::new(
+                        conn,
+                        &config.redis_prefix,
+                        config.liveness(),
+                    )),
                     format!("Redis at {}", redact(url)),
                 )
             }

@@ -293,9 +293,6 @@ mod tests {
         async fn delete(&self, _: &str) -> Result<(), StoreError> {
             unreachable!("the archive only reads")
         }
-        async fn delete_prefix(&self, _: &str) -> Result<(), StoreError> {
-            unreachable!("the archive only reads")
-        }
         async fn check(&self) -> Result<(), StoreError> {
             Ok(())
         }

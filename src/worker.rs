@@ -198,7 +198,9 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
                     if let Some(key) = job.output_key(index) {
                         let _ = ctx.store.delete(&key).await;
                     }
-                    log::info!("job {job_id} image {index}: job deleted meanwhile; result discarded");
+                    log::info!(
+                        "job {job_id} image {index}: job deleted meanwhile; result discarded"
+                    );
                     return Ok(());
                 }
             }

@@ -106,7 +106,10 @@ async fn progress_writes_follow_the_fencing_rules() {
         assert_eq!(stored().await.state, ImageState::Succeeded, "{name}");
         let record = meta.load(job.id).await.unwrap().unwrap();
         assert_eq!(record.job, job, "{name}");
-        assert_eq!(record.progress[0].as_ref().unwrap().state, ImageState::Succeeded);
+        assert_eq!(
+            record.progress[0].as_ref().unwrap().state,
+            ImageState::Succeeded
+        );
 
         let unknown = JobId::new();
         assert!(
@@ -128,11 +131,22 @@ async fn a_deleted_job_vanishes_takes_no_more_writes_and_is_purged() {
     for (name, meta, _guard) in stores().await {
         let job = job();
         meta.create(&job).await.unwrap();
-        assert_eq!(meta.mark_deleted(job.id).await.unwrap(), Some(job.clone()), "{name}");
-        assert_eq!(meta.mark_deleted(job.id).await.unwrap(), None, "{name}: only once");
+        assert_eq!(
+            meta.mark_deleted(job.id).await.unwrap(),
+            Some(job.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            meta.mark_deleted(job.id).await.unwrap(),
+            None,
+            "{name}: only once"
+        );
         assert!(meta.load(job.id).await.unwrap().is_none(), "{name}");
         let p = progress(ImageState::Succeeded, 1);
-        assert!(!meta.set_image_progress(job.id, 0, &p).await.unwrap(), "{name}");
+        assert!(
+            !meta.set_image_progress(job.id, 0, &p).await.unwrap(),
+            "{name}"
+        );
         assert!(meta.load(job.id).await.unwrap().is_none(), "{name}");
 
         let doomed = meta.doomed(Utc::now(), 1000).await.unwrap();

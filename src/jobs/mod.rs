@@ -92,6 +92,15 @@ impl Job {
         input_key(self.id, index)
     }
 
+    /// Every object the job may have: each image's upload and result.
+    pub fn object_keys(&self) -> Vec<String> {
+        self.images
+            .iter()
+            .flat_map(|i| [Some(self.input_key(i.index)), self.output_key(i.index)])
+            .flatten()
+            .collect()
+    }
+
     pub fn output_key(&self, index: usize) -> Option<String> {
         let image = self.images.get(index)?;
         Some(format!(
@@ -104,11 +113,6 @@ impl Job {
 
 pub fn input_key(job: JobId, index: usize) -> String {
     format!("jobs/{job}/input/{index}")
-}
-
-/// The prefix of every object of a job, inputs and outputs.
-pub fn objects_prefix(job: JobId) -> String {
-    format!("jobs/{job}/")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -13,10 +13,7 @@ use serde::Serialize;
 use super::intake::{self, FileProblem, Limits};
 use super::names::unique_entry_names;
 use super::status::{aggregate, JobState, JobStatus};
-use super::{
-    objects_prefix, ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY,
-    MANIFEST_NAME,
-};
+use super::{ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY, MANIFEST_NAME};
 use crate::archive;
 use crate::codec::OutputFormat;
 use crate::meta::{Doomed, JobRecord, MetaError, MetaStore};
@@ -387,7 +384,9 @@ impl JobService {
     /// the record last: until it goes, an interrupted purge is found again.
     async fn purge(&self, job: &Doomed) -> Result<(), JobError> {
         self.queue.forget(&job.task_ids).await?;
-        self.store.delete_prefix(&objects_prefix(job.id)).await?;
+        for key in &job.object_keys {
+            self.store.delete(key).await?;
+        }
         self.meta.remove(job.id).await?;
         log::info!("job {}: purged", job.id);
         Ok(())

@@ -32,8 +32,10 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doomed {
     pub id: JobId,
-    /// Its tasks, so their queue records can go too (empty if its record is lost).
+    /// Its tasks and objects, listed from its record (empty if the record is
+    /// lost: listing a bucket by prefix is not portable across S3 servers).
     pub task_ids: Vec<String>,
+    pub object_keys: Vec<String>,
 }
 
 impl Doomed {
@@ -41,6 +43,16 @@ impl Doomed {
         Doomed {
             id: job.id,
             task_ids: job.images.iter().map(|i| i.task_id.clone()).collect(),
+            object_keys: job.object_keys(),
+        }
+    }
+
+    /// A job whose record is lost or unreadable: only its records can go.
+    pub fn unknown(id: JobId) -> Self {
+        Doomed {
+            id,
+            task_ids: Vec::new(),
+            object_keys: Vec::new(),
         }
     }
 }

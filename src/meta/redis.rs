@@ -191,11 +191,20 @@ impl MetaStore for RedisMeta {
     async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError> {
         let mut conn = self.conn.clone();
         let members: Vec<String> = conn
-            .zrangebyscore_limit(self.expiry_index(), "-inf", now.timestamp(), 0, limit as isize)
+            .zrangebyscore_limit(
+                self.expiry_index(),
+                "-inf",
+                now.timestamp(),
+                0,
+                limit as isize,
+            )
             .await
             .map_err(unavailable)?;
         let ids: Vec<JobId> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        let unparsable: Vec<&String> = members.iter().filter(|m| m.parse::<JobId>().is_err()).collect();
+        let unparsable: Vec<&String> = members
+            .iter()
+            .filter(|m| m.parse::<JobId>().is_err())
+            .collect();
         if !unparsable.is_empty() {
             conn.zrem::<_, _, ()>(self.expiry_index(), unparsable)
                 .await
@@ -208,7 +217,8 @@ impl MetaStore for RedisMeta {
         for id in &ids {
             pipe.get(self.job_key(*id)).get(self.deleted_key(*id));
         }
-        let records: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let records: Vec<Option<String>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(ids
             .iter()
             .zip(records.chunks(2))
@@ -216,8 +226,10 @@ impl MetaStore for RedisMeta {
                 let json = pair.iter().flatten().next();
                 match json.map(|j| parse_job(id, j)) {
                     Some(Ok(job)) => Doomed::of(&job),
-                    // Lost or unreadable: its objects can still go.
-                    _ => Doomed { id, task_ids: Vec::new() },
+                    _ => {
+                        log::warn!("job {id}: record lost or unreadable; its objects cannot be listed and stay");
+                        Doomed::unknown(id)
+                    }
                 }
             })
             .collect())

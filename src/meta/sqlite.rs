@@ -98,7 +98,10 @@ impl MetaStore for SqliteMeta {
         for (index, json) in rows {
             let p: ImageProgress =
                 serde_json::from_str(&json).map_err(corrupt(format!("job {id} image {index}")))?;
-            if let Some(slot) = usize::try_from(index).ok().and_then(|i| progress.get_mut(i)) {
+            if let Some(slot) = usize::try_from(index)
+                .ok()
+                .and_then(|i| progress.get_mut(i))
+            {
                 *slot = Some(p);
             }
         }
@@ -127,8 +130,8 @@ impl MetaStore for SqliteMeta {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError> {
-        let json = serde_json::to_string(progress)
-            .map_err(corrupt(format!("job {id} image {index}")))?;
+        let json =
+            serde_json::to_string(progress).map_err(corrupt(format!("job {id} image {index}")))?;
         // The rules of `MetaStore::set_image_progress` as one statement, so
         // they hold however many processes write at once.
         let written = sqlx::query(
@@ -182,11 +185,12 @@ impl MetaStore for SqliteMeta {
             .into_iter()
             .filter_map(|(id, json)| match serde_json::from_str::<Job>(&json) {
                 Ok(job) => Some(Doomed::of(&job)),
-                // Unreadable: its objects can still go.
-                Err(_) => id.parse().ok().map(|id| Doomed {
-                    id,
-                    task_ids: Vec::new(),
-                }),
+                Err(e) => {
+                    log::warn!(
+                        "job {id}: record unreadable ({e}); its objects cannot be listed and stay"
+                    );
+                    id.parse().ok().map(Doomed::unknown)
+                }
             })
             .collect())
     }

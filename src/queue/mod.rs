@@ -75,9 +75,7 @@ macro_rules! run_apalis_worker {
         use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
         let stop = $stop;
         WorkerBuilder::new($name)
-            .backend(
-                $backend.poll_with_interval(std::time::Duration::from_millis(200)),
-            )
+            .backend($backend.poll_with_interval(std::time::Duration::from_millis(200)))
             .concurrency($concurrency)
             .data($ctx)
             .build(crate::worker::handle)

@@ -65,13 +65,15 @@ impl TaskQueue for SqliteQueue {
         let ids = serde_json::to_string(task_ids).map_err(unavailable)?;
         // apalis-sqlite's table; a running task's row goes too, and its
         // worker's acknowledgement then simply matches nothing.
-        sqlx::query("DELETE FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))")
-            .bind(QUEUE)
-            .bind(ids)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        sqlx::query(
+            "DELETE FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(QUEUE)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
     }
 
     async fn run_worker(

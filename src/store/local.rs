@@ -92,7 +92,12 @@ fn io_error(key: &str, e: io::Error) -> StoreError {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<(), StoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
         self.write(key, Content::File(path)).await
     }
 
@@ -118,11 +123,7 @@ impl ObjectStore for LocalStore {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| io_error(key, e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| io_error(key, e))?
-            .len();
+        let size = file.metadata().await.map_err(|e| io_error(key, e))?.len();
         Ok(ObjectStream {
             size,
             stream: Box::pin(ReaderStream::new(file).map_ok(Bytes::from)),
@@ -145,18 +146,6 @@ impl ObjectStore for LocalStore {
             dir = d.parent();
         }
         Ok(())
-    }
-
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        if !prefix.ends_with('/') {
-            return Err(StoreError::Failed(format!(
-                "prefix {prefix:?} must name a directory (end in '/')"
-            )));
-        }
-        match tokio::fs::remove_dir_all(self.path(prefix)?).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(prefix, e)),
-            _ => Ok(()),
-        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -183,7 +172,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("objects")).await.unwrap();
         store
-            .put_bytes("jobs/a/output/0.png", Bytes::from_static(b"png"), "image/png")
+            .put_bytes(
+                "jobs/a/output/0.png",
+                Bytes::from_static(b"png"),
+                "image/png",
+            )
             .await
             .unwrap();
         let source = dir.path().join("upload");
@@ -197,7 +190,10 @@ mod tests {
             .await
             .unwrap();
 
-        assert_eq!(&store.get_bytes("jobs/a/input/0").await.unwrap()[..], b"upload bytes");
+        assert_eq!(
+            &store.get_bytes("jobs/a/input/0").await.unwrap()[..],
+            b"upload bytes"
+        );
         let object = store.get_stream("jobs/a/output/0.png").await.unwrap();
         assert_eq!(object.size, 3);
         let streamed: Vec<u8> = object
@@ -208,8 +204,9 @@ mod tests {
             .unwrap();
         assert_eq!(streamed, b"png");
 
-        store.delete_prefix("jobs/a/").await.unwrap();
-        store.delete_prefix("jobs/a/").await.unwrap();
+        store.delete("jobs/a/input/0").await.unwrap();
+        store.delete("jobs/a/output/0.png").await.unwrap();
+        assert!(!dir.path().join("objects/jobs/a").exists());
         assert!(matches!(
             store.get_bytes("jobs/a/input/0").await,
             Err(StoreError::NotFound(_))
@@ -238,7 +235,5 @@ mod tests {
             );
         }
         assert!(!dir.path().join("x").exists());
-        assert!(store.delete_prefix("jobs/a").await.is_err());
     }
-
 }

@@ -57,9 +57,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Deletes every object whose key starts with `prefix` (a `dir/`-style
-    /// prefix such as `jobs/<id>/`); nothing to delete is not an error.
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
     /// Readiness probe: the store answers and the bucket exists.
     async fn check(&self) -> Result<(), StoreError>;
 }

@@ -12,7 +12,7 @@ use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError, Validat
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
 use minio::s3::response::GetObjectResponse;
-use minio::s3::types::{S3Api, ToStream};
+use minio::s3::types::S3Api;
 use minio::s3::{MinioClient, MinioClientBuilder};
 use tokio_util::io::ReaderStream;
 
@@ -253,38 +253,6 @@ impl ObjectStore for S3Store {
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        let mut pages = self
-            .client
-            .list_objects(&self.bucket)
-            .map_err(validation)?
-            .prefix(prefix.to_string())
-            .recursive(true)
-            .build()
-            .to_stream()
-            .await;
-        let mut keys = Vec::new();
-        loop {
-            let page = match tokio::time::timeout(REQUEST_TIMEOUT, pages.next()).await {
-                Ok(Some(page)) => page.map_err(classify)?,
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "no answer within {REQUEST_TIMEOUT:?}"
-                    )))
-                }
-            };
-            keys.extend(page.contents.into_iter().map(|entry| entry.name));
-        }
-        // A job has a few objects per image; one request each keeps to the
-        // plain S3 API every store implements.
-        futures::stream::iter(keys)
-            .map(|key| async move { self.delete(&key).await })
-            .buffer_unordered(8)
-            .try_collect::<()>()
-            .await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

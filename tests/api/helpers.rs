@@ -1,6 +1,7 @@
-//! Shared test harness: starts the real `imgpipe` binary on a random port
-//! against the Redis and S3 servers that `scripts/test.sh` started, each app
-//! with its own Redis key prefix and bucket so tests run in parallel.
+//! Shared test harness: starts the real `imgpipe` binary on a random port,
+//! either embedded (a data directory of its own) or distributed (the Redis and
+//! S3 servers that `scripts/test.sh` started, with a Redis key prefix and a
+//! bucket of its own), so tests run in parallel.
 
 use std::io::{BufRead, BufReader, Cursor};
 use std::path::PathBuf;
@@ -18,24 +19,40 @@ pub fn required_env(name: &str) -> String {
     })
 }
 
-/// One isolated deployment: a Redis key prefix and a bucket of its own.
+/// The two configurations every API test runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite queue and metadata, objects on local disk, in one data directory.
+    Embedded,
+    /// Redis queue and metadata, S3 objects.
+    Distributed,
+}
+
+/// One isolated deployment: a data directory, Redis key prefix and bucket of
+/// its own. Processes started from one deployment share them, as the
+/// processes of a real deployment do.
 #[derive(Clone)]
 pub struct Deployment {
+    pub backend: Backend,
     pub prefix: String,
     pub bucket: String,
     pub tmp_dir: PathBuf,
+    pub data_dir: PathBuf,
     pub extra_env: Vec<(String, String)>,
 }
 
 impl Deployment {
-    pub fn new() -> Self {
+    pub fn new(backend: Backend) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let tmp_dir = std::env::temp_dir().join(format!("imgpipe-spool-{id}"));
+        let root = std::env::temp_dir().join(format!("imgpipe-test-{id}"));
+        let tmp_dir = root.join("spool");
         std::fs::create_dir_all(&tmp_dir).expect("create spool dir");
         Deployment {
+            backend,
             prefix: format!("test-{id}"),
             bucket: format!("t-{}", &id[..20]),
             tmp_dir,
+            data_dir: root.join("data"),
             extra_env: Vec::new(),
         }
     }
@@ -58,13 +75,10 @@ impl Deployment {
         let log = std::fs::File::create(&log_path).expect("create log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpipe"));
         cmd.arg(command)
+            .env_remove("REDIS_URL")
+            .env_remove("S3_ENDPOINT")
             .env("IMGPIPE_BIND", "127.0.0.1:0")
-            .env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
-            .env("S3_ENDPOINT", required_env("IMGPIPE_TEST_S3_ENDPOINT"))
-            .env("S3_ACCESS_KEY", required_env("IMGPIPE_TEST_S3_ACCESS_KEY"))
-            .env("S3_SECRET_KEY", required_env("IMGPIPE_TEST_S3_SECRET_KEY"))
-            .env("S3_BUCKET", &self.bucket)
-            .env("IMGPIPE_REDIS_PREFIX", &self.prefix)
+            .env("IMGPIPE_DATA_DIR", &self.data_dir)
             .env("IMGPIPE_TMP_DIR", &self.tmp_dir)
             .env("IMGPIPE_WORKERS", "2")
             .env("IMGPIPE_RETRY_BASE_MS", "100")
@@ -73,6 +87,14 @@ impl Deployment {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log);
+        if self.backend == Backend::Distributed {
+            cmd.env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
+                .env("S3_ENDPOINT", required_env("IMGPIPE_TEST_S3_ENDPOINT"))
+                .env("S3_ACCESS_KEY", required_env("IMGPIPE_TEST_S3_ACCESS_KEY"))
+                .env("S3_SECRET_KEY", required_env("IMGPIPE_TEST_S3_SECRET_KEY"))
+                .env("S3_BUCKET", &self.bucket)
+                .env("IMGPIPE_REDIS_PREFIX", &self.prefix);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -118,22 +140,58 @@ impl Deployment {
         TestApp::new(process)
     }
 
-    /// Redis keys holding jobs or tasks (worker registrations are left out).
-    pub async fn job_and_task_keys(&self) -> Vec<String> {
-        let client =
-            redis::Client::open(required_env("IMGPIPE_TEST_REDIS_URL")).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to test redis");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .expect("KEYS");
-        keys.into_iter()
-            .filter(|k| !k.contains(":workers"))
-            .collect()
+    /// Records of jobs or tasks this deployment still holds: Redis keys (worker
+    /// registrations left out), or rows of the embedded databases.
+    pub async fn leftover_records(&self) -> Vec<String> {
+        match self.backend {
+            Backend::Distributed => {
+                let client =
+                    redis::Client::open(required_env("IMGPIPE_TEST_REDIS_URL")).expect("redis url");
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect to test redis");
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}:*", self.prefix))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("KEYS");
+                // Worker registrations and the queue's wake-up signal are
+                // the queue's own, not records of any job or task.
+                keys.into_iter()
+                    .filter(|k| !k.contains(":workers") && !k.ends_with(":signal"))
+                    .collect()
+            }
+            Backend::Embedded => {
+                let mut rows = Vec::new();
+                for (file, query) in [
+                    ("jobs.sqlite3", "SELECT 'job ' || id FROM jobs"),
+                    (
+                        "jobs.sqlite3",
+                        "SELECT 'image ' || job_id || '/' || idx FROM images",
+                    ),
+                    (
+                        "queue.sqlite3",
+                        "SELECT 'task ' || id || ' ' || status FROM Jobs",
+                    ),
+                ] {
+                    let path = self.data_dir.join(file);
+                    if !path.exists() {
+                        continue;
+                    }
+                    let pool = imgpipe::sqlite::open(&path)
+                        .await
+                        .expect("open test database");
+                    let found: Vec<String> = sqlx::query_scalar(query)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("query test database");
+                    rows.extend(found);
+                    pool.close().await;
+                }
+                rows
+            }
+        }
     }
 
     /// Files in this deployment's spool directory (uploads being validated).
@@ -143,9 +201,15 @@ impl Deployment {
             .unwrap_or(0)
     }
 
-    /// Objects stored in this deployment's bucket (s3s-fs keeps them as files).
+    /// Objects stored by this deployment: files in its bucket (s3s-fs keeps
+    /// objects as files) or in its data directory.
     pub fn stored_objects(&self) -> usize {
-        let root = PathBuf::from(required_env("IMGPIPE_TEST_S3_DIR")).join(&self.bucket);
+        let root = match self.backend {
+            Backend::Distributed => {
+                PathBuf::from(required_env("IMGPIPE_TEST_S3_DIR")).join(&self.bucket)
+            }
+            Backend::Embedded => self.data_dir.join("objects"),
+        };
         fn count(dir: &std::path::Path) -> usize {
             std::fs::read_dir(dir)
                 .map(|entries| {
@@ -182,6 +246,12 @@ pub struct Process {
 impl Process {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process dies mid-whatever, as in a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -229,7 +299,12 @@ impl TestApp {
         TestApp {
             process,
             base,
-            client: reqwest::Client::new(),
+            // Shorter than the server's 5 s keep-alive, so a pooled
+            // connection is never reused just as the server closes it.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .expect("HTTP client"),
         }
     }
 

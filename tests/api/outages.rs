@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{png, Deployment, File, OwnService};
+use crate::helpers::{png, Backend, Deployment, File, OwnService};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
@@ -21,7 +21,9 @@ fn photos(n: u32) -> Vec<File> {
 #[tokio::test]
 async fn s3_outage_answers_503_and_the_job_still_completes() {
     let mut s3 = OwnService::s3();
-    let app = Deployment::new().env("S3_ENDPOINT", &s3.url()).serve();
+    let app = Deployment::new(Backend::Distributed)
+        .env("S3_ENDPOINT", &s3.url())
+        .serve();
     let job = app.submit_ok("filter=blur", photos(6)).await;
     let id = job["job_id"].as_str().unwrap();
 
@@ -64,7 +66,9 @@ async fn s3_outage_answers_503_and_the_job_still_completes() {
 #[tokio::test]
 async fn a_redis_restart_leaves_api_and_workers_working() {
     let mut redis = OwnService::redis();
-    let app = Deployment::new().env("REDIS_URL", &redis.url()).serve();
+    let app = Deployment::new(Backend::Distributed)
+        .env("REDIS_URL", &redis.url())
+        .serve();
     let first = app.submit_ok("filter=edges", photos(1)).await;
     let first = first["job_id"].as_str().unwrap().to_string();
     app.wait_done(&first, WITHIN).await;

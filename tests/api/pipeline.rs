@@ -6,7 +6,9 @@ use std::time::Duration;
 use image::GenericImageView;
 use serde_json::Value;
 
-use crate::helpers::{golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Deployment, File};
+use crate::helpers::{
+    golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Backend, Deployment, File,
+};
 
 const FILTERS: [&str; 5] = ["blur", "sharpen", "smooth", "edges", "grayscale"];
 const WITHIN: Duration = Duration::from_secs(60);
@@ -31,9 +33,8 @@ fn golden_inputs() -> Vec<File> {
     .collect()
 }
 
-#[tokio::test]
-async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow() {
-    let app = Deployment::new().serve();
+async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let inputs = golden_inputs();
     let mut jobs = Vec::new();
     for filter in FILTERS {
@@ -88,9 +89,8 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow() {
     }
 }
 
-#[tokio::test]
-async fn output_format_follows_input_unless_overridden() {
-    let app = Deployment::new().serve();
+async fn output_format_follows_input_unless_overridden(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let files = vec![
         ("photo.jpg".to_string(), jpeg(64, 48, 3)),
         ("pic.gif".to_string(), {
@@ -161,9 +161,8 @@ async fn jpeg_size_at_q90(app: &crate::helpers::TestApp) -> usize {
     app.download(id, "").await[0].1.len()
 }
 
-#[tokio::test]
-async fn a_broken_image_fails_alone_with_its_reason() {
-    let app = Deployment::new().serve();
+async fn a_broken_image_fails_alone_with_its_reason(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let files = vec![
         ("good-1.png".to_string(), png(30, 20, 5)),
         ("broken.png".to_string(), png_with_corrupt_pixels(30, 20)),
@@ -213,9 +212,8 @@ async fn a_broken_image_fails_alone_with_its_reason() {
     assert_eq!(good.headers()["content-type"], "image/png");
 }
 
-#[tokio::test]
-async fn hostile_filenames_are_neutralised_in_the_archive() {
-    let app = Deployment::new().serve();
+async fn hostile_filenames_are_neutralised_in_the_archive(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let names = [
         "../../x.png",
         "..\\..\\windows\\y.png",
@@ -265,9 +263,8 @@ async fn hostile_filenames_are_neutralised_in_the_archive() {
     }
 }
 
-#[tokio::test]
-async fn uploads_larger_than_one_storage_part_round_trip() {
-    let app = Deployment::new().serve();
+async fn uploads_larger_than_one_storage_part_round_trip(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     // ~9.7 MB: stored as a multipart upload (parts of 8 MiB).
     let big = noise_png(1800, 1800, 7);
     assert!(big.len() > 9_000_000, "{} bytes", big.len());
@@ -290,3 +287,11 @@ async fn uploads_larger_than_one_storage_part_round_trip() {
     let want: Vec<u8> = input.pixels().map(pillow_luma).collect();
     assert_eq!(out.to_luma8().as_raw(), &want);
 }
+
+crate::both_backends!(
+    every_filter_completes_multi_image_jobs_pixel_identical_to_pillow,
+    output_format_follows_input_unless_overridden,
+    a_broken_image_fails_alone_with_its_reason,
+    hostile_filenames_are_neutralised_in_the_archive,
+    uploads_larger_than_one_storage_part_round_trip,
+);

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{jpeg, png, png_bomb, Deployment, File};
+use crate::helpers::{jpeg, png, png_bomb, Backend, Deployment, File};
 
 struct Case {
     name: &'static str,
@@ -14,9 +14,8 @@ struct Case {
     file: Option<&'static str>,
 }
 
-#[tokio::test]
-async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
-    let deployment = Deployment::new()
+async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backend) {
+    let deployment = Deployment::new(backend)
         .env("IMGPIPE_MAX_FILES", "3")
         .env("IMGPIPE_MAX_FILE_BYTES", "300000")
         .env("IMGPIPE_MAX_PIXELS", "4000000");
@@ -149,7 +148,7 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
         }
     }
 
-    let keys = deployment.job_and_task_keys().await;
+    let keys = deployment.leftover_records().await;
     assert!(
         keys.is_empty(),
         "a rejected request wrote job metadata or tasks: {keys:?}"
@@ -170,9 +169,8 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind() {
 /// a server that closes the connection on unread body data gets it reset, and
 /// the client then sees "connection closed" instead of the error. Repeated,
 /// because the reset only sometimes beats the answer.
-#[tokio::test]
-async fn early_refusals_reach_the_client_every_time() {
-    let app = Deployment::new().serve();
+async fn early_refusals_reach_the_client_every_time(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let body = vec![b'x'; 256 * 1024];
     for round in 0..40 {
         let not_multipart = app
@@ -191,9 +189,8 @@ async fn early_refusals_reach_the_client_every_time() {
     }
 }
 
-#[tokio::test]
-async fn malformed_requests_are_400_json() {
-    let app = Deployment::new().serve();
+async fn malformed_requests_are_400_json(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     let not_multipart = app
         .send(
             app.client
@@ -223,9 +220,8 @@ async fn malformed_requests_are_400_json() {
     assert!(body["error"]["message"].as_str().unwrap().contains("image"));
 }
 
-#[tokio::test]
-async fn unknown_jobs_and_images_are_404_json() {
-    let app = Deployment::new().serve();
+async fn unknown_jobs_and_images_are_404_json(backend: Backend) {
+    let app = Deployment::new(backend).serve();
     for (path, code) in [
         (
             "/status-job/00000000-0000-4000-8000-000000000000",
@@ -256,3 +252,10 @@ async fn unknown_jobs_and_images_are_404_json() {
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
     }
 }
+
+crate::both_backends!(
+    bad_requests_get_documented_4xx_and_leave_nothing_behind,
+    early_refusals_reach_the_client_every_time,
+    malformed_requests_are_400_json,
+    unknown_jobs_and_images_are_404_json,
+);

@@ -2,11 +2,10 @@
 
 use serde_json::Value;
 
-use crate::helpers::Deployment;
+use crate::helpers::{Backend, Deployment};
 
-#[tokio::test]
-async fn health_readiness_filters_and_docs() {
-    let app = Deployment::new().serve();
+async fn health_readiness_filters_and_docs(backend: Backend) {
+    let app = Deployment::new(backend).serve();
 
     let health: Value = app.get("/healthz").await.json().await.unwrap();
     assert_eq!(health["status"], "ok");
@@ -75,9 +74,8 @@ async fn health_readiness_filters_and_docs() {
     );
 }
 
-#[tokio::test]
-async fn protocol_errors_are_json_too() {
-    let app = Deployment::new().serve();
+async fn protocol_errors_are_json_too(backend: Backend) {
+    let app = Deployment::new(backend).serve();
 
     let wrong_method = app.send(app.client.delete(app.url("/healthz"))).await;
     assert_eq!(wrong_method.status(), 405);
@@ -113,3 +111,8 @@ async fn protocol_errors_are_json_too() {
     let body: Value = unknown_job.json().await.unwrap();
     assert_eq!(body["error"]["code"], "job_not_found");
 }
+
+crate::both_backends!(
+    health_readiness_filters_and_docs,
+    protocol_errors_are_json_too,
+);

@@ -1,15 +1,15 @@
-//! The distributed shape: `imgpipe api` and `imgpipe worker` as separate
-//! processes sharing Redis and S3.
+//! The split shape: `imgpipe api` and `imgpipe worker` as separate
+//! processes sharing the queue, metadata and objects (Redis and S3, or one
+//! data directory on one host).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{png, Deployment, TestApp};
+use crate::helpers::{png, Backend, Deployment, TestApp};
 
-#[tokio::test]
-async fn api_and_worker_processes_complete_a_job_together() {
-    let deployment = Deployment::new();
+async fn api_and_worker_processes_complete_a_job_together(backend: Backend) {
+    let deployment = Deployment::new(backend);
     let api = TestApp::new(deployment.start("api"));
     let files = (0..4)
         .map(|i| (format!("img-{i}.png"), png(40, 30, i)))
@@ -46,3 +46,5 @@ async fn api_and_worker_processes_complete_a_job_together() {
         worker.logs()
     );
 }
+
+crate::both_backends!(api_and_worker_processes_complete_a_job_together,);
