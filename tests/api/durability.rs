@@ -3,75 +3,17 @@
 //! ends with every image processed exactly once in the ZIP and byte-identical
 //! to what the pipeline produces for it.
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use imgpipe::codec::{self, OutputFormat};
-use imgpipe::ops::Filter;
 use serde_json::Value;
 
-use crate::helpers::{png, Backend, Deployment, File, TestApp};
-
-const WITHIN: Duration = Duration::from_secs(90);
-
-/// Photos big enough that each takes a while in a (debug-built) worker, so
-/// that the kills below land mid-task.
-fn photos(n: u32) -> Vec<File> {
-    (0..n)
-        .map(|i| (format!("photo-{i}.png"), png(1200, 900, 100 + i)))
-        .collect()
-}
+use crate::helpers::{photos, Backend, Deployment, TestApp};
 
 /// A deployment whose dead workers are noticed within ~3 s.
 fn deployment(backend: Backend) -> Deployment {
     Deployment::new(backend)
         .env("IMGPIPE_WORKERS", "2")
         .env("IMGPIPE_HEARTBEAT_SECS", "1")
-}
-
-/// Waits until at least one image is being processed; returns the status.
-async fn wait_processing(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = app.status(id).await;
-        if status["progress"]["processing"].as_u64() > Some(0) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no image started within 30 s: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Asserts the job completed with every image, each once in the ZIP and
-/// identical to the pipeline's own output for its input.
-async fn assert_complete_and_correct(app: &TestApp, id: &str, inputs: &[File], filter: &str) {
-    let status = app.wait_done(id, WITHIN).await;
-    assert_eq!(status["status"], "completed", "{status}");
-    let entries = app.download(id, "").await;
-    let names: HashSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names.len(), entries.len(), "an entry appears twice");
-    assert_eq!(
-        entries.len(),
-        inputs.len() + 1,
-        "every image and the manifest"
-    );
-    let filter = Filter::from_name(filter).expect("known filter");
-    for (name, bytes) in inputs {
-        let (_, output) = entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} missing from the ZIP"));
-        let decoded = codec::decode(bytes, u64::MAX).expect("decode test input");
-        let expected =
-            codec::encode(&filter.apply(&decoded), OutputFormat::Png, 90).expect("encode");
-        assert!(
-            output == &expected,
-            "{name}: output differs from the pipeline's"
-        );
-    }
 }
 
 fn attempts(status: &Value) -> Vec<u64> {
@@ -94,10 +36,10 @@ async fn a_killed_worker_loses_no_image(backend: Backend) {
     let job = api.submit_ok("filter=blur", inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    wait_processing(&api, &id).await;
+    api.wait_processing(&id).await;
     victim.kill();
     let _survivor = deployment.start("worker");
-    assert_complete_and_correct(&api, &id, &inputs, "blur").await;
+    api.assert_complete_and_correct(&id, &inputs, "blur").await;
     let status = api.status(&id).await;
     assert!(
         attempts(&status).iter().any(|&a| a >= 2),
@@ -112,7 +54,7 @@ async fn a_killed_worker_loses_no_image(backend: Backend) {
         before,
         "status survives an API restart"
     );
-    assert_complete_and_correct(&api, &id, &inputs, "blur").await;
+    api.assert_complete_and_correct(&id, &inputs, "blur").await;
 }
 
 /// The single-process shape killed mid-job and started again: the job
@@ -124,10 +66,11 @@ async fn a_killed_serve_finishes_the_job_after_restart(backend: Backend) {
     let job = app.submit_ok("filter=sharpen", inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    wait_processing(&app, &id).await;
+    app.wait_processing(&id).await;
     drop(app); // SIGKILL
     let app = deployment.serve();
-    assert_complete_and_correct(&app, &id, &inputs, "sharpen").await;
+    app.assert_complete_and_correct(&id, &inputs, "sharpen")
+        .await;
 }
 
 /// SIGTERM: the worker stops taking tasks, finishes the ones it is running,
@@ -140,7 +83,7 @@ async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
     let job = api.submit_ok("filter=smooth", inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    let running = wait_processing(&api, &id).await;
+    let running = api.wait_processing(&id).await;
     let exit = worker.terminate();
     assert!(exit.success(), "exit status {exit}: {}", worker.logs());
 
@@ -169,7 +112,8 @@ async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
     );
 
     let _next = deployment.start("worker");
-    assert_complete_and_correct(&api, &id, &inputs, "smooth").await;
+    api.assert_complete_and_correct(&id, &inputs, "smooth")
+        .await;
     let status = api.status(&id).await;
     assert!(
         attempts(&status).iter().all(|&a| a == 1),

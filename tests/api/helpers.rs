@@ -392,6 +392,57 @@ impl TestApp {
         }
     }
 
+    /// Waits until at least one image of the job is being processed; returns the status.
+    pub async fn wait_processing(&self, job_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status(job_id).await;
+            if status["progress"]["processing"].as_u64() > Some(0) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no image started within 30 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the job, then asserts it completed with every image, each
+    /// once in the ZIP and identical to the pipeline's own output for its
+    /// input (`filter`, PNG out).
+    pub async fn assert_complete_and_correct(&self, job_id: &str, inputs: &[File], filter: &str) {
+        let status = self.wait_done(job_id, Duration::from_secs(90)).await;
+        assert_eq!(status["status"], "completed", "{status}");
+        let entries = self.download(job_id, "").await;
+        let names: std::collections::HashSet<&str> =
+            entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), entries.len(), "an entry appears twice");
+        assert_eq!(
+            entries.len(),
+            inputs.len() + 1,
+            "every image and the manifest"
+        );
+        let filter = imgpipe::ops::Filter::from_name(filter).expect("known filter");
+        for (name, bytes) in inputs {
+            let (_, output) = entries
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing from the ZIP"));
+            let decoded = imgpipe::codec::decode(bytes, u64::MAX).expect("decode test input");
+            let expected = imgpipe::codec::encode(
+                &filter.apply(&decoded),
+                imgpipe::codec::OutputFormat::Png,
+                90,
+            )
+            .expect("encode");
+            assert!(
+                output == &expected,
+                "{name}: output differs from the pipeline's"
+            );
+        }
+    }
+
     /// Downloads the job's ZIP and returns its entries as (name, bytes), in order.
     pub async fn download(&self, job_id: &str, query: &str) -> Vec<(String, Vec<u8>)> {
         let resp = self.get(&format!("/download/{job_id}{query}")).await;
@@ -443,6 +494,14 @@ pub fn png(width: u32, height: u32, seed: u32) -> Vec<u8> {
 
 pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
     encode(&test_image(width, height, seed), ImageFormat::Jpeg)
+}
+
+/// Photos big enough that each takes a while in a (debug-built) worker, so
+/// that a kill or an outage lands mid-task.
+pub fn photos(n: u32) -> Vec<File> {
+    (0..n)
+        .map(|i| (format!("photo-{i}.png"), png(1200, 900, 100 + i)))
+        .collect()
 }
 
 /// A PNG of random noise: incompressible, so its size is about
