@@ -1,5 +1,8 @@
 # Multi-stage build: a full Rust toolchain to compile, a slim Debian runtime
-# with one static-enough binary, running as a non-root user.
+# with one binary, running as a non-root user. Alone (`docker run`), the image
+# is the embedded mode with its state in /var/lib/imgpipe/data; with REDIS_URL
+# and S3_ENDPOINT set (docker-compose.yml) it is one process of the
+# distributed shape.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Build dependencies first so they are cached apart from our sources.
@@ -21,7 +24,10 @@ COPY --from=build /src/target/release/imgpipe /usr/local/bin/imgpipe
 USER imgpipe
 WORKDIR /var/lib/imgpipe
 ENV IMGPIPE_BIND=0.0.0.0:8000 \
+    IMGPIPE_DATA_DIR=/var/lib/imgpipe/data \
     RUST_LOG=info
+RUN mkdir -p /var/lib/imgpipe/data
+VOLUME ["/var/lib/imgpipe/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
 ENTRYPOINT ["imgpipe"]

@@ -42,13 +42,13 @@ struct Backends {
     description: String,
 }
 
-async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
+async fn connect_redis(url: &str, patience: Duration) -> Result<ConnectionManager, AppError> {
     let err = |reason: String| AppError::Redis {
         url: redact(url),
         reason,
     };
     let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         match client.get_connection_manager().await {
             Ok(conn) => return Ok(conn),
@@ -61,7 +61,11 @@ async fn connect_redis(url: &str) -> Result<ConnectionManager, AppError> {
     }
 }
 
-async fn connect_s3(config: &Config, endpoint: &str) -> Result<S3Store, AppError> {
+async fn connect_s3(
+    config: &Config,
+    endpoint: &str,
+    patience: Duration,
+) -> Result<S3Store, AppError> {
     let store = S3Store::new(
         endpoint,
         &config.s3_region,
@@ -69,7 +73,7 @@ async fn connect_s3(config: &Config, endpoint: &str) -> Result<S3Store, AppError
         &config.s3_secret_key,
         &config.s3_bucket,
     )?;
-    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         match store.ensure_bucket().await {
             Ok(()) => return Ok(store),
@@ -84,7 +88,7 @@ async fn connect_s3(config: &Config, endpoint: &str) -> Result<S3Store, AppError
 
 /// Redis for queue and metadata if REDIS_URL is set, else SQLite files in the
 /// data directory; S3 for objects if S3_ENDPOINT is set, else the data directory.
-async fn backends(config: &Config) -> Result<Backends, AppError> {
+async fn backends(config: &Config, patience: Duration) -> Result<Backends, AppError> {
     let data_dir = &config.data_dir;
     if config.redis_url.is_none() || config.s3_endpoint.is_none() {
         std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -94,7 +98,7 @@ async fn backends(config: &Config) -> Result<Backends, AppError> {
     let (meta, queue, queue_name): (Arc<dyn MetaStore>, Arc<dyn TaskQueue>, String) =
         match &config.redis_url {
             Some(url) => {
-                let conn = connect_redis(url).await?;
+                let conn = connect_redis(url, patience).await?;
                 (
                     Arc::new(RedisMeta::new(conn.clone(), &config.redis_prefix)),
                     Arc::new(RedisQueue::new(
@@ -122,7 +126,7 @@ async fn backends(config: &Config) -> Result<Backends, AppError> {
         };
     let (store, store_name): (Arc<dyn ObjectStore>, String) = match &config.s3_endpoint {
         Some(endpoint) => (
-            Arc::new(connect_s3(config, endpoint).await?),
+            Arc::new(connect_s3(config, endpoint, patience).await?),
             format!("S3 bucket {} at {endpoint}", config.s3_bucket),
         ),
         None => {
@@ -146,6 +150,32 @@ fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// `imgpipe check`: one readiness round against the configured backends.
+async fn check(config: &Config) -> Result<(), AppError> {
+    let backends = backends(config, Duration::ZERO).await?;
+    let service = JobService {
+        store: backends.store,
+        meta: backends.meta,
+        queue: backends.queue,
+        limits: config.limits(),
+        ttl: Duration::from_secs(config.job_ttl_secs),
+    };
+    let checks = service.readiness().await;
+    for c in &checks {
+        match &c.error {
+            None => println!("{}: ok", c.name),
+            Some(e) => println!("{}: {e}", c.name),
+        }
+    }
+    match checks.iter().filter(|c| !c.ok).count() {
+        0 => Ok(()),
+        n => Err(AppError::Runtime(format!(
+            "{n} of {} checks failed",
+            checks.len()
+        ))),
     }
 }
 
@@ -173,7 +203,10 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
-    let backends = backends(&config).await?;
+    if command == Command::Check {
+        return check(&config).await;
+    }
+    let backends = backends(&config, STARTUP_PATIENCE).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
@@ -249,6 +282,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             "imgpipe: worker ready ({} workers)",
             config.worker_concurrency()
         ),
+        Command::Check => {}
     }
 
     let server_handle = server.as_ref().map(|s| s.handle());

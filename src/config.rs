@@ -37,6 +37,9 @@ pub enum Command {
     Api,
     /// Workers only (no HTTP)
     Worker,
+    /// Check that the configured queue, metadata store and object store
+    /// answer, print the result, exit 0 if all do (for container health checks)
+    Check,
 }
 
 impl Command {

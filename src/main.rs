@@ -1,4 +1,4 @@
-//! `imgpipe serve | api | worker`: parses the configuration and hands over to `app`.
+//! `imgpipe serve | api | worker | check`: parses the configuration and hands over to `app`.
 
 use clap::Parser;
 

@@ -3,8 +3,6 @@
 //! ends with every image processed exactly once in the ZIP and byte-identical
 //! to what the pipeline produces for it.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::helpers::{photos, Backend, Deployment, TestApp};

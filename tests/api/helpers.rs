@@ -73,31 +73,8 @@ impl Deployment {
             uuid::Uuid::new_v4().simple()
         ));
         let log = std::fs::File::create(&log_path).expect("create log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpipe"));
-        cmd.arg(command)
-            .env_remove("REDIS_URL")
-            .env_remove("S3_ENDPOINT")
-            .env("IMGPIPE_BIND", "127.0.0.1:0")
-            .env("IMGPIPE_DATA_DIR", &self.data_dir)
-            .env("IMGPIPE_TMP_DIR", &self.tmp_dir)
-            .env("IMGPIPE_WORKERS", "2")
-            .env("IMGPIPE_RETRY_BASE_MS", "100")
-            .env("IMGPIPE_HEARTBEAT_SECS", "1")
-            .env("IMGPIPE_SHUTDOWN_TIMEOUT_SECS", "10")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        if self.backend == Backend::Distributed {
-            cmd.env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
-                .env("S3_ENDPOINT", required_env("IMGPIPE_TEST_S3_ENDPOINT"))
-                .env("S3_ACCESS_KEY", required_env("IMGPIPE_TEST_S3_ACCESS_KEY"))
-                .env("S3_SECRET_KEY", required_env("IMGPIPE_TEST_S3_SECRET_KEY"))
-                .env("S3_BUCKET", &self.bucket)
-                .env("IMGPIPE_REDIS_PREFIX", &self.prefix);
-        }
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(command);
+        cmd.stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("spawn imgpipe");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -133,6 +110,39 @@ impl Deployment {
             base_url,
             log_path,
         }
+    }
+
+    /// `imgpipe <command>` with this deployment's environment.
+    pub fn command(&self, command: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpipe"));
+        cmd.arg(command)
+            .env_remove("REDIS_URL")
+            .env_remove("S3_ENDPOINT")
+            .env("IMGPIPE_BIND", "127.0.0.1:0")
+            .env("IMGPIPE_DATA_DIR", &self.data_dir)
+            .env("IMGPIPE_TMP_DIR", &self.tmp_dir)
+            .env("IMGPIPE_WORKERS", "2")
+            .env("IMGPIPE_RETRY_BASE_MS", "100")
+            .env("IMGPIPE_HEARTBEAT_SECS", "1")
+            .env("IMGPIPE_SHUTDOWN_TIMEOUT_SECS", "10")
+            .env("RUST_LOG", "info");
+        if self.backend == Backend::Distributed {
+            cmd.env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
+                .env("S3_ENDPOINT", required_env("IMGPIPE_TEST_S3_ENDPOINT"))
+                .env("S3_ACCESS_KEY", required_env("IMGPIPE_TEST_S3_ACCESS_KEY"))
+                .env("S3_SECRET_KEY", required_env("IMGPIPE_TEST_S3_SECRET_KEY"))
+                .env("S3_BUCKET", &self.bucket)
+                .env("IMGPIPE_REDIS_PREFIX", &self.prefix);
+        }
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a command that ends by itself (such as `check`) to completion.
+    pub fn run(&self, command: &str) -> std::process::Output {
+        self.command(command).output().expect("run imgpipe")
     }
 
     pub fn serve(&self) -> TestApp {

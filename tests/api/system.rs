@@ -112,7 +112,45 @@ async fn protocol_errors_are_json_too(backend: Backend) {
     assert_eq!(body["error"]["code"], "job_not_found");
 }
 
+/// `imgpipe check` (the containers' health check) passes when the backends
+/// answer and fails, promptly and saying which, when one does not.
+async fn check_command_reports_each_backend(backend: Backend) {
+    let deployment = Deployment::new(backend);
+    let ok = deployment.run("check");
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for name in ["object_store: ok", "metadata: ok", "queue: ok"] {
+        assert!(out.contains(name), "{out}");
+    }
+
+    let broken = match backend {
+        // A data directory that cannot be created (its parent is a file).
+        Backend::Embedded => {
+            let file = deployment.tmp_dir.join("a-file");
+            std::fs::write(&file, b"x").expect("write");
+            deployment
+                .clone()
+                .env("IMGPIPE_DATA_DIR", &file.join("data").to_string_lossy())
+        }
+        Backend::Distributed => deployment.clone().env("REDIS_URL", "redis://127.0.0.1:1"),
+    };
+    let started = std::time::Instant::now();
+    let failed = broken.run("check");
+    assert!(!failed.status.success(), "check passed without its backend");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "check hung"
+    );
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("imgpipe:"), "says why: {err}");
+}
+
 crate::both_backends!(
+    check_command_reports_each_backend,
     health_readiness_filters_and_docs,
     protocol_errors_are_json_too,
 );
