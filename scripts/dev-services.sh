@@ -2,7 +2,7 @@
 # Starts the two services imgpipe's distributed mode needs, on their default
 # ports, in the foreground (Ctrl-C stops both): redis-server on 127.0.0.1:6379
 # and s3s-fs (an S3-compatible server) on 127.0.0.1:9000 with the default
-# credentials minioadmin/minioadmin, storing objects under ./data/s3.
+# credentials minioadmin/minioadmin, storing their data under ./.dev-services/.
 # Installs them first if missing (Debian's redis-server; s3s-fs from crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +14,10 @@ fi
 if ! command -v s3s-fs >/dev/null; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked
 fi
-mkdir -p data/s3 data/redis
-redis-server --port 6379 --bind 127.0.0.1 --dir data/redis --appendonly yes &
+mkdir -p .dev-services/s3 .dev-services/redis
+redis-server --port 6379 --bind 127.0.0.1 --dir .dev-services/redis --appendonly yes &
 redis_pid=$!
-s3s-fs --host 127.0.0.1 --port 9000 --access-key minioadmin --secret-key minioadmin data/s3 &
+s3s-fs --host 127.0.0.1 --port 9000 --access-key minioadmin --secret-key minioadmin .dev-services/s3 &
 s3_pid=$!
 trap 'kill $redis_pid $s3_pid 2>/dev/null; wait' EXIT INT TERM
 echo "redis on redis://127.0.0.1:6379, S3 on http://127.0.0.1:9000 (Ctrl-C to stop)"
