@@ -3,9 +3,12 @@
 //! ends with every image processed exactly once in the ZIP and byte-identical
 //! to what the pipeline produces for it.
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{photos, Backend, Deployment, TestApp};
+use crate::helpers::{photos, png, Backend, Deployment, TestApp};
 
 /// A deployment whose dead workers are noticed within ~3 s.
 fn deployment(backend: Backend) -> Deployment {
@@ -24,8 +27,9 @@ fn attempts(status: &Value) -> Vec<u64> {
 }
 
 /// SIGKILL a worker mid-task; a worker started afterwards takes its tasks over
-/// once the dead one misses its heartbeats. Then the API is restarted: status
-/// and download are served from the backends, not from process memory.
+/// once the dead one misses its heartbeats. The API is killed and restarted
+/// mid-job and again afterwards: status and download are served from the
+/// backends, not from process memory.
 async fn a_killed_worker_loses_no_image(backend: Backend) {
     let deployment = deployment(backend);
     let api = TestApp::new(deployment.start("api"));
@@ -37,6 +41,9 @@ async fn a_killed_worker_loses_no_image(backend: Backend) {
     api.wait_processing(&id).await;
     victim.kill();
     let _survivor = deployment.start("worker");
+    // The API too, mid-job: the new one knows the job.
+    drop(api);
+    let api = TestApp::new(deployment.start("api"));
     api.assert_complete_and_correct(&id, &inputs, "blur").await;
     let status = api.status(&id).await;
     assert!(
@@ -119,7 +126,65 @@ async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
     );
 }
 
+/// SIGTERM to the API while an upload is still arriving: it stops accepting
+/// connections, but the open request is finished and answered (202, the job
+/// is real), and the process then exits 0.
+async fn sigterm_lets_the_api_finish_open_requests(backend: Backend) {
+    let deployment = deployment(backend);
+    let mut api = deployment.start("api");
+    let base = api.base_url.clone().expect("listening");
+    let image = png(64, 48, 7);
+    // The body trickles in over ~2 s.
+    let chunks: Vec<Vec<u8>> = image
+        .chunks(image.len() / 8 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let body = futures::stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("slow.png"),
+    );
+    let url = format!("{base}/process-job?filter=blur");
+    let upload = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!upload.is_finished(), "the upload is still in flight");
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = api.terminate();
+        (exit, api.logs())
+    });
+
+    let answer = upload
+        .await
+        .expect("task")
+        .expect("the open request is answered");
+    assert_eq!(answer.status(), 202, "accepted despite the shutdown");
+    let job: Value = answer.json().await.expect("JSON");
+    let (exit, logs) = exit.await.expect("task");
+    assert!(exit.success(), "exit status {exit}: {logs}");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer accepting connections"
+    );
+
+    // The job it accepted is whole: a new API and a worker finish it.
+    let api = TestApp::new(deployment.start("api"));
+    let _worker = deployment.start("worker");
+    let id = job["job_id"].as_str().expect("job id");
+    let status = api.wait_done(id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status}");
+}
+
 crate::both_backends!(
+    sigterm_lets_the_api_finish_open_requests,
     a_killed_worker_loses_no_image,
     a_killed_serve_finishes_the_job_after_restart,
     sigterm_finishes_running_images_and_exits_cleanly,
