@@ -192,14 +192,18 @@ async fn run(task: &ProcessImage, ctx: &WorkerContext) -> Result<(), BoxDynError
             .await?;
             if !recorded {
                 // Either another attempt recorded an outcome first (the stored
-                // result is the same image), or the job was deleted while this
-                // image was processed: then its result must not outlive it.
-                if let Ok(None) = ctx.meta.load(job_id).await {
+                // result is the same image), or the job was deleted or expired
+                // while this image was processed: then its result must not
+                // outlive it.
+                if retrying(ctx.backoff, || ctx.meta.load(job_id))
+                    .await?
+                    .is_none()
+                {
                     if let Some(key) = job.output_key(index) {
-                        let _ = ctx.store.delete(&key).await;
+                        retrying(ctx.backoff, || ctx.store.delete(&key)).await?;
                     }
                     log::info!(
-                        "job {job_id} image {index}: job deleted meanwhile; result discarded"
+                        "job {job_id} image {index}: job deleted or expired meanwhile; result discarded"
                     );
                     return Ok(());
                 }

@@ -158,13 +158,20 @@ async fn a_deleted_job_vanishes_takes_no_more_writes_and_is_purged() {
 }
 
 #[tokio::test]
-async fn an_expired_job_vanishes_and_is_due_for_purging() {
+async fn an_expired_job_vanishes_takes_no_writes_and_is_due_for_purging() {
     for (name, meta, _guard) in stores().await {
         let live = job();
         let expired = job_expiring_in(Duration::milliseconds(-1));
         meta.create(&live).await.unwrap();
         meta.create(&expired).await.unwrap();
         assert!(meta.load(expired.id).await.unwrap().is_none(), "{name}");
+        assert!(
+            !meta
+                .set_image_progress(expired.id, 0, &progress(ImageState::Succeeded, 1))
+                .await
+                .unwrap(),
+            "{name}: an expired job takes no writes (its files may be purged already)"
+        );
         assert_eq!(meta.mark_deleted(expired.id).await.unwrap(), None, "{name}");
         let doomed = meta.doomed(Utc::now(), 1000).await.unwrap();
         assert!(doomed.iter().any(|d| d.id == expired.id), "{name}");

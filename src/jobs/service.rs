@@ -25,6 +25,8 @@ use crate::store::{ObjectStore, ObjectStream, StoreError};
 const UPLOAD_CONCURRENCY: usize = 4;
 /// Jobs purged per pass; the next pass takes the rest.
 const PURGE_BATCH: usize = 100;
+/// How long `DELETE /jobs/{id}` waits for the purge it starts.
+const PURGE_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -278,8 +280,8 @@ impl JobService {
             })
             .collect();
         // Without its tasks the job would sit `queued` forever. Undo it; should
-        // the tasks have been pushed after all (a lost reply), workers drop
-        // tasks whose job is gone.
+        // the tasks have been pushed after all (a lost reply), they are
+        // forgotten too, and a worker that got one first drops it (no job).
         self.queue
             .enqueue(tasks)
             .await
@@ -329,17 +331,22 @@ impl JobService {
     }
 
     /// Removes what a refused submission left behind: its inputs and, if it
-    /// was recorded, the job. In the background: the client's 5xx must not wait
-    /// on a store that is failing anyway.
+    /// was recorded, the job and any task that was pushed. In the background:
+    /// the client's 5xx must not wait on a backend that is failing anyway.
     fn discard(&self, job: &Job, recorded: bool) {
-        let (store, meta, id, keys) = (
+        let (store, meta, queue, id, keys) = (
             self.store.clone(),
             self.meta.clone(),
+            self.queue.clone(),
             job.id,
             input_keys(job),
         );
+        let task_ids = Doomed::of(job).task_ids;
         tokio::spawn(async move {
             if recorded {
+                if let Err(e) = queue.forget(&task_ids).await {
+                    log::warn!("job {id}: could not forget the tasks of a refused submission: {e}");
+                }
                 if let Err(e) = meta.remove(id).await {
                     log::warn!(
                         "job {id}: could not remove the record of a refused submission: {e}"
@@ -360,8 +367,16 @@ impl JobService {
             .mark_deleted(job_id)
             .await?
             .ok_or_else(|| JobError::JobNotFound(id.to_string()))?;
-        if let Err(e) = self.purge(&Doomed::of(&job)).await {
-            log::warn!("job {job_id}: deleted, but purging it failed (the next pass retries): {e}");
+        // Bounded: the job is already gone for clients, and a slow backend
+        // must not hold the request; the next purge pass finishes the work.
+        match tokio::time::timeout(PURGE_DEADLINE, self.purge(&Doomed::of(&job))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!(
+                "job {job_id}: deleted, but purging it failed (the next pass retries): {e}"
+            ),
+            Err(_) => log::warn!(
+                "job {job_id}: deleted; purging it takes over {PURGE_DEADLINE:?}, the next pass finishes it"
+            ),
         }
         Ok(())
     }
@@ -373,7 +388,8 @@ impl JobService {
         let mut purged = 0;
         for job in &doomed {
             match self.purge(job).await {
-                Ok(()) => purged += 1,
+                Ok(true) => purged += 1,
+                Ok(false) => {}
                 Err(e) => log::warn!("job {}: purge failed, will retry: {e}", job.id),
             }
         }
@@ -382,14 +398,24 @@ impl JobService {
 
     /// Tasks first (so none starts on a job being removed), then files, and
     /// the record last: until it goes, an interrupted purge is found again.
-    async fn purge(&self, job: &Doomed) -> Result<(), JobError> {
-        self.queue.forget(&job.task_ids).await?;
+    /// A task still running keeps the record for a later pass (its queue
+    /// records can only go once it is acknowledged); returns whether the job
+    /// is gone for good.
+    async fn purge(&self, job: &Doomed) -> Result<bool, JobError> {
+        let running = self.queue.forget(&job.task_ids).await?;
         for key in &job.object_keys {
             self.store.delete(key).await?;
         }
+        if running > 0 {
+            log::info!(
+                "job {}: {running} task(s) still running; a later pass finishes the purge",
+                job.id
+            );
+            return Ok(false);
+        }
         self.meta.remove(job.id).await?;
         log::info!("job {}: purged", job.id);
-        Ok(())
+        Ok(true)
     }
 
     async fn record(&self, id: &str) -> Result<JobRecord, JobError> {

@@ -1,6 +1,6 @@
 //! Job metadata in Redis: `<prefix>:job:<id>` holds the job as JSON and
 //! `<prefix>:job:<id>:images` is a hash of image index → progress JSON.
-//! `<prefix>:jobs:expiry` orders jobs by expiry for the purger; a deleted
+//! `<prefix>:jobs:expiry` orders jobs by expiry (Unix ms) for the purger; a deleted
 //! job's record moves to `<prefix>:job:<id>:deleted` until it is purged.
 
 use async_trait::async_trait;
@@ -26,10 +26,13 @@ fn unavailable(e: redis::RedisError) -> MetaError {
 }
 
 /// Writes a progress field under the rules of `MetaStore::set_image_progress`:
-/// only while the job exists, never over a terminal state, never over a later
-/// attempt. Returns 1 when written, 0 when refused.
+/// only while the job exists and has not expired (its expiry-index score, in
+/// ms, is after ARGV[5], the writer's clock), never over a terminal state,
+/// never over a later attempt. Returns 1 when written, 0 when refused.
 const SET_PROGRESS: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
+if not expires or tonumber(expires) <= tonumber(ARGV[5]) then return 0 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
 if current then
   local ok, stored = pcall(cjson.decode, current)
@@ -96,7 +99,7 @@ impl MetaStore for RedisMeta {
         pipe.zadd(
             self.expiry_index(),
             job.id.to_string(),
-            job.expires_at.timestamp(),
+            job.expires_at.timestamp_millis(),
         )
         .ignore();
         for image in &job.images {
@@ -164,9 +167,12 @@ impl MetaStore for RedisMeta {
         let written: i64 = redis::Script::new(SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))
+            .key(self.expiry_index())
             .arg(index)
             .arg(json)
             .arg(progress.attempts)
+            .arg(id.to_string())
+            .arg(Utc::now().timestamp_millis())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -194,7 +200,7 @@ impl MetaStore for RedisMeta {
             .zrangebyscore_limit(
                 self.expiry_index(),
                 "-inf",
-                now.timestamp(),
+                now.timestamp_millis(),
                 0,
                 limit as isize,
             )

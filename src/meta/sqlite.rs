@@ -139,13 +139,14 @@ impl MetaStore for SqliteMeta {
              WHERE job_id = ?4 AND idx = ?5
                AND state NOT IN ('succeeded', 'failed')
                AND attempts <= ?2
-               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0)",
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)",
         )
         .bind(progress.state.name())
         .bind(i64::from(progress.attempts))
         .bind(json)
         .bind(id.to_string())
         .bind(index as i64)
+        .bind(millis(Utc::now()))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;

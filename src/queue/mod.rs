@@ -51,10 +51,11 @@ pub struct Liveness {
 pub trait TaskQueue: Send + Sync + 'static {
     /// Enqueues tasks, each with the id the caller chose for it.
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError>;
-    /// Removes tasks and their records, so queued ones never run. A task
-    /// running right now finishes, but its job is gone by then, so its
-    /// writes are refused and its result discarded.
-    async fn forget(&self, task_ids: &[String]) -> Result<(), QueueError>;
+    /// Removes tasks and their records, so queued ones never run. Returns how
+    /// many are running right now and were left alone: they finish, but
+    /// their job is gone (deleted or expired), so their writes are refused
+    /// and their results discarded; forget them again once they are done.
+    async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError>;
     async fn check(&self) -> Result<(), QueueError>;
     /// Runs one apalis worker named `name` (unique per run: apalis re-queues a
     /// dead worker's tasks by name) until `stop` resolves, then lets its

@@ -18,20 +18,36 @@ pub struct RedisQueue {
 }
 
 /// Removes tasks from every structure apalis-redis keeps them in (pending
-/// list, retry schedule, done/dead sets, payload and metadata hashes).
-/// KEYS[1]: the queue name; ARGV: task ids.
+/// list, retry schedule, done/dead sets, payload and metadata hashes), except
+/// those in some worker's in-flight set: removing a running task's payload
+/// would break the worker's acknowledgement and, if the worker died, the
+/// re-delivery of its tasks. Those are counted and left for a later call.
+/// KEYS[1]: the queue name; ARGV: task ids. Returns the number left.
 const FORGET: &str = r"
 local q = KEYS[1]
+local workers = redis.call('ZRANGE', q .. ':workers', 0, -1)
+local running = 0
 for _, id in ipairs(ARGV) do
-  redis.call('LREM', q .. ':active', 0, id)
-  redis.call('ZREM', q .. ':scheduled', id)
-  redis.call('SREM', q .. ':done', id)
-  redis.call('SREM', q .. ':dead', id)
-  redis.call('HDEL', q .. ':data', id)
-  redis.call('HDEL', q .. ':meta:result', id)
-  redis.call('DEL', q .. ':meta:' .. id)
+  local busy = false
+  for _, w in ipairs(workers) do
+    if redis.call('SISMEMBER', q .. ':inflight:' .. w, id) == 1 then
+      busy = true
+      break
+    end
+  end
+  if busy then
+    running = running + 1
+  else
+    redis.call('LREM', q .. ':active', 0, id)
+    redis.call('ZREM', q .. ':scheduled', id)
+    redis.call('SREM', q .. ':done', id)
+    redis.call('SREM', q .. ':dead', id)
+    redis.call('HDEL', q .. ':data', id)
+    redis.call('HDEL', q .. ':meta:result', id)
+    redis.call('DEL', q .. ':meta:' .. id)
+  end
 end
-return #ARGV
+return running
 ";
 
 impl RedisQueue {
@@ -71,16 +87,15 @@ impl TaskQueue for RedisQueue {
             .map_err(|e| QueueError::Unavailable(e.to_string()))
     }
 
-    async fn forget(&self, task_ids: &[String]) -> Result<(), QueueError> {
+    async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
         if task_ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         ::redis::Script::new(FORGET)
             .key(&self.queue)
             .arg(task_ids)
-            .invoke_async::<i64>(&mut self.conn.clone())
+            .invoke_async::<usize>(&mut self.conn.clone())
             .await
-            .map(|_| ())
             .map_err(|e| QueueError::Unavailable(e.to_string()))
     }
 

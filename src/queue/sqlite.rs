@@ -61,10 +61,11 @@ impl TaskQueue for SqliteQueue {
             .map_err(unavailable)
     }
 
-    async fn forget(&self, task_ids: &[String]) -> Result<(), QueueError> {
+    async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
         let ids = serde_json::to_string(task_ids).map_err(unavailable)?;
-        // apalis-sqlite's table; a running task's row goes too, and its
-        // worker's acknowledgement then simply matches nothing.
+        // apalis-sqlite's table; a running task's row goes too (so none is
+        // ever left running), and its worker's acknowledgement then simply
+        // matches nothing.
         sqlx::query(
             "DELETE FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
         )
@@ -72,7 +73,7 @@ impl TaskQueue for SqliteQueue {
         .bind(ids)
         .execute(&self.pool)
         .await
-        .map(|_| ())
+        .map(|_| 0)
         .map_err(unavailable)
     }
 

@@ -1,9 +1,10 @@
 //! Object storage in a local directory: the embedded default, and what
 //! `imgpipe api` and `imgpipe worker` share when they run on one host.
 //!
-//! An object is a file at `<root>/<key>`. Writes go to a temporary file in the
-//! same directory and are renamed into place, so a reader (or a process killed
-//! mid-write) never sees half an object. Keys are checked: none may leave the root.
+//! An object is a file at `<root>/<key>`. Writes go to a temporary file in
+//! `<root>/.tmp/` and are renamed into place, so a reader never sees half an
+//! object, and a process killed mid-write leaves its debris outside the jobs'
+//! directories (swept at start-up). Keys are checked: none may leave the root.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -21,13 +22,44 @@ pub struct LocalStore {
     root: PathBuf,
 }
 
+/// Temporary files older than this were left by a process killed mid-write
+/// (a live write takes seconds at most); younger ones may be another
+/// process's write in progress.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl LocalStore {
-    /// Creates the root directory if needed.
+    /// Creates the root directory if needed, and removes stale temporary files.
     pub async fn open(root: PathBuf) -> Result<Self, StoreError> {
-        tokio::fs::create_dir_all(&root)
+        let store = LocalStore { root };
+        tokio::fs::create_dir_all(store.tmp_dir())
             .await
-            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", root.display())))?;
-        Ok(LocalStore { root })
+            .map_err(|e| {
+                StoreError::Failed(format!("cannot create {}: {e}", store.root.display()))
+            })?;
+        store.sweep_stale_tmp().await;
+        Ok(store)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
+    }
+
+    async fn sweep_stale_tmp(&self) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.tmp_dir()).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let stale = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if stale {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
     }
 
     /// The file of `key`, refusing keys that are empty, absolute, or climb out
@@ -43,14 +75,14 @@ impl LocalStore {
         Ok(self.root.join(relative))
     }
 
-    /// Writes `bytes` (or copies `source`) to a temporary sibling, then renames it into place.
+    /// Writes `bytes` (or copies `source`) to a temporary file, then renames it into place.
     async fn write(&self, key: &str, content: Content<'_>) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_error(key, e))?;
-        let tmp = dir.join(format!(".tmp-{}", ulid::Ulid::new()));
+        let tmp = self.tmp_dir().join(ulid::Ulid::new().to_string());
         let written = async {
             match content {
                 Content::Bytes(bytes) => {
@@ -168,7 +200,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn objects_round_trip_and_prefixes_delete_whole_jobs() {
+    async fn objects_round_trip_and_deletes_leave_no_empty_directories() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("objects")).await.unwrap();
         store
@@ -216,6 +248,12 @@ mod tests {
         store.delete("jobs/b/input/0").await.unwrap();
         // No temporary files or empty directories are left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name != ".tmp")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("objects/.tmp"))
             .unwrap()
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::helpers::{png, Backend, Deployment, File, TestApp};
+use crate::helpers::{photos, png, Backend, Deployment, File, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -71,6 +71,31 @@ async fn deleting_a_queued_job_cancels_its_tasks(backend: Backend) {
     );
 }
 
+/// Deleted while its images are being processed: the running ones finish
+/// but their results are discarded, and once they are done the next purge
+/// pass removes the rest.
+async fn deleting_a_running_job_discards_its_results(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_PURGE_INTERVAL_SECS", "1");
+    let app = deployment.serve();
+    let job = app.submit_ok("filter=blur", photos(3)).await;
+    let id = job["job_id"].as_str().expect("job id");
+    app.wait_processing(id).await;
+
+    assert_eq!(delete(&app, id).await.status(), 204);
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !app.process.logs().contains("result discarded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            app.process.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next purge pass, and slack for a busy machine.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_gone(&deployment, &app, id).await;
+}
+
 async fn expired_jobs_are_purged(backend: Backend) {
     let deployment = Deployment::new(backend)
         .env("IMGPIPE_JOB_TTL_SECS", "3")
@@ -92,5 +117,6 @@ async fn expired_jobs_are_purged(backend: Backend) {
 crate::both_backends!(
     deleting_a_finished_job_removes_everything,
     deleting_a_queued_job_cancels_its_tasks,
+    deleting_a_running_job_discards_its_results,
     expired_jobs_are_purged,
 );
