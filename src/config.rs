@@ -154,7 +154,7 @@ pub struct Config {
     #[arg(
         long,
         env = "IMGPIPE_MAX_ATTEMPTS",
-        default_value_t = 5,
+        default_value_t = 10,
         value_parser = clap::value_parser!(u32).range(1..=25),
         global = true
     )]
