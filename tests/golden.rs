@@ -12,9 +12,9 @@ use imgpipe::ops::Filter;
 
 /// generate.py writes 4 modes x 4 sizes, one EXIF-oriented PNG and five JPEGs.
 const MIN_INPUTS: usize = 22;
-/// generate.py writes one expected file per filter: blur, sharpen, smooth,
-/// edges, grayscale. If `Filter::ALL` changes, the script must change with it.
-const FILTERS_PER_INPUT: usize = 5;
+/// generate.py writes one expected file per filter (its FILTERS table). If
+/// `Filter::ALL` changes, the script must change with it.
+const FILTERS_PER_INPUT: usize = 11;
 /// Far above any fixture; only here because `decode` wants a limit.
 const MAX_PIXELS: u64 = 1 << 20;
 

@@ -579,7 +579,7 @@ mod tests {
             Err(JobError::MissingFilter)
         ));
         assert!(matches!(
-            Recipe::parse(Some("emboss"), None, None),
+            Recipe::parse(Some("sepia"), None, None),
             Err(JobError::UnknownFilter { .. })
         ));
         assert!(matches!(

@@ -65,6 +65,75 @@ impl Kernel {
         ],
     };
 
+    pub const CONTOUR: Kernel = Kernel {
+        size: 3,
+        scale: 1,
+        offset: 255,
+        #[rustfmt::skip]
+        weights: &[
+            -1, -1, -1,
+            -1,  8, -1,
+            -1, -1, -1,
+        ],
+    };
+    pub const DETAIL: Kernel = Kernel {
+        size: 3,
+        scale: 6,
+        offset: 0,
+        #[rustfmt::skip]
+        weights: &[
+             0, -1,  0,
+            -1, 10, -1,
+             0, -1,  0,
+        ],
+    };
+    pub const EDGE_ENHANCE: Kernel = Kernel {
+        size: 3,
+        scale: 2,
+        offset: 0,
+        #[rustfmt::skip]
+        weights: &[
+            -1, -1, -1,
+            -1, 10, -1,
+            -1, -1, -1,
+        ],
+    };
+    pub const EDGE_ENHANCE_MORE: Kernel = Kernel {
+        size: 3,
+        scale: 1,
+        offset: 0,
+        #[rustfmt::skip]
+        weights: &[
+            -1, -1, -1,
+            -1,  9, -1,
+            -1, -1, -1,
+        ],
+    };
+    pub const EMBOSS: Kernel = Kernel {
+        size: 3,
+        scale: 1,
+        offset: 128,
+        #[rustfmt::skip]
+        weights: &[
+            -1, 0, 0,
+             0, 1, 0,
+             0, 0, 0,
+        ],
+    };
+    pub const SMOOTH_MORE: Kernel = Kernel {
+        size: 5,
+        scale: 100,
+        offset: 0,
+        #[rustfmt::skip]
+        weights: &[
+            1, 1,  1, 1, 1,
+            1, 5,  5, 5, 1,
+            1, 5, 44, 5, 1,
+            1, 5,  5, 5, 1,
+            1, 1,  1, 1, 1,
+        ],
+    };
+
     /// Weights as Pillow hands them to C: converted to float32, then divided by the scale.
     fn float_weights(&self) -> Vec<f32> {
         // `_imaging.c` stores each weight as FLOAT32 and divides by a double

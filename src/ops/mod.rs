@@ -21,6 +21,12 @@ pub enum Filter {
     Smooth,
     Edges,
     Grayscale,
+    Contour,
+    Detail,
+    EdgeEnhance,
+    EdgeEnhanceMore,
+    Emboss,
+    SmoothMore,
 }
 
 /// What `GET /filters` says about one filter.
@@ -32,12 +38,18 @@ pub struct FilterInfo {
 }
 
 impl Filter {
-    pub const ALL: [Filter; 5] = [
+    pub const ALL: [Filter; 11] = [
         Filter::Blur,
         Filter::Sharpen,
         Filter::Smooth,
         Filter::Edges,
         Filter::Grayscale,
+        Filter::Contour,
+        Filter::Detail,
+        Filter::EdgeEnhance,
+        Filter::EdgeEnhanceMore,
+        Filter::Emboss,
+        Filter::SmoothMore,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +66,28 @@ impl Filter {
                 "grayscale",
                 "ImageOps.grayscale",
                 "ITU-R 601-2 luma; output is single-channel (L)",
+            ),
+            Filter::Contour => (
+                "contour",
+                "ImageFilter.CONTOUR",
+                "3x3 contour tracing, offset 255",
+            ),
+            Filter::Detail => ("detail", "ImageFilter.DETAIL", "3x3 detail enhancement"),
+            Filter::EdgeEnhance => (
+                "edge_enhance",
+                "ImageFilter.EDGE_ENHANCE",
+                "3x3 edge enhancement",
+            ),
+            Filter::EdgeEnhanceMore => (
+                "edge_enhance_more",
+                "ImageFilter.EDGE_ENHANCE_MORE",
+                "3x3 strong edge enhancement",
+            ),
+            Filter::Emboss => ("emboss", "ImageFilter.EMBOSS", "3x3 emboss, offset 128"),
+            Filter::SmoothMore => (
+                "smooth_more",
+                "ImageFilter.SMOOTH_MORE",
+                "5x5 strong smoothing kernel",
             ),
         };
         FilterInfo {
@@ -84,6 +118,12 @@ impl Filter {
             Filter::Smooth => convolve(img, &Kernel::SMOOTH),
             Filter::Edges => convolve(img, &Kernel::FIND_EDGES),
             Filter::Grayscale => DynamicImage::ImageLuma8(grayscale::to_luma(img)),
+            Filter::Contour => convolve(img, &Kernel::CONTOUR),
+            Filter::Detail => convolve(img, &Kernel::DETAIL),
+            Filter::EdgeEnhance => convolve(img, &Kernel::EDGE_ENHANCE),
+            Filter::EdgeEnhanceMore => convolve(img, &Kernel::EDGE_ENHANCE_MORE),
+            Filter::Emboss => convolve(img, &Kernel::EMBOSS),
+            Filter::SmoothMore => convolve(img, &Kernel::SMOOTH_MORE),
         }
     }
 }
@@ -111,7 +151,11 @@ mod tests {
             assert_eq!(Filter::from_name(f.name()), Some(f));
         }
         assert_eq!(Filter::from_name(" BLUR "), Some(Filter::Blur));
-        assert_eq!(Filter::from_name("emboss"), None);
+        assert_eq!(Filter::from_name("sepia"), None);
+        assert_eq!(
+            Filter::from_name("EDGE_ENHANCE_MORE"),
+            Some(Filter::EdgeEnhanceMore)
+        );
         assert_eq!(Filter::from_name(""), None);
     }
 

@@ -10,7 +10,10 @@ use crate::helpers::{
     golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Backend, Deployment, File,
 };
 
-const FILTERS: [&str; 5] = ["blur", "sharpen", "smooth", "edges", "grayscale"];
+/// Every filter, straight from the registry.
+fn filters() -> Vec<&'static str> {
+    imgpipe::ops::Filter::names()
+}
 const WITHIN: Duration = Duration::from_secs(60);
 
 fn golden_inputs() -> Vec<File> {
@@ -37,7 +40,7 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow(backe
     let app = Deployment::new(backend).serve();
     let inputs = golden_inputs();
     let mut jobs = Vec::new();
-    for filter in FILTERS {
+    for filter in filters() {
         let accepted = app
             .submit_ok(&format!("filter={filter}&format=png"), inputs.clone())
             .await;

@@ -54,7 +54,7 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
         },
         Case {
             name: "unknown filter",
-            query: "filter=emboss",
+            query: "filter=sepia",
             files: vec![good()],
             status: 422,
             code: "unknown_filter",
@@ -183,7 +183,7 @@ async fn early_refusals_reach_the_client_every_time(backend: Backend) {
             .await;
         assert_eq!(not_multipart.status(), 400, "round {round}");
         let unknown_filter = app
-            .submit("filter=emboss", vec![("a.png".into(), body.clone())])
+            .submit("filter=sepia", vec![("a.png".into(), body.clone())])
             .await;
         assert_eq!(unknown_filter.status(), 422, "round {round}");
     }

@@ -29,7 +29,21 @@ async fn health_readiness_filters_and_docs(backend: Backend) {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["blur", "sharpen", "smooth", "edges", "grayscale"]);
+    assert_eq!(
+        names,
+        imgpipe::ops::Filter::names(),
+        "the registry, in order"
+    );
+    // One source of truth: openapi.yaml documents exactly the registry's filters.
+    let spec: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../openapi.yaml")).expect("openapi.yaml parses");
+    let documented: Vec<&str> = spec["components"]["schemas"]["FilterName"]["enum"]
+        .as_sequence()
+        .expect("FilterName enum")
+        .iter()
+        .map(|v| v.as_str().expect("name"))
+        .collect();
+    assert_eq!(documented, names, "openapi.yaml FilterName enum");
 
     let spec = app.get("/openapi.yaml").await;
     assert_eq!(spec.status(), 200);
