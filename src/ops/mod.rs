@@ -4,6 +4,7 @@
 //! validation, `GET /filters` and the docs all read it. Nothing here does I/O
 //! or knows about jobs, queues or HTTP.
 
+mod adjust;
 mod grayscale;
 mod kernel;
 
@@ -27,6 +28,12 @@ pub enum Filter {
     EdgeEnhanceMore,
     Emboss,
     SmoothMore,
+    Invert,
+    Solarize,
+    Autocontrast,
+    Equalize,
+    Mirror,
+    Flip,
 }
 
 /// What `GET /filters` says about one filter.
@@ -38,7 +45,7 @@ pub struct FilterInfo {
 }
 
 impl Filter {
-    pub const ALL: [Filter; 11] = [
+    pub const ALL: [Filter; 17] = [
         Filter::Blur,
         Filter::Sharpen,
         Filter::Smooth,
@@ -50,6 +57,12 @@ impl Filter {
         Filter::EdgeEnhanceMore,
         Filter::Emboss,
         Filter::SmoothMore,
+        Filter::Invert,
+        Filter::Solarize,
+        Filter::Autocontrast,
+        Filter::Equalize,
+        Filter::Mirror,
+        Filter::Flip,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +102,24 @@ impl Filter {
                 "ImageFilter.SMOOTH_MORE",
                 "5x5 strong smoothing kernel",
             ),
+            Filter::Invert => ("invert", "ImageOps.invert", "negative; alpha kept"),
+            Filter::Solarize => (
+                "solarize",
+                "ImageOps.solarize",
+                "samples at or above 128 inverted; alpha kept",
+            ),
+            Filter::Autocontrast => (
+                "autocontrast",
+                "ImageOps.autocontrast",
+                "each channel stretched to 0-255; alpha kept",
+            ),
+            Filter::Equalize => (
+                "equalize",
+                "ImageOps.equalize",
+                "each channel's histogram equalized; alpha kept",
+            ),
+            Filter::Mirror => ("mirror", "ImageOps.mirror", "flipped left to right"),
+            Filter::Flip => ("flip", "ImageOps.flip", "flipped top to bottom"),
         };
         FilterInfo {
             name,
@@ -110,7 +141,8 @@ impl Filter {
     }
 
     /// Applies the filter. The input must already be one of L8, La8, Rgb8 or
-    /// Rgba8 (see `codec::decode`); anything else is converted to RGB(A) first.
+    /// Rgba8 (see `codec::decode`); anything else is converted to RGB(A) first
+    /// (mirror and flip keep any layout).
     pub fn apply(self, img: &DynamicImage) -> DynamicImage {
         match self {
             Filter::Blur => convolve(img, &Kernel::BLUR),
@@ -124,6 +156,12 @@ impl Filter {
             Filter::EdgeEnhanceMore => convolve(img, &Kernel::EDGE_ENHANCE_MORE),
             Filter::Emboss => convolve(img, &Kernel::EMBOSS),
             Filter::SmoothMore => convolve(img, &Kernel::SMOOTH_MORE),
+            Filter::Invert => adjust::invert(img),
+            Filter::Solarize => adjust::solarize(img, 128),
+            Filter::Autocontrast => adjust::autocontrast(img),
+            Filter::Equalize => adjust::equalize(img),
+            Filter::Mirror => img.fliph(),
+            Filter::Flip => img.flipv(),
         }
     }
 }

@@ -1,0 +1,171 @@
+//! Pillow's `ImageOps` tone operations (invert, solarize, autocontrast,
+//! equalize): a 256-entry lookup table per colour channel, built exactly as
+//! Pillow builds it (same integer and float arithmetic), then applied.
+//!
+//! Pillow refuses these on images with alpha; here the colour channels are
+//! processed as Pillow processes the colour image, and alpha is kept as it was.
+
+use image::DynamicImage;
+
+/// One table per colour channel.
+type Luts = Vec<[u8; 256]>;
+
+pub fn invert(img: &DynamicImage) -> DynamicImage {
+    let lut: [u8; 256] = std::array::from_fn(|i| 255 - i as u8);
+    apply(img, |channels| vec![lut; channels.len()])
+}
+
+/// `ImageOps.solarize(img, threshold=128)`: samples at or above the
+/// threshold are inverted.
+pub fn solarize(img: &DynamicImage, threshold: u16) -> DynamicImage {
+    let lut: [u8; 256] = std::array::from_fn(|i| {
+        if (i as u16) < threshold {
+            i as u8
+        } else {
+            255 - i as u8
+        }
+    });
+    apply(img, |channels| vec![lut; channels.len()])
+}
+
+/// `ImageOps.autocontrast(img)` (no cutoff): each channel's darkest sample
+/// becomes 0 and its lightest 255, linearly in between.
+pub fn autocontrast(img: &DynamicImage) -> DynamicImage {
+    apply(img, |histograms| {
+        histograms
+            .iter()
+            .map(|h| {
+                let lo = h.iter().position(|&n| n > 0);
+                let hi = h.iter().rposition(|&n| n > 0);
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if hi > lo => {
+                        // Python floats are f64, and int() truncates toward zero.
+                        let scale = 255.0 / (hi - lo) as f64;
+                        let offset = -(lo as f64) * scale;
+                        std::array::from_fn(|ix| {
+                            ((ix as f64 * scale + offset) as i64).clamp(0, 255) as u8
+                        })
+                    }
+                    _ => identity(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// `ImageOps.equalize(img)`: each channel's histogram flattened.
+pub fn equalize(img: &DynamicImage) -> DynamicImage {
+    apply(img, |histograms| {
+        histograms
+            .iter()
+            .map(|h| {
+                let used: Vec<u64> = h.iter().copied().filter(|&n| n > 0).collect();
+                let last = used.last().copied().unwrap_or(0);
+                let step = (used.iter().sum::<u64>() - last) / 255;
+                if used.len() <= 1 || step == 0 {
+                    return identity();
+                }
+                let mut n = step / 2;
+                std::array::from_fn(|i| {
+                    let v = (n / step).min(255) as u8;
+                    n += h[i];
+                    v
+                })
+            })
+            .collect()
+    })
+}
+
+fn identity() -> [u8; 256] {
+    std::array::from_fn(|i| i as u8)
+}
+
+/// Builds the tables from the colour channels' histograms and applies them,
+/// leaving alpha untouched. Inputs other than L, LA, RGB and RGBA (8-bit)
+/// are converted to RGB(A) first.
+fn apply(img: &DynamicImage, luts: impl FnOnce(&[[u64; 256]]) -> Luts) -> DynamicImage {
+    let img = match img {
+        DynamicImage::ImageLuma8(_)
+        | DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageRgb8(_)
+        | DynamicImage::ImageRgba8(_) => img.clone(),
+        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    };
+    let color = img.color();
+    let stride = usize::from(color.channel_count());
+    let colour = if color.has_alpha() {
+        stride - 1
+    } else {
+        stride
+    };
+    let mut histograms = vec![[0u64; 256]; colour];
+    for pixel in img.as_bytes().chunks_exact(stride) {
+        for (c, &v) in pixel[..colour].iter().enumerate() {
+            histograms[c][usize::from(v)] += 1;
+        }
+    }
+    let luts = luts(&histograms);
+    let mut out = img;
+    let bytes = match &mut out {
+        DynamicImage::ImageLuma8(b) => b.as_mut(),
+        DynamicImage::ImageLumaA8(b) => b.as_mut(),
+        DynamicImage::ImageRgb8(b) => b.as_mut(),
+        DynamicImage::ImageRgba8(b) => b.as_mut(),
+        _ => unreachable!("converted to an 8-bit layout above"),
+    };
+    for pixel in bytes.chunks_exact_mut(stride) {
+        for (c, v) in pixel[..colour].iter_mut().enumerate() {
+            *v = luts[c][usize::from(*v)];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, LumaA, RgbaImage};
+
+    fn gray(values: &[u8]) -> DynamicImage {
+        DynamicImage::ImageLuma8(
+            GrayImage::from_raw(values.len() as u32, 1, values.to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn invert_and_solarize_keep_alpha() {
+        let img = DynamicImage::ImageLumaA8(image::ImageBuffer::from_pixel(1, 1, LumaA([10, 77])));
+        assert_eq!(
+            invert(&img).as_luma_alpha8().unwrap()[(0, 0)],
+            LumaA([245, 77])
+        );
+        let img = gray(&[0, 127, 128, 255]);
+        assert_eq!(solarize(&img, 128).as_bytes(), &[0, 127, 127, 0]);
+    }
+
+    #[test]
+    fn autocontrast_stretches_each_channel_and_leaves_flat_ones() {
+        let img = gray(&[50, 100, 150]);
+        // scale 255/100, offset -127.5: int(100 * 2.55 - 127.5) = 127
+        assert_eq!(autocontrast(&img).as_bytes(), &[0, 127, 255]);
+        let flat = gray(&[9, 9]);
+        assert_eq!(autocontrast(&flat).as_bytes(), &[9, 9]);
+        let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(2, 1, |x, _| {
+            image::Rgba([x as u8 * 10, 5, 200 + x as u8, 33])
+        }));
+        let out = autocontrast(&rgba);
+        assert_eq!(out.as_bytes(), &[0, 5, 0, 33, 255, 5, 255, 33]);
+    }
+
+    #[test]
+    fn equalize_of_a_single_value_is_the_identity() {
+        let img = gray(&[7; 10]);
+        assert_eq!(equalize(&img).as_bytes(), &[7; 10]);
+        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(16, 16, |x, y| {
+            Luma([(x * 16 + y) as u8])
+        }));
+        // A uniform histogram is already flat.
+        assert_eq!(equalize(&img).as_bytes(), img.as_bytes());
+    }
+}
