@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Cursor};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat};
@@ -39,21 +39,30 @@ pub struct Deployment {
     pub tmp_dir: PathBuf,
     pub data_dir: PathBuf,
     pub extra_env: Vec<(String, String)>,
+    /// Removed (with the data and spool directories in it) once the
+    /// deployment and every process started from it are gone.
+    root: Arc<tempfile::TempDir>,
 }
 
 impl Deployment {
     pub fn new(backend: Backend) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let root = std::env::temp_dir().join(format!("imgpipe-test-{id}"));
-        let tmp_dir = root.join("spool");
+        let root = Arc::new(
+            tempfile::Builder::new()
+                .prefix("imgpipe-test-")
+                .tempdir()
+                .expect("create deployment dir"),
+        );
+        let tmp_dir = root.path().join("spool");
         std::fs::create_dir_all(&tmp_dir).expect("create spool dir");
         Deployment {
             backend,
             prefix: format!("test-{id}"),
             bucket: format!("t-{}", &id[..20]),
             tmp_dir,
-            data_dir: root.join("data"),
+            data_dir: root.path().join("data"),
             extra_env: Vec::new(),
+            root,
         }
     }
 
@@ -109,6 +118,7 @@ impl Deployment {
             child,
             base_url,
             log_path,
+            _dir: self.root.clone(),
         }
     }
 
@@ -251,6 +261,8 @@ pub struct Process {
     pub child: Child,
     pub base_url: Option<String>,
     pub log_path: PathBuf,
+    /// Keeps the deployment's directory until this process is killed.
+    _dir: Arc<tempfile::TempDir>,
 }
 
 impl Process {
