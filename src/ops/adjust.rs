@@ -5,7 +5,7 @@
 //! Pillow refuses these on images with alpha; here the colour channels are
 //! processed as Pillow processes the colour image, and alpha is kept as it was.
 
-use image::DynamicImage;
+use image::{DynamicImage, ImageBuffer, Pixel};
 
 /// One table per colour channel.
 type Luts = Vec<[u8; 256]>;
@@ -84,42 +84,36 @@ fn identity() -> [u8; 256] {
 /// leaving alpha untouched. Inputs other than L, LA, RGB and RGBA (8-bit)
 /// are converted to RGB(A) first.
 fn apply(img: &DynamicImage, luts: impl FnOnce(&[[u64; 256]]) -> Luts) -> DynamicImage {
-    let img = match img {
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageRgb8(_)
-        | DynamicImage::ImageRgba8(_) => img.clone(),
-        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
-        other => DynamicImage::ImageRgb8(other.to_rgb8()),
-    };
-    let color = img.color();
-    let stride = usize::from(color.channel_count());
-    let colour = if color.has_alpha() {
-        stride - 1
-    } else {
-        stride
-    };
+    use DynamicImage::*;
+    match img {
+        ImageLuma8(b) => ImageLuma8(apply_to(b.clone(), luts)),
+        ImageLumaA8(b) => ImageLumaA8(apply_to(b.clone(), luts)),
+        ImageRgb8(b) => ImageRgb8(apply_to(b.clone(), luts)),
+        ImageRgba8(b) => ImageRgba8(apply_to(b.clone(), luts)),
+        other if other.color().has_alpha() => ImageRgba8(apply_to(other.to_rgba8(), luts)),
+        other => ImageRgb8(apply_to(other.to_rgb8(), luts)),
+    }
+}
+
+fn apply_to<P: Pixel<Subpixel = u8>>(
+    mut buf: ImageBuffer<P, Vec<u8>>,
+    luts: impl FnOnce(&[[u64; 256]]) -> Luts,
+) -> ImageBuffer<P, Vec<u8>> {
+    let stride = usize::from(P::CHANNEL_COUNT);
+    let colour = if P::HAS_ALPHA { stride - 1 } else { stride };
     let mut histograms = vec![[0u64; 256]; colour];
-    for pixel in img.as_bytes().chunks_exact(stride) {
+    for pixel in buf.as_raw().chunks_exact(stride) {
         for (c, &v) in pixel[..colour].iter().enumerate() {
             histograms[c][usize::from(v)] += 1;
         }
     }
     let luts = luts(&histograms);
-    let mut out = img;
-    let bytes = match &mut out {
-        DynamicImage::ImageLuma8(b) => b.as_mut(),
-        DynamicImage::ImageLumaA8(b) => b.as_mut(),
-        DynamicImage::ImageRgb8(b) => b.as_mut(),
-        DynamicImage::ImageRgba8(b) => b.as_mut(),
-        _ => unreachable!("converted to an 8-bit layout above"),
-    };
-    for pixel in bytes.chunks_exact_mut(stride) {
+    for pixel in buf.chunks_exact_mut(stride) {
         for (c, v) in pixel[..colour].iter_mut().enumerate() {
             *v = luts[c][usize::from(*v)];
         }
     }
-    out
+    buf
 }
 
 #[cfg(test)]
