@@ -161,7 +161,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     };
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
-    Ok(normalise(img))
+    let img = normalise(img);
+    // GIF frames decode as RGBA; Pillow opens them as P and converts a frame
+    // without transparency to RGB.
+    if format == InputFormat::Gif {
+        if let DynamicImage::ImageRgba8(buf) = &img {
+            if buf.pixels().all(|p| p[3] == 255) {
+                return Ok(DynamicImage::ImageRgb8(img.to_rgb8()));
+            }
+        }
+    }
+    Ok(img)
 }
 
 /// The decompression-bomb guard, applied to the header's size before any
@@ -188,54 +198,76 @@ fn decode_error(e: image::ImageError) -> CodecError {
     }
 }
 
-/// Brings any decoded image to one of the four 8-bit layouts the operations work on.
+/// Brings any decoded image to one of the four 8-bit layouts the operations
+/// work on. 16-bit samples keep their high byte, as Pillow's unpacker does for
+/// 16-bit RGB(A) PNGs (Pillow's own `I;16` → `L` clips instead, which turns
+/// most 16-bit grey images white).
 fn normalise(img: DynamicImage) -> DynamicImage {
+    fn high_bytes<P, Q>(buf: &image::ImageBuffer<P, Vec<u16>>) -> image::ImageBuffer<Q, Vec<u8>>
+    where
+        P: image::Pixel<Subpixel = u16>,
+        Q: image::Pixel<Subpixel = u8>,
+    {
+        let data = buf.as_raw().iter().map(|v| (v >> 8) as u8).collect();
+        image::ImageBuffer::from_raw(buf.width(), buf.height(), data)
+            .unwrap_or_else(|| image::ImageBuffer::new(buf.width(), buf.height()))
+    }
     match img {
         DynamicImage::ImageLuma8(_)
         | DynamicImage::ImageLumaA8(_)
         | DynamicImage::ImageRgb8(_)
         | DynamicImage::ImageRgba8(_) => img,
-        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(img.to_luma8()),
-        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
+        DynamicImage::ImageLuma16(b) => DynamicImage::ImageLuma8(high_bytes(&b)),
+        DynamicImage::ImageLumaA16(b) => DynamicImage::ImageLumaA8(high_bytes(&b)),
+        DynamicImage::ImageRgb16(b) => DynamicImage::ImageRgb8(high_bytes(&b)),
+        DynamicImage::ImageRgba16(b) => DynamicImage::ImageRgba8(high_bytes(&b)),
         other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
         other => DynamicImage::ImageRgb8(other.to_rgb8()),
     }
 }
 
 /// Encodes an image. JPEG is written as Pillow writes it (see `jpeg`), alpha
-/// dropped; `quality` applies to JPEG only. PNG keeps alpha; WebP is lossless.
+/// dropped. PNG keeps alpha. WebP goes through libwebp, as in Pillow: lossy at
+/// `quality` unless `lossless`; alpha kept. `quality` means nothing to PNG.
 pub fn encode(
     img: &DynamicImage,
     format: OutputFormat,
     quality: u8,
+    lossless: bool,
 ) -> Result<Vec<u8>, CodecError> {
-    let encode_err = |e: image::ImageError| CodecError::Encode {
-        format,
-        reason: e.to_string(),
-    };
-    let mut out = Vec::with_capacity(img.as_bytes().len() / 4 + 1024);
+    let encode_err = |reason: String| CodecError::Encode { format, reason };
     match format {
-        OutputFormat::Jpeg => return jpeg::encode(img, quality),
+        OutputFormat::Jpeg => jpeg::encode(img, quality),
         OutputFormat::Png => {
+            let mut out = Vec::with_capacity(img.as_bytes().len() / 4 + 1024);
             let encoder = image::codecs::png::PngEncoder::new_with_quality(
                 &mut out,
                 image::codecs::png::CompressionType::Fast,
                 image::codecs::png::FilterType::Adaptive,
             );
-            img.write_with_encoder(encoder).map_err(encode_err)?;
+            img.write_with_encoder(encoder)
+                .map_err(|e| encode_err(e.to_string()))?;
+            Ok(out)
         }
         OutputFormat::Webp => {
-            let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
-            // The WebP encoder takes RGB8 and RGBA8 only.
-            if img.color().has_alpha() {
-                img.to_rgba8().write_with_encoder(encoder)
+            let (w, h) = (img.width(), img.height());
+            // libwebp takes RGB and RGBA only.
+            let (rgba, layout_alpha) = if img.color().has_alpha() {
+                (img.to_rgba8().into_raw(), true)
             } else {
-                img.to_rgb8().write_with_encoder(encoder)
-            }
-            .map_err(encode_err)?;
+                (img.to_rgb8().into_raw(), false)
+            };
+            let encoder = if layout_alpha {
+                webp::Encoder::from_rgba(&rgba, w, h)
+            } else {
+                webp::Encoder::from_rgb(&rgba, w, h)
+            };
+            encoder
+                .encode_simple(lossless, f32::from(quality.clamp(1, 100)))
+                .map(|mem| mem.to_vec())
+                .map_err(|e| encode_err(format!("libwebp: {e:?}")))
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -252,22 +284,42 @@ mod tests {
     #[test]
     fn png_round_trip_is_lossless_with_alpha() {
         let img = sample();
-        let bytes = encode(&img, OutputFormat::Png, 90).unwrap();
+        let bytes = encode(&img, OutputFormat::Png, 90, false).unwrap();
         assert_eq!(InputFormat::sniff(&bytes), Some(InputFormat::Png));
         assert_eq!(decode(&bytes, 1_000).unwrap(), img);
     }
 
     #[test]
-    fn webp_round_trip_is_lossless() {
-        let img = sample();
-        let bytes = encode(&img, OutputFormat::Webp, 90).unwrap();
-        assert_eq!(InputFormat::sniff(&bytes), Some(InputFormat::Webp));
-        assert_eq!(decode(&bytes, 1_000).unwrap(), img);
+    fn webp_lossless_round_trips_and_lossy_is_close_and_smaller() {
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+        }));
+        let lossless = encode(&img, OutputFormat::Webp, 90, true).unwrap();
+        assert_eq!(InputFormat::sniff(&lossless), Some(InputFormat::Webp));
+        assert_eq!(decode(&lossless, 10_000).unwrap(), img);
+        let lossy = encode(&img, OutputFormat::Webp, 50, false).unwrap();
+        let back = decode(&lossy, 10_000).unwrap();
+        assert_eq!((back.width(), back.height()), (64, 48));
+        assert!(
+            lossy.len() < lossless.len(),
+            "{} vs {}",
+            lossy.len(),
+            lossless.len()
+        );
+        let max_diff = back
+            .as_bytes()
+            .iter()
+            .zip(img.as_bytes())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(max_diff.unwrap_or(0) < 40, "{max_diff:?}");
+        let alpha = encode(&sample(), OutputFormat::Webp, 90, true).unwrap();
+        assert_eq!(decode(&alpha, 1_000).unwrap(), sample());
     }
 
     #[test]
     fn jpeg_drops_alpha() {
-        let bytes = encode(&sample(), OutputFormat::Jpeg, 90).unwrap();
+        let bytes = encode(&sample(), OutputFormat::Jpeg, 90, false).unwrap();
         let back = decode(&bytes, 1_000).unwrap();
         assert_eq!(back.color(), image::ColorType::Rgb8);
         assert_eq!((back.width(), back.height()), (10, 7));
@@ -279,14 +331,14 @@ mod tests {
             decode(b"hello world, not an image", 100),
             Err(CodecError::Unsupported)
         ));
-        let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
+        let png = encode(&sample(), OutputFormat::Png, 90, false).unwrap();
         let cut = &png[..png.len() / 2];
         assert!(matches!(decode(cut, 1_000), Err(CodecError::Decode(_))));
     }
 
     #[test]
     fn pixel_limit_is_enforced_before_decoding() {
-        let png = encode(&sample(), OutputFormat::Png, 90).unwrap();
+        let png = encode(&sample(), OutputFormat::Png, 90, false).unwrap();
         assert!(matches!(
             decode(&png, 69),
             Err(CodecError::TooManyPixels { pixels: 70, .. })

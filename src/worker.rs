@@ -19,6 +19,7 @@ use futures::FutureExt;
 use crate::codec::{self, CodecError};
 use crate::jobs::{ImageProgress, ImageState, Job};
 use crate::meta::{MetaError, MetaStore};
+use crate::ops::TooLarge;
 use crate::queue::ProcessImage;
 use crate::store::{ObjectStore, StoreError};
 
@@ -89,6 +90,9 @@ enum TaskError {
     /// The image itself is bad: retrying cannot help.
     #[error("{0}")]
     Image(#[from] CodecError),
+    /// The operations would make an image larger than the service accepts.
+    #[error("{0}")]
+    TooLarge(#[from] TooLarge),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -100,7 +104,7 @@ enum TaskError {
 impl TaskError {
     fn is_transient(&self) -> bool {
         match self {
-            TaskError::Image(_) | TaskError::Crashed(_) => false,
+            TaskError::Image(_) | TaskError::TooLarge(_) | TaskError::Crashed(_) => false,
             TaskError::Store(e) => e.is_transient(),
             TaskError::Meta(MetaError::Unavailable(_)) => true,
             TaskError::Meta(MetaError::Corrupt(_)) => false,
@@ -321,14 +325,18 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
         .await;
     let input = retrying(ctx.backoff, || ctx.store.get_bytes(&input_key)).await?;
 
-    let (recipe, format, max_pixels) = (job.recipe, entry.output_format, ctx.max_pixels);
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, CodecError> {
+    let (recipe, format, max_pixels) = (job.recipe.clone(), entry.output_format, ctx.max_pixels);
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TaskError> {
         let _reserved = reserved;
         let img = codec::decode(&input, max_pixels)?;
         drop(input);
-        let out = recipe.filter.apply(&img);
-        drop(img);
-        codec::encode(&out, format, recipe.quality)
+        let out = recipe.ops.apply(img, max_pixels)?;
+        Ok(codec::encode(
+            &out,
+            format,
+            recipe.quality,
+            recipe.lossless,
+        )?)
     })
     .await
     .map_err(|e| TaskError::Crashed(e.to_string()))??;

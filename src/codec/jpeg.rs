@@ -2,8 +2,9 @@
 //! Pillow uses libjpeg-turbo: the same integer IDCT and "fancy" chroma
 //! upsampling make our decoded pixels equal Pillow's (pure-Rust decoders differ
 //! by a few levels on most photos), and the same encoder settings make our JPEG
-//! files byte-identical to `img.save(f, "JPEG", quality=q)`. CMYK/YCCK inputs
-//! are left to the `image` crate (the caller falls back when decode returns `None`).
+//! files byte-identical to `img.save(f, "JPEG", quality=q)`. CMYK and YCCK
+//! files are read as Pillow reads them (Adobe's inverted polarity) and
+//! converted to RGB with Pillow's `cmyk2rgb`.
 
 use std::any::Any;
 use std::os::raw::c_int;
@@ -51,7 +52,11 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, C
             started.finish().map_err(io_err)?;
             RgbImage::from_raw(width, height, data).map(DynamicImage::ImageRgb8)
         }
-        Format::CMYK(_) => return Ok(None),
+        Format::CMYK(mut started) => {
+            let data: Vec<u8> = started.read_scanlines().map_err(io_err)?;
+            started.finish().map_err(io_err)?;
+            RgbImage::from_raw(width, height, adobe_cmyk_to_rgb(&data)).map(DynamicImage::ImageRgb8)
+        }
     };
     let mut img =
         img.ok_or_else(|| CodecError::Decode("jpeg: decoder returned a short image".into()))?;
@@ -59,6 +64,23 @@ fn decode_inner(bytes: &[u8], max_pixels: u64) -> Result<Option<DynamicImage>, C
         img.apply_orientation(orientation);
     }
     Ok(Some(img))
+}
+
+/// Pillow opens 4-channel JPEGs as "CMYK;I" (Adobe's inverted samples) and
+/// `convert("RGB")` computes `255 - k - c * (255 - k) / 255` with its
+/// `MULDIV255` rounding, per channel.
+fn adobe_cmyk_to_rgb(inverted: &[u8]) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(inverted.len() / 4 * 3);
+    for px in inverted.chunks_exact(4) {
+        let nk = u32::from(px[3]);
+        for &v in &px[..3] {
+            let c = 255 - u32::from(v);
+            let t = c * nk + 128;
+            let scaled = ((t >> 8) + t) >> 8;
+            rgb.push(nk.saturating_sub(scaled) as u8);
+        }
+    }
+    rgb
 }
 
 /// Encodes as Pillow's JPEG writer does by default: baseline, 4:2:0 for colour,

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::jobs::intake::FileProblem;
 use crate::jobs::service::JobError;
+use crate::ops::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -15,7 +16,7 @@ pub enum ApiError {
     /// The body is not valid multipart/form-data.
     #[error("invalid multipart body: {0}")]
     Multipart(String),
-    #[error("unexpected multipart field {0:?}; images go in \"files\", options in \"filter\", \"format\", \"quality\"")]
+    #[error("unexpected multipart field {0:?}; images go in \"files\", options in \"filter\", \"ops\", \"format\", \"quality\", \"lossless\"")]
     UnexpectedField(String),
     #[error("field {field:?} is too long or not UTF-8 text")]
     BadField { field: String },
@@ -40,10 +41,18 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Job(e) => match e {
-                JobError::UnknownFilter { .. } => "unknown_filter",
-                JobError::MissingFilter => "missing_filter",
+                JobError::InvalidOps { error, .. } => match error {
+                    SpecError::Unknown { .. } => "unknown_operation",
+                    SpecError::BadArgument { .. } => "invalid_argument",
+                    SpecError::TooLong { .. } => "chain_too_long",
+                    SpecError::Empty | SpecError::EmptyPiece { .. } => "missing_operation",
+                },
+                JobError::MissingOps => "missing_operation",
+                JobError::FilterAndOps => "filter_and_ops",
+                JobError::OutputTooLarge(_) => "output_too_large",
                 JobError::UnknownFormat { .. } => "unknown_format",
                 JobError::InvalidQuality { .. } => "invalid_quality",
+                JobError::InvalidLossless { .. } => "invalid_lossless",
                 JobError::NoFiles => "no_files",
                 JobError::TooManyFiles { .. } => "too_many_files",
                 JobError::BadFile { problem, .. } => match problem {
@@ -74,6 +83,15 @@ impl ApiError {
         }
     }
 
+    /// For an invalid operation chain: the operation at fault and its usage.
+    fn operation(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ApiError::Job(JobError::InvalidOps { error, .. }) => (error.operation(), error.usage()),
+            ApiError::Job(JobError::OutputTooLarge(e)) => (Some(e.op.as_str()), None),
+            _ => (None, None),
+        }
+    }
+
     fn file(&self) -> Option<&str> {
         match self {
             ApiError::Job(JobError::BadFile { file, .. }) => Some(file),
@@ -86,10 +104,13 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Job(e) => match e {
-                JobError::UnknownFilter { .. }
-                | JobError::MissingFilter
+                JobError::InvalidOps { .. }
+                | JobError::MissingOps
+                | JobError::FilterAndOps
+                | JobError::OutputTooLarge(_)
                 | JobError::UnknownFormat { .. }
-                | JobError::InvalidQuality { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                | JobError::InvalidQuality { .. }
+                | JobError::InvalidLossless { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::NoFiles => StatusCode::BAD_REQUEST,
                 JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 JobError::BadFile { problem, .. } => match problem {
@@ -125,8 +146,14 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             log::error!("{status}: {self}");
         }
-        let error =
+        let mut error =
             json!({ "code": self.code(), "message": self.to_string(), "file": self.file() });
+        if let (Some(op), usage) = self.operation() {
+            error["operation"] = json!(op);
+            if let Some(usage) = usage {
+                error["usage"] = json!(usage);
+            }
+        }
         let body = match self {
             // A download asked too early also gets the job's status, so the
             // client can see how far it is without a second request.

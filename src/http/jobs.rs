@@ -12,15 +12,29 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, UploadDir};
 use crate::jobs::intake::FileProblem;
-use crate::jobs::service::{JobError, JobService, Upload};
+use crate::jobs::service::{JobError, JobService, RecipeOptions, Upload};
 use crate::jobs::Recipe;
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
 pub struct Options {
     filter: Option<String>,
+    ops: Option<String>,
     format: Option<String>,
     quality: Option<String>,
+    lossless: Option<String>,
+}
+
+impl Options {
+    fn as_recipe(&self) -> RecipeOptions<'_> {
+        RecipeOptions {
+            filter: self.filter.as_deref(),
+            ops: self.ops.as_deref(),
+            format: self.format.as_deref(),
+            quality: self.quality.as_deref(),
+            lossless: self.lossless.as_deref(),
+        }
+    }
 }
 
 /// The longest option value we read from a text field.
@@ -100,15 +114,11 @@ async fn accept(
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;
     // Fail fast on a bad query before spooling a possibly large body.
-    if options.filter.is_some() {
-        Recipe::parse(
-            options.filter.as_deref(),
-            options.format.as_deref(),
-            options.quality.as_deref(),
-        )?;
+    let limits = service.limits;
+    if options.filter.is_some() || options.ops.is_some() {
+        Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
     }
 
-    let limits = service.limits;
     let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
     let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
@@ -141,17 +151,15 @@ async fn accept(
                 spooled.push((filename, path));
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
+            "ops" => options.ops = Some(read_text(&mut field, &name).await?),
             "format" => options.format = Some(read_text(&mut field, &name).await?),
             "quality" => options.quality = Some(read_text(&mut field, &name).await?),
+            "lossless" => options.lossless = Some(read_text(&mut field, &name).await?),
             _ => return Err(ApiError::UnexpectedField(name)),
         }
     }
 
-    let recipe = Recipe::parse(
-        options.filter.as_deref(),
-        options.format.as_deref(),
-        options.quality.as_deref(),
-    )?;
+    let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
     let uploads = spooled
         .iter()
         .map(|(filename, path)| Upload {

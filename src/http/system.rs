@@ -8,7 +8,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::ApiError;
 use crate::codec::{InputFormat, OutputFormat};
 use crate::jobs::service::JobService;
-use crate::ops::Filter;
+use crate::ops::SPECS;
 
 /// The hand-written contract, compiled in so the binary serves exactly the
 /// spec it was built with.
@@ -16,7 +16,19 @@ const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 pub async fn filters() -> HttpResponse {
     HttpResponse::Ok().json(json!({
-        "filters": Filter::ALL.iter().map(|f| f.info()).collect::<Vec<_>>(),
+        "filters": SPECS
+            .iter()
+            .map(|s| {
+                let mut entry = json!(s);
+                entry["syntax"] = json!(s.syntax());
+                entry
+            })
+            .collect::<Vec<_>>(),
+        "chain": {
+            "separator": ",",
+            "max_operations": crate::ops::spec::MAX_CHAIN,
+            "example": "resize:1280x720:fit,sharpen,grayscale",
+        },
         "input_formats": InputFormat::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
         "output_formats": OutputFormat::ALL,
     }))

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{InputFormat, OutputFormat};
-use crate::ops::Filter;
+use crate::ops::Chain;
 
 /// Name of the manifest entry in every ZIP; image entries never take it.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -50,12 +50,18 @@ impl FromStr for JobId {
 }
 
 /// What the client asked to be done to every image of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
-    pub filter: Filter,
+    /// Records written before chains existed call this `filter`.
+    #[serde(alias = "filter")]
+    pub ops: Chain,
     /// `None`: keep the input's format family (see [`InputFormat::default_output`]).
     pub format: Option<OutputFormat>,
+    /// JPEG and lossy WebP quality, 1..=100.
     pub quality: u8,
+    /// WebP only: lossless instead of lossy at `quality`.
+    #[serde(default)]
+    pub lossless: bool,
 }
 
 pub const DEFAULT_JPEG_QUALITY: u8 = 90;

@@ -17,7 +17,7 @@ use super::{ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY, MA
 use crate::archive;
 use crate::codec::OutputFormat;
 use crate::meta::{Doomed, JobRecord, MetaError, MetaStore};
-use crate::ops::Filter;
+use crate::ops::{self, Chain, SpecError, TooLarge};
 use crate::queue::{new_task_id, ProcessImage, QueueError, TaskQueue};
 use crate::store::{ObjectStore, ObjectStream, StoreError};
 
@@ -30,14 +30,25 @@ const PURGE_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("unknown filter {given:?}; valid filters: {}", Filter::names().join(", "))]
-    UnknownFilter { given: String },
-    #[error("no filter given; pass ?filter=NAME (one of: {})", Filter::names().join(", "))]
-    MissingFilter,
+    #[error("invalid {field}: {error}")]
+    InvalidOps {
+        field: &'static str,
+        error: SpecError,
+    },
+    #[error("no operation given; pass ?filter=NAME or ?ops=A,B,C (operations: {})", ops::names().join(", "))]
+    MissingOps,
+    #[error(
+        "both filter and ops given; filter is the one-operation shorthand of ops, pass one of them"
+    )]
+    FilterAndOps,
+    #[error(transparent)]
+    OutputTooLarge(#[from] TooLarge),
     #[error("unknown output format {given:?}; valid formats: jpeg, png, webp")]
     UnknownFormat { given: String },
     #[error("quality must be an integer from 1 to 100, got {given:?}")]
     InvalidQuality { given: String },
+    #[error("lossless must be true or false, got {given:?}")]
+    InvalidLossless { given: String },
     #[error("no images uploaded; send one or more files in the multipart field \"files\"")]
     NoFiles,
     #[error("too many files: at most {limit} images per job")]
@@ -100,18 +111,24 @@ impl From<QueueError> for JobError {
 }
 
 impl Recipe {
-    /// Parses the request's options; `filter` is required.
-    pub fn parse(
-        filter: Option<&str>,
-        format: Option<&str>,
-        quality: Option<&str>,
-    ) -> Result<Recipe, JobError> {
-        let filter = match filter.map(str::trim) {
-            None | Some("") => return Err(JobError::MissingFilter),
-            Some(name) => Filter::from_name(name).ok_or_else(|| JobError::UnknownFilter {
-                given: name.to_string(),
-            })?,
+    /// Parses and checks the request's options: the whole chain, its
+    /// fixed output sizes against `max_pixels`, the format and the quality.
+    /// One of `filter` and `ops` is required.
+    pub fn parse(options: &RecipeOptions<'_>, max_pixels: u64) -> Result<Recipe, JobError> {
+        fn blank(v: Option<&str>) -> Option<&str> {
+            v.filter(|s| !s.trim().is_empty())
+        }
+        let (field, text) = match (blank(options.filter), blank(options.ops)) {
+            (Some(_), Some(_)) => return Err(JobError::FilterAndOps),
+            (Some(f), None) => ("filter", f),
+            (None, Some(o)) => ("ops", o),
+            (None, None) => return Err(JobError::MissingOps),
         };
+        let ops: Chain = text
+            .parse()
+            .map_err(|error| JobError::InvalidOps { field, error })?;
+        ops.check_sizes(max_pixels)?;
+        let (format, quality) = (options.format, options.quality);
         let format = match format.map(str::trim) {
             None | Some("") => None,
             Some(name) => {
@@ -132,12 +149,35 @@ impl Recipe {
                     given: q.to_string(),
                 })?,
         };
+        let lossless = match options.lossless.map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) => match v.as_str() {
+                "" | "false" | "0" | "no" => false,
+                "true" | "1" | "yes" => true,
+                _ => {
+                    return Err(JobError::InvalidLossless {
+                        given: v.to_string(),
+                    })
+                }
+            },
+        };
         Ok(Recipe {
-            filter,
+            ops,
             format,
             quality,
+            lossless,
         })
     }
+}
+
+/// The request's processing options as sent (query string or form fields).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecipeOptions<'a> {
+    pub filter: Option<&'a str>,
+    pub ops: Option<&'a str>,
+    pub format: Option<&'a str>,
+    pub quality: Option<&'a str>,
+    pub lossless: Option<&'a str>,
 }
 
 /// One upload, already spooled to a temporary file by the HTTP layer.
@@ -151,7 +191,7 @@ pub struct Upload {
 pub struct Accepted {
     pub job_id: JobId,
     pub status: JobState,
-    pub filter: Filter,
+    pub ops: Chain,
     pub status_url: String,
     pub download_url: String,
     pub expires_at: chrono::DateTime<Utc>,
@@ -287,16 +327,16 @@ impl JobService {
             .await
             .inspect_err(|_| self.discard(&job, true))?;
         log::info!(
-            "job {} accepted: {} image(s), filter {}",
+            "job {} accepted: {} image(s), ops {}",
             job.id,
             job.images.len(),
-            recipe.filter.name()
+            job.recipe.ops
         );
 
         Ok(Accepted {
             job_id: job.id,
             status: JobState::Queued,
-            filter: recipe.filter,
+            ops: job.recipe.ops.clone(),
             status_url: format!("/status-job/{}", job.id),
             download_url: format!("/download/{}", job.id),
             expires_at: job.expires_at,
@@ -565,31 +605,77 @@ async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) {
 mod tests {
     use super::*;
 
+    fn parse(filter: Option<&str>, ops: Option<&str>) -> Result<Recipe, JobError> {
+        let options = RecipeOptions {
+            filter,
+            ops,
+            ..RecipeOptions::default()
+        };
+        Recipe::parse(&options, 50_000_000)
+    }
+
     #[test]
     fn recipe_parsing() {
-        let r = Recipe::parse(Some("Sharpen"), None, None).unwrap();
+        let r = parse(Some("Sharpen"), None).unwrap();
         assert_eq!(
-            (r.filter, r.format, r.quality),
-            (Filter::Sharpen, None, DEFAULT_JPEG_QUALITY)
+            (r.ops.to_string(), r.format, r.quality),
+            ("sharpen".to_string(), None, DEFAULT_JPEG_QUALITY)
         );
-        let r = Recipe::parse(Some("blur"), Some("webp"), Some("75")).unwrap();
+        let r = parse(None, Some("resize:64x64:fit,blur")).unwrap();
+        assert_eq!(r.ops.to_string(), "resize:64x64:fit:bicubic,blur");
+        let options = RecipeOptions {
+            filter: Some("blur"),
+            format: Some("webp"),
+            quality: Some("75"),
+            ..RecipeOptions::default()
+        };
+        let r = Recipe::parse(&options, 100).unwrap();
         assert_eq!((r.format, r.quality), (Some(OutputFormat::Webp), 75));
+        assert!(matches!(parse(None, None), Err(JobError::MissingOps)));
         assert!(matches!(
-            Recipe::parse(None, None, None),
-            Err(JobError::MissingFilter)
+            parse(Some(" "), Some("")),
+            Err(JobError::MissingOps)
         ));
         assert!(matches!(
-            Recipe::parse(Some("sepia"), None, None),
-            Err(JobError::UnknownFilter { .. })
+            parse(Some("blur"), Some("blur")),
+            Err(JobError::FilterAndOps)
         ));
         assert!(matches!(
-            Recipe::parse(Some("blur"), Some("gif"), None),
+            parse(Some("sepia"), None),
+            Err(JobError::InvalidOps {
+                field: "filter",
+                error: SpecError::Unknown { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(None, Some("blur,median:2")),
+            Err(JobError::InvalidOps {
+                field: "ops",
+                error: SpecError::BadArgument { op: "median", .. }
+            })
+        ));
+        assert!(matches!(
+            parse(None, Some("resize:20000x20000")),
+            Err(JobError::OutputTooLarge(_))
+        ));
+        let bad_format = RecipeOptions {
+            filter: Some("blur"),
+            format: Some("gif"),
+            ..RecipeOptions::default()
+        };
+        assert!(matches!(
+            Recipe::parse(&bad_format, 100),
             Err(JobError::UnknownFormat { .. })
         ));
         for bad in ["0", "101", "abc", "-5"] {
+            let options = RecipeOptions {
+                filter: Some("blur"),
+                quality: Some(bad),
+                ..RecipeOptions::default()
+            };
             assert!(
                 matches!(
-                    Recipe::parse(Some("blur"), None, Some(bad)),
+                    Recipe::parse(&options, 100),
                     Err(JobError::InvalidQuality { .. })
                 ),
                 "{bad}"
@@ -598,9 +684,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_filter_message_lists_valid_names() {
-        let msg = JobError::UnknownFilter { given: "x".into() }.to_string();
-        for name in Filter::names() {
+    fn unknown_operation_message_lists_valid_names() {
+        let msg = parse(Some("x"), None).unwrap_err().to_string();
+        for name in ops::names() {
             assert!(msg.contains(name), "{msg}");
         }
     }

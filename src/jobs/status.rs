@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{ImageProgress, ImageState, Job, JobId};
 use crate::codec::OutputFormat;
-use crate::ops::Filter;
+use crate::ops::Chain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,7 +76,7 @@ pub struct ImageStatus {
 pub struct JobStatus {
     pub job_id: JobId,
     pub status: JobState,
-    pub filter: Filter,
+    pub ops: Chain,
     pub progress: Progress,
     /// Every image is in a terminal state (Celery's `GroupResult.ready()`).
     pub all_ready: bool,
@@ -167,7 +167,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
     JobStatus {
         job_id: job.id,
         status,
-        filter: job.recipe.filter,
+        ops: job.recipe.ops.clone(),
         all_ready: status.is_terminal(),
         all_successful: status == JobState::Completed,
         created_at: job.created_at,
@@ -197,9 +197,10 @@ mod tests {
         Job {
             id: JobId::new(),
             recipe: Recipe {
-                filter: Filter::Blur,
+                ops: "blur".parse().expect("a valid chain"),
                 format: None,
                 quality: 90,
+                lossless: false,
             },
             created_at: t,
             expires_at: t + chrono::Duration::hours(24),

@@ -28,13 +28,25 @@ pub fn solarize(img: &DynamicImage, threshold: u16) -> DynamicImage {
     apply(img, |channels| vec![lut; channels.len()])
 }
 
-/// `ImageOps.autocontrast(img)` (no cutoff): each channel's darkest sample
-/// becomes 0 and its lightest 255, linearly in between.
-pub fn autocontrast(img: &DynamicImage) -> DynamicImage {
+/// `ImageOps.posterize(img, bits)`: the low `8 - bits` bits cleared.
+pub fn posterize(img: &DynamicImage, bits: u8) -> DynamicImage {
+    let mask = !((1u16 << (8 - bits.clamp(1, 8))) - 1) as u8;
+    let lut: [u8; 256] = std::array::from_fn(|i| i as u8 & mask);
+    apply(img, |channels| vec![lut; channels.len()])
+}
+
+/// `ImageOps.autocontrast(img, cutoff)`: `cutoff` percent of each channel's
+/// samples is cut from both ends of its histogram, then the darkest remaining
+/// value becomes 0 and the lightest 255, linearly in between.
+pub fn autocontrast(img: &DynamicImage, cutoff: f64) -> DynamicImage {
     apply(img, |histograms| {
         histograms
             .iter()
             .map(|h| {
+                let mut h = *h;
+                if cutoff != 0.0 {
+                    cut(&mut h, cutoff);
+                }
                 let lo = h.iter().position(|&n| n > 0);
                 let hi = h.iter().rposition(|&n| n > 0);
                 match (lo, hi) {
@@ -74,6 +86,46 @@ pub fn equalize(img: &DynamicImage) -> DynamicImage {
             })
             .collect()
     })
+}
+
+/// The histogram trimming in `ImageOps.autocontrast`: low end first, then
+/// the high end of what is left.
+fn cut(h: &mut [u64; 256], cutoff: f64) {
+    let n: u64 = h.iter().sum();
+    // int(n * cutoff // 100): Python float floor division.
+    let amount = py_floordiv(n as f64 * cutoff, 100.0) as u64;
+    let mut trim = |order: &mut dyn Iterator<Item = usize>| {
+        let mut left = amount;
+        for i in order {
+            if left > h[i] {
+                left -= h[i];
+                h[i] = 0;
+            } else {
+                h[i] -= left;
+                left = 0;
+            }
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    trim(&mut (0..256));
+    trim(&mut (0..256).rev());
+}
+
+/// Python's `a // b` for floats (CPython's `float_floor_div`, b > 0).
+fn py_floordiv(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && (m < 0.0) != (b < 0.0) {
+        div -= 1.0;
+    }
+    let floor = div.floor();
+    if div - floor > 0.5 {
+        floor + 1.0
+    } else {
+        floor
+    }
 }
 
 fn identity() -> [u8; 256] {
@@ -142,13 +194,13 @@ mod tests {
     fn autocontrast_stretches_each_channel_and_leaves_flat_ones() {
         let img = gray(&[50, 100, 150]);
         // scale 255/100, offset -127.5: int(100 * 2.55 - 127.5) = 127
-        assert_eq!(autocontrast(&img).as_bytes(), &[0, 127, 255]);
+        assert_eq!(autocontrast(&img, 0.0).as_bytes(), &[0, 127, 255]);
         let flat = gray(&[9, 9]);
-        assert_eq!(autocontrast(&flat).as_bytes(), &[9, 9]);
+        assert_eq!(autocontrast(&flat, 0.0).as_bytes(), &[9, 9]);
         let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(2, 1, |x, _| {
             image::Rgba([x as u8 * 10, 5, 200 + x as u8, 33])
         }));
-        let out = autocontrast(&rgba);
+        let out = autocontrast(&rgba, 0.0);
         assert_eq!(out.as_bytes(), &[0, 5, 0, 33, 255, 5, 255, 33]);
     }
 

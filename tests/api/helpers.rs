@@ -445,19 +445,17 @@ impl TestApp {
             inputs.len() + 1,
             "every image and the manifest"
         );
-        let filter = imgpipe::ops::Filter::from_name(filter).expect("known filter");
+        let chain: imgpipe::ops::Chain = filter.parse().expect("a valid chain");
         for (name, bytes) in inputs {
             let (_, output) = entries
                 .iter()
                 .find(|(n, _)| n == name)
                 .unwrap_or_else(|| panic!("{name} missing from the ZIP"));
             let decoded = imgpipe::codec::decode(bytes, u64::MAX).expect("decode test input");
-            let expected = imgpipe::codec::encode(
-                &filter.apply(&decoded),
-                imgpipe::codec::OutputFormat::Png,
-                90,
-            )
-            .expect("encode");
+            let processed = chain.apply(decoded, u64::MAX).expect("apply the chain");
+            let expected =
+                imgpipe::codec::encode(&processed, imgpipe::codec::OutputFormat::Png, 90, false)
+                    .expect("encode");
             assert!(
                 output == &expected,
                 "{name}: output differs from the pipeline's"

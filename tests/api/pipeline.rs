@@ -10,9 +10,10 @@ use crate::helpers::{
     golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Backend, Deployment, File,
 };
 
-/// Every filter, straight from the registry.
+/// Every operation, straight from the registry, as its documented example
+/// (some operations need arguments).
 fn filters() -> Vec<&'static str> {
-    imgpipe::ops::Filter::names()
+    imgpipe::ops::SPECS.iter().map(|s| s.example).collect()
 }
 const WITHIN: Duration = Duration::from_secs(60);
 
