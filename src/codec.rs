@@ -291,13 +291,17 @@ mod tests {
 
     #[test]
     fn webp_lossless_round_trips_and_lossy_is_close_and_smaller() {
+        // A photo-like picture: smooth shading plus mild noise.
+        let mut state = 12345u32;
         let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| {
-            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let noise = (state >> 28) as u8;
+            image::Rgb([(x * 3) as u8 + noise, (y * 4) as u8 + noise, 100 + noise])
         }));
         let lossless = encode(&img, OutputFormat::Webp, 90, true).unwrap();
         assert_eq!(InputFormat::sniff(&lossless), Some(InputFormat::Webp));
         assert_eq!(decode(&lossless, 10_000).unwrap(), img);
-        let lossy = encode(&img, OutputFormat::Webp, 50, false).unwrap();
+        let lossy = encode(&img, OutputFormat::Webp, 75, false).unwrap();
         let back = decode(&lossy, 10_000).unwrap();
         assert_eq!((back.width(), back.height()), (64, 48));
         assert!(
@@ -306,13 +310,14 @@ mod tests {
             lossy.len(),
             lossless.len()
         );
-        let max_diff = back
+        let total: u64 = back
             .as_bytes()
             .iter()
             .zip(img.as_bytes())
-            .map(|(a, b)| a.abs_diff(*b))
-            .max();
-        assert!(max_diff.unwrap_or(0) < 40, "{max_diff:?}");
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum();
+        let mean = total as f64 / img.as_bytes().len() as f64;
+        assert!(mean > 0.0 && mean < 25.0, "mean difference {mean}");
         let alpha = encode(&sample(), OutputFormat::Webp, 90, true).unwrap();
         assert_eq!(decode(&alpha, 1_000).unwrap(), sample());
     }

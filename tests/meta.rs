@@ -10,7 +10,6 @@ use chrono::{Duration, Utc};
 use imgpipe::codec::{InputFormat, OutputFormat};
 use imgpipe::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Recipe};
 use imgpipe::meta::{Doomed, MetaStore, RedisMeta, SqliteMeta};
-use imgpipe::ops::Filter;
 
 /// Each store with a guard that keeps its files alive.
 async fn stores() -> Vec<(&'static str, Arc<dyn MetaStore>, Option<tempfile::TempDir>)> {
@@ -47,7 +46,10 @@ fn job_expiring_in(ttl: Duration) -> Job {
     Job {
         id: JobId::new(),
         recipe: Recipe {
-            filter: Filter::Blur,
+            ops: "resize:8x8:fit,unsharp_mask:2,150,3"
+                .parse()
+                .expect("a valid chain"),
+            lossless: false,
             format: None,
             quality: 90,
         },

@@ -514,9 +514,11 @@ pub fn values(spec: &'static OpSpec, raw: &[String]) -> Result<Vec<Value>, SpecE
                     Some((w, h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
                         Value::Size(w as usize, h as usize)
                     }
-                    _ => return Err(bad(format!(
+                    _ => {
+                        return Err(bad(format!(
                         "{name} must be WIDTHxHEIGHT with each side in 1..{MAX_SIDE}, got {text:?}"
-                    ))),
+                    )))
+                    }
                 }
             }
             ArgKind::Choice { choices } => {

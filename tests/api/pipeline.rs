@@ -10,10 +10,45 @@ use crate::helpers::{
     golden_dir, jpeg, noise_png, png, png_with_corrupt_pixels, Backend, Deployment, File,
 };
 
-/// Every operation, straight from the registry, as its documented example
-/// (some operations need arguments).
-fn filters() -> Vec<&'static str> {
-    imgpipe::ops::SPECS.iter().map(|s| s.example).collect()
+/// The golden cases (generate.py's cases.tsv): (input file, ops, expected file).
+fn golden_cases() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(golden_dir().join("cases.tsv")).expect("cases.tsv");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// Every operation in the registry, each as one golden single-operation case
+/// (operations with arguments need some).
+fn filters() -> Vec<String> {
+    let cases = golden_cases();
+    imgpipe::ops::SPECS
+        .iter()
+        .map(|spec| {
+            cases
+                .iter()
+                .map(|(_, ops, _)| ops)
+                .find(|ops| {
+                    let chain: imgpipe::ops::Chain = ops.parse().expect("golden ops parse");
+                    chain.ops().len() == 1 && chain.ops()[0].name() == spec.name
+                })
+                .unwrap_or_else(|| panic!("no golden case for {}", spec.name))
+                .clone()
+        })
+        .collect()
+}
+
+/// The Pillow result for one golden input under `ops`.
+fn expected_for(input: &str, ops: &str) -> image::DynamicImage {
+    let (_, _, file) = golden_cases()
+        .into_iter()
+        .find(|(i, o, _)| i == input && o == ops)
+        .unwrap_or_else(|| panic!("no golden case for {input} / {ops}"));
+    image::open(golden_dir().join(file)).expect("golden expected output")
 }
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -76,10 +111,9 @@ async fn every_filter_completes_multi_image_jobs_pixel_identical_to_pillow(backe
         assert_eq!(names, expected_names, "{filter}");
 
         for (name, bytes) in &entries[..inputs.len()] {
-            let stem = name.trim_end_matches(".png");
             let got =
                 image::load_from_memory(bytes).unwrap_or_else(|e| panic!("{filter} {name}: {e}"));
-            let expected = image::open(golden_dir().join(format!("{stem}.{filter}.png"))).unwrap();
+            let expected = expected_for(name, &filter);
             assert_eq!(got.dimensions(), expected.dimensions(), "{filter} {name}");
             assert_eq!(got.color(), expected.color(), "{filter} {name}");
             assert!(
@@ -292,7 +326,100 @@ async fn uploads_larger_than_one_storage_part_round_trip(backend: Backend) {
     assert_eq!(out.to_luma8().as_raw(), &want);
 }
 
+/// `ops=` chains run in order, in one task per image, pixel-identical to
+/// Pillow doing the same calls; the status shows the chain in canonical form.
+async fn chains_run_in_order_pixel_identical_to_pillow(backend: Backend) {
+    let app = Deployment::new(backend).serve();
+    let inputs = golden_inputs();
+    let chains: Vec<String> = {
+        let mut seen = Vec::new();
+        for (_, ops, _) in golden_cases() {
+            let chain: imgpipe::ops::Chain = ops.parse().expect("golden ops parse");
+            if chain.ops().len() > 1 && !seen.contains(&ops) {
+                seen.push(ops);
+            }
+        }
+        seen
+    };
+    assert!(chains.len() >= 3, "generate.py writes chains");
+    for ops in &chains {
+        // Written loosely (defaults left out where they can be), as a client would.
+        let loose = ops.replace(":bicubic", "");
+        let job = app
+            .submit_ok(&format!("ops={loose}&format=png"), inputs.clone())
+            .await;
+        assert_eq!(job["ops"], ops.as_str(), "the canonical chain");
+        assert_eq!(
+            job["images"].as_array().unwrap().len(),
+            inputs.len(),
+            "one task per image"
+        );
+        let id = job["job_id"].as_str().unwrap();
+        let status = app.wait_done(id, WITHIN).await;
+        assert_eq!(status["status"], "completed", "{ops}: {status}");
+        assert_eq!(status["ops"], ops.as_str());
+        for (name, bytes) in &app.download(id, "").await[..inputs.len()] {
+            let got = image::load_from_memory(bytes).unwrap();
+            let expected = expected_for(name, ops);
+            assert_eq!(got.dimensions(), expected.dimensions(), "{ops} {name}");
+            assert!(
+                got.as_bytes() == expected.as_bytes(),
+                "{ops} {name}: pixels differ from Pillow"
+            );
+        }
+    }
+}
+
+/// WebP is lossy at `quality` unless `lossless=true`, which gives back the
+/// exact pixels; both keep alpha.
+async fn webp_is_lossy_at_quality_or_lossless_on_request(backend: Backend) {
+    let app = Deployment::new(backend).serve();
+    let files = vec![(
+        "photo.png".to_string(),
+        crate::helpers::noise_png(96, 64, 5),
+    )];
+    let lossy = app
+        .submit_ok("filter=blur&format=webp&quality=60", files.clone())
+        .await;
+    let exact = app
+        .submit_ok("filter=blur&format=webp&lossless=true", files.clone())
+        .await;
+    let mut outputs = Vec::new();
+    for job in [lossy, exact] {
+        let id = job["job_id"].as_str().unwrap();
+        let status = app.wait_done(id, WITHIN).await;
+        assert_eq!(status["status"], "completed", "{status}");
+        outputs.push(app.download(id, "").await.remove(0));
+    }
+    let expected = {
+        let input = imgpipe::codec::decode(&files[0].1, u64::MAX).unwrap();
+        let chain: imgpipe::ops::Chain = "blur".parse().unwrap();
+        chain.apply(input, u64::MAX).unwrap()
+    };
+    let (lossy, exact) = (&outputs[0], &outputs[1]);
+    assert_eq!(lossy.0, "photo.webp");
+    assert_eq!(
+        image::guess_format(&lossy.1).unwrap(),
+        image::ImageFormat::WebP
+    );
+    let exact_pixels = image::load_from_memory(&exact.1).unwrap();
+    assert_eq!(
+        exact_pixels.as_bytes(),
+        expected.as_bytes(),
+        "lossless keeps every sample"
+    );
+    let lossy_pixels = image::load_from_memory(&lossy.1).unwrap();
+    assert_eq!(lossy_pixels.dimensions(), expected.dimensions());
+    assert_ne!(
+        lossy_pixels.as_bytes(),
+        expected.as_bytes(),
+        "quality 60 is lossy"
+    );
+}
+
 crate::both_backends!(
+    chains_run_in_order_pixel_identical_to_pillow,
+    webp_is_lossy_at_quality_or_lossless_on_request,
     every_filter_completes_multi_image_jobs_pixel_identical_to_pillow,
     output_format_follows_input_unless_overridden,
     a_broken_image_fails_alone_with_its_reason,

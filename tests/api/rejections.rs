@@ -14,6 +14,25 @@ struct Case {
     file: Option<&'static str>,
 }
 
+impl Case {
+    /// A refused option: no file is at fault.
+    fn option(
+        name: &'static str,
+        query: &'static str,
+        code: &'static str,
+        files: Vec<File>,
+    ) -> Case {
+        Case {
+            name,
+            query,
+            files,
+            status: 422,
+            code,
+            file: None,
+        }
+    }
+}
+
 async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backend) {
     let deployment = Deployment::new(backend)
         .env("IMGPIPE_MAX_FILES", "3")
@@ -52,22 +71,73 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
             code: "empty_file",
             file: Some("empty.png"),
         },
-        Case {
-            name: "unknown filter",
-            query: "filter=sepia",
-            files: vec![good()],
-            status: 422,
-            code: "unknown_filter",
-            file: None,
-        },
-        Case {
-            name: "missing filter",
-            query: "",
-            files: vec![good()],
-            status: 422,
-            code: "missing_filter",
-            file: None,
-        },
+        Case::option(
+            "unknown filter",
+            "filter=sepia",
+            "unknown_operation",
+            vec![good()],
+        ),
+        Case::option("missing filter", "", "missing_operation", vec![good()]),
+        Case::option(
+            "unknown op in a chain",
+            "ops=blur,sepia:3",
+            "unknown_operation",
+            vec![good()],
+        ),
+        Case::option(
+            "even median size",
+            "ops=resize:8x8,median:4",
+            "invalid_argument",
+            vec![good()],
+        ),
+        Case::option(
+            "radius out of range",
+            "filter=gaussian_blur:1000",
+            "invalid_argument",
+            vec![good()],
+        ),
+        Case::option(
+            "missing required argument",
+            "ops=posterize",
+            "invalid_argument",
+            vec![good()],
+        ),
+        Case::option(
+            "argument that is not a number",
+            "ops=rotate:abc",
+            "invalid_argument",
+            vec![good()],
+        ),
+        Case::option(
+            "bad resample name",
+            "ops=resize:8x8:fit:cubic",
+            "invalid_argument",
+            vec![good()],
+        ),
+        Case::option(
+            "empty piece",
+            "ops=blur,,sharpen",
+            "missing_operation",
+            vec![good()],
+        ),
+        Case::option(
+            "filter and ops",
+            "filter=blur&ops=sharpen",
+            "filter_and_ops",
+            vec![good()],
+        ),
+        Case::option(
+            "resize over the pixel limit",
+            "ops=resize:4000x4000",
+            "output_too_large",
+            vec![good()],
+        ),
+        Case::option(
+            "bad lossless flag",
+            "filter=blur&format=webp&lossless=maybe",
+            "invalid_lossless",
+            vec![good()],
+        ),
         Case {
             name: "bad output format",
             query: "filter=blur&format=gif",
@@ -145,6 +215,27 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
                 );
             }
             None => assert!(body["error"]["file"].is_null(), "{}: {body}", case.name),
+        }
+        // An invalid operation names the operation; a bad argument also says how to write it.
+        match case.code {
+            "unknown_operation" | "invalid_argument" | "output_too_large" => {
+                let op = body["error"]["operation"].as_str().unwrap_or_default();
+                assert!(
+                    !op.is_empty() && message.contains(op),
+                    "{}: {body}",
+                    case.name
+                );
+            }
+            _ => {}
+        }
+        if case.code == "invalid_argument" {
+            let op = body["error"]["operation"].as_str().unwrap_or_default();
+            let usage = body["error"]["usage"].as_str().unwrap_or_default();
+            assert!(
+                usage.starts_with(op),
+                "{}: usage should show the syntax: {body}",
+                case.name
+            );
         }
     }
 
