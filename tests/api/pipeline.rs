@@ -343,8 +343,8 @@ async fn chains_run_in_order_pixel_identical_to_pillow(backend: Backend) {
     };
     assert!(chains.len() >= 3, "generate.py writes chains");
     for ops in &chains {
-        // Written loosely (defaults left out where they can be), as a client would.
-        let loose = ops.replace(":bicubic", "");
+        // Names and choices are case-insensitive; the answer is canonical.
+        let loose = ops.to_uppercase();
         let job = app
             .submit_ok(&format!("ops={loose}&format=png"), inputs.clone())
             .await;
