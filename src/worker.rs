@@ -317,12 +317,13 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
         .output_key(index)
         .ok_or_else(|| MetaError::Corrupt(format!("job {} has no image {index}", job.id)))?;
     let input_key = job.input_key(index);
-    // Held until the image is encoded: fetch, decode, filter and encode all
-    // scale with its pixel count.
-    let reserved = ctx
-        .pixel_budget
-        .reserve(u64::from(entry.width) * u64::from(entry.height))
-        .await;
+    // Held until the image is encoded: fetch, decode, the operations and
+    // encode all scale with the largest image the chain makes of it.
+    let peak = job
+        .recipe
+        .ops
+        .peak_pixels(entry.width as usize, entry.height as usize);
+    let reserved = ctx.pixel_budget.reserve(peak).await;
     let input = retrying(ctx.backoff, || ctx.store.get_bytes(&input_key)).await?;
 
     let (recipe, format, max_pixels) = (job.recipe.clone(), entry.output_format, ctx.max_pixels);

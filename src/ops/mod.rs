@@ -22,11 +22,11 @@ use image::DynamicImage;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use kernel::Kernel;
-pub use raster::Raster;
-pub use resample::Resample;
 pub use spec::{names, SpecError, SPECS};
 
 use rank::Rank;
+use raster::Raster;
+use resample::Resample;
 use spec::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +302,18 @@ impl Chain {
         Ok(())
     }
 
+    /// The most pixels any stage holds for a `w` × `h` input (the input
+    /// included): what the memory budget reserves for one image.
+    pub fn peak_pixels(&self, w: usize, h: usize) -> u64 {
+        let mut size = (w, h);
+        let mut peak = w as u64 * h as u64;
+        for op in &self.0 {
+            size = op.action.output_size(size.0, size.1);
+            peak = peak.max(size.0 as u64 * size.1 as u64);
+        }
+        peak
+    }
+
     /// The size of the final image for a `w` × `h` input.
     pub fn output_size(&self, w: usize, h: usize) -> (usize, usize) {
         self.0
@@ -433,6 +445,11 @@ mod tests {
     fn sizes_are_checked_before_pixels_exist() {
         assert!(chain("resize:60000x60000").check_sizes(50_000_000).is_err());
         assert!(chain("crop:0,0,100,100").check_sizes(50_000_000).is_ok());
+        assert_eq!(
+            chain("resize:200x100,thumbnail:10x10").peak_pixels(50, 50),
+            20_000
+        );
+        assert_eq!(chain("blur").peak_pixels(50, 50), 2_500);
         let img = DynamicImage::new_rgb8(100, 100);
         let err = chain("rotate:45").apply(img, 10_000).unwrap_err();
         assert_eq!(err.op, "rotate:45:nearest");

@@ -27,21 +27,8 @@ impl Raster {
         self.channels == 2 || self.channels == 4
     }
 
-    /// Channels other than alpha.
-    pub fn colour_channels(&self) -> usize {
-        if self.has_alpha() {
-            self.channels - 1
-        } else {
-            self.channels
-        }
-    }
-
     pub fn stride(&self) -> usize {
         self.width * self.channels
-    }
-
-    pub fn pixels(&self) -> u64 {
-        self.width as u64 * self.height as u64
     }
 
     /// Anything other than 8-bit L/LA/RGB/RGBA is converted to RGB(A) first
