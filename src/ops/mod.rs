@@ -441,6 +441,69 @@ mod tests {
         }
     }
 
+    /// Every operation with its arguments at their extremes, on images down
+    /// to 1x1 in every layout: no panic, and the size is the one predicted.
+    #[test]
+    fn extreme_arguments_on_tiny_images_never_panic() {
+        use spec::ArgKind;
+        for spec in SPECS {
+            let mut variants: Vec<Vec<String>> = vec![Vec::new()];
+            for arg in spec.args {
+                let values: Vec<String> = match arg.kind {
+                    ArgKind::Integer { minimum, maximum } => {
+                        vec![minimum.to_string(), maximum.to_string()]
+                    }
+                    ArgKind::OddInteger { minimum, maximum } => {
+                        vec![minimum.to_string(), maximum.to_string()]
+                    }
+                    ArgKind::Number { minimum, maximum } => {
+                        vec![minimum.to_string(), maximum.to_string(), "0.3".into()]
+                    }
+                    ArgKind::Size => vec!["1x1".into(), "9x2".into(), "1x40".into()],
+                    ArgKind::Choice { choices } => choices.iter().map(|c| c.to_string()).collect(),
+                };
+                variants = variants
+                    .iter()
+                    .flat_map(|v| {
+                        values.iter().map(move |x| {
+                            let mut v = v.clone();
+                            v.push(x.clone());
+                            v
+                        })
+                    })
+                    .collect();
+            }
+            for args in variants {
+                let text = if args.is_empty() {
+                    spec.name.to_string()
+                } else {
+                    format!("{}:{}", spec.name, args.join(","))
+                };
+                let c = chain(&text);
+                for (w, h) in [(1, 1), (1, 5), (6, 1), (3, 2)] {
+                    for img in [
+                        DynamicImage::new_luma8(w, h),
+                        DynamicImage::new_luma_a8(w, h),
+                        DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+                            image::Rgb([(x * 40) as u8, (y * 50) as u8, 255])
+                        })),
+                        DynamicImage::new_rgba8(w, h),
+                    ] {
+                        let predicted = c.output_size(w as usize, h as usize);
+                        match c.apply(img, 1 << 20) {
+                            Ok(out) => assert_eq!(
+                                (out.width() as usize, out.height() as usize),
+                                predicted,
+                                "{text} on {w}x{h}"
+                            ),
+                            Err(e) => assert!(e.pixels > 1 << 20, "{text}: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sizes_are_checked_before_pixels_exist() {
         assert!(chain("resize:60000x60000").check_sizes(50_000_000).is_err());
