@@ -226,6 +226,9 @@ fn normalise(img: DynamicImage) -> DynamicImage {
     }
 }
 
+/// The largest width or height a WebP file can hold.
+const WEBP_MAX_SIDE: u32 = 16383;
+
 /// Encodes an image. JPEG is written as Pillow writes it (see `jpeg`), alpha
 /// dropped. PNG keeps alpha. WebP goes through libwebp, as in Pillow: lossy at
 /// `quality` unless `lossless`; alpha kept. `quality` means nothing to PNG.
@@ -251,6 +254,11 @@ pub fn encode(
         }
         OutputFormat::Webp => {
             let (w, h) = (img.width(), img.height());
+            if w > WEBP_MAX_SIDE || h > WEBP_MAX_SIDE {
+                return Err(encode_err(format!(
+                    "WebP holds at most {WEBP_MAX_SIDE}x{WEBP_MAX_SIDE} pixels, this image is {w}x{h}"
+                )));
+            }
             // libwebp takes RGB and RGBA only.
             let (rgba, layout_alpha) = if img.color().has_alpha() {
                 (img.to_rgba8().into_raw(), true)

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use crate::codec::{self, CodecError};
 use crate::jobs::{ImageProgress, ImageState, Job};
 use crate::meta::{MetaError, MetaStore};
-use crate::ops::TooLarge;
+use crate::ops::SizeError;
 use crate::queue::ProcessImage;
 use crate::store::{ObjectStore, StoreError};
 
@@ -90,9 +90,9 @@ enum TaskError {
     /// The image itself is bad: retrying cannot help.
     #[error("{0}")]
     Image(#[from] CodecError),
-    /// The operations would make an image larger than the service accepts.
+    /// The operations would make an image the service does not make (too large, or empty).
     #[error("{0}")]
-    TooLarge(#[from] TooLarge),
+    Size(#[from] SizeError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -104,7 +104,7 @@ enum TaskError {
 impl TaskError {
     fn is_transient(&self) -> bool {
         match self {
-            TaskError::Image(_) | TaskError::TooLarge(_) | TaskError::Crashed(_) => false,
+            TaskError::Image(_) | TaskError::Size(_) | TaskError::Crashed(_) => false,
             TaskError::Store(e) => e.is_transient(),
             TaskError::Meta(MetaError::Unavailable(_)) => true,
             TaskError::Meta(MetaError::Corrupt(_)) => false,

@@ -87,7 +87,7 @@ impl ApiError {
     fn operation(&self) -> (Option<&str>, Option<&str>) {
         match self {
             ApiError::Job(JobError::InvalidOps { error, .. }) => (error.operation(), error.usage()),
-            ApiError::Job(JobError::OutputTooLarge(e)) => (Some(e.op.as_str()), None),
+            ApiError::Job(JobError::OutputTooLarge(e)) => (Some(e.op()), None),
             _ => (None, None),
         }
     }

@@ -38,7 +38,7 @@ impl Options {
 }
 
 /// The longest option value we read from a text field.
-const MAX_OPTION_BYTES: usize = 256;
+const MAX_OPTION_BYTES: usize = 4096;
 
 pub async fn process_job(
     req: HttpRequest,

@@ -17,7 +17,7 @@ use super::{ImageEntry, ImageState, Job, JobId, Recipe, DEFAULT_JPEG_QUALITY, MA
 use crate::archive;
 use crate::codec::OutputFormat;
 use crate::meta::{Doomed, JobRecord, MetaError, MetaStore};
-use crate::ops::{self, Chain, SpecError, TooLarge};
+use crate::ops::{self, Chain, SizeError, SpecError};
 use crate::queue::{new_task_id, ProcessImage, QueueError, TaskQueue};
 use crate::store::{ObjectStore, ObjectStream, StoreError};
 
@@ -42,7 +42,7 @@ pub enum JobError {
     )]
     FilterAndOps,
     #[error(transparent)]
-    OutputTooLarge(#[from] TooLarge),
+    OutputTooLarge(#[from] SizeError),
     #[error("unknown output format {given:?}; valid formats: jpeg, png, webp")]
     UnknownFormat { given: String },
     #[error("quality must be an integer from 1 to 100, got {given:?}")]

@@ -48,6 +48,9 @@ fn gaussian_box_radius(radius: f32, passes: i32) -> f32 {
 /// (done as horizontal passes on the transposed image, as Pillow does).
 fn blur(img: &Raster, xradius: f32, yradius: f32, passes: usize) -> Raster {
     let mut out = img.clone();
+    if img.width == 0 || img.height == 0 {
+        return out;
+    }
     if xradius != 0.0 {
         for _ in 0..passes {
             horizontal_pass(&mut out, xradius);

@@ -326,7 +326,8 @@ fn rotate90_ccw(img: &Raster) -> Raster {
 }
 
 /// `ImagingTransformAffine` with NEAREST: 16.16 fixed point when every
-/// corner fits, as it does for any image imgpipe accepts; float otherwise.
+/// source coordinate of the output corners is within ±32768, as for all but
+/// very long images (whose path the golden set does not reach); float otherwise.
 fn affine_nearest(img: &Raster, width: usize, height: usize, a: &[f64; 6]) -> Raster {
     let ch = img.channels;
     let mut out = Raster::new(width, height, ch);

@@ -273,15 +273,36 @@ impl fmt::Display for Op {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chain(Vec<Op>);
 
-/// A chain whose result would be larger than the service accepts.
+/// An operation whose result the service will not make: larger than the
+/// pixel limit, or empty (e.g. `resize:10x10:fit` of a 1000x1 image, as in
+/// Pillow, which then cannot save it either).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{op}: the result would be {width}x{height} = {pixels} pixels, over the limit of {limit}")]
-pub struct TooLarge {
-    pub op: String,
-    pub width: usize,
-    pub height: usize,
-    pub pixels: u64,
-    pub limit: u64,
+pub enum SizeError {
+    #[error(
+        "{op}: the result would be {width}x{height} = {pixels} pixels, over the limit of {limit}"
+    )]
+    TooLarge {
+        op: String,
+        width: usize,
+        height: usize,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("{op}: the result would be empty ({width}x{height} pixels)")]
+    Empty {
+        op: String,
+        width: usize,
+        height: usize,
+    },
+}
+
+impl SizeError {
+    /// The operation, in canonical form.
+    pub fn op(&self) -> &str {
+        match self {
+            SizeError::TooLarge { op, .. } | SizeError::Empty { op, .. } => op,
+        }
+    }
 }
 
 impl Chain {
@@ -290,13 +311,19 @@ impl Chain {
     }
 
     /// Checks the sizes the chain asks for that do not depend on the input
-    /// (crop and resize targets) against the pixel limit.
-    pub fn check_sizes(&self, limit: u64) -> Result<(), TooLarge> {
+    /// (crop targets, exact and fill resize targets) against the pixel limit.
+    /// A `fit` target is only an upper bound, so it is checked per image.
+    pub fn check_sizes(&self, limit: u64) -> Result<(), SizeError> {
         for op in &self.0 {
-            if let Action::Crop { width, height, .. } | Action::Resize { width, height, .. } =
-                op.action
-            {
-                check(op, width, height, limit)?;
+            match op.action {
+                Action::Resize {
+                    mode: ResizeMode::Fit,
+                    ..
+                } => {}
+                Action::Crop { width, height, .. } | Action::Resize { width, height, .. } => {
+                    check(op, width, height, limit)?
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -323,7 +350,7 @@ impl Chain {
 
     /// Applies every operation in order. Each intermediate size is checked
     /// against `limit` before its pixels are allocated.
-    pub fn apply(&self, img: DynamicImage, limit: u64) -> Result<DynamicImage, TooLarge> {
+    pub fn apply(&self, img: DynamicImage, limit: u64) -> Result<DynamicImage, SizeError> {
         let mut raster = Raster::from_dynamic(img);
         for op in &self.0 {
             let (w, h) = op.action.output_size(raster.width, raster.height);
@@ -334,15 +361,22 @@ impl Chain {
     }
 }
 
-fn check(op: &Op, width: usize, height: usize, limit: u64) -> Result<(), TooLarge> {
+fn check(op: &Op, width: usize, height: usize, limit: u64) -> Result<(), SizeError> {
     let pixels = width as u64 * height as u64;
     if pixels > limit {
-        return Err(TooLarge {
+        return Err(SizeError::TooLarge {
             op: op.to_string(),
             width,
             height,
             pixels,
             limit,
+        });
+    }
+    if pixels == 0 {
+        return Err(SizeError::Empty {
+            op: op.to_string(),
+            width,
+            height,
         });
     }
     Ok(())
@@ -496,7 +530,11 @@ mod tests {
                                 predicted,
                                 "{text} on {w}x{h}"
                             ),
-                            Err(e) => assert!(e.pixels > 1 << 20, "{text}: {e}"),
+                            Err(e) => assert!(
+                                matches!(e, SizeError::TooLarge { pixels, .. } if pixels > 1 << 20)
+                                    || matches!(e, SizeError::Empty { .. }),
+                                "{text}: {e}"
+                            ),
                         }
                     }
                 }
@@ -515,6 +553,25 @@ mod tests {
         assert_eq!(chain("blur").peak_pixels(50, 50), 2_500);
         let img = DynamicImage::new_rgb8(100, 100);
         let err = chain("rotate:45").apply(img, 10_000).unwrap_err();
-        assert_eq!(err.op, "rotate:45:nearest");
+        assert_eq!(err.op(), "rotate:45:nearest");
+        // Pillow also makes 10x0 here; nothing can hold it, so it is refused.
+        let flat = DynamicImage::new_rgb8(1000, 1);
+        let err = chain("resize:10x10:fit,median")
+            .apply(flat, 1 << 20)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SizeError::Empty {
+                    width: 10,
+                    height: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(chain("resize:9000x9000:fit")
+            .check_sizes(50_000_000)
+            .is_ok());
     }
 }

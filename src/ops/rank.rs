@@ -25,6 +25,9 @@ pub fn rank_filter(img: &Raster, size: usize, which: Rank) -> Raster {
     } as u32;
     let (w, h, ch) = (img.width, img.height, img.channels);
     let mut out = Raster::new(w, h, ch);
+    if w == 0 || h == 0 {
+        return out;
+    }
     // `ImagingExpand`: the image is padded by repeating its edge pixels.
     let at = |x: isize, y: isize, c: usize| {
         let xx = x.clamp(0, w as isize - 1) as usize;

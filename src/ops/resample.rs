@@ -286,13 +286,15 @@ pub fn reduce(img: &Raster, fx: usize, fy: usize) -> Raster {
         for x in 0..w {
             let cols = x * fx..((x + 1) * fx).min(img.width);
             let n = (rows.len() * cols.len()) as u32;
-            let multiplier = ((1u64 << 32) as f32 / (256 * n) as f32) as u32;
+            // UINT32 arithmetic as in C: it wraps for absurd factors (millions
+            // of pixels per box), exactly as Pillow's does.
+            let multiplier = ((1u64 << 32) as f32 / (256 * n as u64) as f32) as u32;
             for c in 0..ch {
                 let mut ss = n / 2;
                 for yy in rows.clone() {
                     let row = &img.data[yy * img.stride()..];
                     for xx in cols.clone() {
-                        ss += u32::from(row[xx * ch + c]);
+                        ss = ss.wrapping_add(u32::from(row[xx * ch + c]));
                     }
                 }
                 out.data[(y * w + x) * ch + c] = (ss.wrapping_mul(multiplier) >> 24) as u8;

@@ -468,8 +468,22 @@ pub fn values(spec: &'static OpSpec, raw: &[String]) -> Result<Vec<Value>, SpecE
         }));
     }
     let mut out = Vec::with_capacity(spec.args.len());
+    let mut next = 0;
     for (i, a) in spec.args.iter().enumerate() {
-        let given = raw.get(i).map(String::as_str).filter(|s| !s.is_empty());
+        let mut given = raw.get(next).map(String::as_str);
+        // A choice word may skip optional choices before it:
+        // `resize:800x600:lanczos` means mode exact (the default), lanczos.
+        if let (Some(word), ArgKind::Choice { choices }, Some(_)) = (given, a.kind, a.default) {
+            let fits_here = choices.iter().any(|c| c.eq_ignore_ascii_case(word));
+            if !fits_here && takes_word(spec, i + 1, word) {
+                given = None;
+            } else {
+                next += 1;
+            }
+        } else {
+            next += 1;
+        }
+        let given = given.filter(|s| !s.is_empty());
         let Some(text) = given.or(a.default) else {
             return Err(bad(format!("{} is required", a.name.to_ascii_uppercase())));
         };
@@ -535,6 +549,9 @@ pub fn values(spec: &'static OpSpec, raw: &[String]) -> Result<Vec<Value>, SpecE
         };
         out.push(value);
     }
+    if let Some(extra) = raw.get(next) {
+        return Err(bad(format!("unexpected argument {extra:?}")));
+    }
     Ok(out)
 }
 
@@ -580,6 +597,15 @@ mod tests {
         );
         assert_eq!(parse("unsharp_mask").unwrap(), ["unsharp_mask:2,150,3"]);
         assert_eq!(parse("rotate:-0").unwrap(), ["rotate:0:nearest"]);
+        assert_eq!(
+            parse("resize:8x6:lanczos").unwrap(),
+            ["resize:8x6:exact:lanczos"]
+        );
+        assert_eq!(
+            parse("resize:8x6,fill,box").unwrap(),
+            ["resize:8x6:fill:box"]
+        );
+        assert!(parse("resize:8x6:lanczos:fit").is_err());
     }
 
     #[test]
