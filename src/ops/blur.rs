@@ -145,16 +145,7 @@ fn box_line(out: &mut [u8], input: &[u8], radius: i32, edge_a: i32, edge_b: i32,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gray(width: usize, height: usize, f: impl Fn(usize, usize) -> u8) -> Raster {
-        let mut r = Raster::new(width, height, 1);
-        for y in 0..height {
-            for x in 0..width {
-                r.data[y * width + x] = f(x, y);
-            }
-        }
-        r
-    }
+    use crate::ops::raster::gray;
 
     #[test]
     fn flat_images_stay_flat() {

@@ -120,6 +120,18 @@ impl Raster {
     }
 }
 
+/// A one-channel test image with samples from `f(x, y)`.
+#[cfg(test)]
+pub fn gray(width: usize, height: usize, f: impl Fn(usize, usize) -> u8) -> Raster {
+    let mut r = Raster::new(width, height, 1);
+    for y in 0..height {
+        for x in 0..width {
+            r.data[y * width + x] = f(x, y);
+        }
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

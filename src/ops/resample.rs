@@ -307,16 +307,7 @@ pub fn reduce(img: &Raster, fx: usize, fy: usize) -> Raster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gray(width: usize, height: usize, f: impl Fn(usize, usize) -> u8) -> Raster {
-        let mut r = Raster::new(width, height, 1);
-        for y in 0..height {
-            for x in 0..width {
-                r.data[y * width + x] = f(x, y);
-            }
-        }
-        r
-    }
+    use crate::ops::raster::gray;
 
     #[test]
     fn flat_image_stays_flat_with_every_filter() {
