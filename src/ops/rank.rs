@@ -28,48 +28,79 @@ pub fn rank_filter(img: &Raster, size: usize, which: Rank) -> Raster {
     if w == 0 || h == 0 {
         return out;
     }
-    // `ImagingExpand`: the image is padded by repeating its edge pixels.
-    let at = |x: isize, y: isize, c: usize| {
-        let xx = x.clamp(0, w as isize - 1) as usize;
-        let yy = y.clamp(0, h as isize - 1) as usize;
-        img.data[(yy * w + xx) * ch + c]
-    };
+    // `ImagingExpand`: the image is padded by repeating its edge pixels, so
+    // window coordinates are clamped into the image (precomputed per row/column).
     let m = margin as isize;
+    let clamp_to = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+    let cols: Vec<usize> = (-m..w as isize + m).map(|x| clamp_to(x, w)).collect();
     for c in 0..ch {
         for y in 0..h {
+            let rows: Vec<usize> = (0..size as isize)
+                .map(|dy| clamp_to(y as isize - m + dy, h) * w)
+                .collect();
+            let sample = |col: usize, row: usize| usize::from(img.data[(row + cols[col]) * ch + c]);
             let mut hist = [0u32; 256];
-            let top = y as isize - m;
-            for dy in 0..size as isize {
-                for dx in 0..size as isize {
-                    hist[usize::from(at(dx - m, top + dy, c))] += 1;
+            for &row in &rows {
+                for col in 0..size {
+                    hist[sample(col, row)] += 1;
                 }
             }
+            // The answer moves little from one pixel to the next: keep its
+            // position and the count of samples below it, and walk from there.
+            let mut rank = Walker::default();
             for x in 0..w {
                 if x > 0 {
-                    let leaving = x as isize - 1 - m;
-                    let entering = x as isize + m;
-                    for dy in 0..size as isize {
-                        hist[usize::from(at(leaving, top + dy, c))] -= 1;
-                        hist[usize::from(at(entering, top + dy, c))] += 1;
+                    // Window columns x-1 .. x-1+size leave/enter in `cols` terms.
+                    let (leaving, entering) = (x - 1, x - 1 + size);
+                    for &row in &rows {
+                        rank.remove(&mut hist, sample(leaving, row));
+                        rank.add(&mut hist, sample(entering, row));
                     }
                 }
-                out.data[(y * w + x) * ch + c] = kth(&hist, k);
+                out.data[(y * w + x) * ch + c] = rank.kth(&hist, k);
             }
         }
     }
     out
 }
 
-/// The k-th smallest (0-based) sample counted in `hist`.
-fn kth(hist: &[u32; 256], k: u32) -> u8 {
-    let mut seen = 0;
-    for (v, &n) in hist.iter().enumerate() {
-        seen += n;
-        if seen > k {
-            return v as u8;
+/// Finds the k-th smallest sample of a sliding-window histogram, starting
+/// from where the previous answer was (Huang's running-median idea).
+#[derive(Default)]
+struct Walker {
+    /// Current candidate value.
+    pos: usize,
+    /// Number of samples with a value below `pos`.
+    below: u32,
+}
+
+impl Walker {
+    fn add(&mut self, hist: &mut [u32; 256], v: usize) {
+        hist[v] += 1;
+        if v < self.pos {
+            self.below += 1;
         }
     }
-    255
+
+    fn remove(&mut self, hist: &mut [u32; 256], v: usize) {
+        hist[v] -= 1;
+        if v < self.pos {
+            self.below -= 1;
+        }
+    }
+
+    /// The k-th smallest (0-based) sample counted in `hist`.
+    fn kth(&mut self, hist: &[u32; 256], k: u32) -> u8 {
+        while self.below > k {
+            self.pos -= 1;
+            self.below -= hist[self.pos];
+        }
+        while self.pos < 255 && self.below + hist[self.pos] <= k {
+            self.below += hist[self.pos];
+            self.pos += 1;
+        }
+        self.pos as u8
+    }
 }
 
 /// `ImageFilter.ModeFilter(size)`: the most frequent value in the window
@@ -142,6 +173,48 @@ mod tests {
             rank_filter(&img, 3, Rank::Max).data,
             [9, 200, 200, 200, 50, 50]
         );
+    }
+
+    #[test]
+    fn sliding_rank_equals_sorting_every_window() {
+        let mut state = 7u32;
+        let mut img = Raster::new(13, 9, 2);
+        for v in &mut img.data {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            // Few distinct values, so ranks land inside runs of equal samples.
+            *v = [0, 3, 3, 128, 200, 255][(state >> 16) as usize % 6];
+        }
+        for size in [1usize, 3, 5, 7] {
+            for which in [Rank::Min, Rank::Median, Rank::Max] {
+                let got = rank_filter(&img, size, which);
+                let m = (size / 2) as isize;
+                for y in 0..img.height {
+                    for x in 0..img.width {
+                        for c in 0..img.channels {
+                            let mut window = Vec::new();
+                            for dy in -m..=m {
+                                for dx in -m..=m {
+                                    let xx = (x as isize + dx).clamp(0, 12) as usize;
+                                    let yy = (y as isize + dy).clamp(0, 8) as usize;
+                                    window.push(img.data[(yy * 13 + xx) * 2 + c]);
+                                }
+                            }
+                            window.sort_unstable();
+                            let k = match which {
+                                Rank::Min => 0,
+                                Rank::Median => window.len() / 2,
+                                Rank::Max => window.len() - 1,
+                            };
+                            assert_eq!(
+                                got.data[(y * 13 + x) * 2 + c],
+                                window[k],
+                                "{size} {which:?} ({x},{y},{c})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
