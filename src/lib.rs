@@ -13,6 +13,7 @@
 //! - [`sqlite`]  opening the embedded mode's SQLite files
 //! - [`archive`] streaming ZIP of a job's results
 //! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
+//! - [`memory`]  allocator tuning applied at start-up, so image buffers are reused
 
 pub mod app;
 pub mod archive;
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod memory;
 pub mod meta;
 pub mod ops;
 pub mod queue;

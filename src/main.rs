@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    imgpipe::memory::tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = imgpipe::config::Cli::parse();
     match imgpipe::app::run(cli.command, cli.config).await {

@@ -178,7 +178,7 @@ impl Action {
 
     fn apply(&self, img: Raster) -> Raster {
         match *self {
-            Action::Kernel(k) => via_dynamic(img, |d| convolve(d, k)),
+            Action::Kernel(k) => k.apply(&img),
             Action::Grayscale => {
                 via_dynamic(img, |d| DynamicImage::ImageLuma8(grayscale::to_luma(d)))
             }
@@ -226,19 +226,6 @@ impl Action {
 
 fn via_dynamic(img: Raster, f: impl FnOnce(&DynamicImage) -> DynamicImage) -> Raster {
     Raster::from_dynamic(f(&img.into_dynamic()))
-}
-
-fn convolve(img: &DynamicImage, kernel: &Kernel) -> DynamicImage {
-    match img {
-        DynamicImage::ImageLuma8(b) => DynamicImage::ImageLuma8(kernel.apply(b)),
-        DynamicImage::ImageLumaA8(b) => DynamicImage::ImageLumaA8(kernel.apply(b)),
-        DynamicImage::ImageRgb8(b) => DynamicImage::ImageRgb8(kernel.apply(b)),
-        DynamicImage::ImageRgba8(b) => DynamicImage::ImageRgba8(kernel.apply(b)),
-        other if other.color().has_alpha() => {
-            DynamicImage::ImageRgba8(kernel.apply(&other.to_rgba8()))
-        }
-        other => DynamicImage::ImageRgb8(kernel.apply(&other.to_rgb8())),
-    }
 }
 
 /// One operation: its canonical text (every argument written out) and what it does.
