@@ -4,13 +4,21 @@
 # and S3_ENDPOINT set (docker-compose.yml) it is one process of the
 # distributed shape.
 FROM rust:1.95-bookworm AS build
+# nasm assembles libjpeg-turbo's SIMD code (2x faster JPEG); without it the
+# build still succeeds, with a warning, and the plain C codec.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nasm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Build dependencies first so they are cached apart from our sources.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo "fn main() {}" > src/main.rs && touch src/lib.rs \
+# (Cargo.toml names the benches, so they need stand-ins too.)
+RUN mkdir src benches && echo "fn main() {}" > src/main.rs && touch src/lib.rs \
+    && echo "fn main() {}" > benches/ops.rs && cp benches/ops.rs benches/codec.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src benches
 COPY src ./src
+COPY benches ./benches
 COPY migrations ./migrations
 COPY openapi.yaml ./
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked

@@ -1,7 +1,7 @@
 //! `ImageOps.grayscale` (= `Image.convert("L")`): ITU-R 601-2 luma in Pillow's
 //! 16-bit fixed point. Alpha is dropped, as Pillow drops it.
 
-use image::{DynamicImage, GrayImage, Luma};
+use super::raster::Raster;
 
 /// Pillow's `L24` macro: `(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`.
 #[inline]
@@ -9,28 +9,43 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-pub fn to_luma(img: &DynamicImage) -> GrayImage {
-    match img {
-        DynamicImage::ImageLuma8(b) => b.clone(),
-        DynamicImage::ImageLumaA8(b) => {
-            GrayImage::from_fn(b.width(), b.height(), |x, y| Luma([b.get_pixel(x, y)[0]]))
+/// L for an L, LA, RGB or RGBA raster.
+pub fn to_luma(img: &Raster) -> Raster {
+    let mut out = Raster::new(img.width, img.height, 1);
+    match img.channels {
+        1 => out.data.copy_from_slice(&img.data),
+        2 => {
+            for (o, px) in out.data.iter_mut().zip(img.data.chunks_exact(2)) {
+                *o = px[0];
+            }
         }
-        DynamicImage::ImageRgb8(b) => from_channels(b.width(), b.height(), b.as_raw(), 3),
-        DynamicImage::ImageRgba8(b) => from_channels(b.width(), b.height(), b.as_raw(), 4),
-        other => {
-            let rgb = other.to_rgb8();
-            from_channels(rgb.width(), rgb.height(), rgb.as_raw(), 3)
-        }
+        3 => luma_rows::<3>(&img.data, &mut out.data),
+        _ => luma_rows::<4>(&img.data, &mut out.data),
     }
+    out
 }
 
-fn from_channels(width: u32, height: u32, raw: &[u8], channels: usize) -> GrayImage {
-    let data = raw
-        .chunks_exact(channels)
-        .map(|px| luma(px[0], px[1], px[2]))
-        .collect();
-    // The length is exactly width * height by construction.
-    GrayImage::from_raw(width, height, data).unwrap_or_else(|| GrayImage::new(width, height))
+/// One loop the compiler vectorises (stride-3 and stride-4 loads become
+/// shuffles); compiled a second time for AVX2, which doubles the lanes.
+fn luma_rows<const C: usize>(src: &[u8], out: &mut [u8]) {
+    #[inline(always)]
+    fn body<const C: usize>(src: &[u8], out: &mut [u8]) {
+        for (o, px) in out.iter_mut().zip(src.chunks_exact(C)) {
+            *o = luma(px[0], px[1], px[2]);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2<const C: usize>(src: &[u8], out: &mut [u8]) {
+            body::<C>(src, out)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU was just checked to support AVX2.
+            return unsafe { avx2::<C>(src, out) };
+        }
+    }
+    body::<C>(src, out)
 }
 
 #[cfg(test)]
@@ -50,13 +65,31 @@ mod tests {
 
     #[test]
     fn drops_alpha_and_keeps_size() {
-        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
-            3,
-            2,
-            image::Rgba([0, 255, 0, 0]),
-        ));
+        let mut img = Raster::new(3, 2, 4);
+        for px in img.data.chunks_exact_mut(4) {
+            px.copy_from_slice(&[0, 255, 0, 0]);
+        }
         let out = to_luma(&img);
-        assert_eq!(out.dimensions(), (3, 2));
-        assert!(out.pixels().all(|p| p[0] == 150));
+        assert_eq!((out.width, out.height, out.channels), (3, 2, 1));
+        assert!(out.data.iter().all(|&v| v == 150));
+    }
+
+    #[test]
+    fn every_layout_matches_the_per_pixel_formula() {
+        // Long enough rows for the vector loop and its tail.
+        for channels in 1..=4 {
+            let mut img = Raster::new(67, 3, channels);
+            for (i, v) in img.data.iter_mut().enumerate() {
+                *v = (i * 37 % 256) as u8;
+            }
+            let out = to_luma(&img);
+            for (i, px) in img.data.chunks_exact(channels).enumerate() {
+                let expected = match channels {
+                    1 | 2 => px[0],
+                    _ => luma(px[0], px[1], px[2]),
+                };
+                assert_eq!(out.data[i], expected, "{channels} channels, pixel {i}");
+            }
+        }
     }
 }

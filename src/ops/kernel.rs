@@ -149,11 +149,13 @@ impl Kernel {
 
     /// The integer form of this kernel, when it provably gives Pillow's float
     /// result. Pillow computes `clip8(offset + 0.5 + s / scale)` for the
-    /// integer sum `s = Σ w·p`; exactly, that is `floor(n / (2·scale))` with
-    /// `n = 2s + 2·offset·scale + scale`. The float result equals it when
+    /// integer sum `s = Σ w·p`; exactly, that is `floor(n / scale)` with
+    /// `n = s + offset·scale + scale/2` (integer division; when the scale is
+    /// odd the lost half cannot move a floor of `n / scale`). The float result
+    /// equals it when
     ///  - the scale is a power of two: every weight/scale and every partial
     ///    sum is exact in float32 (multiples of 1/scale far below 2^24); or
-    ///  - the scale is odd: then `n / (2·scale)` is never a whole number, so
+    ///  - the scale is odd: then the exact value is never a whole number, so
     ///    it lies at least 1/(2·scale) from one, and float32's accumulated
     ///    rounding error (bounded below) cannot cross that gap.
     ///
@@ -162,12 +164,10 @@ impl Kernel {
     /// against every `n` that can occur.
     fn integer_form(&self) -> Option<IntegerForm> {
         let scale = i64::from(self.scale);
-        let abs_sum: i64 = self.weights.iter().map(|&w| i64::from(w).abs()).sum();
-        let bias = 2 * i64::from(self.offset) * scale + scale;
-        let reach = 2 * abs_sum * 255 + bias.abs();
-        if scale <= 0 || reach > i64::from(i16::MAX) {
+        if scale <= 0 {
             return None;
         }
+        let abs_sum: i64 = self.weights.iter().map(|&w| i64::from(w).abs()).sum();
         let exact = (scale as u64).is_power_of_two() || {
             let largest =
                 255.0 * abs_sum as f64 / scale as f64 + f64::from(self.offset).abs() + 0.5;
@@ -178,15 +178,29 @@ impl Kernel {
         if !exact {
             return None;
         }
-        // floor(n / (2·scale)) = floor((n >> 1) / scale) for n >= 0.
+        // s/scale is the same number with common factors removed (SHARPEN's
+        // -2/16 becomes -1/8), and weights of ±1 need no multiply.
+        let common = self
+            .weights
+            .iter()
+            .fold(scale, |g, &w| gcd(g, i64::from(w).abs()));
+        let (scale, abs_sum) = (scale / common, abs_sum / common);
+        let bias = i64::from(self.offset) * scale + scale / 2;
+        let reach = abs_sum * 255 + bias.abs();
+        if reach > i64::from(i16::MAX) {
+            return None;
+        }
         let divisor = scale as u32;
         let magic = 65536u32.div_ceil(divisor);
-        let max_half = reach as u32 / 2;
-        if (0..=max_half).any(|q| (q * magic) >> 16 != q / divisor) {
+        if (0..=reach as u32).any(|n| (n * magic) >> 16 != n / divisor) {
             return None;
         }
         Some(IntegerForm {
-            weights: self.weights.iter().map(|&w| (2 * w) as i16).collect(),
+            weights: self
+                .weights
+                .iter()
+                .map(|&w| (i64::from(w) / common) as i16)
+                .collect(),
             bias: bias as i16,
             magic,
         })
@@ -257,8 +271,8 @@ impl Kernel {
     }
 }
 
-/// `out = min((max(n, 0) >> 1) · magic >> 16, 255)` with
-/// `n = bias + Σ weight·p`: see `Kernel::integer_form`.
+/// `out = min(max(n, 0) · magic >> 16, 255)` with `n = bias + Σ weight·p`:
+/// see `Kernel::integer_form`.
 struct IntegerForm {
     weights: Vec<i16>,
     bias: i16,
@@ -268,6 +282,14 @@ struct IntegerForm {
 /// Images this large have their rows split across the rayon pool: a 24 MP
 /// filter then finishes in a fraction of the time; smaller ones gain little.
 const PARALLEL_PIXELS: usize = 4_000_000;
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
 
 fn square<const K: usize, T: Copy + Default>(weights: &[T]) -> [[T; K]; K] {
     std::array::from_fn(|k| {
@@ -391,8 +413,8 @@ fn integer_row<const K: usize>(
             }
         }
         for (o, &s) in out.iter_mut().zip(sums.iter()) {
-            let half = u32::from(s.max(0) as u16 >> 1);
-            *o = ((half * magic) >> 16).min(255) as u8;
+            let n = u32::from(s.max(0) as u16);
+            *o = ((n * magic) >> 16).min(255) as u8;
         }
     }
     let whole = out.len() / INT_BLOCK * INT_BLOCK;

@@ -179,9 +179,7 @@ impl Action {
     fn apply(&self, img: Raster) -> Raster {
         match *self {
             Action::Kernel(k) => k.apply(&img),
-            Action::Grayscale => {
-                via_dynamic(img, |d| DynamicImage::ImageLuma8(grayscale::to_luma(d)))
-            }
+            Action::Grayscale => grayscale::to_luma(&img),
             Action::Invert => via_dynamic(img, adjust::invert),
             Action::Solarize(t) => via_dynamic(img, |d| adjust::solarize(d, t)),
             Action::Autocontrast(cutoff) => via_dynamic(img, |d| adjust::autocontrast(d, cutoff)),
