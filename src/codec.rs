@@ -174,6 +174,36 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     Ok(img)
 }
 
+/// A filter that takes an image's rows in strips, top to bottom, and passes
+/// its output rows on as they become ready: what `transcode_jpeg` streams
+/// through. (The operations implement it; the codec knows nothing of them.)
+pub trait RowFilter {
+    /// Channels of the output rows: 1 (L) or 3 (RGB).
+    fn channels(&self) -> usize;
+    fn push(
+        &mut self,
+        rows: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
+}
+
+/// JPEG in, JPEG out, streamed in strips through the filter `make` builds
+/// for the image's width, height and channels (1 or 3); see `jpeg::transcode`.
+/// `Ok(None)` when the input is not a plain JPEG this path handles, or `make`
+/// declines: decode, filter and encode whole instead. The bytes are the same
+/// either way.
+pub fn transcode_jpeg<F: RowFilter>(
+    bytes: &[u8],
+    max_pixels: u64,
+    quality: u8,
+    make: impl FnOnce(usize, usize, usize) -> Option<F>,
+) -> Result<Option<Vec<u8>>, CodecError> {
+    if InputFormat::sniff(bytes) != Some(InputFormat::Jpeg) {
+        return Ok(None);
+    }
+    jpeg::transcode(bytes, max_pixels, quality, make)
+}
+
 /// The decompression-bomb guard, applied to the header's size before any
 /// pixel buffer exists.
 fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecError> {

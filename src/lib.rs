@@ -6,6 +6,7 @@
 //! - [`jobs`]    the job domain: intake checks, safe names, status aggregation, the job service
 //! - [`queue`]   the task type and the queue that carries it (apalis on Redis or SQLite)
 //! - [`worker`]  the task handler: fetch → decode → filter → encode → store → record
+//! - [`render`]  one image: decode → operations → encode (streamed in strips when it can be)
 //! - [`codec`]   decoding (orientation applied) and encoding
 //! - [`ops`]     Pillow-equivalent filters, pure functions
 //! - [`store`]   object storage (S3 or a local directory)
@@ -25,6 +26,7 @@ pub mod memory;
 pub mod meta;
 pub mod ops;
 pub mod queue;
+pub mod render;
 pub mod sqlite;
 pub mod store;
 pub mod worker;

@@ -1,5 +1,5 @@
-//! The task handler: fetch the upload → decode → filter → encode → store the
-//! result → record the image's state. One call per image.
+//! The task handler: fetch the upload → render it (decode → filter → encode)
+//! → store the result → record the image's state. One call per image.
 //!
 //! Deterministic failures (the image cannot be decoded) fail that image at
 //! once; transient ones (storage or Redis unreachable) are retried with
@@ -16,11 +16,12 @@ use apalis::prelude::{AbortError, BoxDynError, Data};
 use chrono::Utc;
 use futures::FutureExt;
 
-use crate::codec::{self, CodecError};
+use crate::codec::CodecError;
 use crate::jobs::{ImageProgress, ImageState, Job};
 use crate::meta::{MetaError, MetaStore};
 use crate::ops::SizeError;
 use crate::queue::ProcessImage;
+use crate::render::{self, RenderError};
 use crate::store::{ObjectStore, StoreError};
 
 /// What a worker needs, injected once at start-up.
@@ -99,6 +100,15 @@ enum TaskError {
     Meta(#[from] MetaError),
     #[error("processing crashed: {0}")]
     Crashed(String),
+}
+
+impl From<RenderError> for TaskError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Codec(e) => TaskError::Image(e),
+            RenderError::Size(e) => TaskError::Size(e),
+        }
+    }
 }
 
 impl TaskError {
@@ -329,15 +339,13 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
     let (recipe, format, max_pixels) = (job.recipe.clone(), entry.output_format, ctx.max_pixels);
     let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TaskError> {
         let _reserved = reserved;
-        let img = codec::decode(&input, max_pixels)?;
-        drop(input);
-        let out = recipe.ops.apply(img, max_pixels)?;
-        Ok(codec::encode(
-            &out,
+        let output = render::Output {
+            ops: &recipe.ops,
             format,
-            recipe.quality,
-            recipe.lossless,
-        )?)
+            quality: recipe.quality,
+            lossless: recipe.lossless,
+        };
+        Ok(render::render(&input, output, max_pixels)?)
     })
     .await
     .map_err(|e| TaskError::Crashed(e.to_string()))??;

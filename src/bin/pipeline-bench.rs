@@ -1,5 +1,5 @@
-//! `pipeline-bench`: one thread running decode → operations → encode over
-//! image files held in memory, as a worker does, and printing images/s as one
+//! `pipeline-bench`: one thread rendering image files held in memory
+//! (decode → operations → encode, `imgpipe::render`) exactly as a worker does, and printing images/s as one
 //! JSON line. `scripts/compare.py` runs it beside Pillow and libvips on the
 //! same files; it is a measuring tool, not part of the service.
 
@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use imgpipe::codec::{self, OutputFormat};
+use imgpipe::codec::OutputFormat;
 use imgpipe::ops::Chain;
+use imgpipe::render;
 
 #[derive(Debug, Parser)]
 #[command(about = "Time imgpipe's single-thread decode → ops → encode on image files")]
@@ -30,13 +31,6 @@ struct Args {
     files: Vec<PathBuf>,
 }
 
-#[derive(Default)]
-struct Stages {
-    decode: Duration,
-    ops: Duration,
-    encode: Duration,
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     imgpipe::memory::tune_allocator();
     let args = Args::parse();
@@ -56,22 +50,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut stages = Stages::default();
+    let output = render::Output {
+        ops: &args.ops,
+        format,
+        quality: args.quality,
+        lossless: false,
+    };
     let (mut images, mut output_bytes) = (0u64, 0u64);
     let budget = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     'passes: for pass in 0.. {
         for (input, path) in inputs.iter().zip(&args.files) {
-            let t0 = Instant::now();
-            let img = codec::decode(input, u64::MAX)?;
-            let t1 = Instant::now();
-            let out = args.ops.apply(img, u64::MAX)?;
-            let t2 = Instant::now();
-            let encoded = codec::encode(&out, format, args.quality, false)?;
-            let t3 = Instant::now();
-            stages.decode += t1 - t0;
-            stages.ops += t2 - t1;
-            stages.encode += t3 - t2;
+            let encoded = render::render(input, output, u64::MAX)?;
             images += 1;
             output_bytes += encoded.len() as u64;
             if pass == 0 {
@@ -88,14 +78,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let per_image_ms = |d: Duration| d.as_secs_f64() * 1000.0 / images as f64;
     println!(
-        "{{\"ops\":\"{}\",\"images\":{images},\"seconds\":{elapsed:.3},\"images_per_s\":{:.2},\"decode_ms\":{:.2},\"ops_ms\":{:.2},\"encode_ms\":{:.2},\"mean_output_bytes\":{}}}",
+        "{{\"ops\":\"{}\",\"images\":{images},\"seconds\":{elapsed:.3},\"images_per_s\":{:.2},\"ms_per_image\":{:.2},\"mean_output_bytes\":{}}}",
         args.ops,
         images as f64 / elapsed,
-        per_image_ms(stages.decode),
-        per_image_ms(stages.ops),
-        per_image_ms(stages.encode),
+        elapsed * 1000.0 / images as f64,
         output_bytes / images,
     );
     Ok(())

@@ -108,11 +108,7 @@ pub(super) fn encode(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, CodecEr
         reason,
     };
     let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Vec<u8>> {
-        let mut compress = Compress::new_err(Box::new(strict_error_mgr()), color_space);
-        // libjpeg-turbo's own defaults, not mozjpeg's slower "max compression" profile.
-        compress.set_fastest_defaults();
-        compress.set_size(width, height);
-        compress.set_quality(f32::from(quality.clamp(1, 100)));
+        let compress = compressor(color_space, width, height, quality);
         let mut started = compress.start_compress(Vec::with_capacity(samples.len() / 8 + 4096))?;
         started.write_scanlines(&samples)?;
         started.finish()
@@ -122,6 +118,98 @@ pub(super) fn encode(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, CodecEr
         Ok(Err(e)) => Err(encode_err(e.to_string())),
         Err(payload) => Err(encode_err(panic_message(payload))),
     }
+}
+
+/// Pillow's JPEG writer settings (see `encode`), shared by every encoder here.
+fn compressor(color_space: ColorSpace, width: usize, height: usize, quality: u8) -> Compress {
+    let mut compress = Compress::new_err(Box::new(strict_error_mgr()), color_space);
+    // libjpeg-turbo's own defaults, not mozjpeg's slower "max compression" profile.
+    compress.set_fastest_defaults();
+    compress.set_size(width, height);
+    compress.set_quality(f32::from(quality.clamp(1, 100)));
+    compress
+}
+
+/// Rows decoded from the JPEG go through `make`'s filter in strips straight
+/// into the encoder (Pillow's settings, as `encode`), so no whole-image
+/// buffer exists and each strip is still in cache when it is filtered and
+/// encoded. `Ok(None)` when this path does not apply: CMYK/YCCK, an EXIF
+/// orientation to undo, or `make` declining; the caller then decodes whole.
+pub(super) fn transcode<F: super::RowFilter>(
+    bytes: &[u8],
+    max_pixels: u64,
+    quality: u8,
+    make: impl FnOnce(usize, usize, usize) -> Option<F>,
+) -> Result<Option<Vec<u8>>, CodecError> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        transcode_inner(bytes, max_pixels, quality, make)
+    })) {
+        Ok(result) => result,
+        Err(payload) => Err(CodecError::Decode(panic_message(payload))),
+    }
+}
+
+/// Rows per strip: 16 rows of a 1080p RGB image are 92 KB, well inside L2.
+const STRIP_ROWS: usize = 16;
+
+fn transcode_inner<F: super::RowFilter>(
+    bytes: &[u8],
+    max_pixels: u64,
+    quality: u8,
+    make: impl FnOnce(usize, usize, usize) -> Option<F>,
+) -> Result<Option<Vec<u8>>, CodecError> {
+    let decode_err = |e: std::io::Error| CodecError::Decode(format!("jpeg: {e}"));
+    let encode_err = |e: std::io::Error| CodecError::Encode {
+        format: super::OutputFormat::Jpeg,
+        reason: e.to_string(),
+    };
+    let decompress = DecompressBuilder::new()
+        .with_err(strict_error_mgr())
+        .with_markers(EXIF_MARKERS)
+        .from_mem(bytes)
+        .map_err(decode_err)?;
+    let (width, height) = (decompress.width(), decompress.height());
+    super::check_pixels(width as u32, height as u32, max_pixels)?;
+    if exif_orientation(&decompress).is_some_and(|o| o != Orientation::NoTransforms) {
+        return Ok(None);
+    }
+    let (mut started, channels) = match decompress.image().map_err(decode_err)? {
+        Format::Gray(started) => (started, 1),
+        Format::RGB(started) => (started, 3),
+        Format::CMYK(_) => return Ok(None),
+    };
+    let Some(mut filter) = make(width, height, channels) else {
+        return Ok(None);
+    };
+    let color_space = match filter.channels() {
+        1 => ColorSpace::JCS_GRAYSCALE,
+        _ => ColorSpace::JCS_RGB,
+    };
+    let out_stride = width * filter.channels();
+    let compress = compressor(color_space, width, height, quality);
+    let mut encoder = compress
+        .start_compress(Vec::with_capacity(out_stride * height / 8 + 4096))
+        .map_err(encode_err)?;
+    let stride = width * channels;
+    let mut strip = vec![0u8; STRIP_ROWS * stride];
+    let mut done = 0;
+    while done < height {
+        let rows = STRIP_ROWS.min(height - done);
+        let decoded = started
+            .read_scanlines_into(&mut strip[..rows * stride])
+            .map_err(decode_err)?;
+        if decoded.len() != rows * stride {
+            return Err(CodecError::Decode(
+                "jpeg: decoder returned a short image".into(),
+            ));
+        }
+        filter
+            .push(decoded, &mut |out: &[u8]| encoder.write_scanlines(out))
+            .map_err(encode_err)?;
+        done += rows;
+    }
+    started.finish().map_err(decode_err)?;
+    encoder.finish().map(Some).map_err(encode_err)
 }
 
 fn exif_orientation<R>(decompress: &Decompress<R>) -> Option<Orientation> {

@@ -12,17 +12,22 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// L for an L, LA, RGB or RGBA raster.
 pub fn to_luma(img: &Raster) -> Raster {
     let mut out = Raster::new(img.width, img.height, 1);
-    match img.channels {
-        1 => out.data.copy_from_slice(&img.data),
+    luma_into(&img.data, img.channels, &mut out.data);
+    out
+}
+
+/// L of the interleaved pixels in `src` (1 to 4 channels), one byte per pixel into `out`.
+pub fn luma_into(src: &[u8], channels: usize, out: &mut [u8]) {
+    match channels {
+        1 => out.copy_from_slice(src),
         2 => {
-            for (o, px) in out.data.iter_mut().zip(img.data.chunks_exact(2)) {
+            for (o, px) in out.iter_mut().zip(src.chunks_exact(2)) {
                 *o = px[0];
             }
         }
-        3 => luma_rows::<3>(&img.data, &mut out.data),
-        _ => luma_rows::<4>(&img.data, &mut out.data),
+        3 => luma_rows::<3>(src, out),
+        _ => luma_rows::<4>(src, out),
     }
-    out
 }
 
 /// One loop the compiler vectorises (stride-3 and stride-4 loads become

@@ -208,66 +208,108 @@ impl Kernel {
 
     /// Applies the kernel to every channel (alpha included) of an 8-bit image.
     pub fn apply(&self, src: &Raster) -> Raster {
-        let (w, h, channels) = (src.width, src.height, src.channels);
+        let (w, h) = (src.width, src.height);
         // Pillow returns a plain copy when the image is smaller than the kernel.
-        if w < self.size || h < self.size {
+        if !self.fits(w, h) {
             return src.clone();
         }
-        let radius = self.size / 2;
+        let conv = Convolver::new(self, src.channels);
         let stride = src.stride();
-        let mut out = Raster::new(w, h, channels);
-        // The outer ring keeps the input's samples.
-        let ring = radius * stride;
-        out.data[..ring].copy_from_slice(&src.data[..ring]);
-        let tail = src.data.len() - ring;
-        out.data[tail..].copy_from_slice(&src.data[tail..]);
-        let edge = radius * channels;
-        let rows = Rows {
-            src: &src.data,
-            stride,
-            channels,
-            radius,
-        };
-        let convolve: Box<dyn Fn(usize, &mut [u8]) + Sync> = match (self.size, self.integer_form())
-        {
-            (3, Some(form)) => {
-                let wt = square::<3, i16>(&form.weights);
-                Box::new(move |y, row| rows.integer::<3>(y, &wt, form.bias, form.magic, row))
-            }
-            (5, Some(form)) => {
-                let wt = square::<5, i16>(&form.weights);
-                Box::new(move |y, row| rows.integer::<5>(y, &wt, form.bias, form.magic, row))
-            }
-            (3, None) => {
-                let wt = square::<3, f32>(&self.float_weights());
-                let offset = self.offset as f32 + 0.5;
-                Box::new(move |y, row| rows.float::<3>(y, &wt, offset, row))
-            }
-            _ => {
-                let wt = square::<5, f32>(&self.float_weights());
-                let offset = self.offset as f32 + 0.5;
-                Box::new(move |y, row| rows.float::<5>(y, &wt, offset, row))
-            }
-        };
-        let interior = &mut out.data[ring..tail];
-        let fill = |(i, row): (usize, &mut [u8])| {
-            let y = radius + i;
-            row[..edge].copy_from_slice(&src.data[y * stride..y * stride + edge]);
-            row[stride - edge..]
-                .copy_from_slice(&src.data[(y + 1) * stride - edge..(y + 1) * stride]);
-            convolve(y, &mut row[edge..stride - edge]);
-        };
+        let mut out = Raster::new(w, h, src.channels);
+        let fill = |(y, row): (usize, &mut [u8])| conv.row(&src.data, stride, y, h, y, row);
         if w * h >= PARALLEL_PIXELS {
             use rayon::prelude::*;
-            interior
+            out.data
                 .par_chunks_mut(stride)
                 .with_min_len(16)
                 .enumerate()
                 .for_each(fill);
         } else {
-            interior.chunks_mut(stride).enumerate().for_each(fill);
+            out.data.chunks_mut(stride).enumerate().for_each(fill);
         }
         out
+    }
+
+    /// Whether Pillow filters a `width` × `height` image at all (it copies
+    /// images smaller than the kernel).
+    pub fn fits(&self, width: usize, height: usize) -> bool {
+        width >= self.size && height >= self.size
+    }
+
+    pub fn radius(&self) -> usize {
+        self.size / 2
+    }
+}
+
+/// A kernel prepared for one channel count: computes output rows one at a
+/// time from whichever input rows the caller holds (the whole image, or a
+/// few rows of a strip being streamed).
+pub struct Convolver {
+    radius: usize,
+    channels: usize,
+    plan: Plan,
+}
+
+enum Plan {
+    Integer3([[i16; 3]; 3], i16, u32),
+    Integer5([[i16; 5]; 5], i16, u32),
+    Float3([[f32; 3]; 3], f32),
+    Float5([[f32; 5]; 5], f32),
+}
+
+impl Convolver {
+    /// `kernel.size` is 3 or 5 (Pillow accepts no other).
+    pub fn new(kernel: &Kernel, channels: usize) -> Convolver {
+        let offset = kernel.offset as f32 + 0.5;
+        let plan = match (kernel.size, kernel.integer_form()) {
+            (3, Some(f)) => Plan::Integer3(square(&f.weights), f.bias, f.magic),
+            (5, Some(f)) => Plan::Integer5(square(&f.weights), f.bias, f.magic),
+            (3, None) => Plan::Float3(square(&kernel.float_weights()), offset),
+            (_, None) => Plan::Float5(square(&kernel.float_weights()), offset),
+            (_, Some(f)) => Plan::Integer5(square(&f.weights), f.bias, f.magic),
+        };
+        Convolver {
+            radius: kernel.size / 2,
+            channels,
+            plan,
+        }
+    }
+
+    /// Writes output row `y` of an image `height` rows tall into `out`.
+    /// `src` holds input rows from some row on, `stride` bytes each, and
+    /// input row `y` is at index `at` in it; rows `y - radius ..= y + radius`
+    /// must be there unless `y` is in the outer ring, which Pillow copies.
+    pub fn row(
+        &self,
+        src: &[u8],
+        stride: usize,
+        y: usize,
+        height: usize,
+        at: usize,
+        out: &mut [u8],
+    ) {
+        let r = self.radius;
+        let input = &src[at * stride..(at + 1) * stride];
+        if y < r || y + r >= height {
+            out.copy_from_slice(input);
+            return;
+        }
+        let edge = r * self.channels;
+        out[..edge].copy_from_slice(&input[..edge]);
+        out[stride - edge..].copy_from_slice(&input[stride - edge..]);
+        let rows = Rows {
+            src,
+            stride,
+            channels: self.channels,
+            radius: r,
+        };
+        let interior = &mut out[edge..stride - edge];
+        match &self.plan {
+            Plan::Integer3(wt, bias, magic) => rows.integer::<3>(at, wt, *bias, *magic, interior),
+            Plan::Integer5(wt, bias, magic) => rows.integer::<5>(at, wt, *bias, *magic, interior),
+            Plan::Float3(wt, offset) => rows.float::<3>(at, wt, *offset, interior),
+            Plan::Float5(wt, offset) => rows.float::<5>(at, wt, *offset, interior),
+        }
     }
 }
 

@@ -14,6 +14,9 @@ mod rank;
 mod raster;
 mod resample;
 pub mod spec;
+mod stream;
+
+pub use stream::RowStream;
 
 use std::fmt;
 use std::str::FromStr;
