@@ -376,11 +376,15 @@ impl<'a> Rows<'a> {
                 std::array::from_fn(|k| &self.src[(y + self.radius - k) * self.stride..]);
             // SAFETY: the CPU was just checked to support AVX2.
             done = unsafe {
-                match self.channels {
-                    1 => avx2::integer_rows::<K, 1>(&rows, wt, bias, magic, out),
-                    2 => avx2::integer_rows::<K, 2>(&rows, wt, bias, magic, out),
-                    3 => avx2::integer_rows::<K, 3>(&rows, wt, bias, magic, out),
-                    _ => avx2::integer_rows::<K, 4>(&rows, wt, bias, magic, out),
+                match (avx2::BoxForm::of(wt, bias), self.channels) {
+                    (Some(f), 1) => avx2::box_rows::<K, 1>(&rows, f, bias, magic, out),
+                    (Some(f), 2) => avx2::box_rows::<K, 2>(&rows, f, bias, magic, out),
+                    (Some(f), 3) => avx2::box_rows::<K, 3>(&rows, f, bias, magic, out),
+                    (Some(f), _) => avx2::box_rows::<K, 4>(&rows, f, bias, magic, out),
+                    (None, 1) => avx2::integer_rows::<K, 1>(&rows, wt, bias, magic, out),
+                    (None, 2) => avx2::integer_rows::<K, 2>(&rows, wt, bias, magic, out),
+                    (None, 3) => avx2::integer_rows::<K, 3>(&rows, wt, bias, magic, out),
+                    (None, _) => avx2::integer_rows::<K, 4>(&rows, wt, bias, magic, out),
                 }
             };
         }
@@ -522,7 +526,9 @@ fn float_row<const K: usize>(
 /// branch-free so that it vectorises).
 #[inline(always)]
 fn clip8(value: f32) -> u8 {
-    // `max` also maps NaN to 0 (none can arise from finite weights).
+    // Not `clamp`: that passes NaN through, and the cast below needs a
+    // finite value. `max` maps NaN to 0 (none arises from finite weights).
+    #[allow(clippy::manual_clamp)]
     let clamped = value.max(0.0).min(255.0);
     // SAFETY: `clamped` is finite and within 0..=255, so it fits i32.
     unsafe { clamped.to_int_unchecked::<i32>() as u8 }
@@ -632,6 +638,38 @@ mod tests {
         assert_eq!(
             integer,
             [true, true, true, true, true, false, true, true, true, false]
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn box_form_is_recognised_where_the_weights_have_it() {
+        let forms: Vec<bool> = ALL
+            .iter()
+            .map(|k| {
+                let Some(f) = k.integer_form() else {
+                    return false;
+                };
+                match k.size {
+                    3 => avx2::BoxForm::of(&square::<3, i16>(&f.weights), f.bias).is_some(),
+                    _ => avx2::BoxForm::of(&square::<5, i16>(&f.weights), f.bias).is_some(),
+                }
+            })
+            .collect();
+        // All but DETAIL (a plus shape), EMBOSS (one corner) and SMOOTH_MORE (float).
+        assert_eq!(
+            forms,
+            [true, true, true, true, true, false, true, true, false, false]
+        );
+        let blur = Kernel::BLUR.integer_form().unwrap();
+        let form = avx2::BoxForm::of(&square::<5, i16>(&blur.weights), blur.bias);
+        assert_eq!(
+            form,
+            Some(avx2::BoxForm {
+                a: 0,
+                b3: -1,
+                b5: 1
+            })
         );
     }
 
