@@ -10,13 +10,11 @@ use super::{Action, Chain};
 
 /// A chain turned into row stages for one image size and channel count.
 pub struct RowStream {
-    stages: Vec<Stage>,
+    stages: Vec<(Stage, Vec<u8>)>,
     channels: usize,
-    // Two strip buffers, swapped between stages; kept across pushes.
-    a: Vec<u8>,
-    b: Vec<u8>,
 }
 
+/// One operation; each keeps the buffer of rows it last emitted.
 enum Stage {
     Kernel(KernelStage),
     Luma { channels: usize },
@@ -48,10 +46,11 @@ impl Chain {
                 // Pillow copies an image smaller than the kernel: no stage.
                 Action::Kernel(k) if !k.fits(width, height) => {}
                 Action::Kernel(k) => {
-                    stages.push(Stage::Kernel(KernelStage::new(k, width, height, ch)))
+                    let stage = Stage::Kernel(KernelStage::new(k, width, height, ch));
+                    stages.push((stage, Vec::new()));
                 }
                 Action::Grayscale => {
-                    stages.push(Stage::Luma { channels: ch });
+                    stages.push((Stage::Luma { channels: ch }, Vec::new()));
                     ch = 1;
                 }
                 _ => return None,
@@ -60,8 +59,6 @@ impl Chain {
         Some(RowStream {
             stages,
             channels: ch,
-            a: Vec::new(),
-            b: Vec::new(),
         })
     }
 }
@@ -80,21 +77,17 @@ impl RowStream {
         rows: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let (mut input, mut output) = (std::mem::take(&mut self.a), std::mem::take(&mut self.b));
-        input.clear();
-        input.extend_from_slice(rows);
-        for stage in &mut self.stages {
-            output.clear();
-            stage.run(&input, &mut output);
-            std::mem::swap(&mut input, &mut output);
+        let mut current = rows;
+        for (stage, out) in &mut self.stages {
+            out.clear();
+            stage.run(current, out);
+            current = out;
         }
-        let result = if input.is_empty() {
+        if current.is_empty() {
             Ok(())
         } else {
-            sink(&input)
-        };
-        (self.a, self.b) = (input, output);
-        result
+            sink(current)
+        }
     }
 }
 
