@@ -3,8 +3,8 @@
 A benchmark on flat or random images measures the wrong thing: JPEG time and
 size depend on how much detail there is. These have a photo's mix of smooth
 sky-like gradients, soft shapes, hard edges and fine sensor-like grain, and
-come out near 500 KB as a 1920x1080 JPEG at quality 90 (a phone photo's
-size per pixel). Deterministic for a given seed.
+come out near 520 KB as a 1920x1080 JPEG at quality 90, so that eight
+make the 4 MB upload of the load targets. Deterministic for a given seed.
 """
 
 import io
@@ -35,7 +35,7 @@ def photo_like(width, height, seed):
     # Soften the shapes a little, as a lens does, then add grain.
     img = img.filter(ImageFilter.GaussianBlur(1.2))
     grain = Image.effect_noise((width, height), 28).convert("RGB")
-    return Image.blend(img, grain, 0.12)
+    return Image.blend(img, grain, 0.15)
 
 
 def jpeg_bytes(img, quality=90):
