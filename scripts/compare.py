@@ -6,13 +6,15 @@ decode -> operation -> encode against Pillow's and libvips' (pyvips).
     python3 scripts/compare.py                        # 8 generated photo-like 1080p JPEGs
     python3 scripts/compare.py ~/photos/*.jpg         # your own images
     python3 scripts/compare.py --ops blur,median:5,resize:800x600 --seconds 5 --rounds 5
+    python3 scripts/compare.py --format png                     # PNG out (--png-compression fast|1..9)
 
 For every operation each tool decodes every image from memory, applies the
-operation and encodes a JPEG at --quality (75), in a loop for --seconds; the
+operation and encodes a JPEG at --quality (75) (or --format png, each at
+its default zlib level 6), in a loop for --seconds; the
 tools take turns for --rounds rounds and the median round counts, so that a
 noisy neighbour hurts all three alike. It prints images/s and imgpipe's ratio
 to each, and checks that imgpipe's files are byte-identical to Pillow's (or
-else the largest pixel difference). libvips runs the same kernels through
+else the largest pixel difference, and for PNG the size ratio). libvips runs the same kernels through
 `conv` (integer precision) and `colourspace("b-w")` for grayscale; operations
 with no direct libvips equivalent show "-" there.
 
@@ -93,39 +95,47 @@ def timed_loop(work, inputs, seconds):
             return done / elapsed
 
 
-def pillow_work(ops, quality):
+def pillow_work(ops, quality, fmt):
     def work(data):
         im = Image.open(io.BytesIO(data))
         im.load()
         out = pillow_chain(ops, im)
         buf = io.BytesIO()
-        out.save(buf, "JPEG", quality=quality)
+        if fmt == "png":
+            out.save(buf, "PNG")
+        else:
+            out.save(buf, "JPEG", quality=quality)
         return buf.getvalue()
     return work
 
 
-def vips_work(op, quality):
+def vips_work(op, quality, fmt):
     def work(data):
         im = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        if fmt == "png":
+            return op(im).write_to_buffer(".png", compression=6)
         return op(im).write_to_buffer(".jpg", Q=quality)
     return work
 
 
-def imgpipe_run(binary, ops, quality, seconds, files, write_dir=None):
-    cmd = [str(binary), "--ops", ops, "--quality", str(quality), "--seconds", str(seconds)]
+def imgpipe_run(binary, ops, quality, seconds, files, fmt, png, write_dir=None):
+    cmd = [str(binary), "--ops", ops, "--quality", str(quality), "--seconds", str(seconds),
+           "--format", fmt, "--png-compression", png]
     if write_dir:
         cmd += ["--write-dir", str(write_dir)]
     out = subprocess.run(cmd + [str(f) for f in files], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
-def parity(ops, files, imgpipe_dir, quality):
+def parity(ops, files, imgpipe_dir, quality, fmt):
     """'identical' if every imgpipe file equals Pillow's byte for byte, else
     the largest pixel difference between the decoded results."""
-    worst, identical = 0, True
+    worst, identical, sizes = 0, True, [0, 0]
     for f in files:
-        ours = (Path(imgpipe_dir) / (Path(f).stem + ".jpg")).read_bytes()
-        theirs = pillow_work(ops, quality)(Path(f).read_bytes())
+        ours = (Path(imgpipe_dir) / (Path(f).stem + (".png" if fmt == "png" else ".jpg"))).read_bytes()
+        theirs = pillow_work(ops, quality, fmt)(Path(f).read_bytes())
+        sizes[0] += len(ours)
+        sizes[1] += len(theirs)
         if ours == theirs:
             continue
         identical = False
@@ -134,7 +144,8 @@ def parity(ops, files, imgpipe_dir, quality):
             return f"differs: {a.mode} {a.size} vs {b.mode} {b.size}"
         extrema = ImageChops.difference(a, b).getextrema()
         worst = max(worst, max(e[1] for e in extrema) if isinstance(extrema[0], tuple) else extrema[1])
-    return "identical" if identical else f"max diff {worst}"
+    size = f", size {sizes[0] / sizes[1]:.2f}x Pillow's" if fmt == "png" else ""
+    return ("identical" if identical else f"max diff {worst}") + size
 
 
 def build(args):
@@ -162,6 +173,8 @@ def main():
     p.add_argument("--ops", default="blur,sharpen,edges,smooth,grayscale",
                    help="comma-separated operations; use ';' between them if an operation has comma arguments")
     p.add_argument("--quality", type=int, default=75)
+    p.add_argument("--format", choices=["jpeg", "png"], default="jpeg")
+    p.add_argument("--png-compression", default="6", help="imgpipe's, as IMGPIPE_PNG_COMPRESSION")
     p.add_argument("--seconds", type=float, default=3.0, help="per tool, per operation, per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--bench-bin", help="a built pipeline-bench binary")
@@ -175,7 +188,7 @@ def main():
     op_list = [o for o in (args.ops.split(";") if ";" in args.ops else args.ops.split(",")) if o]
     sizes = sorted({Image.open(f).size for f in files})
     print(f"# {len(files)} images {', '.join(f'{w}x{h}' for w, h in sizes)}; JPEG q{args.quality}; "
-          f"one thread each; median of {args.rounds} rounds x {args.seconds:g} s")
+          f"one thread each; median of {args.rounds} rounds x {args.seconds:g} s; output {args.format}")
     print(f"# {machine()}; Pillow {Image.__version__}; "
           f"libvips {'%d.%d.%d' % tuple(pyvips.version(i) for i in range(3)) if pyvips else 'not installed'}")
     header = f"{'operation':<22} {'imgpipe/s':>10} {'Pillow/s':>9} {'libvips/s':>10} {'x Pillow':>9} {'x libvips':>10}  output vs Pillow"
@@ -183,16 +196,17 @@ def main():
     print("-" * len(header))
     for ops in op_list:
         with tempfile.TemporaryDirectory() as out_dir:
-            first = imgpipe_run(binary, ops, args.quality, 0, files, out_dir)
+            first = imgpipe_run(binary, ops, args.quality, 0, files, args.format, args.png_compression, out_dir)
             canonical = first["ops"]
-            same = parity(canonical, files, out_dir, args.quality)
+            same = parity(canonical, files, out_dir, args.quality, args.format)
         vop = vips_op(canonical)
         ours, pil, vips = [], [], []
         for _ in range(args.rounds):
-            ours.append(imgpipe_run(binary, canonical, args.quality, args.seconds, files)["images_per_s"])
-            pil.append(timed_loop(pillow_work(canonical, args.quality), inputs, args.seconds))
+            ours.append(imgpipe_run(binary, canonical, args.quality, args.seconds, files,
+                                    args.format, args.png_compression)["images_per_s"])
+            pil.append(timed_loop(pillow_work(canonical, args.quality, args.format), inputs, args.seconds))
             if vop:
-                vips.append(timed_loop(vips_work(vop, args.quality), inputs, args.seconds))
+                vips.append(timed_loop(vips_work(vop, args.quality, args.format), inputs, args.seconds))
         o, pl = statistics.median(ours), statistics.median(pil)
         v = statistics.median(vips) if vips else None
         print(f"{ops:<22} {o:>10.1f} {pl:>9.1f} {v if v else float('nan'):>10.1f} {o / pl:>8.2f}x "

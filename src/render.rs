@@ -4,7 +4,7 @@
 //! everything else is decoded whole. Both give the same bytes. Pure CPU
 //! work: callers run it off the async runtime; it does no I/O.
 
-use crate::codec::{self, CodecError, OutputFormat, RowFilter};
+use crate::codec::{self, CodecError, OutputFormat, PngCompression, RowFilter};
 use crate::ops::{Chain, RowStream, SizeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,7 @@ pub struct Output<'a> {
     pub format: OutputFormat,
     pub quality: u8,
     pub lossless: bool,
+    pub png: PngCompression,
 }
 
 pub fn render(input: &[u8], out: Output<'_>, max_pixels: u64) -> Result<Vec<u8>, RenderError> {
@@ -40,11 +41,12 @@ pub fn render(input: &[u8], out: Output<'_>, max_pixels: u64) -> Result<Vec<u8>,
 fn render_whole(input: &[u8], out: Output<'_>, max_pixels: u64) -> Result<Vec<u8>, RenderError> {
     let img = codec::decode(input, max_pixels)?;
     let result = out.ops.apply(img, max_pixels)?;
-    Ok(codec::encode(
+    Ok(codec::encode_with(
         &result,
         out.format,
         out.quality,
         out.lossless,
+        out.png,
     )?)
 }
 
@@ -109,6 +111,7 @@ mod tests {
                 format: OutputFormat::Jpeg,
                 quality: 75,
                 lossless: false,
+                png: PngCompression::default(),
             };
             for (i, input) in inputs.iter().enumerate() {
                 let streamed = codec::transcode_jpeg(input, u64::MAX, 75, |w, h, c| {
@@ -138,6 +141,7 @@ mod tests {
             format: OutputFormat::Png,
             quality: 75,
             lossless: false,
+            png: PngCompression::default(),
         };
         let rendered = render(&jpeg(&photo(20, 20)), out, u64::MAX).unwrap();
         assert_eq!(
@@ -154,6 +158,7 @@ mod tests {
             format: OutputFormat::Jpeg,
             quality: 75,
             lossless: false,
+            png: PngCompression::default(),
         };
         let good = jpeg(&photo(64, 64));
         let truncated = &good[..good.len() / 2];

@@ -16,7 +16,7 @@ use apalis::prelude::{AbortError, BoxDynError, Data};
 use chrono::Utc;
 use futures::FutureExt;
 
-use crate::codec::CodecError;
+use crate::codec::{CodecError, PngCompression};
 use crate::jobs::{ImageProgress, ImageState, Job};
 use crate::meta::{MetaError, MetaStore};
 use crate::ops::SizeError;
@@ -32,6 +32,7 @@ pub struct WorkerContext {
     pub pixel_budget: PixelBudget,
     pub max_attempts: u32,
     pub backoff: Backoff,
+    pub png_compression: PngCompression,
 }
 
 /// Bounds the pixels decoded at once in this process, so that a few huge
@@ -337,6 +338,7 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
     let input = retrying(ctx.backoff, || ctx.store.get_bytes(&input_key)).await?;
 
     let (recipe, format, max_pixels) = (job.recipe.clone(), entry.output_format, ctx.max_pixels);
+    let png = ctx.png_compression;
     let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TaskError> {
         let _reserved = reserved;
         let output = render::Output {
@@ -344,6 +346,7 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
             format,
             quality: recipe.quality,
             lossless: recipe.lossless,
+            png,
         };
         Ok(render::render(&input, output, max_pixels)?)
     })

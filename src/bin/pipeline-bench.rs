@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use imgpipe::codec::OutputFormat;
+use imgpipe::codec::{OutputFormat, PngCompression};
 use imgpipe::ops::Chain;
 use imgpipe::render;
 
@@ -22,6 +22,9 @@ struct Args {
     format: String,
     #[arg(long, default_value_t = 75)]
     quality: u8,
+    /// PNG compression, as IMGPIPE_PNG_COMPRESSION
+    #[arg(long, default_value = "6")]
+    png_compression: PngCompression,
     /// Keep going until this many seconds have passed (at least one pass over the files)
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -55,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         format,
         quality: args.quality,
         lossless: false,
+        png: args.png_compression,
     };
     let (mut images, mut output_bytes) = (0u64, 0u64);
     let budget = Duration::from_secs_f64(args.seconds);
