@@ -44,100 +44,218 @@ fn gaussian_box_radius(radius: f32, passes: i32) -> f32 {
     l + a
 }
 
-/// `ImagingBoxBlur`: `passes` horizontal passes, then `passes` vertical ones
-/// (done as horizontal passes on the transposed image, as Pillow does).
+/// `ImagingBoxBlur`: `passes` horizontal passes, then `passes` vertical ones.
+/// Pillow runs the vertical ones as horizontal passes over the transposed
+/// image; here they run down all columns at once, row by row, which is the
+/// same arithmetic per column without the two transposes, and vectorises.
 fn blur(img: &Raster, xradius: f32, yradius: f32, passes: usize) -> Raster {
     let mut out = img.clone();
     if img.width == 0 || img.height == 0 {
         return out;
     }
     if xradius != 0.0 {
-        for _ in 0..passes {
-            horizontal_pass(&mut out, xradius);
+        let weights = Weights::new(xradius);
+        match img.channels {
+            1 => rows_pass::<1>(&mut out, weights, passes),
+            2 => rows_pass::<2>(&mut out, weights, passes),
+            3 => rows_pass::<3>(&mut out, weights, passes),
+            _ => rows_pass::<4>(&mut out, weights, passes),
         }
     }
     if yradius != 0.0 {
-        let mut t = out.transposed();
+        let weights = Weights::new(yradius);
+        let mut other = Raster::new(img.width, img.height, img.channels);
         for _ in 0..passes {
-            horizontal_pass(&mut t, yradius);
+            let mut columns = Columns::new(&out, &mut other.data);
+            weights.run(&mut columns, img.height);
+            std::mem::swap(&mut out, &mut other);
         }
-        out = t.transposed();
     }
     out
 }
 
-fn horizontal_pass(img: &mut Raster, float_radius: f32) {
-    let radius = float_radius as i32;
-    // C: UINT32 / float -> float division, truncated back to UINT32.
-    let ww = ((1u32 << 24) as f32 / (float_radius * 2.0 + 1.0)) as u32;
-    let fw = ((1u32 << 24).wrapping_sub(((radius * 2 + 1) as u32).wrapping_mul(ww))) / 2;
-    let width = img.width as i32;
-    let edge_a = (radius + 1).min(width);
-    let edge_b = (width - radius - 1).max(0);
-    let ch = img.channels;
-    let mut line = vec![0u8; img.width];
-    let mut out = vec![0u8; img.width];
-    for y in 0..img.height {
-        let row = &mut img.data[y * img.width * ch..(y + 1) * img.width * ch];
-        for c in 0..ch {
-            for (x, v) in line.iter_mut().enumerate() {
-                *v = row[x * ch + c];
+/// One blur radius in BoxBlur.c's 8.24 fixed point.
+#[derive(Clone, Copy)]
+struct Weights {
+    radius: i32,
+    ww: u32,
+    fw: u32,
+}
+
+impl Weights {
+    fn new(float_radius: f32) -> Weights {
+        let radius = float_radius as i32;
+        // C: UINT32 / float -> float division, truncated back to UINT32.
+        let ww = ((1u32 << 24) as f32 / (float_radius * 2.0 + 1.0)) as u32;
+        let fw = ((1u32 << 24).wrapping_sub(((radius * 2 + 1) as u32).wrapping_mul(ww))) / 2;
+        Weights { radius, ww, fw }
+    }
+
+    /// `ImagingLineBoxBlur`'s control flow over one line of `len`
+    /// positions; `line` says what a position and a sum are.
+    fn run<L: Line>(&self, line: &mut L, len: usize) {
+        let radius = self.radius;
+        let width = len as i32;
+        let edge_a = (radius + 1).min(width);
+        let edge_b = (width - radius - 1).max(0);
+        let last = width - 1;
+        let (ww, fw) = (self.ww, self.fw);
+        line.start(0, (radius + 1) as u32);
+        for x in 0..edge_a - 1 {
+            line.add(x as usize, 1);
+        }
+        line.add(last as usize, (radius - edge_a + 1) as u32);
+        let mut go = |x: i32, sub: i32, add: i32, left: i32, right: i32| {
+            line.step(sub as usize, add as usize);
+            line.save(x as usize, left as usize, right as usize, ww, fw);
+        };
+        if edge_a <= edge_b {
+            for x in 0..edge_a {
+                go(x, 0, x + radius, 0, x + radius + 1);
             }
-            box_line(&mut out, &line, radius, edge_a, edge_b, ww, fw);
-            for (x, &v) in out.iter().enumerate() {
-                row[x * ch + c] = v;
+            for x in edge_a..edge_b {
+                go(x, x - radius - 1, x + radius, x - radius - 1, x + radius + 1);
+            }
+            for x in edge_b..=last {
+                go(x, x - radius - 1, last, x - radius - 1, last);
+            }
+        } else {
+            for x in 0..edge_b {
+                go(x, 0, x + radius, 0, x + radius + 1);
+            }
+            for x in edge_b..edge_a {
+                go(x, 0, last, 0, last);
+            }
+            for x in edge_a..=last {
+                go(x, x - radius - 1, last, x - radius - 1, last);
             }
         }
     }
 }
 
-/// `ImagingLineBoxBlur8`: one channel of one line.
-fn box_line(out: &mut [u8], input: &[u8], radius: i32, edge_a: i32, edge_b: i32, ww: u32, fw: u32) {
-    let last = input.len() as i32 - 1;
-    let px = |i: i32| u32::from(input[i as usize]);
-    // Sums wrap exactly like C's UINT32 arithmetic (a negative step is a
-    // large unsigned addend).
-    let step = |acc: &mut u32, sub: i32, add: i32| {
-        *acc = acc.wrapping_add(px(add).wrapping_sub(px(sub)));
-    };
-    let save = |out: &mut [u8], x: i32, acc: u32, left: i32, right: i32| {
-        let bulk = acc
-            .wrapping_mul(ww)
-            .wrapping_add((px(left) + px(right)).wrapping_mul(fw));
-        out[x as usize] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
-    };
+/// What `Weights::run` walks: positions along a line, each holding one or
+/// more independent lanes (a pixel's channels, or a row's samples). Sums
+/// wrap exactly like C's UINT32 arithmetic.
+trait Line {
+    /// sum = px(i) · times
+    fn start(&mut self, i: usize, times: u32);
+    /// sum += px(i) · times
+    fn add(&mut self, i: usize, times: u32);
+    /// sum += px(add) − px(sub)
+    fn step(&mut self, sub: usize, add: usize);
+    /// out(x) = (sum·ww + (px(left) + px(right))·fw + 2^23) >> 24
+    fn save(&mut self, x: usize, left: usize, right: usize, ww: u32, fw: u32);
+}
 
-    let mut acc = px(0).wrapping_mul((radius + 1) as u32);
-    for x in 0..edge_a - 1 {
-        acc = acc.wrapping_add(px(x));
+#[inline(always)]
+fn rounded(sum: u32, left: u8, right: u8, ww: u32, fw: u32) -> u8 {
+    let bulk = sum
+        .wrapping_mul(ww)
+        .wrapping_add((u32::from(left) + u32::from(right)).wrapping_mul(fw));
+    (bulk.wrapping_add(1 << 23) >> 24) as u8
+}
+
+/// One row of `C`-channel pixels (a horizontal pass).
+struct Pixels<'a, const C: usize> {
+    input: &'a [u8],
+    out: &'a mut [u8],
+    sum: [u32; C],
+}
+
+impl<const C: usize> Line for Pixels<'_, C> {
+    #[inline(always)]
+    fn start(&mut self, i: usize, times: u32) {
+        for c in 0..C {
+            self.sum[c] = u32::from(self.input[i * C + c]).wrapping_mul(times);
+        }
     }
-    acc = acc.wrapping_add(px(last).wrapping_mul((radius - edge_a + 1) as u32));
+    #[inline(always)]
+    fn add(&mut self, i: usize, times: u32) {
+        for c in 0..C {
+            self.sum[c] = self.sum[c].wrapping_add(u32::from(self.input[i * C + c]).wrapping_mul(times));
+        }
+    }
+    #[inline(always)]
+    fn step(&mut self, sub: usize, add: usize) {
+        for c in 0..C {
+            let delta = u32::from(self.input[add * C + c]).wrapping_sub(u32::from(self.input[sub * C + c]));
+            self.sum[c] = self.sum[c].wrapping_add(delta);
+        }
+    }
+    #[inline(always)]
+    fn save(&mut self, x: usize, left: usize, right: usize, ww: u32, fw: u32) {
+        for c in 0..C {
+            self.out[x * C + c] = rounded(self.sum[c], self.input[left * C + c], self.input[right * C + c], ww, fw);
+        }
+    }
+}
 
-    if edge_a <= edge_b {
-        for x in 0..edge_a {
-            step(&mut acc, 0, x + radius);
-            save(out, x, acc, 0, x + radius + 1);
+/// `passes` horizontal passes over every row.
+fn rows_pass<const C: usize>(img: &mut Raster, weights: Weights, passes: usize) {
+    let (stride, width) = (img.stride(), img.width);
+    let mut input = vec![0u8; stride];
+    for row in img.data.chunks_exact_mut(stride) {
+        for _ in 0..passes {
+            input.copy_from_slice(row);
+            let mut line = Pixels::<C> {
+                input: &input,
+                out: row,
+                sum: [0; C],
+            };
+            weights.run(&mut line, width);
         }
-        for x in edge_a..edge_b {
-            step(&mut acc, x - radius - 1, x + radius);
-            save(out, x, acc, x - radius - 1, x + radius + 1);
+    }
+}
+
+/// Every column of an image at once (a vertical pass): a position is a row,
+/// and each operation runs across the whole row, which vectorises.
+struct Columns<'a> {
+    input: &'a [u8],
+    out: &'a mut [u8],
+    stride: usize,
+    sum: Vec<u32>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(input: &'a Raster, out: &'a mut [u8]) -> Columns<'a> {
+        let stride = input.stride();
+        Columns {
+            input: &input.data,
+            out,
+            stride,
+            sum: vec![0; stride],
         }
-        for x in edge_b..=last {
-            step(&mut acc, x - radius - 1, last);
-            save(out, x, acc, x - radius - 1, last);
+    }
+
+    fn row(&self, i: usize) -> &'a [u8] {
+        &self.input[i * self.stride..(i + 1) * self.stride]
+    }
+}
+
+impl Line for Columns<'_> {
+    fn start(&mut self, i: usize, times: u32) {
+        let row = self.row(i);
+        for (s, &p) in self.sum.iter_mut().zip(row) {
+            *s = u32::from(p).wrapping_mul(times);
         }
-    } else {
-        for x in 0..edge_b {
-            step(&mut acc, 0, x + radius);
-            save(out, x, acc, 0, x + radius + 1);
+    }
+    fn add(&mut self, i: usize, times: u32) {
+        let row = self.row(i);
+        for (s, &p) in self.sum.iter_mut().zip(row) {
+            *s = s.wrapping_add(u32::from(p).wrapping_mul(times));
         }
-        for x in edge_b..edge_a {
-            step(&mut acc, 0, last);
-            save(out, x, acc, 0, last);
+    }
+    fn step(&mut self, sub: usize, add: usize) {
+        let (gone, come) = (self.row(sub), self.row(add));
+        for ((s, &g), &c) in self.sum.iter_mut().zip(gone).zip(come) {
+            *s = s.wrapping_add(u32::from(c).wrapping_sub(u32::from(g)));
         }
-        for x in edge_a..=last {
-            step(&mut acc, x - radius - 1, last);
-            save(out, x, acc, x - radius - 1, last);
+    }
+    fn save(&mut self, x: usize, left: usize, right: usize, ww: u32, fw: u32) {
+        let (l, r) = (self.row(left), self.row(right));
+        let out = &mut self.out[x * self.stride..(x + 1) * self.stride];
+        for (((o, &s), &a), &b) in out.iter_mut().zip(&self.sum).zip(l).zip(r) {
+            *o = rounded(s, a, b, ww, fw);
         }
     }
 }
