@@ -114,7 +114,13 @@ impl Weights {
                 go(x, 0, x + radius, 0, x + radius + 1);
             }
             for x in edge_a..edge_b {
-                go(x, x - radius - 1, x + radius, x - radius - 1, x + radius + 1);
+                go(
+                    x,
+                    x - radius - 1,
+                    x + radius,
+                    x - radius - 1,
+                    x + radius + 1,
+                );
             }
             for x in edge_b..=last {
                 go(x, x - radius - 1, last, x - radius - 1, last);
@@ -172,20 +178,28 @@ impl<const C: usize> Line for Pixels<'_, C> {
     #[inline(always)]
     fn add(&mut self, i: usize, times: u32) {
         for c in 0..C {
-            self.sum[c] = self.sum[c].wrapping_add(u32::from(self.input[i * C + c]).wrapping_mul(times));
+            self.sum[c] =
+                self.sum[c].wrapping_add(u32::from(self.input[i * C + c]).wrapping_mul(times));
         }
     }
     #[inline(always)]
     fn step(&mut self, sub: usize, add: usize) {
         for c in 0..C {
-            let delta = u32::from(self.input[add * C + c]).wrapping_sub(u32::from(self.input[sub * C + c]));
+            let delta =
+                u32::from(self.input[add * C + c]).wrapping_sub(u32::from(self.input[sub * C + c]));
             self.sum[c] = self.sum[c].wrapping_add(delta);
         }
     }
     #[inline(always)]
     fn save(&mut self, x: usize, left: usize, right: usize, ww: u32, fw: u32) {
         for c in 0..C {
-            self.out[x * C + c] = rounded(self.sum[c], self.input[left * C + c], self.input[right * C + c], ww, fw);
+            self.out[x * C + c] = rounded(
+                self.sum[c],
+                self.input[left * C + c],
+                self.input[right * C + c],
+                ww,
+                fw,
+            );
         }
     }
 }
