@@ -209,7 +209,7 @@ def main():
                 vips.append(timed_loop(vips_work(vop, args.quality, args.format), inputs, args.seconds))
         o, pl = statistics.median(ours), statistics.median(pil)
         v = statistics.median(vips) if vips else None
-        print(f"{ops:<22} {o:>10.1f} {pl:>9.1f} {v if v else float('nan'):>10.1f} {o / pl:>8.2f}x "
+        print(f"{ops:<22} {o:>10.1f} {pl:>9.1f} {(f'{v:.1f}' if v else '-'):>10} {o / pl:>8.2f}x "
               f"{(f'{o / v:.2f}x' if v else '-'):>10}  {same}", flush=True)
 
 

@@ -261,6 +261,10 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             max_attempts: config.max_attempts,
             backoff: config.backoff(),
             png_compression: config.png_compression,
+            render_pool: Arc::new(
+                worker::render_pool(concurrency)
+                    .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?,
+            ),
         });
         Some(tokio::spawn(supervise_workers(
             backends.queue.clone(),

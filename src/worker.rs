@@ -33,6 +33,42 @@ pub struct WorkerContext {
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub png_compression: PngCompression,
+    /// Where decode → operations → encode run (see `render_pool`).
+    pub render_pool: Arc<rayon::ThreadPool>,
+}
+
+/// The threads that decode, filter and encode: as many as the worker's
+/// concurrency, at a lower CPU priority (nice 10) than the async runtime's,
+/// so that on a busy machine the API still answers at once (see README,
+/// Performance: POST latency with 2 worker slots on 2 cores). Off the async
+/// runtime, as all CPU work must be; operations that split rows run within
+/// this pool.
+pub fn render_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("imgpipe-render-{i}"))
+        .start_handler(|_| lower_priority())
+        .build()
+        .map_err(std::io::Error::other)
+}
+
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's id only changes its nice value.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            log::debug!("could not lower the render thread's priority");
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Bounds the pixels decoded at once in this process, so that a few huge
@@ -339,7 +375,8 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
 
     let (recipe, format, max_pixels) = (job.recipe.clone(), entry.output_format, ctx.max_pixels);
     let png = ctx.png_compression;
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TaskError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    ctx.render_pool.spawn(move || {
         let _reserved = reserved;
         let output = render::Output {
             ops: &recipe.ops,
@@ -348,10 +385,17 @@ async fn process(ctx: &WorkerContext, job: &Job, index: usize) -> Result<u64, Ta
             lossless: recipe.lossless,
             png,
         };
-        Ok(render::render(&input, output, max_pixels)?)
-    })
-    .await
-    .map_err(|e| TaskError::Crashed(e.to_string()))??;
+        // A panic must not reach rayon, which would abort the process.
+        let rendered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            render::render(&input, output, max_pixels)
+        }));
+        let _ = done.send(rendered);
+    });
+    let encoded = match result.await {
+        Ok(Ok(rendered)) => rendered?,
+        Ok(Err(panic)) => return Err(TaskError::Crashed(panic_text(panic.as_ref()))),
+        Err(_) => return Err(TaskError::Crashed("the render thread stopped".into())),
+    };
 
     let size = encoded.len() as u64;
     let bytes = bytes::Bytes::from(encoded);
