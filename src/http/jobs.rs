@@ -188,7 +188,10 @@ async fn spool(
         .tempfile_in(dir)
         .map_err(spool_err)?;
     let (std_file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(std_file);
+    // Multipart chunks are small; each write to a tokio file is a trip to
+    // the blocking pool, so they are gathered into 256 KiB writes.
+    let mut file =
+        tokio::io::BufWriter::with_capacity(256 << 10, tokio::fs::File::from_std(std_file));
     let mut written: u64 = 0;
     while let Some(chunk) = field.next().await {
         let chunk = chunk.map_err(|e| ApiError::Multipart(format!("{filename}: {e}")))?;

@@ -91,7 +91,12 @@ impl LocalStore {
                     file.flush().await?;
                 }
                 Content::File(source) => {
-                    tokio::fs::copy(source, &tmp).await?;
+                    // A spooled upload on the same filesystem is linked, not
+                    // copied (4 MB less to write per 8-image POST); the
+                    // caller still owns, and later removes, its own name.
+                    if tokio::fs::hard_link(source, &tmp).await.is_err() {
+                        tokio::fs::copy(source, &tmp).await?;
+                    }
                 }
             }
             tokio::fs::rename(&tmp, &path).await
