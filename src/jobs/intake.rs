@@ -221,12 +221,20 @@ fn jpeg_complete(r: &mut impl Read) -> bool {
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
-        for &b in &buf[..n] {
-            if prev_ff && b == 0xD9 {
-                return true;
+        // Entropy-coded data stuffs every 0xFF with 0x00 or an RST marker,
+        // so the first FF D9 is the end. memchr finds each D9 with SIMD.
+        let chunk = &buf[..n];
+        let found = memchr::memchr_iter(0xD9, chunk).any(|i| {
+            if i == 0 {
+                prev_ff
+            } else {
+                chunk[i - 1] == 0xFF
             }
-            prev_ff = b == 0xFF;
+        });
+        if found {
+            return true;
         }
+        prev_ff = chunk[n - 1] == 0xFF;
     }
 }
 
@@ -312,6 +320,21 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         inspect(f.path(), &LIMITS)
+    }
+
+    #[test]
+    fn jpeg_end_marker_is_found_across_read_boundaries() {
+        // Scan data starts after FF D8 FF DA; put the marker's FF as the
+        // last byte of the first 64 KiB read and its D9 as the first of the next.
+        let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xDA];
+        bytes.resize(4 + 64 * 1024 - 1, 0x12);
+        bytes.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(jpeg_complete(&mut std::io::Cursor::new(&bytes)));
+        // A stuffed FF 00 and a D9 not after FF are not the end.
+        let mut open = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x01, 0xD9, 0xFF, 0x00, 0xD9];
+        assert!(!jpeg_complete(&mut std::io::Cursor::new(&open)));
+        open.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(jpeg_complete(&mut std::io::Cursor::new(&open)));
     }
 
     #[test]
