@@ -74,6 +74,16 @@ mod tests {
 
     use super::*;
 
+    fn output(ops: &Chain, format: OutputFormat) -> Output<'_> {
+        Output {
+            ops,
+            format,
+            quality: 75,
+            lossless: false,
+            png: PngCompression::default(),
+        }
+    }
+
     fn jpeg(img: &DynamicImage) -> Vec<u8> {
         codec::encode(img, OutputFormat::Jpeg, 92, false).unwrap()
     }
@@ -106,13 +116,7 @@ mod tests {
             "smooth_more,emboss",
         ] {
             let ops = Chain::from_str(text).unwrap();
-            let out = Output {
-                ops: &ops,
-                format: OutputFormat::Jpeg,
-                quality: 75,
-                lossless: false,
-                png: PngCompression::default(),
-            };
+            let out = output(&ops, OutputFormat::Jpeg);
             for (i, input) in inputs.iter().enumerate() {
                 let streamed = codec::transcode_jpeg(input, u64::MAX, 75, |w, h, c| {
                     ops.row_stream(w, h, c).map(Streamed)
@@ -136,13 +140,7 @@ mod tests {
             ops.row_stream(w, h, c).map(Streamed)
         });
         assert!(matches!(none, Ok(None)));
-        let out = Output {
-            ops: &ops,
-            format: OutputFormat::Png,
-            quality: 75,
-            lossless: false,
-            png: PngCompression::default(),
-        };
+        let out = output(&ops, OutputFormat::Png);
         let rendered = render(&jpeg(&photo(20, 20)), out, u64::MAX).unwrap();
         assert_eq!(
             codec::InputFormat::sniff(&rendered),
@@ -153,13 +151,7 @@ mod tests {
     #[test]
     fn bad_jpegs_fail_the_same_way_streamed() {
         let ops = Chain::from_str("blur").unwrap();
-        let out = Output {
-            ops: &ops,
-            format: OutputFormat::Jpeg,
-            quality: 75,
-            lossless: false,
-            png: PngCompression::default(),
-        };
+        let out = output(&ops, OutputFormat::Jpeg);
         let good = jpeg(&photo(64, 64));
         let truncated = &good[..good.len() / 2];
         assert!(matches!(

@@ -166,12 +166,10 @@ pub async fn handle(task: ProcessImage, ctx: Data<Arc<WorkerContext>>) -> Result
     match AssertUnwindSafe(run(&task, ctx)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            let reason = format!("internal error while processing: {what}");
+            let reason = format!(
+                "internal error while processing: {}",
+                panic_text(panic.as_ref())
+            );
             log::error!("job {} image {}: {reason}", task.job_id, task.index);
             if let Ok(Some(mut p)) = ctx.meta.image_progress(task.job_id, task.index).await {
                 p.state = ImageState::Failed;
