@@ -1,6 +1,7 @@
 //! Decoding (EXIF orientation applied, pixels normalised to 8-bit L/LA/RGB/RGBA)
-//! and encoding (JPEG, PNG, WebP). Blocking CPU work: callers run it on a
-//! blocking thread, never on the async runtime.
+//! and encoding (JPEG, PNG, WebP). CPU work that blocks: callers run it off
+//! the async runtime (the worker on its render pool, intake on a blocking
+//! thread).
 
 mod exif;
 mod jpeg;
@@ -176,7 +177,8 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
 
 /// A filter that takes an image's rows in strips, top to bottom, and passes
 /// its output rows on as they become ready: what `transcode_jpeg` streams
-/// through. (The operations implement it; the codec knows nothing of them.)
+/// through. (`render::Streamed` implements it over the operations' row
+/// stream; the codec knows nothing of operations.)
 pub trait RowFilter {
     /// Channels of the output rows: 1 (L) or 3 (RGB).
     fn channels(&self) -> usize;

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::codec::PngCompression;
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
-use crate::worker::Backoff;
+use crate::worker::{Backoff, WorkerSettings};
 
 /// Heartbeats a worker may miss before its tasks are handed to others.
 const MISSED_HEARTBEATS: usize = 3;
@@ -76,8 +76,8 @@ pub struct Config {
 
     /// Redis URL for the task queue and job metadata; unset: an embedded
     /// SQLite queue and metadata store in IMGPIPE_DATA_DIR
-    #[arg(long, env = "REDIS_URL", global = true)]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<Secret>,
 
     /// Prefix of every Redis key imgpipe writes (queue and metadata); lets
     /// several deployments share one Redis
@@ -98,9 +98,10 @@ pub struct Config {
         long,
         env = "S3_ACCESS_KEY",
         default_value = "minioadmin",
+        hide_env_values = true,
         global = true
     )]
-    pub s3_access_key: String,
+    pub s3_access_key: Secret,
 
     #[arg(
         long,
@@ -109,7 +110,7 @@ pub struct Config {
         hide_env_values = true,
         global = true
     )]
-    pub s3_secret_key: String,
+    pub s3_secret_key: Secret,
 
     /// Bucket for uploads and results; created at start-up if missing
     #[arg(long, env = "S3_BUCKET", default_value = "imgpipe", global = true)]
@@ -251,6 +252,16 @@ impl Config {
         }
     }
 
+    pub fn worker_settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            max_pixels: self.max_pixels,
+            pixels_in_flight: self.max_pixels_in_flight,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff(),
+            png_compression: self.png_compression,
+        }
+    }
+
     pub fn liveness(&self) -> Liveness {
         Liveness {
             interval: Duration::from_secs(self.heartbeat_secs),
@@ -260,6 +271,30 @@ impl Config {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+/// A setting that must not show up in logs or `Debug` output (credentials,
+/// URLs that may carry a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
     }
 }
 
@@ -334,5 +369,33 @@ mod tests {
         assert_eq!(cli.config.redis_url, None, "embedded by default");
         assert_eq!(cli.config.s3_endpoint, None, "embedded by default");
         assert_eq!(cli.config.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output_and_help() {
+        let cli = Cli::try_parse_from([
+            "imgpipe",
+            "serve",
+            "--redis-url",
+            "redis://:hunter2@db:6379",
+            "--s3-access-key",
+            "AKIAEXAMPLE",
+            "--s3-secret-key",
+            "wJalrXUtnFEMI",
+        ])
+        .expect("parses");
+        let debug = format!("{cli:?}");
+        for secret in ["hunter2", "AKIAEXAMPLE", "wJalrXUtnFEMI"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert_eq!(cli.config.s3_secret_key.expose(), "wJalrXUtnFEMI");
+        let help = Cli::command().render_long_help().to_string();
+        for var in ["REDIS_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY"] {
+            // Shown as `[env: NAME]`, never `[env: NAME=value]`, even when set.
+            assert!(
+                help.contains(&format!("[env: {var}]")),
+                "{var} value shown: {help}"
+            );
+        }
     }
 }

@@ -1,23 +1,29 @@
 //! imgpipe: an asynchronous image-processing service.
 //!
-//! Modules in data-flow order:
+//! Modules in data-flow order (request → job → tasks → worker → storage →
+//! status/ZIP); dependencies point down this list, never up:
 //! - [`config`]  settings from the environment; the CLI
+//! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
 //! - [`http`]    the REST facade (actix-web): thin, translates requests and errors
-//! - [`jobs`]    the job domain: intake checks, safe names, status aggregation, the job service
-//! - [`queue`]   the task type and the queue that carries it (apalis on Redis or SQLite)
-//! - [`worker`]  the task handler: fetch → decode → filter → encode → store → record
+//! - [`jobs`]    the job domain: recipes, intake checks, submit, status, ZIP, purge
+//! - [`archive`] streaming ZIP of a job's results
+//! - [`queue`]   the task type; producer and consumer sides of the queue
+//!   (apalis on Redis or SQLite); the handler interface the worker implements
+//! - [`worker`]  the task handler: fetch → render → store → record, with its
+//!   decisions (retry, fencing, exhaustion) as pure functions
 //! - [`render`]  one image: decode → operations → encode (streamed in strips when it can be)
 //! - [`codec`]   decoding (orientation applied) and encoding
-//! - [`ops`]     Pillow-equivalent filters, pure functions
+//! - [`ops`]     Pillow-equivalent operations, pure functions, and their registry
 //! - [`store`]   object storage (S3 or a local directory)
 //! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status
+//! - [`backend_error`] the error shape the three backends share: a kind and a source
 //! - [`sqlite`]  opening the embedded mode's SQLite files
-//! - [`archive`] streaming ZIP of a job's results
-//! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
+//! - [`panic_guard`] running code that may panic, turning a panic into an error
 //! - [`memory`]  allocator tuning applied at start-up, so image buffers are reused
 
 pub mod app;
 pub mod archive;
+pub mod backend_error;
 pub mod codec;
 pub mod config;
 pub mod http;
@@ -25,6 +31,7 @@ pub mod jobs;
 pub mod memory;
 pub mod meta;
 pub mod ops;
+pub mod panic_guard;
 pub mod queue;
 pub mod render;
 pub mod sqlite;

@@ -269,13 +269,7 @@ fn libjpeg_message(cinfo: &mut jpeg_common_struct) -> String {
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    let text = match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => payload
-            .downcast_ref::<&str>()
-            .map_or_else(|| "decoder failed".into(), |s| s.to_string()),
-    };
-    format!("jpeg: {text}")
+    format!("jpeg: {}", crate::panic_guard::panic_text(payload.as_ref()))
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::backend_error::ErrorKind;
 use crate::jobs::intake::FileProblem;
-use crate::jobs::service::JobError;
+use crate::jobs::JobError;
 use crate::ops::SpecError;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +69,13 @@ impl ApiError {
                 JobError::ImageNotReady { .. } => "image_not_ready",
                 JobError::ImageFailed { .. } => "image_failed",
                 JobError::NotFinished(_) => "job_not_finished",
-                JobError::Unavailable(_) => "service_unavailable",
-                JobError::Storage(_) => "storage_error",
+                JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_) => {
+                    match e.backend_kind() {
+                        Some(ErrorKind::Unavailable) => "service_unavailable",
+                        Some(ErrorKind::Refused) => "storage_error",
+                        _ => "internal_error",
+                    }
+                }
                 JobError::Internal(_) => "internal_error",
             },
             ApiError::Multipart(_) => "invalid_multipart",
@@ -89,6 +95,31 @@ impl ApiError {
             ApiError::Job(JobError::InvalidOps { error, .. }) => (error.operation(), error.usage()),
             ApiError::Job(JobError::OutputTooLarge(e)) => (Some(e.op()), None),
             _ => (None, None),
+        }
+    }
+
+    /// The message for clients: the domain's, with what this API adds
+    /// (parameter names, how to ask again).
+    fn message(&self) -> String {
+        match self {
+            ApiError::Job(JobError::MissingOps) => format!(
+                "no operation given; pass ?filter=NAME or ?ops=A,B,C (operations: {})",
+                crate::ops::names().join(", ")
+            ),
+            ApiError::Job(JobError::NoFiles) => {
+                "no images uploaded; send one or more files in the multipart field \"files\""
+                    .to_string()
+            }
+            ApiError::Job(e @ JobError::NotFinished(_)) => {
+                format!("{e}; retry later or pass ?partial=true")
+            }
+            ApiError::Job(e @ (JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_))) => {
+                match e.backend_kind() {
+                    Some(ErrorKind::Unavailable | ErrorKind::Refused) => e.to_string(),
+                    _ => format!("internal error: {e}"),
+                }
+            }
+            other => other.to_string(),
         }
     }
 
@@ -127,8 +158,17 @@ impl ResponseError for ApiError {
                 JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
                 // The request is fine, but this image has no result and never will.
                 JobError::ImageFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                JobError::Storage(_) => StatusCode::BAD_GATEWAY,
+                JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_) => {
+                    match e.backend_kind() {
+                        Some(ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+                        // Storage answered but refused (bad credentials, a
+                        // missing bucket…): an operator's problem, not the
+                        // client's, and not worth retrying.
+                        Some(ErrorKind::Refused) => StatusCode::BAD_GATEWAY,
+                        // A stored object missing, or a record unreadable: a bug.
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    }
+                }
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Multipart(_)
@@ -147,7 +187,7 @@ impl ResponseError for ApiError {
             log::error!("{status}: {self}");
         }
         let mut error =
-            json!({ "code": self.code(), "message": self.to_string(), "file": self.file() });
+            json!({ "code": self.code(), "message": self.message(), "file": self.file() });
         if let (Some(op), usage) = self.operation() {
             error["operation"] = json!(op);
             if let Some(usage) = usage {
@@ -211,8 +251,23 @@ mod tests {
 
     #[test]
     fn outages_are_503() {
-        let e = ApiError::Job(JobError::Unavailable("redis down".into()));
+        let down = crate::meta::MetaError::new(ErrorKind::Unavailable, "redis down");
+        let e = ApiError::Job(JobError::Meta(down));
         assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.code(), "service_unavailable");
+        let refused = crate::store::StoreError::new(ErrorKind::Refused, "bad credentials");
+        let e = ApiError::Job(JobError::Store(refused));
+        assert_eq!(
+            (e.status_code(), e.code()),
+            (StatusCode::BAD_GATEWAY, "storage_error")
+        );
+        let missing = crate::store::StoreError::new(ErrorKind::NotFound, "jobs/x");
+        let e = ApiError::Job(JobError::Store(missing));
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            e.message().starts_with("internal error: "),
+            "{}",
+            e.message()
+        );
     }
 }

@@ -12,8 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, UploadDir};
 use crate::jobs::intake::FileProblem;
-use crate::jobs::service::{JobError, JobService, RecipeOptions, Upload};
-use crate::jobs::Recipe;
+use crate::jobs::{Accepted, JobError, JobService, Recipe, RecipeOptions, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +55,7 @@ pub async fn process_job(
             // data makes the kernel reset it, and the client may then lose
             // this answer and see only "connection reset".
             drop(multipart);
-            body.drain(service.limits.max_file_bytes.saturating_mul(2))
+            body.drain(service.limits().max_file_bytes.saturating_mul(2))
                 .await;
             Err(e)
         }
@@ -114,7 +113,7 @@ async fn accept(
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;
     // Fail fast on a bad query before spooling a possibly large body.
-    let limits = service.limits;
+    let limits = service.limits();
     if options.filter.is_some() || options.ops.is_some() {
         Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
     }
@@ -170,9 +169,29 @@ async fn accept(
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
     let accepted = service.submit(recipe, uploads).await?;
     drop(spooled);
+    let body = AcceptedBody::new(&accepted);
     Ok(HttpResponse::Accepted()
-        .insert_header(("Location", accepted.status_url.clone()))
-        .json(accepted))
+        .insert_header(("Location", body.status_url.clone()))
+        .json(body))
+}
+
+/// The 202 answer: the accepted job and where to follow it.
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    #[serde(flatten)]
+    accepted: &'a Accepted,
+    status_url: String,
+    download_url: String,
+}
+
+impl<'a> AcceptedBody<'a> {
+    fn new(accepted: &'a Accepted) -> Self {
+        AcceptedBody {
+            status_url: format!("/status-job/{}", accepted.job_id),
+            download_url: format!("/download/{}", accepted.job_id),
+            accepted,
+        }
+    }
 }
 
 /// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.
@@ -189,7 +208,7 @@ async fn spool(
         .map_err(spool_err)?;
     let (std_file, path) = temp.into_parts();
     // Multipart chunks are small; each write to a tokio file is a trip to
-    // the blocking pool, so they are gathered into 256 KiB writes.
+    // tokio's blocking threads, so they are gathered into 256 KiB writes.
     let mut file =
         tokio::io::BufWriter::with_capacity(256 << 10, tokio::fs::File::from_std(std_file));
     let mut written: u64 = 0;

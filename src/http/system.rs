@@ -7,7 +7,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::ApiError;
 use crate::codec::{InputFormat, OutputFormat};
-use crate::jobs::service::JobService;
+use crate::jobs::JobService;
 use crate::ops::SPECS;
 
 /// The hand-written contract, compiled in so the binary serves exactly the

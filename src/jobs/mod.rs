@@ -1,11 +1,29 @@
 //! The job domain: what a job is, how uploads become one, and how its images'
 //! states add up to a status. Knows nothing of actix, apalis or any backend;
 //! it talks to storage, metadata and the queue only through their traits.
+//!
+//! - `recipe`  the options of a request → a checked [`Recipe`]
+//! - `intake`  one upload → its format and size, or why it is refused
+//! - `names`   safe, unique ZIP entry names from client filenames
+//! - `submit`  uploads + recipe → a stored, recorded, enqueued job
+//! - `service` the job operations: status, results, archive, readiness
+//! - `purge`   deleting jobs and purging expired or deleted ones
+//! - `status`  the per-image states → one status (pure)
+//! - `error`   [`JobError`], what every operation here can fail with
 
+mod error;
 pub mod intake;
 pub mod names;
-pub mod service;
+mod purge;
+mod recipe;
+mod service;
 pub mod status;
+mod submit;
+
+pub use error::JobError;
+pub use recipe::{Recipe, RecipeOptions, DEFAULT_JPEG_QUALITY};
+pub use service::{Check, JobService};
+pub use submit::{Accepted, AcceptedImage, Upload};
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{InputFormat, OutputFormat};
-use crate::ops::Chain;
 
 /// Name of the manifest entry in every ZIP; image entries never take it.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -48,23 +65,6 @@ impl FromStr for JobId {
         Uuid::parse_str(s).map(JobId)
     }
 }
-
-/// What the client asked to be done to every image of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Recipe {
-    /// Records written before chains existed call this `filter`.
-    #[serde(alias = "filter")]
-    pub ops: Chain,
-    /// `None`: keep the input's format family (see [`InputFormat::default_output`]).
-    pub format: Option<OutputFormat>,
-    /// JPEG and lossy WebP quality, 1..=100.
-    pub quality: u8,
-    /// WebP only: lossless instead of lossy at `quality`.
-    #[serde(default)]
-    pub lossless: bool,
-}
-
-pub const DEFAULT_JPEG_QUALITY: u8 = 90;
 
 /// One accepted image of a job. Immutable once the job is recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +165,14 @@ pub struct ImageProgress {
 }
 
 impl ImageProgress {
+    /// The fencing rule every metadata store applies atomically when a worker
+    /// writes `next` over this stored progress: terminal states are final, and
+    /// an attempt never overwrites a later one (`attempts` is the fencing
+    /// token), so a stalled worker cannot undo the attempt that replaced it.
+    pub fn may_be_replaced_by(&self, next: &ImageProgress) -> bool {
+        !self.state.is_terminal() && self.attempts <= next.attempts
+    }
+
     pub fn queued() -> Self {
         ImageProgress {
             state: ImageState::Queued,

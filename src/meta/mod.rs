@@ -3,6 +3,8 @@
 //! queue only delivers work. Two implementations (Redis, SQLite); neither holds
 //! job state in memory, so any process can answer for any job.
 
+#[cfg(test)]
+pub mod memory;
 mod redis;
 mod sqlite;
 
@@ -13,13 +15,12 @@ pub use self::redis::RedisMeta;
 pub use self::sqlite::SqliteMeta;
 use crate::jobs::{ImageProgress, Job, JobId};
 
-#[derive(Debug, thiserror::Error)]
-pub enum MetaError {
-    #[error("job metadata store unavailable: {0}")]
-    Unavailable(String),
-    #[error("job metadata is corrupt: {0}")]
-    Corrupt(String),
-}
+crate::backend_error::backend_error!(
+    /// A metadata-store failure: `Unavailable` (worth retrying) or `Corrupt`
+    /// (a record this build cannot read).
+    MetaError,
+    "job metadata store"
+);
 
 /// A job together with each image's progress (`None`: never touched yet).
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::backend_error::ErrorKind;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -21,8 +22,14 @@ pub struct RedisMeta {
 /// to purge it (the purger removes them on time otherwise).
 const BACKSTOP_SECS: i64 = 7 * 24 * 3600;
 
+/// Every Redis error counts as an outage (retried): imgpipe's own scripts
+/// and keys are well-formed, so what fails is the connection or the server.
 fn unavailable(e: redis::RedisError) -> MetaError {
-    MetaError::Unavailable(e.to_string())
+    MetaError::unavailable("Redis", e)
+}
+
+fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
+    move |e| MetaError::with_source(ErrorKind::Corrupt, what, e)
 }
 
 /// Writes a progress field under the rules of `MetaStore::set_image_progress`:
@@ -84,15 +91,15 @@ impl RedisMeta {
 }
 
 fn parse_job(id: JobId, json: &str) -> Result<Job, MetaError> {
-    serde_json::from_str(json).map_err(|e| MetaError::Corrupt(format!("job {id}: {e}")))
+    serde_json::from_str(json).map_err(corrupt(format!("job {id}")))
 }
 
 #[async_trait]
 impl MetaStore for RedisMeta {
     async fn create(&self, job: &Job) -> Result<(), MetaError> {
-        let json = serde_json::to_string(job).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(job).map_err(corrupt("encoding a record".to_string()))?;
         let queued = serde_json::to_string(&ImageProgress::queued())
-            .map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            .map_err(corrupt("encoding a record".to_string()))?;
         let expire_at = job.expires_at.timestamp() + BACKSTOP_SECS;
         let mut pipe = redis::pipe();
         pipe.atomic().set(self.job_key(job.id), json).ignore();
@@ -129,8 +136,8 @@ impl MetaStore for RedisMeta {
         }
         let mut progress = vec![None; job.images.len()];
         for (index, json) in fields {
-            let p: ImageProgress = serde_json::from_str(&json)
-                .map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}")))?;
+            let p: ImageProgress =
+                serde_json::from_str(&json).map_err(corrupt(format!("job {id} image {index}")))?;
             if let Some(slot) = progress.get_mut(index) {
                 *slot = Some(p);
             }
@@ -149,11 +156,8 @@ impl MetaStore for RedisMeta {
             .hget(self.images_key(id), index)
             .await
             .map_err(unavailable)?;
-        json.map(|j| {
-            serde_json::from_str(&j)
-                .map_err(|e| MetaError::Corrupt(format!("job {id} image {index}: {e}")))
-        })
-        .transpose()
+        json.map(|j| serde_json::from_str(&j).map_err(corrupt(format!("job {id} image {index}"))))
+            .transpose()
     }
 
     async fn set_image_progress(
@@ -163,7 +167,7 @@ impl MetaStore for RedisMeta {
         progress: &ImageProgress,
     ) -> Result<bool, MetaError> {
         let json =
-            serde_json::to_string(progress).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
         let written: i64 = redis::Script::new(SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::backend_error::ErrorKind;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -17,11 +18,11 @@ pub struct SqliteMeta {
 }
 
 fn unavailable(e: sqlx::Error) -> MetaError {
-    MetaError::Unavailable(e.to_string())
+    MetaError::unavailable("SQLite", e)
 }
 
 fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
-    move |e| MetaError::Corrupt(format!("{what}: {e}"))
+    move |e| MetaError::with_source(ErrorKind::Corrupt, what, e)
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {
@@ -35,7 +36,7 @@ impl SqliteMeta {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|e| MetaError::Unavailable(format!("migrating {}: {e}", path.display())))?;
+            .map_err(|e| MetaError::unavailable(format!("migrating {}", path.display()), e))?;
         Ok(SqliteMeta { pool })
     }
 }

@@ -1,10 +1,17 @@
 //! The unit of work (one image of one job) and the queue that carries it:
-//! apalis on Redis (distributed) or on SQLite (embedded), behind one trait.
+//! apalis on Redis (distributed) or on SQLite (embedded).
+//!
+//! Two sides, two traits: a [`Producer`] enqueues and forgets tasks (the
+//! API), a [`Consumer`] runs workers that hand each task to a [`Handler`]
+//! (the worker processes). The handler answers with an [`Outcome`]; turning
+//! that into apalis' retry and dead-letter rules happens here and only here,
+//! so nothing outside this module names apalis.
 //!
 //! apalis carries the work; it is not where status lives (see `meta`). A task
 //! holds only ids: the worker reads everything else from the job record, so a
 //! task can never disagree with the job it belongs to.
 
+mod deliver;
 mod redis;
 mod sqlite;
 
@@ -17,7 +24,6 @@ use serde::{Deserialize, Serialize};
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
 use crate::jobs::JobId;
-use crate::worker::WorkerContext;
 
 /// Process image `index` of job `job_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,11 +38,18 @@ pub fn new_task_id() -> String {
     ulid::Ulid::new().to_string()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("task queue unavailable: {0}")]
-    Unavailable(String),
-}
+crate::backend_error::backend_error!(
+    /// A queue failure: `Unavailable` (worth retrying) or `Corrupt` (the
+    /// backend's layout is not the one this build was written for).
+    QueueError,
+    "task queue"
+);
+
+/// The most times the queue delivers one task. apalis-redis dead-letters a
+/// task once it has failed 25 times (a constant in its scripts), so both
+/// backends are given that limit; a task's last delivery is told so (see
+/// [`Delivery::is_last`]) and must settle the image.
+pub const MAX_DELIVERIES: u32 = 25;
 
 /// How a dead worker's tasks are noticed: each worker beats every `interval`;
 /// one silent for `interval × missed` is presumed dead, and the next beat of a
@@ -47,8 +60,45 @@ pub struct Liveness {
     pub missed: usize,
 }
 
+/// Which delivery of a task this is, as the queue counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// 1 for the first delivery. The queue counts every delivery, including
+    /// those a dead worker never finished (apalis-sqlite may count those
+    /// twice), so this can run ahead of the image's own attempt count.
+    pub attempt: u32,
+    /// The queue delivers the task at most this many times.
+    pub limit: u32,
+}
+
+impl Delivery {
+    /// After this delivery the queue will not deliver the task again, whatever
+    /// the handler answers: an image still unsettled now would never be.
+    pub fn is_last(&self) -> bool {
+        self.attempt >= self.limit
+    }
+}
+
+/// What became of one delivery of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished (or nothing left to do): never deliver it again.
+    Done,
+    /// Failed in a way that may pass (an outage): deliver it again later.
+    RetryLater(String),
+    /// Failed for good: never deliver it again.
+    GiveUp(String),
+}
+
+/// Does the work of one task. Implemented by the worker; knows nothing of apalis.
 #[async_trait]
-pub trait TaskQueue: Send + Sync + 'static {
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome;
+}
+
+/// The API's side of the queue.
+#[async_trait]
+pub trait Producer: Send + Sync + 'static {
     /// Enqueues tasks, each with the id the caller chose for it.
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError>;
     /// Removes tasks and their records, so queued ones never run. Returns how
@@ -57,35 +107,38 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// and their results discarded; forget them again once they are done.
     async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError>;
     async fn check(&self) -> Result<(), QueueError>;
-    /// Runs one apalis worker named `name` (unique per run: apalis re-queues a
-    /// dead worker's tasks by name) until `stop` resolves, then lets its
-    /// in-flight tasks finish. Returns early if the worker fails.
+}
+
+/// The workers' side of the queue.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// Runs one worker named `name` (unique per run: apalis re-queues a dead
+    /// worker's tasks by name) that hands up to `concurrency` tasks at a time
+    /// to `handler`, until `stop` resolves; then lets its in-flight tasks
+    /// finish. Returns early if the worker fails.
     async fn run_worker(
         &self,
         name: String,
         concurrency: usize,
-        ctx: Arc<WorkerContext>,
+        handler: Arc<dyn Handler>,
         stop: BoxFuture<'static, ()>,
     ) -> Result<(), QueueError>;
 }
 
-/// The same worker on any apalis backend: `worker::handle` with the context,
-/// polling for tasks pushed by other processes.
-macro_rules! run_apalis_worker {
-    ($backend:expr, $name:expr, $concurrency:expr, $ctx:expr, $stop:expr) => {{
-        use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
-        let stop = $stop;
-        WorkerBuilder::new($name)
-            .backend($backend.poll_with_interval(std::time::Duration::from_millis(200)))
-            .concurrency($concurrency)
-            .data($ctx)
-            .build(crate::worker::handle)
-            .run_until(async move {
-                stop.await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await
-            .map_err(|e| QueueError::Unavailable(format!("worker stopped: {e}")))
-    }};
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_delivery_at_the_limit_is_last() {
+        let at = |attempt| Delivery {
+            attempt,
+            limit: MAX_DELIVERIES,
+        };
+        assert!(!at(1).is_last());
+        assert!(!at(MAX_DELIVERIES - 1).is_last());
+        assert!(at(MAX_DELIVERIES).is_last());
+        // apalis-sqlite may count a dead worker's delivery twice.
+        assert!(at(MAX_DELIVERIES + 1).is_last());
+    }
 }
-pub(crate) use run_apalis_worker;

@@ -1,4 +1,11 @@
 //! The task queue on Redis through apalis-redis (distributed mode).
+//!
+//! Everything imgpipe knows of apalis-redis's keys is in this file: their
+//! names come from apalis-redis's own [`Config`], and [`FORGET`] relies on
+//! their types (a pending list, a retry schedule, done and dead sets, payload
+//! and metadata hashes, a set of in-flight tasks per live worker) as in
+//! apalis-redis 1.0.0, pinned in Cargo.toml; `tests/queue.rs` fails if they
+//! change.
 
 use std::sync::Arc;
 
@@ -7,30 +14,23 @@ use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use super::{run_apalis_worker, Liveness, ProcessImage, QueueError, TaskQueue};
-use crate::worker::WorkerContext;
+use super::deliver::{run_apalis_worker, Dispatch};
+use super::{Consumer, Handler, Liveness, ProcessImage, Producer, QueueError, MAX_DELIVERIES};
 
-#[derive(Clone)]
-pub struct RedisQueue {
-    storage: RedisStorage<ProcessImage>,
-    conn: ConnectionManager,
-    queue: String,
-}
-
-/// Removes tasks from every structure apalis-redis keeps them in (pending
-/// list, retry schedule, done/dead sets, payload and metadata hashes), except
+/// Removes tasks from every structure apalis-redis keeps them in, except
 /// those in some worker's in-flight set: removing a running task's payload
 /// would break the worker's acknowledgement and, if the worker died, the
 /// re-delivery of its tasks. Those are counted and left for a later call.
-/// KEYS[1]: the queue name; ARGV: task ids. Returns the number left.
+/// KEYS: workers zset, in-flight set prefix, pending list, retry schedule,
+/// done set, dead set, payload hash, metadata prefix. ARGV: task ids.
+/// Returns the number left.
 const FORGET: &str = r"
-local q = KEYS[1]
-local workers = redis.call('ZRANGE', q .. ':workers', 0, -1)
+local workers = redis.call('ZRANGE', KEYS[1], 0, -1)
 local running = 0
 for _, id in ipairs(ARGV) do
   local busy = false
   for _, w in ipairs(workers) do
-    if redis.call('SISMEMBER', q .. ':inflight:' .. w, id) == 1 then
+    if redis.call('SISMEMBER', KEYS[2] .. ':' .. w, id) == 1 then
       busy = true
       break
     end
@@ -38,25 +38,38 @@ for _, id in ipairs(ARGV) do
   if busy then
     running = running + 1
   else
-    redis.call('LREM', q .. ':active', 0, id)
-    redis.call('ZREM', q .. ':scheduled', id)
-    redis.call('SREM', q .. ':done', id)
-    redis.call('SREM', q .. ':dead', id)
-    redis.call('HDEL', q .. ':data', id)
-    redis.call('HDEL', q .. ':meta:result', id)
-    redis.call('DEL', q .. ':meta:' .. id)
+    redis.call('LREM', KEYS[3], 0, id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('SREM', KEYS[5], id)
+    redis.call('SREM', KEYS[6], id)
+    redis.call('HDEL', KEYS[7], id)
+    redis.call('HDEL', KEYS[8] .. ':result', id)
+    redis.call('DEL', KEYS[8] .. ':' .. id)
   end
 end
 return running
 ";
 
+#[derive(Clone)]
+pub struct RedisQueue {
+    storage: RedisStorage<ProcessImage>,
+    conn: ConnectionManager,
+    config: Config,
+    limit: u32,
+}
+
+fn unavailable(e: redis::RedisError) -> QueueError {
+    QueueError::unavailable("Redis", e)
+}
+
 impl RedisQueue {
     /// The queue is named `<key_prefix>:process-image`, shared by the API
-    /// (producer) and every worker process of the deployment.
-    pub fn new(conn: ConnectionManager, key_prefix: &str, liveness: Liveness) -> Self {
-        let queue = format!("{key_prefix}:process-image");
+    /// (producer) and every worker process of the deployment. Each task is
+    /// delivered at most `limit` times (apalis-redis never delivers one more
+    /// than [`MAX_DELIVERIES`] times).
+    pub fn new(conn: ConnectionManager, key_prefix: &str, liveness: Liveness, limit: u32) -> Self {
         let config = Config::default()
-            .queue(&queue)
+            .queue(format!("{key_prefix}:process-image"))
             // One task per fetch: apalis does not heartbeat while fetched tasks
             // wait for a free slot, so a bigger batch of slow images can make a
             // busy worker look dead to the others. Measured: no throughput
@@ -65,55 +78,73 @@ impl RedisQueue {
             .heartbeat_interval(liveness.interval)
             .missed_heartbeats(liveness.missed.max(1));
         RedisQueue {
-            storage: RedisStorage::new(conn.clone()).with_config(config),
+            storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
             conn,
-            queue,
+            config,
+            limit: limit.clamp(1, MAX_DELIVERIES),
         }
     }
 }
 
 #[async_trait]
-impl TaskQueue for RedisQueue {
+impl Producer for RedisQueue {
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
         let mut storage = self.storage.clone();
+        let limit = self.limit as usize;
         let tasks = tasks.into_iter().map(|(id, args)| {
             TaskBuilder::new(args)
                 .task_id(TaskId::from_string(id))
+                .max_attempts(limit)
                 .build()
         });
         storage
             .push_all(&mut futures::stream::iter(tasks))
             .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))
+            .map_err(|e| QueueError::unavailable("enqueue", e))
     }
 
     async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
         if task_ids.is_empty() {
             return Ok(0);
         }
-        ::redis::Script::new(FORGET)
-            .key(&self.queue)
+        let c = &self.config;
+        redis::Script::new(FORGET)
+            .key(c.workers_set())
+            .key(c.inflight_jobs_set())
+            .key(c.active_jobs_list())
+            .key(c.scheduled_jobs_set())
+            .key(c.done_jobs_set())
+            .key(c.dead_jobs_set())
+            .key(c.job_data_hash())
+            .key(c.job_meta_hash())
             .arg(task_ids)
             .invoke_async::<usize>(&mut self.conn.clone())
             .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))
+            .map_err(unavailable)
     }
 
+    async fn check(&self) -> Result<(), QueueError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Consumer for RedisQueue {
     async fn run_worker(
         &self,
         name: String,
         concurrency: usize,
-        ctx: Arc<WorkerContext>,
+        handler: Arc<dyn Handler>,
         stop: BoxFuture<'static, ()>,
     ) -> Result<(), QueueError> {
-        run_apalis_worker!(self.storage.clone(), name, concurrency, ctx, stop)
-    }
-
-    async fn check(&self) -> Result<(), QueueError> {
-        ::redis::cmd("PING")
-            .query_async::<String>(&mut self.conn.clone())
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError::Unavailable(e.to_string()))
+        let dispatch = Dispatch {
+            handler,
+            limit: self.limit,
+        };
+        run_apalis_worker!(self.storage.clone(), name, concurrency, dispatch, stop)
     }
 }

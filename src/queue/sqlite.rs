@@ -1,5 +1,9 @@
 //! The task queue in a SQLite file through apalis-sqlite (embedded mode):
 //! durable across restarts, shared by every imgpipe process on one host.
+//!
+//! Everything imgpipe knows of apalis-sqlite's table (`Jobs`: one row per
+//! task, `job_type` naming the queue) is in this file; [`SqliteQueue::open`]
+//! refuses to start on a table that lacks what it relies on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,28 +14,45 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
-use super::{run_apalis_worker, Liveness, ProcessImage, QueueError, TaskQueue};
-use crate::worker::WorkerContext;
+use super::deliver::{run_apalis_worker, Dispatch};
+use super::{Consumer, Handler, Liveness, ProcessImage, Producer, QueueError};
+use crate::backend_error::ErrorKind;
 
 /// apalis-sqlite keeps every queue in one table; ours is this `job_type`.
 const QUEUE: &str = "imgpipe::process-image";
+/// The table (named literally in the SQL below) and the columns of it that
+/// [`Producer::forget`] and the delivery limit rely on (apalis-sqlite
+/// 1.0.0's schema).
+const TABLE: &str = "Jobs";
+const COLUMNS: &[&str] = &[
+    "id",
+    "job_type",
+    "status",
+    "attempts",
+    "max_attempts",
+    "lock_by",
+];
 
 #[derive(Clone)]
 pub struct SqliteQueue {
     storage: SqliteStorage<ProcessImage>,
     pool: SqlitePool,
+    limit: u32,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Unavailable(e.to_string())
+fn unavailable(e: sqlx::Error) -> QueueError {
+    QueueError::unavailable("SQLite", e)
 }
 
 impl SqliteQueue {
     /// Opens the queue database at `path`, creating and migrating it (apalis'
-    /// own schema) if needed.
-    pub async fn open(path: &Path, liveness: Liveness) -> Result<Self, QueueError> {
+    /// own schema) if needed. Each task is delivered at most `limit` times.
+    pub async fn open(path: &Path, liveness: Liveness, limit: u32) -> Result<Self, QueueError> {
         let pool = crate::sqlite::open(path).await.map_err(unavailable)?;
-        SqliteStorage::setup(&pool).await.map_err(unavailable)?;
+        SqliteStorage::setup(&pool).await.map_err(|e| {
+            QueueError::unavailable(format!("setting up the queue in {}", path.display()), e)
+        })?;
+        check_layout(&pool).await?;
         let config = Config::default()
             .queue(QUEUE)
             // As on Redis: one task per fetch, so tasks waiting for a slot
@@ -42,30 +63,58 @@ impl SqliteQueue {
         Ok(SqliteQueue {
             storage: SqliteStorage::new(&pool).with_config(config),
             pool,
+            limit: limit.max(1),
         })
     }
 }
 
+/// Fails with a clear message if apalis-sqlite's table is not the one this
+/// build was written for (a different apalis-sqlite version).
+async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        .bind(TABLE)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    let missing: Vec<&str> = COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(QueueError::new(
+        ErrorKind::Corrupt,
+        format!(
+            "apalis-sqlite's table {TABLE} lacks column(s) {missing:?} (has {columns:?}); \
+             imgpipe's queue/sqlite.rs was written for apalis-sqlite 1.0.0 (pinned in Cargo.toml)"
+        ),
+    ))
+}
+
 #[async_trait]
-impl TaskQueue for SqliteQueue {
+impl Producer for SqliteQueue {
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
         let mut storage = self.storage.clone();
+        let limit = self.limit as usize;
         let tasks = tasks.into_iter().map(|(id, args)| {
             TaskBuilder::new(args)
                 .task_id(TaskId::from_string(id))
+                .max_attempts(limit)
                 .build()
         });
         storage
             .push_all(&mut futures::stream::iter(tasks))
             .await
-            .map_err(unavailable)
+            .map_err(|e| QueueError::unavailable("enqueue", e))
     }
 
     async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
-        let ids = serde_json::to_string(task_ids).map_err(unavailable)?;
-        // apalis-sqlite's table; a running task's row goes too (so none is
-        // ever left running), and its worker's acknowledgement then simply
-        // matches nothing.
+        let ids = serde_json::to_string(task_ids)
+            .map_err(|e| QueueError::with_source(ErrorKind::Corrupt, "task ids", e))?;
+        // A running task's row goes too (so none is ever left running), and
+        // its worker's acknowledgement then simply matches nothing.
         sqlx::query(
             "DELETE FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
         )
@@ -77,21 +126,165 @@ impl TaskQueue for SqliteQueue {
         .map_err(unavailable)
     }
 
-    async fn run_worker(
-        &self,
-        name: String,
-        concurrency: usize,
-        ctx: Arc<WorkerContext>,
-        stop: BoxFuture<'static, ()>,
-    ) -> Result<(), QueueError> {
-        run_apalis_worker!(self.storage.clone(), name, concurrency, ctx, stop)
-    }
-
     async fn check(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Consumer for SqliteQueue {
+    async fn run_worker(
+        &self,
+        name: String,
+        concurrency: usize,
+        handler: Arc<dyn Handler>,
+        stop: BoxFuture<'static, ()>,
+    ) -> Result<(), QueueError> {
+        let dispatch = Dispatch {
+            handler,
+            limit: self.limit,
+        };
+        run_apalis_worker!(self.storage.clone(), name, concurrency, dispatch, stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::JobId;
+    use crate::queue::{Delivery, Outcome};
+
+    fn liveness() -> Liveness {
+        Liveness {
+            interval: Duration::from_secs(1),
+            missed: 3,
+        }
+    }
+
+    /// Always asks for a retry, and records what it was told.
+    #[derive(Default)]
+    struct AlwaysRetry {
+        seen: Mutex<Vec<Delivery>>,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for AlwaysRetry {
+        async fn handle(&self, _task: ProcessImage, delivery: Delivery) -> Outcome {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.seen.lock().expect("lock").push(delivery);
+            Outcome::RetryLater("still down".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_layout_is_the_one_this_build_relies_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = SqliteQueue::open(&dir.path().join("q.sqlite3"), liveness(), 3)
+            .await
+            .expect("apalis-sqlite's table has every column queue/sqlite.rs uses");
+        queue
+            .enqueue(vec![(
+                "01J0000000000000000000000A".into(),
+                ProcessImage {
+                    job_id: JobId::new(),
+                    index: 0,
+                },
+            )])
+            .await
+            .expect("enqueue");
+        let (job_type, max_attempts): (String, i64) =
+            sqlx::query_as("SELECT job_type, max_attempts FROM Jobs")
+                .fetch_one(&queue.pool)
+                .await
+                .expect("the task is a row of Jobs");
+        assert_eq!((job_type.as_str(), max_attempts), (QUEUE, 3));
+        assert_eq!(
+            queue
+                .forget(&["01J0000000000000000000000A".into()])
+                .await
+                .ok(),
+            Some(0)
+        );
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM Jobs")
+            .fetch_one(&queue.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 0, "forget removes the row");
+
+        // As if a new apalis-sqlite renamed a column imgpipe relies on.
+        sqlx::query("ALTER TABLE Jobs RENAME COLUMN max_attempts TO max_tries")
+            .execute(&queue.pool)
+            .await
+            .expect("rename a column");
+        let e = check_layout(&queue.pool)
+            .await
+            .expect_err("layout change noticed");
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("max_attempts"), "{e}");
+    }
+
+    /// A task that fails every time is delivered exactly `limit` times, and
+    /// the last delivery is told it is the last: the handler always gets the
+    /// chance to settle the image.
+    #[tokio::test]
+    async fn a_failing_task_is_delivered_up_to_the_limit_and_told_its_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limit = 4;
+        let queue = SqliteQueue::open(&dir.path().join("q.sqlite3"), liveness(), limit)
+            .await
+            .expect("open");
+        let task = ProcessImage {
+            job_id: JobId::new(),
+            index: 0,
+        };
+        queue
+            .enqueue(vec![(super::super::new_task_id(), task)])
+            .await
+            .expect("enqueue");
+        let handler = Arc::new(AlwaysRetry::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = {
+            let queue = queue.clone();
+            let handler: Arc<dyn Handler> = handler.clone();
+            tokio::spawn(async move {
+                queue
+                    .run_worker(
+                        "test-worker".into(),
+                        1,
+                        handler,
+                        Box::pin(async move {
+                            let _ = stop_rx.await;
+                        }),
+                    )
+                    .await
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while handler.calls.load(Ordering::SeqCst) < limit {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {:?} deliveries within 30 s",
+                handler.seen.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Several poll rounds later, still no fifth delivery.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let _ = stop_tx.send(());
+        let _ = worker.await;
+        let seen = handler.seen.lock().expect("lock").clone();
+        let attempts: Vec<u32> = seen.iter().map(|d| d.attempt).collect();
+        assert_eq!(attempts, [1, 2, 3, 4]);
+        let last: Vec<bool> = seen.iter().map(Delivery::is_last).collect();
+        assert_eq!(last, [false, false, false, true]);
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{ObjectStore, ObjectStream, StoreError};
+use crate::backend_error::ErrorKind;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -34,7 +35,11 @@ impl LocalStore {
         tokio::fs::create_dir_all(store.tmp_dir())
             .await
             .map_err(|e| {
-                StoreError::Failed(format!("cannot create {}: {e}", store.root.display()))
+                StoreError::with_source(
+                    ErrorKind::Refused,
+                    format!("cannot create {}", store.root.display()),
+                    e,
+                )
             })?;
         store.sweep_stale_tmp().await;
         Ok(store)
@@ -70,7 +75,10 @@ impl LocalStore {
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
         if key.is_empty() || !normal {
-            return Err(StoreError::Failed(format!("invalid object key {key:?}")));
+            return Err(StoreError::new(
+                ErrorKind::Refused,
+                format!("invalid object key {key:?}"),
+            ));
         }
         Ok(self.root.join(relative))
     }
@@ -118,13 +126,12 @@ enum Content<'a> {
 /// A missing file is a missing object; a full or failing disk may recover and
 /// is worth retrying; a permission problem is the operator's to fix.
 fn io_error(key: &str, e: io::Error) -> StoreError {
-    match e.kind() {
-        io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-            StoreError::Failed(format!("{key}: {e}"))
-        }
-        _ => StoreError::Unavailable(format!("{key}: {e}")),
-    }
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => ErrorKind::Refused,
+        _ => ErrorKind::Unavailable,
+    };
+    StoreError::with_source(kind, key, e)
 }
 
 #[async_trait]
@@ -188,14 +195,11 @@ impl ObjectStore for LocalStore {
     async fn check(&self) -> Result<(), StoreError> {
         match tokio::fs::metadata(&self.root).await {
             Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(StoreError::Failed(format!(
-                "{} is not a directory",
-                self.root.display()
-            ))),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "{}: {e}",
-                self.root.display()
-            ))),
+            Ok(_) => Err(StoreError::new(
+                ErrorKind::Refused,
+                format!("{} is not a directory", self.root.display()),
+            )),
+            Err(e) => Err(StoreError::unavailable(self.root.display().to_string(), e)),
         }
     }
 }
@@ -246,7 +250,7 @@ mod tests {
         assert!(!dir.path().join("objects/jobs/a").exists());
         assert!(matches!(
             store.get_bytes("jobs/a/input/0").await,
-            Err(StoreError::NotFound(_))
+            Err(e) if e.kind() == ErrorKind::NotFound
         ));
         assert_eq!(&store.get_bytes("jobs/b/input/0").await.unwrap()[..], b"b");
         store.delete("jobs/b/input/0").await.unwrap();
@@ -272,7 +276,7 @@ mod tests {
             assert!(
                 matches!(
                     store.put_bytes(key, Bytes::new(), "x").await,
-                    Err(StoreError::Failed(_))
+                    Err(e) if e.kind() == ErrorKind::Refused
                 ),
                 "{key:?} was accepted"
             );

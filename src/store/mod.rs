@@ -7,6 +7,8 @@
 //! retry policy).
 
 mod local;
+#[cfg(test)]
+pub mod memory;
 mod s3;
 
 use std::io;
@@ -25,22 +27,13 @@ pub struct ObjectStream {
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {0} not found")]
-    NotFound(String),
-    /// The store could not be reached or answered with a server error; worth retrying.
-    #[error("object storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("object storage error: {0}")]
-    Failed(String),
-}
-
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
+crate::backend_error::backend_error!(
+    /// An object-store failure; its [`ErrorKind`](crate::backend_error::ErrorKind)
+    /// says whether it is worth retrying (`Unavailable`), a missing object
+    /// (`NotFound`) or the operator's to fix (`Refused`).
+    StoreError,
+    "object storage"
+);
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {

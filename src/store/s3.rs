@@ -17,6 +17,7 @@ use minio::s3::{MinioClient, MinioClientBuilder};
 use tokio_util::io::ReaderStream;
 
 use super::{ObjectStore, ObjectStream, StoreError};
+use crate::backend_error::ErrorKind;
 
 /// A request that takes longer than this is treated as an outage, so a stalled
 /// store turns into a retry instead of a hung task or request.
@@ -38,15 +39,15 @@ impl S3Store {
     ) -> Result<Self, StoreError> {
         let mut base_url: BaseUrl = endpoint
             .parse()
-            .map_err(|e| StoreError::Failed(format!("invalid S3 endpoint {endpoint:?}: {e}")))?;
+            .map_err(|e| refused(format!("invalid S3 endpoint {endpoint:?}"), e))?;
         base_url.region = region
             .parse()
-            .map_err(|e| StoreError::Failed(format!("invalid S3 region {region:?}: {e:?}")))?;
+            .map_err(|e| refused(format!("invalid S3 region {region:?}"), e))?;
         let client = MinioClientBuilder::new(base_url)
             .provider(Some(StaticProvider::new(access_key, secret_key, None)))
             .skip_region_lookup(true)
             .build()
-            .map_err(|e| StoreError::Failed(format!("cannot build S3 client: {}", describe(&e))))?;
+            .map_err(|e| refused("cannot build the S3 client", e))?;
         Ok(S3Store {
             client,
             bucket: bucket.to_string(),
@@ -55,6 +56,7 @@ impl S3Store {
 
     async fn bucket_exists(&self) -> Result<bool, StoreError> {
         let answer = timed(
+            "bucket exists",
             self.client
                 .bucket_exists(&self.bucket)
                 .map_err(validation)?
@@ -68,19 +70,18 @@ impl S3Store {
     /// Creates the bucket if it does not exist yet.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
         if !self.bucket_exists().await? {
-            let created = timed(
-                self.client
-                    .create_bucket(&self.bucket)
-                    .map_err(validation)?
-                    .build()
-                    .send(),
-            )
-            .await;
-            match created {
-                Ok(_) => {}
+            let create = self
+                .client
+                .create_bucket(&self.bucket)
+                .map_err(validation)?
+                .build()
+                .send();
+            match tokio::time::timeout(REQUEST_TIMEOUT, create).await {
+                Ok(Ok(_)) => {}
                 // Another process may have created it in between.
-                Err(StoreError::Failed(msg)) if msg.contains("BucketAlready") => {}
-                Err(e) => return Err(e),
+                Ok(Err(e)) if bucket_already_there(&e) => {}
+                Ok(Err(e)) => return Err(classify("create bucket", e)),
+                Err(_) => return Err(no_answer("create bucket")),
             }
         }
         Ok(())
@@ -88,6 +89,7 @@ impl S3Store {
 
     async fn get_object(&self, key: &str) -> Result<GetObjectResponse, StoreError> {
         timed(
+            &format!("get {key}"),
             self.client
                 .get_object(&self.bucket, key)
                 .map_err(validation)?
@@ -107,6 +109,7 @@ impl S3Store {
         content_type: &str,
     ) -> Result<(), StoreError> {
         timed(
+            &format!("put {key}"),
             self.client
                 .put_object_content(&self.bucket, key, content)
                 .map_err(validation)?
@@ -124,32 +127,43 @@ impl S3Store {
 /// every upload under the 50 MiB file limit whole in memory.
 const PART_SIZE: u64 = 8 * 1024 * 1024;
 
-fn validation(e: impl std::fmt::Debug) -> StoreError {
-    StoreError::Failed(format!("invalid S3 request: {e:?}"))
+fn refused(context: impl Into<String>, e: impl std::fmt::Debug) -> StoreError {
+    // Some minio builder errors are not `std::error::Error`; their Debug text
+    // is the detail.
+    StoreError::new(ErrorKind::Refused, format!("{}: {e:?}", context.into()))
+}
+
+fn validation(e: ValidationErr) -> StoreError {
+    StoreError::with_source(ErrorKind::Refused, "invalid S3 request", e)
+}
+
+fn no_answer(context: &str) -> StoreError {
+    StoreError::new(
+        ErrorKind::Unavailable,
+        format!("{context}: no answer within {REQUEST_TIMEOUT:?}"),
+    )
 }
 
 async fn timed<T>(
+    context: &str,
     fut: impl std::future::Future<Output = Result<T, MinioError>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(e)),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "no answer within {REQUEST_TIMEOUT:?}"
-        ))),
+        Ok(Err(e)) => Err(classify(context, e)),
+        Err(_) => Err(no_answer(context)),
     }
 }
 
-fn describe(e: &MinioError) -> String {
-    // minio's Display hides the cause ("Network error occurred"); the chain has it.
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+fn bucket_already_there(e: &MinioError) -> bool {
+    match e {
+        MinioError::S3Server(S3ServerError::S3Error(resp)) => match resp.code() {
+            MinioErrorCode::BucketAlreadyOwnedByYou => true,
+            MinioErrorCode::OtherError(code) => code.eq_ignore_ascii_case("BucketAlreadyExists"),
+            _ => false,
+        },
+        _ => false,
     }
-    text
 }
 
 /// S3 error codes that mean "try again later". minio lower-cases codes it
@@ -166,44 +180,58 @@ fn is_retryable_s3_code(code: &str) -> bool {
     .any(|retryable| retryable.eq_ignore_ascii_case(code))
 }
 
-fn classify(e: MinioError) -> StoreError {
-    let text = describe(&e);
-    match &e {
+/// What kind of failure a minio error is, from its variant and S3 error code.
+fn kind_of(e: &MinioError) -> ErrorKind {
+    match e {
         MinioError::Network(NetworkError::ServerError(_)) | MinioError::Network(_) => {
-            StoreError::Unavailable(text)
+            ErrorKind::Unavailable
         }
-        MinioError::DriveIo(_) => StoreError::Unavailable(text),
+        MinioError::DriveIo(_) => ErrorKind::Unavailable,
         // minio 0.4 reports every transport failure (refused, reset, timeout,
         // a body cut off mid-read) as a reqwest error inside `Validation`.
-        MinioError::Validation(ValidationErr::HttpError(_)) => StoreError::Unavailable(text),
+        MinioError::Validation(ValidationErr::HttpError(_)) => ErrorKind::Unavailable,
         MinioError::S3Server(S3ServerError::S3Error(resp)) => match resp.code() {
-            MinioErrorCode::NoSuchKey => StoreError::NotFound(resp.resource().to_string()),
-            MinioErrorCode::NoSuchBucket => StoreError::Unavailable(text),
+            MinioErrorCode::NoSuchKey => ErrorKind::NotFound,
+            MinioErrorCode::NoSuchBucket => ErrorKind::Unavailable,
             // Server-side trouble that S3 itself tells clients to retry.
             MinioErrorCode::OtherError(code) if is_retryable_s3_code(&code) => {
-                StoreError::Unavailable(text)
+                ErrorKind::Unavailable
             }
-            _ => StoreError::Failed(text),
+            _ => ErrorKind::Refused,
         },
         MinioError::S3Server(S3ServerError::HttpError(status, _))
         | MinioError::S3Server(S3ServerError::InvalidServerResponse {
             http_status_code: status,
             ..
-        }) if *status >= 500 => StoreError::Unavailable(text),
-        _ => StoreError::Failed(text),
+        }) if *status >= 500 => ErrorKind::Unavailable,
+        _ => ErrorKind::Refused,
     }
+}
+
+fn classify(context: &str, e: MinioError) -> StoreError {
+    StoreError::with_source(kind_of(&e), context, e)
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let file = tokio::fs::File::open(path).await.map_err(|e| {
+            StoreError::with_source(
+                ErrorKind::Refused,
+                format!("cannot open {}", path.display()),
+                e,
+            )
+        })?;
         let size = file
             .metadata()
             .await
-            .map_err(|e| StoreError::Failed(format!("cannot stat {}: {e}", path.display())))?
+            .map_err(|e| {
+                StoreError::with_source(
+                    ErrorKind::Refused,
+                    format!("cannot stat {}", path.display()),
+                    e,
+                )
+            })?
             .len();
         let content = ObjectContent::new_from_stream(
             ReaderStream::with_capacity(file, 256 * 1024),
@@ -228,12 +256,14 @@ impl ObjectStore for S3Store {
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
         let resp = self.get_object(key).await?;
-        timed(resp.into_bytes()).await
+        timed(&format!("get {key}"), resp.into_bytes()).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
         let resp = self.get_object(key).await?;
-        let (stream, size) = resp.into_boxed_stream().map_err(classify)?;
+        let (stream, size) = resp
+            .into_boxed_stream()
+            .map_err(|e| classify(&format!("get {key}"), e))?;
         Ok(ObjectStream {
             size,
             stream: stream.map_err(std::io::Error::other).boxed(),
@@ -242,6 +272,7 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match timed(
+            &format!("delete {key}"),
             self.client
                 .delete_object(&self.bucket, key)
                 .map_err(validation)?
@@ -250,7 +281,8 @@ impl ObjectStore for S3Store {
         )
         .await
         {
-            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -259,10 +291,10 @@ impl ObjectStore for S3Store {
         if self.bucket_exists().await? {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(format!(
-                "bucket {:?} does not exist",
-                self.bucket
-            )))
+            Err(StoreError::new(
+                ErrorKind::Unavailable,
+                format!("bucket {:?} does not exist", self.bucket),
+            ))
         }
     }
 }

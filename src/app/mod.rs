@@ -1,0 +1,200 @@
+//! Wiring: builds the backends once from configuration (`backends`), then
+//! runs the HTTP API and/or the workers and the purge loop (`tasks`) until
+//! SIGTERM/SIGINT, and shuts everything down within the configured deadline.
+
+mod backends;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+
+use self::backends::{backends, Backends};
+use self::tasks::{purge_periodically, supervise_workers};
+use crate::config::{Command, Config};
+use crate::http;
+use crate::jobs::JobService;
+use crate::worker::{self, Worker};
+
+/// How long start-up waits for Redis and S3 to answer (they may be starting too).
+const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Redis { url: String, reason: String },
+    #[error("object storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("embedded database: {0}")]
+    Embedded(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("{0}")]
+    Runtime(String),
+}
+
+fn job_service(config: &Config, backends: &Backends) -> JobService {
+    JobService::new(
+        backends.store.clone(),
+        backends.meta.clone(),
+        backends.producer.clone(),
+        config.limits(),
+        Duration::from_secs(config.job_ttl_secs),
+    )
+}
+
+/// `imgpipe check`: one readiness round against the configured backends.
+async fn check(config: &Config) -> Result<(), AppError> {
+    let backends = backends(config, Duration::ZERO).await?;
+    let service = job_service(config, &backends);
+    let checks = service.readiness().await;
+    for c in &checks {
+        match &c.error {
+            None => println!("{}: ok", c.name),
+            Some(e) => println!("{}: {e}", c.name),
+        }
+    }
+    match checks.iter().filter(|c| !c.ok).count() {
+        0 => Ok(()),
+        n => Err(AppError::Runtime(format!(
+            "{n} of {} checks failed",
+            checks.len()
+        ))),
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
+    if command == Command::Check {
+        return check(&config).await;
+    }
+    let backends = backends(&config, STARTUP_PATIENCE).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+
+    let service = web::Data::new(job_service(&config, &backends));
+    let purger = tokio::spawn(purge_periodically(
+        service.clone().into_inner(),
+        Duration::from_secs(config.purge_interval_secs),
+        stop_rx.clone(),
+    ));
+
+    let server = if command.runs_api() {
+        let service = service.clone();
+        let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(service.clone())
+                .app_data(upload_dir.clone())
+                .configure(http::configure)
+                .wrap(actix_web::middleware::Logger::new("%r %s %b %Dms"))
+        })
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
+        .bind(config.bind)
+        .map_err(|e| AppError::Bind {
+            addr: config.bind.to_string(),
+            reason: e.to_string(),
+        })?;
+        for addr in server.addrs() {
+            // Tests and scripts wait for this line to learn the (possibly random) port.
+            println!("imgpipe: listening on http://{addr}");
+        }
+        Some(server.run())
+    } else {
+        None
+    };
+
+    let workers = if command.runs_workers() {
+        let concurrency = config.worker_concurrency();
+        let render_pool = worker::render_pool(concurrency)
+            .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?;
+        let handler = Arc::new(Worker::new(
+            backends.store.clone(),
+            backends.meta.clone(),
+            config.worker_settings(),
+            Arc::new(render_pool),
+        ));
+        Some(tokio::spawn(supervise_workers(
+            backends.consumer.clone(),
+            handler,
+            concurrency,
+            stop_rx.clone(),
+        )))
+    } else {
+        None
+    };
+
+    log::info!("{}", backends.description);
+    match command {
+        Command::Serve => println!(
+            "imgpipe: ready (API and {} workers)",
+            config.worker_concurrency()
+        ),
+        Command::Api => println!("imgpipe: ready (API only)"),
+        Command::Worker => println!(
+            "imgpipe: worker ready ({} workers)",
+            config.worker_concurrency()
+        ),
+        Command::Check => {}
+    }
+
+    let server_handle = server.as_ref().map(|s| s.handle());
+    let server_task = server.map(tokio::spawn);
+    tokio::select! {
+        _ = shutdown_signal() => log::info!("shutdown requested; draining for up to {grace:?}"),
+        res = async {
+            match server_task {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(AppError::Runtime(format!("HTTP server stopped: {e}"))),
+                Err(e) => Err(AppError::Runtime(format!("HTTP server crashed: {e}"))),
+            };
+        }
+    }
+
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = purger.await;
+        if let Some(handle) = server_handle {
+            handle.stop(true).await;
+        }
+        if let Some(workers) = workers {
+            if let Err(e) = workers.await {
+                log::warn!("worker supervisor failed: {e}");
+            }
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        log::warn!("shutdown deadline of {grace:?} passed; exiting with tasks in flight (they will be re-queued)");
+    }
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The long-running loops of a process besides the HTTP server: the worker
+//! supervisor and the periodic purge, both ending when shutdown is requested.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::jobs::JobService;
+use crate::queue::{Consumer, Handler};
+
+/// Runs the apalis worker until `stop`, and starts a fresh one (with a new
+/// name) whenever it ends on its own: apalis ends a worker at its first backend
+/// error, and a Redis blip must not leave this process idle while it looks
+/// healthy. The dead worker's in-flight tasks are re-queued by the heartbeat
+/// check of the live ones.
+pub(super) async fn supervise_workers(
+    queue: Arc<dyn Consumer>,
+    handler: Arc<dyn Handler>,
+    concurrency: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const MAX_DELAY: Duration = Duration::from_secs(30);
+    let mut delay = Duration::from_secs(1);
+    loop {
+        // A unique name per worker: apalis re-queues a dead worker's tasks by
+        // name, and a reused name would hide its orphans (apalis #504).
+        let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
+        log::info!("worker {name} starting with concurrency {concurrency}");
+        let started = std::time::Instant::now();
+        let result = queue
+            .run_worker(
+                name.clone(),
+                concurrency,
+                handler.clone(),
+                Box::pin(stopped(stop.clone())),
+            )
+            .await;
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > MAX_DELAY {
+            delay = Duration::from_secs(1);
+        }
+        match result {
+            Ok(()) => {
+                log::error!("worker {name} stopped unexpectedly; a new one starts in {delay:?}")
+            }
+            Err(e) => log::error!("worker {name} failed: {e}; a new one starts in {delay:?}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+/// Resolves once shutdown is requested.
+pub(super) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Purges expired and deleted jobs every `interval` until shutdown. Every
+/// process runs this; passes that overlap only repeat idempotent deletions.
+pub(super) async fn purge_periodically(
+    service: Arc<JobService>,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {}
+        }
+        match service.purge_due().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("purged {n} expired or deleted jobs"),
+            Err(e) => log::warn!("purge pass failed (next pass retries): {e}"),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "host".to_string())
+}

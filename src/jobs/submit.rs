@@ -1,0 +1,225 @@
+//! Submitting a job: every upload checked, then stored, the job recorded and
+//! one task per image enqueued. All or nothing: a refused submission leaves
+//! nothing behind (what it stored is removed in the background).
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::error::JobError;
+use super::intake;
+use super::names::unique_entry_names;
+use super::service::{delete_all, JobService};
+use super::status::JobState;
+use super::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
+use crate::codec::OutputFormat;
+use crate::meta::Doomed;
+use crate::ops::Chain;
+use crate::queue::{new_task_id, ProcessImage};
+
+/// How many uploads are sent to storage at once for one request.
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// One upload, already spooled to a temporary file by the HTTP layer.
+pub struct Upload {
+    pub filename: String,
+    pub path: PathBuf,
+}
+
+/// An accepted submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub job_id: JobId,
+    pub status: JobState,
+    pub ops: Chain,
+    pub expires_at: chrono::DateTime<Utc>,
+    pub images: Vec<AcceptedImage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptedImage {
+    pub index: usize,
+    pub filename: String,
+    pub task_id: String,
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub size_bytes: u64,
+}
+
+impl JobService {
+    /// Validates every upload, then stores them, records the job and enqueues
+    /// one task per image. Nothing is stored or enqueued unless every file passes.
+    pub async fn submit(&self, recipe: Recipe, uploads: Vec<Upload>) -> Result<Accepted, JobError> {
+        if uploads.is_empty() {
+            return Err(JobError::NoFiles);
+        }
+        if uploads.len() > self.limits.max_files {
+            return Err(JobError::TooManyFiles {
+                limit: self.limits.max_files,
+            });
+        }
+        let limits = self.limits;
+        let paths: Vec<(String, PathBuf)> = uploads
+            .iter()
+            .map(|u| (u.filename.clone(), u.path.clone()))
+            .collect();
+        let inspected = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|(name, path)| {
+                    intake::inspect(path, &limits).map_err(|problem| JobError::BadFile {
+                        file: name.clone(),
+                        problem,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
+
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
+        let output_formats: Vec<OutputFormat> = inspected
+            .iter()
+            .map(|i| recipe.format.unwrap_or(i.format.default_output()))
+            .collect();
+        let names = unique_entry_names(
+            uploads
+                .iter()
+                .zip(&output_formats)
+                .map(|(u, f)| (u.filename.as_str(), f.extension())),
+            &[MANIFEST_NAME],
+        );
+        let job = Job {
+            id: JobId::new(),
+            recipe,
+            created_at: now,
+            expires_at: now + ttl,
+            images: uploads
+                .iter()
+                .zip(inspected)
+                .zip(output_formats)
+                .zip(names)
+                .enumerate()
+                .map(
+                    |(index, (((upload, info), output_format), entry_name))| ImageEntry {
+                        index,
+                        filename: upload.filename.clone(),
+                        entry_name,
+                        input_format: info.format,
+                        output_format,
+                        width: info.width,
+                        height: info.height,
+                        size_bytes: info.size_bytes,
+                        task_id: new_task_id(),
+                    },
+                )
+                .collect(),
+        };
+
+        if let Err(e) = self.store_uploads(&job, &uploads).await {
+            self.discard(&job, false);
+            return Err(e);
+        }
+        // Not recorded (or, if only the reply was lost, recorded without
+        // tasks): either way the job must go, inputs included.
+        self.meta
+            .create(&job)
+            .await
+            .inspect_err(|_| self.discard(&job, true))?;
+        let tasks = job
+            .images
+            .iter()
+            .map(|i| {
+                (
+                    i.task_id.clone(),
+                    ProcessImage {
+                        job_id: job.id,
+                        index: i.index,
+                    },
+                )
+            })
+            .collect();
+        // Without its tasks the job would sit `queued` forever. Undo it; should
+        // the tasks have been pushed after all (a lost reply), they are
+        // forgotten too, and a worker that got one first drops it (no job).
+        self.queue
+            .enqueue(tasks)
+            .await
+            .inspect_err(|_| self.discard(&job, true))?;
+        log::info!(
+            "job {} accepted: {} image(s), ops {}",
+            job.id,
+            job.images.len(),
+            job.recipe.ops
+        );
+
+        Ok(Accepted {
+            job_id: job.id,
+            status: JobState::Queued,
+            ops: job.recipe.ops.clone(),
+            expires_at: job.expires_at,
+            images: job
+                .images
+                .iter()
+                .map(|i| AcceptedImage {
+                    index: i.index,
+                    filename: i.filename.clone(),
+                    task_id: i.task_id.clone(),
+                    format: i.input_format.name(),
+                    width: i.width,
+                    height: i.height,
+                    size_bytes: i.size_bytes,
+                })
+                .collect(),
+        })
+    }
+
+    async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
+        futures::stream::iter(job.images.iter().zip(uploads))
+            .map(|(image, upload)| async move {
+                let key = job.input_key(image.index);
+                self.store
+                    .put_file(&key, &upload.path, "application/octet-stream")
+                    .await
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes what a refused submission left behind: its inputs and, if it
+    /// was recorded, the job and any task that was pushed. In the background:
+    /// the client's 5xx must not wait on a backend that is failing anyway.
+    fn discard(&self, job: &Job, recorded: bool) {
+        let (store, meta, queue, id, keys) = (
+            self.store.clone(),
+            self.meta.clone(),
+            self.queue.clone(),
+            job.id,
+            input_keys(job),
+        );
+        let task_ids = Doomed::of(job).task_ids;
+        tokio::spawn(async move {
+            if recorded {
+                if let Err(e) = queue.forget(&task_ids).await {
+                    log::warn!("job {id}: could not forget the tasks of a refused submission: {e}");
+                }
+                if let Err(e) = meta.remove(id).await {
+                    log::warn!(
+                        "job {id}: could not remove the record of a refused submission: {e}"
+                    );
+                }
+            }
+            delete_all(store.as_ref(), keys).await;
+        });
+    }
+}
+
+fn input_keys(job: &Job) -> Vec<String> {
+    job.images.iter().map(|i| job.input_key(i.index)).collect()
+}

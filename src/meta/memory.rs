@@ -1,0 +1,137 @@
+//! An in-memory [`MetaStore`] for unit tests of the code above it (the
+//! worker's decisions, the job service): the same rules as the Redis and
+//! SQLite stores (fencing, expiry, deletion), no server. Can be switched
+//! "down" to act out an outage. Test builds only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::backend_error::ErrorKind;
+use crate::jobs::{ImageProgress, Job, JobId};
+
+struct Entry {
+    job: Job,
+    progress: Vec<Option<ImageProgress>>,
+    deleted: bool,
+}
+
+impl Entry {
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        !self.deleted && self.job.expires_at > now
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryMeta {
+    jobs: Mutex<HashMap<JobId, Entry>>,
+    down: AtomicBool,
+}
+
+impl MemoryMeta {
+    /// While down, every call fails as an unreachable store would.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn jobs(&self) -> Result<std::sync::MutexGuard<'_, HashMap<JobId, Entry>>, MetaError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(MetaError::new(
+                ErrorKind::Unavailable,
+                "memory store is down",
+            ));
+        }
+        self.jobs
+            .lock()
+            .map_err(|_| MetaError::new(ErrorKind::Corrupt, "a test panicked holding the lock"))
+    }
+}
+
+#[async_trait]
+impl MetaStore for MemoryMeta {
+    async fn create(&self, job: &Job) -> Result<(), MetaError> {
+        let entry = Entry {
+            job: job.clone(),
+            progress: vec![Some(ImageProgress::queued()); job.images.len()],
+            deleted: false,
+        };
+        self.jobs()?.insert(job.id, entry);
+        Ok(())
+    }
+
+    async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError> {
+        Ok(self
+            .jobs()?
+            .get(&id)
+            .filter(|e| e.live(Utc::now()))
+            .map(|e| JobRecord {
+                job: e.job.clone(),
+                progress: e.progress.clone(),
+            }))
+    }
+
+    async fn image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+    ) -> Result<Option<ImageProgress>, MetaError> {
+        Ok(self
+            .jobs()?
+            .get(&id)
+            .and_then(|e| e.progress.get(index).cloned().flatten()))
+    }
+
+    async fn set_image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let mut jobs = self.jobs()?;
+        let Some(entry) = jobs.get_mut(&id).filter(|e| e.live(Utc::now())) else {
+            return Ok(false);
+        };
+        let Some(slot) = entry.progress.get_mut(index) else {
+            return Ok(false);
+        };
+        if slot
+            .as_ref()
+            .is_some_and(|stored| !stored.may_be_replaced_by(progress))
+        {
+            return Ok(false);
+        }
+        *slot = Some(progress.clone());
+        Ok(true)
+    }
+
+    async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        let mut jobs = self.jobs()?;
+        Ok(jobs.get_mut(&id).filter(|e| e.live(Utc::now())).map(|e| {
+            e.deleted = true;
+            e.job.clone()
+        }))
+    }
+
+    async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError> {
+        Ok(self
+            .jobs()?
+            .values()
+            .filter(|e| !e.live(now))
+            .take(limit)
+            .map(|e| Doomed::of(&e.job))
+            .collect())
+    }
+
+    async fn remove(&self, id: JobId) -> Result<(), MetaError> {
+        self.jobs()?.remove(&id);
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), MetaError> {
+        self.jobs().map(|_| ())
+    }
+}

@@ -1,0 +1,295 @@
+//! One delivery of a task, end to end: read the job → decide → fetch the
+//! upload → render it on the render pool → store the result → record the
+//! image's state → tell the queue. The decisions are `decide`'s; this file
+//! does the I/O around them, retrying transient errors within the attempt.
+
+use std::sync::Arc;
+
+use std::panic::AssertUnwindSafe;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::FutureExt;
+
+use super::budget::PixelBudget;
+use super::decide::{self, Begin, Processed, Refused};
+use super::pool;
+use super::retry::{retrying, Backoff, TaskError};
+use crate::backend_error::ErrorKind;
+use crate::codec::PngCompression;
+use crate::jobs::{ImageProgress, Job, JobId};
+use crate::meta::{MetaError, MetaStore};
+use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
+use crate::render;
+use crate::store::ObjectStore;
+
+/// The worker's settings, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    /// Largest image (input or any intermediate), in pixels.
+    pub max_pixels: u64,
+    /// Pixels decoded at once in this process, over all its images.
+    pub pixels_in_flight: u64,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub png_compression: PngCompression,
+}
+
+/// Processes images: the [`Handler`] the queue's workers call.
+pub struct Worker {
+    store: Arc<dyn ObjectStore>,
+    meta: Arc<dyn MetaStore>,
+    settings: WorkerSettings,
+    budget: PixelBudget,
+    /// Where decode → operations → encode run (see `pool`).
+    render_pool: Arc<rayon::ThreadPool>,
+}
+
+#[async_trait]
+impl Handler for Worker {
+    async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome {
+        let (job_id, index) = (task.job_id, task.index);
+        // Rendering panics are caught on the render pool; this catches the
+        // rest, so that no image is left "processing" by a bug.
+        let delivered = AssertUnwindSafe(self.deliver(job_id, index, delivery))
+            .catch_unwind()
+            .await;
+        let delivered = match delivered {
+            Ok(delivered) => delivered,
+            Err(panic) => {
+                let text = crate::panic_guard::panic_text(panic.as_ref());
+                return self.fail_after_panic(job_id, index, text).await;
+            }
+        };
+        match delivered {
+            Ok(outcome) => outcome,
+            // A store stayed down through every try of this attempt: the queue
+            // delivers the task again later, unless this was its last chance.
+            Err(e) if e.is_transient() && !delivery.is_last() => {
+                log::warn!("job {job_id} image {index}: {e}; the task will be delivered again");
+                Outcome::RetryLater(e.to_string())
+            }
+            Err(e) => {
+                log::error!(
+                    "job {job_id} image {index}: {e}; giving up (delivery {} of {})",
+                    delivery.attempt,
+                    delivery.limit
+                );
+                Outcome::GiveUp(e.to_string())
+            }
+        }
+    }
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        meta: Arc<dyn MetaStore>,
+        settings: WorkerSettings,
+        render_pool: Arc<rayon::ThreadPool>,
+    ) -> Self {
+        Worker {
+            store,
+            meta,
+            budget: PixelBudget::new(settings.pixels_in_flight.max(settings.max_pixels)),
+            settings,
+            render_pool,
+        }
+    }
+
+    async fn fail_after_panic(&self, job_id: JobId, index: usize, panic: String) -> Outcome {
+        let reason = format!("internal error while processing: {panic}");
+        log::error!("job {job_id} image {index}: {reason}");
+        if let Ok(Some(progress)) = self.meta.image_progress(job_id, index).await {
+            let (failed, _) = decide::crashed(&progress, &reason, Utc::now());
+            let failed = ImageProgress {
+                error: Some(reason.clone()),
+                ..failed
+            };
+            let _ = self.meta.set_image_progress(job_id, index, &failed).await;
+        }
+        Outcome::GiveUp(reason)
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.settings.backoff
+    }
+
+    async fn deliver(
+        &self,
+        job_id: JobId,
+        index: usize,
+        delivery: Delivery,
+    ) -> Result<Outcome, TaskError> {
+        let record = retrying(self.backoff(), || self.meta.load(job_id)).await?;
+        let previous = match &record {
+            Some(record) => record.progress.get(index).cloned().flatten(),
+            None => None,
+        };
+        let previous = previous.unwrap_or_else(ImageProgress::queued);
+        let max_attempts = self.settings.max_attempts;
+        let started = match decide::begin(record.is_some(), &previous, max_attempts, Utc::now()) {
+            Begin::JobGone => {
+                log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
+                return Ok(Outcome::Done);
+            }
+            // Re-delivered after it was already recorded (e.g. its worker died
+            // between recording and acknowledging): the work is done.
+            Begin::AlreadySettled => return Ok(Outcome::Done),
+            Begin::Exhausted => {
+                let job = record.map(|r| r.job);
+                return self.settle_exhausted(job.as_ref(), index, &previous).await;
+            }
+            Begin::Start(started) => started,
+        };
+        let Some(job) = record.map(|r| r.job) else {
+            return Ok(Outcome::Done);
+        };
+        if !self.record(job_id, index, &started).await? {
+            // Between our read and this write the image was finished, or a later
+            // delivery of the same task took it over (or the job went away).
+            log::info!("job {job_id} image {index}: handled by another attempt; dropping this one");
+            return Ok(Outcome::Done);
+        }
+
+        let (finished, outcome) = match self.process(&job, index).await {
+            Ok(size) => decide::finish(
+                &started,
+                Processed::Stored(size),
+                max_attempts,
+                delivery,
+                Utc::now(),
+            ),
+            Err(TaskError::Crashed(message)) => {
+                log::error!("job {job_id} image {index}: processing crashed: {message}");
+                decide::crashed(&started, &message, Utc::now())
+            }
+            Err(e) => {
+                let failure = Processed::Failed {
+                    transient: e.is_transient(),
+                    message: e.to_string(),
+                };
+                decide::finish(&started, failure, max_attempts, delivery, Utc::now())
+            }
+        };
+        match &outcome {
+            Outcome::RetryLater(e) => {
+                log::warn!(
+                    "job {job_id} image {index}: attempt {}/{max_attempts} failed, will retry: {e}",
+                    started.attempts
+                );
+                // Best effort: if this write fails too, status shows
+                // "processing" until the retry runs.
+                let _ = self.meta.set_image_progress(job_id, index, &finished).await;
+                return Ok(outcome);
+            }
+            Outcome::GiveUp(reason) => log::warn!("job {job_id} image {index}: failed: {reason}"),
+            Outcome::Done => {}
+        }
+        let recorded = self.record(job_id, index, &finished).await?;
+        if !recorded && outcome == Outcome::Done {
+            let exists = retrying(self.backoff(), || self.meta.load(job_id))
+                .await?
+                .is_some();
+            if decide::after_refused_success(exists) == Refused::DiscardResult {
+                if let Some(key) = job.output_key(index) {
+                    retrying(self.backoff(), || self.store.delete(&key)).await?;
+                }
+                log::info!("job {job_id} image {index}: job deleted or expired meanwhile; result discarded");
+                return Ok(Outcome::Done);
+            }
+        }
+        if let (Outcome::Done, Some(bytes)) = (&outcome, finished.output_bytes) {
+            log::info!(
+                "job {job_id} image {index}: done ({bytes} bytes, attempt {})",
+                started.attempts
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn record(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, TaskError> {
+        retrying(self.backoff(), || {
+            self.meta.set_image_progress(id, index, progress)
+        })
+        .await
+    }
+
+    /// See [`decide::settle_exhausted`]: the image's result in storage, if
+    /// any, decides.
+    async fn settle_exhausted(
+        &self,
+        job: Option<&Job>,
+        index: usize,
+        previous: &ImageProgress,
+    ) -> Result<Outcome, TaskError> {
+        let Some(job) = job else {
+            return Ok(Outcome::Done);
+        };
+        let stored = match job.output_key(index) {
+            Some(key) => match retrying(self.backoff(), || self.store.get_stream(&key)).await {
+                Ok(object) => Some(object.size),
+                Err(TaskError::Store(e)) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let (settled, outcome) = decide::settle_exhausted(previous, stored, Utc::now());
+        if let Outcome::GiveUp(reason) = &outcome {
+            log::error!("job {} image {index}: {reason}", job.id);
+        }
+        self.record(job.id, index, &settled).await?;
+        Ok(outcome)
+    }
+
+    /// Runs the pipeline for one image and returns the size of the stored result.
+    async fn process(&self, job: &Job, index: usize) -> Result<u64, TaskError> {
+        let no_image = || {
+            MetaError::new(
+                ErrorKind::Corrupt,
+                format!("job {} has no image {index}", job.id),
+            )
+        };
+        let entry = job.images.get(index).ok_or_else(no_image)?;
+        let output_key = job.output_key(index).ok_or_else(no_image)?;
+        let input_key = job.input_key(index);
+        // Held until the image is encoded: fetch, decode, the operations and
+        // encode all scale with the largest image the chain makes of it.
+        let peak = job
+            .recipe
+            .ops
+            .peak_pixels(entry.width as usize, entry.height as usize);
+        let reserved = self.budget.reserve(peak).await;
+        let input = retrying(self.backoff(), || self.store.get_bytes(&input_key)).await?;
+
+        let recipe = job.recipe.clone();
+        let (format, settings) = (entry.output_format, self.settings);
+        let rendered = pool::run(&self.render_pool, move || {
+            let _reserved = reserved;
+            let output = render::Output {
+                ops: &recipe.ops,
+                format,
+                quality: recipe.quality,
+                lossless: recipe.lossless,
+                png: settings.png_compression,
+            };
+            render::render(&input, output, settings.max_pixels)
+        })
+        .await;
+        let encoded = rendered.map_err(TaskError::Crashed)??;
+
+        let size = encoded.len() as u64;
+        let bytes = bytes::Bytes::from(encoded);
+        retrying(self.backoff(), || {
+            self.store
+                .put_bytes(&output_key, bytes.clone(), format.content_type())
+        })
+        .await?;
+        Ok(size)
+    }
+}
