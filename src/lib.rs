@@ -5,7 +5,8 @@
 //! - [`config`]  settings from the environment; the CLI
 //! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
 //! - [`http`]    the REST facade (actix-web): thin, translates requests and errors
-//! - [`jobs`]    the job domain: recipes, intake checks, submit, status, ZIP, purge
+//! - [`service`] the job operations: submit, status, results, ZIP, delete, purge, readiness
+//! - [`jobs`]    the job domain, pure: what a job is, recipes, intake checks, status
 //! - [`archive`] streaming ZIP of a job's results
 //! - [`queue`]   the task type; producer and consumer sides of the queue
 //!   (apalis on Redis or SQLite); the handler interface the worker implements
@@ -34,6 +35,7 @@ pub mod ops;
 pub mod panic_guard;
 pub mod queue;
 pub mod render;
+pub mod service;
 pub mod sqlite;
 pub mod store;
 pub mod worker;

@@ -14,7 +14,7 @@ use self::backends::{backends, Backends};
 use self::tasks::{purge_periodically, supervise_workers};
 use crate::config::{Command, Config};
 use crate::http;
-use crate::jobs::JobService;
+use crate::service::JobService;
 use crate::worker::{self, Worker};
 
 /// How long start-up waits for Redis and S3 to answer (they may be starting too).

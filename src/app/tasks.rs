@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::jobs::JobService;
 use crate::queue::{Consumer, Handler};
+use crate::service::JobService;
 
 /// Runs the apalis worker until `stop`, and starts a fresh one (with a new
 /// name) whenever it ends on its own: apalis ends a worker at its first backend

@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::backend_error::ErrorKind;
 use crate::jobs::intake::FileProblem;
-use crate::jobs::JobError;
+use crate::jobs::RecipeError;
 use crate::ops::SpecError;
+use crate::service::JobError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,23 +38,31 @@ pub enum ApiError {
     Spool(String),
 }
 
+impl From<RecipeError> for ApiError {
+    fn from(e: RecipeError) -> Self {
+        ApiError::Job(JobError::Recipe(e))
+    }
+}
+
 impl ApiError {
     /// Stable machine-readable code for clients.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Job(e) => match e {
-                JobError::InvalidOps { error, .. } => match error {
-                    SpecError::Unknown { .. } => "unknown_operation",
-                    SpecError::BadArgument { .. } => "invalid_argument",
-                    SpecError::TooLong { .. } => "chain_too_long",
-                    SpecError::Empty | SpecError::EmptyPiece { .. } => "missing_operation",
+                JobError::Recipe(e) => match e {
+                    RecipeError::InvalidOps { error, .. } => match error {
+                        SpecError::Unknown { .. } => "unknown_operation",
+                        SpecError::BadArgument { .. } => "invalid_argument",
+                        SpecError::TooLong { .. } => "chain_too_long",
+                        SpecError::Empty | SpecError::EmptyPiece { .. } => "missing_operation",
+                    },
+                    RecipeError::MissingOps => "missing_operation",
+                    RecipeError::FilterAndOps => "filter_and_ops",
+                    RecipeError::OutputTooLarge(_) => "output_too_large",
+                    RecipeError::UnknownFormat { .. } => "unknown_format",
+                    RecipeError::InvalidQuality { .. } => "invalid_quality",
+                    RecipeError::InvalidLossless { .. } => "invalid_lossless",
                 },
-                JobError::MissingOps => "missing_operation",
-                JobError::FilterAndOps => "filter_and_ops",
-                JobError::OutputTooLarge(_) => "output_too_large",
-                JobError::UnknownFormat { .. } => "unknown_format",
-                JobError::InvalidQuality { .. } => "invalid_quality",
-                JobError::InvalidLossless { .. } => "invalid_lossless",
                 JobError::NoFiles => "no_files",
                 JobError::TooManyFiles { .. } => "too_many_files",
                 JobError::BadFile { problem, .. } => match problem {
@@ -92,8 +101,10 @@ impl ApiError {
     /// For an invalid operation chain: the operation at fault and its usage.
     fn operation(&self) -> (Option<&str>, Option<&str>) {
         match self {
-            ApiError::Job(JobError::InvalidOps { error, .. }) => (error.operation(), error.usage()),
-            ApiError::Job(JobError::OutputTooLarge(e)) => (Some(e.op()), None),
+            ApiError::Job(JobError::Recipe(RecipeError::InvalidOps { error, .. })) => {
+                (error.operation(), error.usage())
+            }
+            ApiError::Job(JobError::Recipe(RecipeError::OutputTooLarge(e))) => (Some(e.op()), None),
             _ => (None, None),
         }
     }
@@ -102,7 +113,7 @@ impl ApiError {
     /// (parameter names, how to ask again).
     fn message(&self) -> String {
         match self {
-            ApiError::Job(JobError::MissingOps) => format!(
+            ApiError::Job(JobError::Recipe(RecipeError::MissingOps)) => format!(
                 "no operation given; pass ?filter=NAME or ?ops=A,B,C (operations: {})",
                 crate::ops::names().join(", ")
             ),
@@ -135,13 +146,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Job(e) => match e {
-                JobError::InvalidOps { .. }
-                | JobError::MissingOps
-                | JobError::FilterAndOps
-                | JobError::OutputTooLarge(_)
-                | JobError::UnknownFormat { .. }
-                | JobError::InvalidQuality { .. }
-                | JobError::InvalidLossless { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                JobError::Recipe(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::NoFiles => StatusCode::BAD_REQUEST,
                 JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 JobError::BadFile { problem, .. } => match problem {

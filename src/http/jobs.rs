@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, UploadDir};
 use crate::jobs::intake::FileProblem;
-use crate::jobs::{Accepted, JobError, JobService, Recipe, RecipeOptions, Upload};
+use crate::jobs::{Recipe, RecipeOptions};
+use crate::service::{Accepted, JobError, JobService, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::jobs::JobService;
+use crate::service::JobService;
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {

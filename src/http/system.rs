@@ -7,8 +7,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::ApiError;
 use crate::codec::{InputFormat, OutputFormat};
-use crate::jobs::JobService;
 use crate::ops::SPECS;
+use crate::service::JobService;
 
 /// The hand-written contract, compiled in so the binary serves exactly the
 /// spec it was built with.

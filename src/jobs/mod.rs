@@ -1,29 +1,18 @@
 //! The job domain: what a job is, how uploads become one, and how its images'
-//! states add up to a status. Knows nothing of actix, apalis or any backend;
-//! it talks to storage, metadata and the queue only through their traits.
+//! states add up to a status. Knows nothing of actix, apalis or any backend.
+//! Pure: the operations on jobs (which use the backends) live in `service`.
 //!
 //! - `recipe`  the options of a request → a checked [`Recipe`]
 //! - `intake`  one upload → its format and size, or why it is refused
 //! - `names`   safe, unique ZIP entry names from client filenames
-//! - `submit`  uploads + recipe → a stored, recorded, enqueued job
-//! - `service` the job operations: status, results, archive, readiness
-//! - `purge`   deleting jobs and purging expired or deleted ones
-//! - `status`  the per-image states → one status (pure)
-//! - `error`   [`JobError`], what every operation here can fail with
+//! - `status`  the per-image states → one status
 
-mod error;
 pub mod intake;
 pub mod names;
-mod purge;
 mod recipe;
-mod service;
 pub mod status;
-mod submit;
 
-pub use error::JobError;
-pub use recipe::{Recipe, RecipeOptions, DEFAULT_JPEG_QUALITY};
-pub use service::{Check, JobService};
-pub use submit::{Accepted, AcceptedImage, Upload};
+pub use recipe::{Recipe, RecipeError, RecipeOptions, DEFAULT_JPEG_QUALITY};
 
 use std::fmt;
 use std::str::FromStr;

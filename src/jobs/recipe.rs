@@ -5,11 +5,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::JobError;
 use crate::codec::OutputFormat;
-use crate::ops::Chain;
+use crate::ops::{Chain, SizeError, SpecError};
 
 pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+
+/// Why a request's options do not make a recipe.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    /// `field` is the option the chain came in (`filter` or `ops`).
+    #[error("invalid {field}: {error}")]
+    InvalidOps {
+        field: &'static str,
+        error: SpecError,
+    },
+    #[error("no operation given")]
+    MissingOps,
+    #[error(
+        "both filter and ops given; filter is the one-operation shorthand of ops, pass one of them"
+    )]
+    FilterAndOps,
+    #[error(transparent)]
+    OutputTooLarge(#[from] SizeError),
+    #[error("unknown output format {given:?}; valid formats: jpeg, png, webp")]
+    UnknownFormat { given: String },
+    #[error("quality must be an integer from 1 to 100, got {given:?}")]
+    InvalidQuality { given: String },
+    #[error("lossless must be true or false, got {given:?}")]
+    InvalidLossless { given: String },
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
@@ -39,37 +63,36 @@ impl Recipe {
     /// Parses and checks the options: the whole chain, its fixed output
     /// sizes against `max_pixels`, the format and the quality. One of
     /// `filter` and `ops` is required.
-    pub fn parse(options: &RecipeOptions<'_>, max_pixels: u64) -> Result<Recipe, JobError> {
+    pub fn parse(options: &RecipeOptions<'_>, max_pixels: u64) -> Result<Recipe, RecipeError> {
         fn blank(v: Option<&str>) -> Option<&str> {
             v.filter(|s| !s.trim().is_empty())
         }
         let (field, text) = match (blank(options.filter), blank(options.ops)) {
-            (Some(_), Some(_)) => return Err(JobError::FilterAndOps),
+            (Some(_), Some(_)) => return Err(RecipeError::FilterAndOps),
             (Some(f), None) => ("filter", f),
             (None, Some(o)) => ("ops", o),
-            (None, None) => return Err(JobError::MissingOps),
+            (None, None) => return Err(RecipeError::MissingOps),
         };
         let ops: Chain = text
             .parse()
-            .map_err(|error| JobError::InvalidOps { field, error })?;
+            .map_err(|error| RecipeError::InvalidOps { field, error })?;
         ops.check_sizes(max_pixels)?;
-        let format = match options.format.map(str::trim) {
-            None | Some("") => None,
-            Some(name) => {
-                Some(
-                    OutputFormat::from_name(name).ok_or_else(|| JobError::UnknownFormat {
+        let format =
+            match options.format.map(str::trim) {
+                None | Some("") => None,
+                Some(name) => Some(OutputFormat::from_name(name).ok_or_else(|| {
+                    RecipeError::UnknownFormat {
                         given: name.to_string(),
-                    })?,
-                )
-            }
-        };
+                    }
+                })?),
+            };
         let quality = match options.quality.map(str::trim) {
             None | Some("") => DEFAULT_JPEG_QUALITY,
             Some(q) => q
                 .parse::<u8>()
                 .ok()
                 .filter(|q| (1..=100).contains(q))
-                .ok_or_else(|| JobError::InvalidQuality {
+                .ok_or_else(|| RecipeError::InvalidQuality {
                     given: q.to_string(),
                 })?,
         };
@@ -78,7 +101,7 @@ impl Recipe {
             Some(v) => match v.as_str() {
                 "" | "false" | "0" | "no" => false,
                 "true" | "1" | "yes" => true,
-                _ => return Err(JobError::InvalidLossless { given: v }),
+                _ => return Err(RecipeError::InvalidLossless { given: v }),
             },
         };
         Ok(Recipe {
@@ -93,9 +116,9 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{self, SpecError};
+    use crate::ops;
 
-    fn parse(filter: Option<&str>, ops: Option<&str>) -> Result<Recipe, JobError> {
+    fn parse(filter: Option<&str>, ops: Option<&str>) -> Result<Recipe, RecipeError> {
         let options = RecipeOptions {
             filter,
             ops,
@@ -121,32 +144,32 @@ mod tests {
         };
         let r = Recipe::parse(&options, 100).expect("options");
         assert_eq!((r.format, r.quality), (Some(OutputFormat::Webp), 75));
-        assert!(matches!(parse(None, None), Err(JobError::MissingOps)));
+        assert!(matches!(parse(None, None), Err(RecipeError::MissingOps)));
         assert!(matches!(
             parse(Some(" "), Some("")),
-            Err(JobError::MissingOps)
+            Err(RecipeError::MissingOps)
         ));
         assert!(matches!(
             parse(Some("blur"), Some("blur")),
-            Err(JobError::FilterAndOps)
+            Err(RecipeError::FilterAndOps)
         ));
         assert!(matches!(
             parse(Some("sepia"), None),
-            Err(JobError::InvalidOps {
+            Err(RecipeError::InvalidOps {
                 field: "filter",
                 error: SpecError::Unknown { .. }
             })
         ));
         assert!(matches!(
             parse(None, Some("blur,median:2")),
-            Err(JobError::InvalidOps {
+            Err(RecipeError::InvalidOps {
                 field: "ops",
                 error: SpecError::BadArgument { op: "median", .. }
             })
         ));
         assert!(matches!(
             parse(None, Some("resize:20000x20000")),
-            Err(JobError::OutputTooLarge(_))
+            Err(RecipeError::OutputTooLarge(_))
         ));
         let bad_format = RecipeOptions {
             filter: Some("blur"),
@@ -155,7 +178,7 @@ mod tests {
         };
         assert!(matches!(
             Recipe::parse(&bad_format, 100),
-            Err(JobError::UnknownFormat { .. })
+            Err(RecipeError::UnknownFormat { .. })
         ));
         for bad in ["0", "101", "abc", "-5"] {
             let options = RecipeOptions {
@@ -166,7 +189,7 @@ mod tests {
             assert!(
                 matches!(
                     Recipe::parse(&options, 100),
-                    Err(JobError::InvalidQuality { .. })
+                    Err(RecipeError::InvalidQuality { .. })
                 ),
                 "{bad}"
             );
@@ -178,7 +201,7 @@ mod tests {
         };
         assert!(matches!(
             Recipe::parse(&options, 100),
-            Err(JobError::InvalidLossless { .. })
+            Err(RecipeError::InvalidLossless { .. })
         ));
     }
 

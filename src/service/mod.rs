@@ -1,17 +1,28 @@
-//! The job operations that read: status, one result, the ZIP of all of them,
-//! and readiness. [`JobService`] holds the backends (as traits) and limits;
-//! submitting lives in `submit`, deleting and purging in `purge`.
+//! The job operations behind the HTTP routes, over the backend traits:
+//! [`JobService`] holds the backends and limits. Knows nothing of actix or
+//! apalis; the HTTP layer translates requests and [`JobError`]s.
+//!
+//! - this file   status, one result, the ZIP of all of them, readiness
+//! - `submit`    uploads + recipe → a stored, recorded, enqueued job
+//! - `purge`     deleting a job; purging expired or deleted ones
+//! - `error`     [`JobError`], what every operation here can fail with
+
+mod error;
+mod purge;
+mod submit;
+
+pub use error::JobError;
+pub use submit::{Accepted, AcceptedImage, Upload};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::error::JobError;
-use super::intake::Limits;
-use super::status::{aggregate, JobStatus};
-use super::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
 use crate::archive;
+use crate::jobs::intake::Limits;
+use crate::jobs::status::{aggregate, JobStatus};
+use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
 use crate::meta::{JobRecord, MetaStore};
 use crate::queue::Producer;
 use crate::store::{ObjectStore, ObjectStream};
@@ -25,8 +36,8 @@ pub struct Check {
 }
 
 pub struct JobService {
-    pub(super) store: Arc<dyn ObjectStore>,
-    pub(super) meta: Arc<dyn MetaStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
     pub(super) queue: Arc<dyn Producer>,
     pub(super) limits: Limits,
     pub(super) ttl: Duration,
@@ -170,7 +181,7 @@ impl JobService {
     }
 }
 
-pub(super) fn parse_job_id(id: &str) -> Result<JobId, JobError> {
+fn parse_job_id(id: &str) -> Result<JobId, JobError> {
     id.parse()
         .map_err(|_| JobError::JobNotFound(id.to_string()))
 }
@@ -185,7 +196,7 @@ async fn with_deadline<E: std::fmt::Display>(
     }
 }
 
-pub(super) async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) {
+async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) {
     for key in keys {
         if let Err(e) = store.delete(&key).await {
             log::warn!("could not delete {key}: {e}");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::error::JobError;
-use super::service::{parse_job_id, JobService};
+use super::JobError;
+use super::{parse_job_id, JobService};
 use crate::meta::Doomed;
 
 /// Jobs purged per pass; the next pass takes the rest.

@@ -2,37 +2,18 @@
 //! layer maps each variant to a status and a stable code (`http/error.rs`)
 //! and adds the request-specific hints (parameter names, routes).
 
-use super::intake::FileProblem;
-use super::status::JobStatus;
-use super::{ImageState, JobId};
 use crate::backend_error::ErrorKind;
+use crate::jobs::intake::FileProblem;
+use crate::jobs::status::JobStatus;
+use crate::jobs::{ImageState, JobId, RecipeError};
 use crate::meta::MetaError;
-use crate::ops::{SizeError, SpecError};
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// `field` is the option the chain came in (`filter` or `ops`).
-    #[error("invalid {field}: {error}")]
-    InvalidOps {
-        field: &'static str,
-        error: SpecError,
-    },
-    #[error("no operation given")]
-    MissingOps,
-    #[error(
-        "both filter and ops given; filter is the one-operation shorthand of ops, pass one of them"
-    )]
-    FilterAndOps,
     #[error(transparent)]
-    OutputTooLarge(#[from] SizeError),
-    #[error("unknown output format {given:?}; valid formats: jpeg, png, webp")]
-    UnknownFormat { given: String },
-    #[error("quality must be an integer from 1 to 100, got {given:?}")]
-    InvalidQuality { given: String },
-    #[error("lossless must be true or false, got {given:?}")]
-    InvalidLossless { given: String },
+    Recipe(#[from] RecipeError),
     #[error("no images uploaded")]
     NoFiles,
     #[error("too many files: at most {limit} images per job")]
