@@ -57,7 +57,9 @@ fn top_module(rel: &str) -> Option<&str> {
 fn top_level_modules_depend_on_each_other_without_cycles() {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (rel, text) in sources() {
-        let Some(top) = top_module(&rel) else { continue };
+        let Some(top) = top_module(&rel) else {
+            continue;
+        };
         let code = without_tests(&text);
         for (i, _) in code.match_indices("crate::") {
             let name: String = code[i + 7..]
@@ -104,7 +106,9 @@ fn top_level_modules_depend_on_each_other_without_cycles() {
 #[test]
 fn the_domain_names_neither_actix_nor_apalis() {
     for (rel, text) in sources() {
-        let Some(top) = top_module(&rel) else { continue };
+        let Some(top) = top_module(&rel) else {
+            continue;
+        };
         if !FRAMEWORK_FREE.contains(&top) {
             continue;
         }

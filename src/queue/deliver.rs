@@ -32,12 +32,17 @@ pub(super) async fn deliver(
         attempt: u32::try_from(attempt.current()).unwrap_or(u32::MAX),
         limit: dispatch.limit,
     };
-    to_apalis(dispatch.handler.handle(task, delivery).await)
+    to_apalis(dispatch.handler.handle(task, delivery).await, delivery)
 }
 
-fn to_apalis(outcome: Outcome) -> Result<(), BoxDynError> {
+/// A retry asked for on the last delivery is refused here, whatever the
+/// backend would do (apalis-redis only stops at its own 25).
+fn to_apalis(outcome: Outcome, delivery: Delivery) -> Result<(), BoxDynError> {
     match outcome {
         Outcome::Done => Ok(()),
+        Outcome::RetryLater(reason) if delivery.is_last() => {
+            Err(AbortError::new(format!("{reason} (last of {} deliveries)", delivery.limit)).into())
+        }
         Outcome::RetryLater(reason) => Err(reason.into()),
         Outcome::GiveUp(reason) => Err(AbortError::new(reason).into()),
     }
@@ -70,10 +75,23 @@ mod tests {
 
     #[test]
     fn outcomes_map_to_apalis_rules() {
-        assert!(to_apalis(Outcome::Done).is_ok());
-        let retry = to_apalis(Outcome::RetryLater("down".into())).unwrap_err();
+        let first = Delivery {
+            attempt: 1,
+            limit: 3,
+        };
+        let last = Delivery {
+            attempt: 3,
+            limit: 3,
+        };
+        assert!(to_apalis(Outcome::Done, first).is_ok());
+        let retry = to_apalis(Outcome::RetryLater("down".into()), first).expect_err("failed");
         assert!(retry.downcast_ref::<AbortError>().is_none(), "retried");
-        let give_up = to_apalis(Outcome::GiveUp("bad".into())).unwrap_err();
+        let give_up = to_apalis(Outcome::GiveUp("bad".into()), first).expect_err("failed");
         assert!(give_up.downcast_ref::<AbortError>().is_some(), "killed");
+        let no_more = to_apalis(Outcome::RetryLater("down".into()), last).expect_err("failed");
+        assert!(
+            no_more.downcast_ref::<AbortError>().is_some(),
+            "no retry after the last"
+        );
     }
 }
