@@ -6,6 +6,8 @@
 //! validation, `GET /filters`, the job record's text form and the docs all
 //! read it. Nothing here does I/O or knows about jobs, queues or HTTP.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 mod action;
 mod adjust;
 mod blur;
