@@ -301,10 +301,14 @@ fn rotation(width: usize, height: usize, angle: f64) -> (usize, usize, [f64; 6])
     (nw.max(0) as usize, nh.max(0) as usize, m)
 }
 
-/// `Transpose.ROTATE_90`: a quarter turn counter-clockwise.
-/// Pillow's `ROTATE_90/180/270` transposes (counter-clockwise), which
-/// `rotate` uses for those angles: pure pixel moves. The quarter turns go
-/// tile by tile so that reads and writes both stay within a few cache lines.
+/// `rotate` by exactly 90, 180 or 270 degrees, which Pillow's `Image.rotate`
+/// hands to the `Transpose.ROTATE_90`, `ROTATE_180` and `ROTATE_270`
+/// transposes: pure pixel moves, counter-clockwise. `angle` 180 copies the
+/// pixels in reverse order (a half turn); 90 is a quarter turn
+/// counter-clockwise and any other value (270, the only other one `rotate`
+/// passes) a quarter turn clockwise, both giving an `h` × `w` image and going
+/// tile by tile (64 × 64 pixels) so that reads and writes both stay within a
+/// few cache lines.
 fn quarter_turns<const C: usize>(img: &Raster, angle: f64) -> Raster {
     const TILE: usize = 64;
     let (w, h) = (img.width, img.height);

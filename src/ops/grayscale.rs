@@ -41,6 +41,12 @@ fn luma_rows<const C: usize>(src: &[u8], out: &mut [u8]) {
     }
     #[cfg(target_arch = "x86_64")]
     {
+        /// `body` compiled for AVX2.
+        ///
+        /// # Safety
+        /// A safe function, but calling it is `unsafe` where AVX2 is not
+        /// statically enabled: the caller must have checked that the CPU
+        /// supports AVX2. It has no other obligation.
         #[target_feature(enable = "avx2")]
         fn avx2<const C: usize>(src: &[u8], out: &mut [u8]) {
             body::<C>(src, out)

@@ -413,6 +413,12 @@ macro_rules! dispatch {
     ($f:ident::<$k:ident>($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            /// Runs `f` compiled for AVX2 (it is inlined here).
+            ///
+            /// # Safety
+            /// A safe function, but calling it is `unsafe` where AVX2 is not
+            /// statically enabled: the caller must have checked that the CPU
+            /// supports AVX2. It has no other obligation.
             #[target_feature(enable = "avx2")]
             fn with_avx2<F: FnOnce()>(f: F) {
                 f()

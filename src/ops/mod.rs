@@ -1,22 +1,31 @@
 //! Pillow-equivalent image operations and the chains that combine them: pure
 //! functions from image to image.
 //!
-//! [`spec::SPECS`] is the one list of what imgpipe can do; request
+//! [`SPECS`] (`table.rs`) is the one list of what imgpipe can do: each
+//! entry's arguments and the builder of the `Action` that does its work. Request
 //! validation, `GET /filters`, the job record's text form and the docs all
 //! read it. Nothing here does I/O or knows about jobs, queues or HTTP.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod action;
 mod adjust;
 mod blur;
 mod geometry;
 mod grayscale;
 mod kernel;
+mod parse;
 mod rank;
 mod raster;
 mod resample;
 pub mod spec;
 mod stream;
+mod table;
 
+pub use parse::names;
+pub use spec::SpecError;
 pub use stream::RowStream;
+pub use table::SPECS;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,210 +33,8 @@ use std::str::FromStr;
 use image::DynamicImage;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use kernel::Kernel;
-pub use spec::{names, SpecError, SPECS};
-
-use rank::Rank;
+use action::Action;
 use raster::Raster;
-use resample::Resample;
-use spec::Value;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResizeMode {
-    Exact,
-    Fit,
-    Fill,
-}
-
-/// What an operation does, with its arguments checked and typed.
-#[derive(Debug, Clone, PartialEq)]
-enum Action {
-    Kernel(&'static Kernel),
-    Grayscale,
-    Invert,
-    Solarize(u16),
-    Autocontrast(f64),
-    Equalize,
-    Posterize(u8),
-    Mirror,
-    Flip,
-    GaussianBlur(f32),
-    BoxBlur(f32),
-    UnsharpMask {
-        radius: f32,
-        percent: i32,
-        threshold: i32,
-    },
-    Rank(usize, Rank),
-    Mode(usize),
-    Rotate(f64, Resample),
-    Crop {
-        x: i64,
-        y: i64,
-        width: usize,
-        height: usize,
-    },
-    Resize {
-        width: usize,
-        height: usize,
-        mode: ResizeMode,
-        resample: Resample,
-    },
-    Thumbnail {
-        width: usize,
-        height: usize,
-        resample: Resample,
-    },
-}
-
-fn resample_named(word: &str) -> Resample {
-    match word {
-        "nearest" => Resample::Nearest,
-        "box" => Resample::Box,
-        "bilinear" => Resample::Bilinear,
-        "hamming" => Resample::Hamming,
-        "lanczos" => Resample::Lanczos,
-        _ => Resample::Bicubic,
-    }
-}
-
-impl Action {
-    /// Builds the action from values that `spec::values` has already checked
-    /// against the spec's types and ranges.
-    fn build(name: &str, v: &[Value]) -> Option<Action> {
-        let arg = |i: usize| v.get(i).copied();
-        Some(match name {
-            "blur" => Action::Kernel(&Kernel::BLUR),
-            "sharpen" => Action::Kernel(&Kernel::SHARPEN),
-            "smooth" => Action::Kernel(&Kernel::SMOOTH),
-            "edges" => Action::Kernel(&Kernel::FIND_EDGES),
-            "contour" => Action::Kernel(&Kernel::CONTOUR),
-            "detail" => Action::Kernel(&Kernel::DETAIL),
-            "edge_enhance" => Action::Kernel(&Kernel::EDGE_ENHANCE),
-            "edge_enhance_more" => Action::Kernel(&Kernel::EDGE_ENHANCE_MORE),
-            "emboss" => Action::Kernel(&Kernel::EMBOSS),
-            "smooth_more" => Action::Kernel(&Kernel::SMOOTH_MORE),
-            "grayscale" => Action::Grayscale,
-            "invert" => Action::Invert,
-            "equalize" => Action::Equalize,
-            "mirror" => Action::Mirror,
-            "flip" => Action::Flip,
-            "solarize" => Action::Solarize(arg(0)?.int() as u16),
-            "autocontrast" => Action::Autocontrast(arg(0)?.num()),
-            "posterize" => Action::Posterize(arg(0)?.int() as u8),
-            // Pillow hands radii to C as float32.
-            "gaussian_blur" => Action::GaussianBlur(arg(0)?.num() as f32),
-            "box_blur" => Action::BoxBlur(arg(0)?.num() as f32),
-            "unsharp_mask" => Action::UnsharpMask {
-                radius: arg(0)?.num() as f32,
-                percent: arg(1)?.int() as i32,
-                threshold: arg(2)?.int() as i32,
-            },
-            "median" => Action::Rank(arg(0)?.int() as usize, Rank::Median),
-            "min" => Action::Rank(arg(0)?.int() as usize, Rank::Min),
-            "max" => Action::Rank(arg(0)?.int() as usize, Rank::Max),
-            "mode" => Action::Mode(arg(0)?.int() as usize),
-            "rotate" => Action::Rotate(arg(0)?.num(), resample_named(arg(1)?.word())),
-            "crop" => Action::Crop {
-                x: arg(0)?.int(),
-                y: arg(1)?.int(),
-                width: arg(2)?.int() as usize,
-                height: arg(3)?.int() as usize,
-            },
-            "resize" => {
-                let (width, height) = arg(0)?.size();
-                let mode = match arg(1)?.word() {
-                    "fit" => ResizeMode::Fit,
-                    "fill" => ResizeMode::Fill,
-                    _ => ResizeMode::Exact,
-                };
-                Action::Resize {
-                    width,
-                    height,
-                    mode,
-                    resample: resample_named(arg(2)?.word()),
-                }
-            }
-            "thumbnail" => {
-                let (width, height) = arg(0)?.size();
-                Action::Thumbnail {
-                    width,
-                    height,
-                    resample: resample_named(arg(1)?.word()),
-                }
-            }
-            _ => return None,
-        })
-    }
-
-    /// The size of the result for a `w` × `h` input, known before any pixel is touched.
-    fn output_size(&self, w: usize, h: usize) -> (usize, usize) {
-        match *self {
-            Action::Rotate(degrees, _) => geometry::rotated_size(w, h, degrees),
-            Action::Crop { width, height, .. } => (width, height),
-            Action::Resize {
-                width,
-                height,
-                mode: ResizeMode::Fit,
-                ..
-            } => geometry::contain_size(w, h, width, height),
-            Action::Resize { width, height, .. } => (width, height),
-            Action::Thumbnail { width, height, .. } => {
-                geometry::thumbnail_size(w, h, width, height).unwrap_or((w, h))
-            }
-            _ => (w, h),
-        }
-    }
-
-    fn apply(&self, img: Raster) -> Raster {
-        match *self {
-            Action::Kernel(k) => k.apply(&img),
-            Action::Grayscale => grayscale::to_luma(&img),
-            Action::Invert => via_dynamic(img, adjust::invert),
-            Action::Solarize(t) => via_dynamic(img, |d| adjust::solarize(d, t)),
-            Action::Autocontrast(cutoff) => via_dynamic(img, |d| adjust::autocontrast(d, cutoff)),
-            Action::Equalize => via_dynamic(img, adjust::equalize),
-            Action::Posterize(bits) => via_dynamic(img, |d| adjust::posterize(d, bits)),
-            Action::Mirror => via_dynamic(img, DynamicImage::fliph),
-            Action::Flip => via_dynamic(img, DynamicImage::flipv),
-            Action::GaussianBlur(r) => blur::gaussian_blur(&img, r),
-            Action::BoxBlur(r) => blur::box_blur(&img, r),
-            Action::UnsharpMask {
-                radius,
-                percent,
-                threshold,
-            } => blur::unsharp_mask(&img, radius, percent, threshold),
-            Action::Rank(size, which) => rank::rank_filter(&img, size, which),
-            Action::Mode(size) => rank::mode_filter(&img, size),
-            Action::Rotate(degrees, resample) => geometry::rotate(&img, degrees, resample),
-            Action::Crop {
-                x,
-                y,
-                width,
-                height,
-            } => geometry::crop(&img, x, y, width, height),
-            Action::Resize {
-                width,
-                height,
-                mode,
-                resample,
-            } => match mode {
-                ResizeMode::Exact => geometry::resize(&img, width, height, resample, None),
-                ResizeMode::Fit => geometry::contain(&img, width, height, resample),
-                ResizeMode::Fill => geometry::cover(&img, width, height, resample),
-            },
-            Action::Thumbnail {
-                width,
-                height,
-                resample,
-            } => geometry::thumbnail(&img, width, height, resample),
-        }
-    }
-}
-
-fn via_dynamic(img: Raster, f: impl FnOnce(&DynamicImage) -> DynamicImage) -> Raster {
-    Raster::from_dynamic(f(&img.into_dynamic()))
-}
 
 /// One operation: its canonical text (every argument written out) and what it does.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,13 +46,6 @@ pub struct Op {
 impl Op {
     pub fn name(&self) -> &str {
         self.text.split(':').next().unwrap_or_default()
-    }
-
-    /// Applies the operation. The result is 8-bit L, LA, RGB or RGBA, like the input.
-    pub fn apply(&self, img: &DynamicImage) -> DynamicImage {
-        self.action
-            .apply(Raster::from_dynamic(img.clone()))
-            .into_dynamic()
     }
 }
 
@@ -303,15 +103,8 @@ impl Chain {
     /// A `fit` target is only an upper bound, so it is checked per image.
     pub fn check_sizes(&self, limit: u64) -> Result<(), SizeError> {
         for op in &self.0 {
-            match op.action {
-                Action::Resize {
-                    mode: ResizeMode::Fit,
-                    ..
-                } => {}
-                Action::Crop { width, height, .. } | Action::Resize { width, height, .. } => {
-                    check(op, width, height, limit)?
-                }
-                _ => {}
+            if let Some((width, height)) = op.action.target_size() {
+                check(op, width, height, limit)?;
             }
         }
         Ok(())
@@ -375,15 +168,11 @@ impl FromStr for Chain {
 
     fn from_str(text: &str) -> Result<Chain, SpecError> {
         let mut ops = Vec::new();
-        for (spec, raw) in spec::split(text)? {
-            let values = spec::values(spec, &raw)?;
-            let action = Action::build(spec.name, &values).ok_or_else(|| SpecError::Unknown {
-                given: spec.name.to_string(),
-                known: names().join(", "),
-            })?;
+        for (spec, raw) in parse::split(text)? {
+            let values = parse::values(spec, &raw)?;
             ops.push(Op {
-                text: spec::canonical(spec, &values),
-                action,
+                action: spec.build(&values)?,
+                text: parse::canonical(spec, &values),
             });
         }
         Ok(Chain(ops))

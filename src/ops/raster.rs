@@ -104,20 +104,6 @@ impl Raster {
             }
         }
     }
-
-    /// The image with rows and columns swapped.
-    pub fn transposed(&self) -> Raster {
-        let mut out = Raster::new(self.height, self.width, self.channels);
-        let ch = self.channels;
-        for y in 0..self.height {
-            let row = &self.data[y * self.stride()..(y + 1) * self.stride()];
-            for x in 0..self.width {
-                let o = (x * self.height + y) * ch;
-                out.data[o..o + ch].copy_from_slice(&row[x * ch..(x + 1) * ch]);
-            }
-        }
-        out
-    }
 }
 
 /// A one-channel test image with samples from `f(x, y)`.
@@ -158,7 +144,6 @@ mod tests {
         }));
         let r = Raster::from_dynamic(img.clone());
         assert_eq!((r.width, r.height, r.channels), (3, 2, 2));
-        assert_eq!(r.transposed().transposed(), r);
         assert_eq!(r.into_dynamic(), img);
     }
 }

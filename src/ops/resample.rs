@@ -311,6 +311,12 @@ fn vertical_row(rows: &[u8], stride: usize, k: &[i32], sums: &mut [i32], dst: &m
     }
     #[cfg(target_arch = "x86_64")]
     {
+        /// `body` compiled for AVX2.
+        ///
+        /// # Safety
+        /// A safe function, but calling it is `unsafe` where AVX2 is not
+        /// statically enabled: the caller must have checked that the CPU
+        /// supports AVX2. It has no other obligation.
         #[target_feature(enable = "avx2")]
         fn avx2(rows: &[u8], stride: usize, k: &[i32], sums: &mut [i32], dst: &mut [u8]) {
             body(rows, stride, k, sums, dst)

@@ -4,9 +4,10 @@
 //! filter → encode stays in cache and no whole-image buffer exists. It must
 //! give exactly the rows `Chain::apply` gives; it knows nothing of codecs.
 
+use super::action::Action;
 use super::grayscale;
 use super::kernel::{Convolver, Kernel};
-use super::{Action, Chain};
+use super::Chain;
 
 /// A chain turned into row stages for one image size and channel count.
 pub struct RowStream {

@@ -14,7 +14,10 @@ use std::arch::x86_64::*;
 /// `rows[k][j + i * C]` for tap `i`.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 (the caller checks `is_x86_feature_detected!`).
+/// Slice lengths are not an obligation: every row must hold at least
+/// `n / 32 * 32 + (K - 1) * C` samples, which is asserted (a panic, not
+/// undefined behaviour, if not).
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn integer_rows<const K: usize, const C: usize>(
     rows: &[&[u8]; K],
@@ -42,16 +45,21 @@ pub(super) unsafe fn integer_rows<const K: usize, const C: usize>(
     while j < whole {
         let (mut lo, mut hi) = (start, start);
         for k in 0..K {
-            // SAFETY: `j + i*C + 32 <= whole + (K-1)*C <= rows[k].len()`, asserted above.
-            let base = rows[k].as_ptr().add(j);
             for i in 0..K {
                 let weight = wt[k][i];
                 if weight == 0 {
                     continue;
                 }
-                let p = base.add(i * C);
-                let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
-                let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16) as *const __m128i));
+                // SAFETY: `j + i*C + 32 <= whole + (K-1)*C <= rows[k].len()`
+                // (asserted above), so both 16-byte unaligned loads are in bounds.
+                let (a, b) = unsafe {
+                    let p = rows[k].as_ptr().add(j + i * C);
+                    (
+                        _mm_loadu_si128(p as *const __m128i),
+                        _mm_loadu_si128(p.add(16) as *const __m128i),
+                    )
+                };
+                let (a, b) = (_mm256_cvtepu8_epi16(a), _mm256_cvtepu8_epi16(b));
                 lo = _mm256_add_epi16(lo, _mm256_mullo_epi16(a, weights[k][i]));
                 hi = _mm256_add_epi16(hi, _mm256_mullo_epi16(b, weights[k][i]));
             }
@@ -68,8 +76,8 @@ pub(super) unsafe fn integer_rows<const K: usize, const C: usize>(
         // permute puts the 32 bytes back in order.
         let packed = _mm256_packus_epi16(finish(lo), finish(hi));
         let ordered = _mm256_permute4x64_epi64(packed, 0b11_01_10_00);
-        // SAFETY: `j + 32 <= whole <= out.len()`.
-        _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, ordered);
+        // SAFETY: `j + 32 <= whole <= out.len()`; the store is an unaligned one.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, ordered) };
         j += 32;
     }
     whole
@@ -118,7 +126,8 @@ std::thread_local! {
 /// `integer_rows` for a kernel in `BoxForm`; the same contract and results.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 (the caller checks `is_x86_feature_detected!`).
+/// As for `integer_rows`, the row lengths are asserted, not assumed.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn box_rows<const K: usize, const C: usize>(
     rows: &[&[u8]; K],
@@ -140,7 +149,10 @@ pub(super) unsafe fn box_rows<const K: usize, const C: usize>(
     SUMS.with_borrow_mut(|(v3, v5)| {
         v3.resize(width, 0);
         v5.resize(if K == 5 { width } else { 0 }, 0);
-        vertical_sums::<K>(rows, width, v3, v5);
+        // SAFETY: AVX2 is available (this function's contract); every row holds
+        // `width` samples (asserted above), and v3 and, for K = 5, v5 were just
+        // sized to `width`.
+        unsafe { vertical_sums::<K>(rows, width, v3, v5) };
         let a = _mm256_set1_epi16(form.a);
         let b3 = _mm256_set1_epi16(form.b3);
         let b5 = _mm256_set1_epi16(form.b5);
@@ -148,16 +160,23 @@ pub(super) unsafe fn box_rows<const K: usize, const C: usize>(
         let zero = _mm256_setzero_si256();
         let divide = magic < 65536;
         let multiplier = _mm256_set1_epi16(magic.min(65535) as u16 as i16);
-        let load = |v: &[i16], at: usize| _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i);
+        // 16 sums from `at` on. Every call below passes `at + 16 <= v.len()`.
+        let load = |v: &[i16], at: usize| {
+            debug_assert!(at + 16 <= v.len());
+            // SAFETY: the callers' `at + 16 <= v.len()` (see `sums16`); unaligned load.
+            unsafe { _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i) }
+        };
         let sums16 = |j: usize| {
-            // SAFETY (all loads): j + 16 + (K-1)*C <= width = v3.len() (= v5.len() for K = 5),
-            // and the centre row holds `width` samples.
+            // All loads: `j + 16 + (K-1)*C <= whole + (K-1)*C = width = v3.len()`
+            // (`= v5.len()` for K = 5), since `j + 16 <= whole`.
             let mut box3 = load(v3, j + (r - 1) * C);
             box3 = _mm256_add_epi16(box3, load(v3, j + r * C));
             box3 = _mm256_add_epi16(box3, load(v3, j + (r + 1) * C));
-            let centre = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                rows[r].as_ptr().add(j + r * C) as *const __m128i
-            ));
+            // SAFETY: the 16 bytes at `j + r*C` end within `width`, and the
+            // centre row holds `width` samples (asserted above); unaligned load.
+            let centre =
+                unsafe { _mm_loadu_si128(rows[r].as_ptr().add(j + r * C) as *const __m128i) };
+            let centre = _mm256_cvtepu8_epi16(centre);
             let mut n = _mm256_add_epi16(start, _mm256_mullo_epi16(centre, a));
             n = _mm256_add_epi16(n, _mm256_mullo_epi16(box3, b3));
             if K == 5 {
@@ -178,8 +197,8 @@ pub(super) unsafe fn box_rows<const K: usize, const C: usize>(
         while j < whole {
             let packed = _mm256_packus_epi16(sums16(j), sums16(j + 16));
             let ordered = _mm256_permute4x64_epi64(packed, 0b11_01_10_00);
-            // SAFETY: j + 32 <= whole <= out.len().
-            _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, ordered);
+            // SAFETY: `j + 32 <= whole <= out.len()`; unaligned store.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, ordered) };
             j += 32;
         }
     });
@@ -187,7 +206,14 @@ pub(super) unsafe fn box_rows<const K: usize, const C: usize>(
 }
 
 /// `v3[x]` = the middle three rows' samples at `x` summed; for `K = 5` also
-/// `v5[x]` = all five rows'.
+/// `v5[x]` = all five rows', for `x` in `0..width`. `K` is 3 or 5.
+///
+/// # Safety
+/// - The CPU must support AVX2. (It is inlined into `box_rows`, which
+///   requires the same; it has no `target_feature` of its own so that it can
+///   be `inline(always)`.)
+/// - Every row of `rows` holds at least `width` samples.
+/// - `v3`, and for `K = 5` also `v5`, hold at least `width` sums.
 #[inline(always)]
 unsafe fn vertical_sums<const K: usize>(
     rows: &[&[u8]; K],
@@ -195,24 +221,36 @@ unsafe fn vertical_sums<const K: usize>(
     v3: &mut [i16],
     v5: &mut [i16],
 ) {
+    // 16 samples of `row` from `x` on, widened. Callers pass `x + 16 <= width`.
     let widen = |row: &[u8], x: usize| {
-        _mm256_cvtepu8_epi16(_mm_loadu_si128(row.as_ptr().add(x) as *const __m128i))
+        debug_assert!(x + 16 <= row.len());
+        // SAFETY: AVX2 is available (this function's contract), and
+        // `x + 16 <= width <= row.len()`; unaligned load.
+        unsafe { _mm256_cvtepu8_epi16(_mm_loadu_si128(row.as_ptr().add(x) as *const __m128i)) }
     };
     let mid = K / 2;
     let mut x = 0;
     while x + 16 <= width {
-        // SAFETY: x + 16 <= width <= every row's length and both sums' lengths.
-        let three = _mm256_add_epi16(
-            _mm256_add_epi16(widen(rows[mid - 1], x), widen(rows[mid], x)),
-            widen(rows[mid + 1], x),
-        );
-        _mm256_storeu_si256(v3.as_mut_ptr().add(x) as *mut __m256i, three);
-        if K == 5 {
-            let five = _mm256_add_epi16(
-                three,
-                _mm256_add_epi16(widen(rows[0], x), widen(rows[4], x)),
+        // SAFETY (this block and the next): AVX2 is available, and
+        // `x + 16 <= width <= v3.len()` (and `<= v5.len()` for K = 5), as this
+        // function's contract requires; unaligned stores.
+        let three = unsafe {
+            let three = _mm256_add_epi16(
+                _mm256_add_epi16(widen(rows[mid - 1], x), widen(rows[mid], x)),
+                widen(rows[mid + 1], x),
             );
-            _mm256_storeu_si256(v5.as_mut_ptr().add(x) as *mut __m256i, five);
+            _mm256_storeu_si256(v3.as_mut_ptr().add(x) as *mut __m256i, three);
+            three
+        };
+        if K == 5 {
+            // SAFETY: as above.
+            unsafe {
+                let five = _mm256_add_epi16(
+                    three,
+                    _mm256_add_epi16(widen(rows[0], x), widen(rows[4], x)),
+                );
+                _mm256_storeu_si256(v5.as_mut_ptr().add(x) as *mut __m256i, five);
+            }
         }
         x += 16;
     }
