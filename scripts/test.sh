@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"): installs what is missing, starts
-# a real redis-server and a real S3 server (s3s-fs, which verifies SigV4
-# signatures) on free loopback ports, runs every test against them, validates
-# docker-compose.yml, and stops everything on exit. Tests never skip: if a
+# checks formatting and lints, starts a real redis-server and a real S3 server
+# (s3s-fs, which verifies SigV4 signatures) on free loopback ports, runs every
+# test against them, validates docker-compose.yml, and stops everything on exit. Tests never skip: if a
 # service cannot be started, this script fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,13 @@ if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
   echo "== installing s3s-fs $S3S_VERSION (S3 server for tests)"
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --quiet
 fi
+
+# Style first: a formatting slip or a lint fails in seconds, before any
+# server starts or any test builds.
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d -t imgpipe-test-XXXXXX)

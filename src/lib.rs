@@ -22,6 +22,8 @@
 //! - [`panic_guard`] running code that may panic, turning a panic into an error
 //! - [`memory`]  allocator tuning applied at start-up, so image buffers are reused
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod app;
 pub mod archive;
 pub mod backend_error;

@@ -128,13 +128,16 @@ fn files_stay_small_except_data_tables() {
         if DATA_TABLES.contains(&rel.as_str()) {
             continue;
         }
+        // Code lines, as `shared/tools/modgraph.py` counts them: comments and
+        // blank lines are free.
         let lines = without_tests(&text)
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
             .count();
         assert!(
             lines <= MAX_LINES,
-            "src/{rel} has {lines} non-blank lines outside its tests (limit {MAX_LINES}): split it by what it does"
+            "src/{rel} has {lines} lines of code outside its tests (limit {MAX_LINES}): split it by what it does"
         );
     }
 }

@@ -60,7 +60,11 @@ async fn the_key_layout_is_the_one_this_build_relies_on() {
         .lrange(format!("{q}:active"), 0, -1)
         .await
         .expect("LRANGE");
-    assert_eq!(pending, [id.clone()], "{layout}: pending list {q}:active");
+    assert_eq!(
+        pending,
+        std::slice::from_ref(&id),
+        "{layout}: pending list {q}:active"
+    );
     let payload: bool = conn
         .hexists(format!("{q}:data"), &id)
         .await
@@ -76,7 +80,13 @@ async fn the_key_layout_is_the_one_this_build_relies_on() {
         "{layout}: metadata hash {q}:meta:<id> with max_attempts"
     );
 
-    assert_eq!(queue.forget(&[id.clone()]).await.expect("forget"), 0);
+    assert_eq!(
+        queue
+            .forget(std::slice::from_ref(&id))
+            .await
+            .expect("forget"),
+        0
+    );
     let left: Vec<String> = conn.keys(format!("{q}:*")).await.expect("KEYS");
     let left: Vec<&String> = left
         .iter()

@@ -69,6 +69,14 @@ async fn connect_s3(
     }
 }
 
+/// The queue and the metadata store, which always share one backend.
+struct TaskBackends {
+    meta: Arc<dyn MetaStore>,
+    producer: Arc<dyn Producer>,
+    consumer: Arc<dyn Consumer>,
+    name: String,
+}
+
 /// Redis for queue and metadata if REDIS_URL is set, else SQLite files in the
 /// data directory; S3 for objects if S3_ENDPOINT is set, else the data directory.
 pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Backends, AppError> {
@@ -78,12 +86,7 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             AppError::Embedded(format!("cannot create {}: {e}", data_dir.display()))
         })?;
     }
-    let (meta, producer, consumer, queue_name): (
-        Arc<dyn MetaStore>,
-        Arc<dyn Producer>,
-        Arc<dyn Consumer>,
-        String,
-    ) = match config.redis_url.as_ref().map(Secret::expose) {
+    let tasks = match config.redis_url.as_ref().map(Secret::expose) {
         Some(url) => {
             let conn = connect_redis(url, patience).await?;
             let queue = Arc::new(RedisQueue::new(
@@ -92,12 +95,12 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
                 config.liveness(),
                 MAX_DELIVERIES,
             ));
-            (
-                Arc::new(RedisMeta::new(conn, &config.redis_prefix)),
-                queue.clone(),
-                queue,
-                format!("Redis at {}", redact(url)),
-            )
+            TaskBackends {
+                meta: Arc::new(RedisMeta::new(conn, &config.redis_prefix)),
+                producer: queue.clone(),
+                consumer: queue,
+                name: format!("Redis at {}", redact(url)),
+            }
         }
         None => {
             let meta = SqliteMeta::open(&data_dir.join("jobs.sqlite3"))
@@ -111,12 +114,12 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             .await
             .map_err(|e| AppError::Embedded(e.to_string()))?;
             let queue = Arc::new(queue);
-            (
-                Arc::new(meta),
-                queue.clone(),
-                queue,
-                format!("SQLite in {}", data_dir.display()),
-            )
+            TaskBackends {
+                meta: Arc::new(meta),
+                producer: queue.clone(),
+                consumer: queue,
+                name: format!("SQLite in {}", data_dir.display()),
+            }
         }
     };
     let (store, store_name): (Arc<dyn ObjectStore>, String) = match &config.s3_endpoint {
@@ -132,10 +135,10 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
     };
     Ok(Backends {
         store,
-        meta,
-        producer,
-        consumer,
-        description: format!("queue and metadata: {queue_name}; objects: {store_name}"),
+        meta: tasks.meta,
+        producer: tasks.producer,
+        consumer: tasks.consumer,
+        description: format!("queue and metadata: {}; objects: {store_name}", tasks.name),
     })
 }
 
