@@ -41,6 +41,7 @@ fn job_service(config: &Config, backends: &Backends) -> JobService {
         backends.producer.clone(),
         config.limits(),
         Duration::from_secs(config.job_ttl_secs),
+        Arc::new(http::ApiLinks),
     )
 }
 

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::{ApiError, UploadDir};
 use crate::jobs::intake::FileProblem;
 use crate::jobs::{Recipe, RecipeOptions};
-use crate::service::{Accepted, JobError, JobService, Upload};
+use crate::service::{JobError, JobService, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
@@ -170,29 +170,9 @@ async fn accept(
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
     let accepted = service.submit(recipe, uploads).await?;
     drop(spooled);
-    let body = AcceptedBody::new(&accepted);
     Ok(HttpResponse::Accepted()
-        .insert_header(("Location", body.status_url.clone()))
-        .json(body))
-}
-
-/// The 202 answer: the accepted job and where to follow it.
-#[derive(serde::Serialize)]
-struct AcceptedBody<'a> {
-    #[serde(flatten)]
-    accepted: &'a Accepted,
-    status_url: String,
-    download_url: String,
-}
-
-impl<'a> AcceptedBody<'a> {
-    fn new(accepted: &'a Accepted) -> Self {
-        AcceptedBody {
-            status_url: format!("/status-job/{}", accepted.job_id),
-            download_url: format!("/download/{}", accepted.job_id),
-            accepted,
-        }
-    }
+        .insert_header(("Location", accepted.status_url.clone()))
+        .json(accepted))
 }
 
 /// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.

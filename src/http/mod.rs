@@ -13,6 +13,24 @@ use actix_web::{web, HttpRequest, Resource, Route};
 
 pub use error::ApiError;
 
+use crate::jobs::status::Links;
+use crate::jobs::JobId;
+
+/// The addresses answers point to: the routes below.
+pub struct ApiLinks;
+
+impl Links for ApiLinks {
+    fn status(&self, job: JobId) -> String {
+        format!("/status-job/{job}")
+    }
+    fn download(&self, job: JobId) -> String {
+        format!("/download/{job}")
+    }
+    fn result(&self, job: JobId, index: usize) -> String {
+        format!("/images/{job}/{index}")
+    }
+}
+
 /// Where uploads are spooled while a request is validated.
 #[derive(Debug, Clone)]
 pub struct UploadDir(pub PathBuf);

@@ -1,4 +1,6 @@
 //! Aggregates per-image states into one job status. Pure: no I/O, no clock.
+//! Where a client fetches things is not this module's to say: the addresses
+//! come from [`Links`], which the HTTP layer implements.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -130,7 +132,14 @@ fn count(states: &[ImageState]) -> Progress {
 
 /// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
 /// missing entry counts as queued (it has not been touched yet).
-pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
+/// The addresses a status points clients to (status, ZIP, one result).
+pub trait Links: Send + Sync + 'static {
+    fn status(&self, job: JobId) -> String;
+    fn download(&self, job: JobId) -> String;
+    fn result(&self, job: JobId, index: usize) -> String;
+}
+
+pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Links) -> JobStatus {
     let images: Vec<ImageStatus> = job
         .images
         .iter()
@@ -152,7 +161,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
                 output_format: entry.output_format,
                 task_id: entry.task_id.clone(),
                 result_url: (p.state == ImageState::Succeeded)
-                    .then(|| format!("/images/{}/{}", job.id, entry.index)),
+                    .then(|| links.result(job.id, entry.index)),
                 started_at: p.started_at,
                 finished_at: p.finished_at,
             }
@@ -178,7 +187,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
             None
         },
         expires_at: job.expires_at,
-        download_url: format!("/download/{}", job.id),
+        download_url: links.download(job.id),
         progress,
         images,
     }
@@ -188,6 +197,21 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>]) -> JobStatus {
 mod tests {
     use super::*;
     use crate::codec::InputFormat;
+
+    /// Addresses in the API's form, so the assertions read naturally.
+    struct Paths;
+
+    impl Links for Paths {
+        fn status(&self, job: JobId) -> String {
+            format!("/status-job/{job}")
+        }
+        fn download(&self, job: JobId) -> String {
+            format!("/download/{job}")
+        }
+        fn result(&self, job: JobId, index: usize) -> String {
+            format!("/images/{job}/{index}")
+        }
+    }
     use crate::jobs::{ImageEntry, Recipe};
 
     fn job(n: usize) -> Job {
@@ -241,7 +265,7 @@ mod tests {
 
     #[test]
     fn all_queued_is_queued() {
-        let s = aggregate(&job(3), &[None, with(Queued), None]);
+        let s = aggregate(&job(3), &[None, with(Queued), None], &Paths);
         assert_eq!(s.status, JobState::Queued);
         assert_eq!(s.progress.queued, 3);
         assert_eq!(s.progress.percent, 0.0);
@@ -252,10 +276,14 @@ mod tests {
     #[test]
     fn any_started_is_processing() {
         assert_eq!(
-            aggregate(&job(2), &[with(Processing), None]).status,
+            aggregate(&job(2), &[with(Processing), None], &Paths).status,
             JobState::Processing
         );
-        let s = aggregate(&job(3), &[with(Succeeded), with(Queued), with(Queued)]);
+        let s = aggregate(
+            &job(3),
+            &[with(Succeeded), with(Queued), with(Queued)],
+            &Paths,
+        );
         assert_eq!(s.status, JobState::Processing);
         assert_eq!(s.progress.percent, 33.3);
     }
@@ -267,14 +295,14 @@ mod tests {
             error: Some("storage unavailable".into()),
             ..ImageProgress::queued()
         });
-        let s = aggregate(&job(2), &[retrying, None]);
+        let s = aggregate(&job(2), &[retrying, None], &Paths);
         assert_eq!(s.progress.queued, 2);
         assert_eq!(s.status, JobState::Processing);
     }
 
     #[test]
     fn terminal_states() {
-        let all_ok = aggregate(&job(2), &[with(Succeeded), with(Succeeded)]);
+        let all_ok = aggregate(&job(2), &[with(Succeeded), with(Succeeded)], &Paths);
         assert_eq!(all_ok.status, JobState::Completed);
         assert!(all_ok.all_ready && all_ok.all_successful);
         assert_eq!(all_ok.progress.percent, 100.0);
@@ -283,12 +311,12 @@ mod tests {
             Some(&*format!("/images/{}/1", all_ok.job_id))
         );
 
-        let mixed = aggregate(&job(2), &[with(Succeeded), with(Failed)]);
+        let mixed = aggregate(&job(2), &[with(Succeeded), with(Failed)], &Paths);
         assert_eq!(mixed.status, JobState::CompletedWithErrors);
         assert!(mixed.all_ready && !mixed.all_successful);
         assert!(mixed.images[1].result_url.is_none());
 
-        let none = aggregate(&job(2), &[with(Failed), with(Failed)]);
+        let none = aggregate(&job(2), &[with(Failed), with(Failed)], &Paths);
         assert_eq!(none.status, JobState::Failed);
         assert!(none.all_ready && !none.all_successful);
     }
@@ -304,6 +332,7 @@ mod tests {
                 None,
                 with(Queued),
             ],
+            &Paths,
         );
         let p = &s.progress;
         assert_eq!(

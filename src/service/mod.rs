@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::archive;
 use crate::jobs::intake::Limits;
-use crate::jobs::status::{aggregate, JobStatus};
+use crate::jobs::status::{aggregate, JobStatus, Links};
 use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
 use crate::meta::{JobRecord, MetaStore};
 use crate::queue::Producer;
@@ -44,13 +44,15 @@ pub struct JobService {
 }
 
 impl JobService {
-    /// `ttl`: how long a job and its files are kept after submission.
+    /// `ttl`: how long a job and its files are kept after submission;
+    /// `links`: where answers point clients to (the HTTP layer's routes).
     pub fn new(
         store: Arc<dyn ObjectStore>,
         meta: Arc<dyn MetaStore>,
         queue: Arc<dyn Producer>,
         limits: Limits,
         ttl: Duration,
+        links: Arc<dyn Links>,
     ) -> Self {
         JobService {
             store,
@@ -58,6 +60,7 @@ impl JobService {
             queue,
             limits,
             ttl,
+            links,
         }
     }
 
@@ -75,7 +78,11 @@ impl JobService {
 
     pub async fn status(&self, id: &str) -> Result<JobStatus, JobError> {
         let record = self.record(id).await?;
-        Ok(aggregate(&record.job, &record.progress))
+        Ok(aggregate(
+            &record.job,
+            &record.progress,
+            self.links.as_ref(),
+        ))
     }
 
     /// One processed image, streamed from storage.
@@ -128,7 +135,7 @@ impl JobService {
         JobError,
     > {
         let record = self.record(id).await?;
-        let status = aggregate(&record.job, &record.progress);
+        let status = aggregate(&record.job, &record.progress, self.links.as_ref());
         if !status.status.is_terminal() && !partial {
             return Err(JobError::NotFinished(Box::new(status)));
         }

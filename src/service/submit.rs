@@ -34,6 +34,8 @@ pub struct Accepted {
     pub job_id: JobId,
     pub status: JobState,
     pub ops: Chain,
+    pub status_url: String,
+    pub download_url: String,
     pub expires_at: chrono::DateTime<Utc>,
     pub images: Vec<AcceptedImage>,
 }
@@ -161,6 +163,8 @@ impl JobService {
             job_id: job.id,
             status: JobState::Queued,
             ops: job.recipe.ops.clone(),
+            status_url: self.links.status(job.id),
+            download_url: self.links.download(job.id),
             expires_at: job.expires_at,
             images: job
                 .images
