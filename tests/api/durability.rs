@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{photos, png, Backend, Deployment, TestApp};
+use crate::helpers::{png, Backend, Deployment, Process, TestApp};
+use crate::waiting::{images, in_state, slow_images, until, SLOW_FILTER, SLOW_OP};
 
 /// A deployment whose dead workers are noticed within ~3 s.
 fn deployment(backend: Backend) -> Deployment {
@@ -17,13 +18,32 @@ fn deployment(backend: Backend) -> Deployment {
         .env("IMGPIPE_HEARTBEAT_SECS", "1")
 }
 
-fn attempts(status: &Value) -> Vec<u64> {
-    status["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .map(|i| i["attempts"].as_u64().expect("attempts"))
-        .collect()
+/// Kills `victim` (SIGKILL) just as an image of the job starts, and returns
+/// the images the kill interrupted: those still `processing`, as nothing can
+/// change their state now that their worker is dead (`observer` is an API
+/// process, not a worker). With slow images, the one that had just started
+/// is among them in any build profile.
+async fn kill_mid_task(observer: &TestApp, victim: &mut Process, id: &str) -> Vec<usize> {
+    let (started, _) = observer.wait_started(id).await;
+    victim.kill();
+    let status = observer.status(id).await;
+    let interrupted = in_state(&status, "processing");
+    assert!(
+        interrupted.contains(&started),
+        "image {started} had just started when its worker was killed: {status}"
+    );
+    interrupted
+}
+
+/// Every image the kill interrupted was processed again.
+fn assert_processed_again(status: &Value, interrupted: &[usize]) {
+    for &i in interrupted {
+        let attempts = images(status)[i]["attempts"].as_u64().expect("attempts");
+        assert!(
+            attempts >= 2,
+            "image {i}, interrupted by the kill, has {attempts} attempt(s): {status}"
+        );
+    }
 }
 
 /// SIGKILL a worker mid-task; a worker started afterwards takes its tasks over
@@ -34,22 +54,18 @@ async fn a_killed_worker_loses_no_image(backend: Backend) {
     let deployment = deployment(backend);
     let api = TestApp::new(deployment.start("api"));
     let mut victim = deployment.start("worker");
-    let inputs = photos(6);
-    let job = api.submit_ok("filter=blur", inputs.clone()).await;
+    let inputs = slow_images(4);
+    let job = api.submit_ok(SLOW_FILTER, inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    api.wait_processing(&id).await;
-    victim.kill();
+    let interrupted = kill_mid_task(&api, &mut victim, &id).await;
     let _survivor = deployment.start("worker");
     // The API too, mid-job: the new one knows the job.
     drop(api);
     let api = TestApp::new(deployment.start("api"));
-    api.assert_complete_and_correct(&id, &inputs, "blur").await;
+    api.assert_complete_and_correct(&id, &inputs, SLOW_OP).await;
     let status = api.status(&id).await;
-    assert!(
-        attempts(&status).iter().any(|&a| a >= 2),
-        "the killed worker's image was processed again: {status}"
-    );
+    assert_processed_again(&status, &interrupted);
 
     let before = api.status(&id).await;
     drop(api);
@@ -59,23 +75,25 @@ async fn a_killed_worker_loses_no_image(backend: Backend) {
         before,
         "status survives an API restart"
     );
-    api.assert_complete_and_correct(&id, &inputs, "blur").await;
+    api.assert_complete_and_correct(&id, &inputs, SLOW_OP).await;
 }
 
 /// The single-process shape killed mid-job and started again: the job
-/// completes after the restart.
+/// completes after the restart, the interrupted image processed again.
 async fn a_killed_serve_finishes_the_job_after_restart(backend: Backend) {
     let deployment = deployment(backend);
-    let app = deployment.serve();
-    let inputs = photos(5);
-    let job = app.submit_ok("filter=sharpen", inputs.clone()).await;
+    // An API process beside `serve`, to read the status while `serve` is dead.
+    let observer = TestApp::new(deployment.start("api"));
+    let mut app = deployment.serve();
+    let inputs = slow_images(3);
+    let job = app.submit_ok(SLOW_FILTER, inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    app.wait_processing(&id).await;
-    drop(app); // SIGKILL
+    let interrupted = kill_mid_task(&observer, &mut app.process, &id).await;
+    drop(app);
     let app = deployment.serve();
-    app.assert_complete_and_correct(&id, &inputs, "sharpen")
-        .await;
+    app.assert_complete_and_correct(&id, &inputs, SLOW_OP).await;
+    assert_processed_again(&app.status(&id).await, &interrupted);
 }
 
 /// SIGTERM: the worker stops taking tasks, finishes the ones it is running,
@@ -84,22 +102,19 @@ async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
     let deployment = deployment(backend).env("IMGPIPE_WORKERS", "1");
     let api = TestApp::new(deployment.start("api"));
     let mut worker = deployment.start("worker");
-    let inputs = photos(4);
-    let job = api.submit_ok("filter=smooth", inputs.clone()).await;
+    // Slow images, SIGTERM just as one starts: it is certainly still running
+    // when the signal lands, and the others are still queued (in a release
+    // build too).
+    let inputs = slow_images(3);
+    let job = api.submit_ok(SLOW_FILTER, inputs.clone()).await;
     let id = job["job_id"].as_str().expect("job id").to_string();
 
-    let running = api.wait_processing(&id).await;
+    let (_, running) = api.wait_started(&id).await;
     let exit = worker.terminate();
     assert!(exit.success(), "exit status {exit}: {}", worker.logs());
 
     let after = api.status(&id).await;
-    let images = after["images"].as_array().expect("images");
-    for (before, now) in running["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .zip(images)
-    {
+    for (before, now) in images(&running).iter().zip(images(&after)) {
         if before["state"] == "processing" {
             assert_eq!(
                 now["state"], "succeeded",
@@ -117,11 +132,10 @@ async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
     );
 
     let _next = deployment.start("worker");
-    api.assert_complete_and_correct(&id, &inputs, "smooth")
-        .await;
+    api.assert_complete_and_correct(&id, &inputs, SLOW_OP).await;
     let status = api.status(&id).await;
     assert!(
-        attempts(&status).iter().all(|&a| a == 1),
+        images(&status).iter().all(|image| image["attempts"] == 1),
         "a drained shutdown needs no second attempt: {status}"
     );
 }
@@ -155,7 +169,18 @@ async fn sigterm_lets_the_api_finish_open_requests(backend: Backend) {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The server has begun spooling the upload: the request is open.
+    until(
+        "the upload to reach the API",
+        Duration::from_secs(30),
+        || async {
+            match deployment.spooled_files() {
+                0 => Err("nothing spooled yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
     assert!(!upload.is_finished(), "the upload is still in flight");
     let exit = tokio::task::spawn_blocking(move || {
         let exit = api.terminate();

@@ -414,22 +414,6 @@ impl TestApp {
         }
     }
 
-    /// Waits until at least one image of the job is being processed; returns the status.
-    pub async fn wait_processing(&self, job_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = self.status(job_id).await;
-            if status["progress"]["processing"].as_u64() > Some(0) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no image started within 30 s: {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Waits for the job, then asserts it completed with every image, each
     /// once in the ZIP and identical to the pipeline's own output for its
     /// input (`filter`, PNG out).

@@ -36,3 +36,4 @@ mod processes;
 mod rejections;
 mod retention;
 mod system;
+mod waiting;

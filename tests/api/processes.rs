@@ -17,7 +17,10 @@ async fn api_and_worker_processes_complete_a_job_together(backend: Backend) {
     let job = api.submit_ok("filter=blur", files).await;
     let id = job["job_id"].as_str().unwrap().to_string();
 
-    // No worker yet: the job waits, and downloading it is refused with its status.
+    // No worker yet: the job waits, and downloading it is refused with its
+    // status. (Nothing to wait for: the job must be queued whenever it is
+    // looked at. The pause only gives an API that wrongly processed images
+    // itself the time to show it.)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = api.status(&id).await;
     assert_eq!(status["status"], "queued");

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::helpers::{photos, png, Backend, Deployment, File, TestApp};
+use crate::helpers::{png, Backend, Deployment, File, TestApp};
+use crate::waiting::{slow_images, until, SLOW_FILTER};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -21,20 +22,51 @@ async fn delete(app: &TestApp, id: &str) -> reqwest::Response {
         .await
 }
 
-async fn assert_gone(deployment: &Deployment, app: &TestApp, id: &str) {
+/// What is left of a job: routes that still know it, stored files, records
+/// (tasks, job and image rows or keys). Empty once it is gone.
+async fn remains(deployment: &Deployment, app: &TestApp, id: &str) -> Vec<String> {
+    let mut left = Vec::new();
     for path in [
         format!("/status-job/{id}"),
         format!("/download/{id}"),
         format!("/images/{id}/0"),
     ] {
         let resp = app.get(&path).await;
-        assert_eq!(resp.status(), 404, "{path}");
+        let status = resp.status();
+        if status != 404 {
+            left.push(format!("{path} answers {status}"));
+            continue;
+        }
         let body: Value = resp.json().await.expect("JSON");
-        assert_eq!(body["error"]["code"], "job_not_found", "{path}: {body}");
+        if body["error"]["code"] != "job_not_found" {
+            left.push(format!("{path} answers 404 {body}"));
+        }
     }
-    assert_eq!(deployment.stored_objects(), 0, "the job's files are gone");
-    let left = deployment.leftover_records().await;
-    assert!(left.is_empty(), "records left behind: {left:?}");
+    let objects = deployment.stored_objects();
+    if objects > 0 {
+        left.push(format!("{objects} stored files"));
+    }
+    left.extend(deployment.leftover_records().await);
+    left
+}
+
+/// The job is gone now: for what must be removed before an answer.
+async fn assert_gone(deployment: &Deployment, app: &TestApp, id: &str) {
+    let left = remains(deployment, app, id).await;
+    assert!(left.is_empty(), "job {id} is not gone: {left:?}");
+}
+
+/// The job goes within `WITHIN`: for what a background pass removes.
+async fn wait_gone(deployment: &Deployment, app: &TestApp, id: &str) {
+    until(&format!("job {id} to be gone"), WITHIN, || async move {
+        let left = remains(deployment, app, id).await;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await
 }
 
 async fn deleting_a_finished_job_removes_everything(backend: Backend) {
@@ -60,9 +92,17 @@ async fn deleting_a_queued_job_cancels_its_tasks(backend: Backend) {
     let id = job["job_id"].as_str().expect("job id");
 
     assert_eq!(delete(&api, id).await.status(), 204);
+    assert_gone(&deployment, &api, id).await;
     let worker = deployment.start("worker");
-    // Ample time for a worker polling every 200 ms to pick up stray tasks.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A job submitted after the delete, done by the same worker: the queue is
+    // first in, first out, so once that job is done the worker has already
+    // gone past where the deleted job's tasks were. (No fixed wait for "long
+    // enough to pick up stray tasks".)
+    let later = api.submit_ok("filter=blur", images(1)).await;
+    let later = later["job_id"].as_str().expect("job id");
+    api.wait_done(later, WITHIN).await;
+    assert_eq!(delete(&api, later).await.status(), 204);
+    assert_gone(&deployment, &api, later).await;
     assert_gone(&deployment, &api, id).await;
     assert!(
         !worker.logs().contains(id),
@@ -77,23 +117,29 @@ async fn deleting_a_queued_job_cancels_its_tasks(backend: Backend) {
 async fn deleting_a_running_job_discards_its_results(backend: Backend) {
     let deployment = Deployment::new(backend).env("IMGPIPE_PURGE_INTERVAL_SECS", "1");
     let app = deployment.serve();
-    let job = app.submit_ok("filter=blur", photos(3)).await;
+    // Slow images, deleted just as one starts: it is certainly still running
+    // when the delete lands, in a release build too.
+    let job = app.submit_ok(SLOW_FILTER, slow_images(3)).await;
     let id = job["job_id"].as_str().expect("job id");
-    app.wait_processing(id).await;
+    app.wait_started(id).await;
 
     assert_eq!(delete(&app, id).await.status(), 204);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while !app.process.logs().contains("result discarded") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            app.process.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The next purge pass, and slack for a busy machine.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_gone(&deployment, &app, id).await;
+    until(
+        "the running image's result to be discarded",
+        WITHIN,
+        || async {
+            let logs = app.process.logs();
+            if logs.contains("result discarded") {
+                Ok(())
+            } else {
+                Err(format!("log:\n{logs}"))
+            }
+        },
+    )
+    .await;
+    // The images still running finish and are discarded too; the next purge
+    // pass then removes what the delete left.
+    wait_gone(&deployment, &app, id).await;
 }
 
 async fn expired_jobs_are_purged(backend: Backend) {
@@ -108,10 +154,13 @@ async fn expired_jobs_are_purged(backend: Backend) {
     let expires: DateTime<Utc> = status["expires_at"].as_str().unwrap().parse().unwrap();
     assert_eq!((expires - created).num_seconds(), 3, "{status}");
 
-    // Expiry, then at most one purge interval (plus slack for a busy machine).
-    let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(3);
-    tokio::time::sleep(wait).await;
-    assert_gone(&deployment, &app, id).await;
+    // Purged by the first purge pass after expiry; not before.
+    wait_gone(&deployment, &app, id).await;
+    let gone_by = Utc::now();
+    assert!(
+        gone_by >= expires,
+        "purged at {gone_by}, before it expired at {expires}"
+    );
 }
 
 crate::both_backends!(
