@@ -35,12 +35,14 @@ pub struct Check {
     pub error: Option<String>,
 }
 
+/// Fields are private to this module and its children (`submit`, `purge`).
 pub struct JobService {
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) meta: Arc<dyn MetaStore>,
-    pub(super) queue: Arc<dyn Producer>,
-    pub(super) limits: Limits,
-    pub(super) ttl: Duration,
+    store: Arc<dyn ObjectStore>,
+    meta: Arc<dyn MetaStore>,
+    queue: Arc<dyn Producer>,
+    limits: Limits,
+    ttl: Duration,
+    links: Arc<dyn Links>,
 }
 
 impl JobService {
