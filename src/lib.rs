@@ -1,7 +1,8 @@
 //! imgpipe: an asynchronous image-processing service.
 //!
 //! Modules in data-flow order (request → job → tasks → worker → storage →
-//! status/ZIP); dependencies point down this list, never up:
+//! status/ZIP); no two modules depend on each other, directly or through
+//! others (`tests/architecture.rs`):
 //! - [`config`]  settings from the environment; the CLI
 //! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
 //! - [`http`]    the REST facade (actix-web): thin, translates requests and errors

@@ -79,9 +79,9 @@ impl ApiError {
                 JobError::ImageFailed { .. } => "image_failed",
                 JobError::NotFinished(_) => "job_not_finished",
                 JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_) => {
-                    match e.backend_kind() {
-                        Some(ErrorKind::Unavailable) => "service_unavailable",
-                        Some(ErrorKind::Refused) => "storage_error",
+                    match (e, e.backend_kind()) {
+                        (_, Some(ErrorKind::Unavailable)) => "service_unavailable",
+                        (JobError::Store(_), Some(ErrorKind::Refused)) => "storage_error",
                         _ => "internal_error",
                     }
                 }
@@ -125,8 +125,9 @@ impl ApiError {
                 format!("{e}; retry later or pass ?partial=true")
             }
             ApiError::Job(e @ (JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_))) => {
-                match e.backend_kind() {
-                    Some(ErrorKind::Unavailable | ErrorKind::Refused) => e.to_string(),
+                match (e, e.backend_kind()) {
+                    (_, Some(ErrorKind::Unavailable))
+                    | (JobError::Store(_), Some(ErrorKind::Refused)) => e.to_string(),
                     _ => format!("internal error: {e}"),
                 }
             }
@@ -164,12 +165,12 @@ impl ResponseError for ApiError {
                 // The request is fine, but this image has no result and never will.
                 JobError::ImageFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_) => {
-                    match e.backend_kind() {
-                        Some(ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+                    match (e, e.backend_kind()) {
+                        (_, Some(ErrorKind::Unavailable)) => StatusCode::SERVICE_UNAVAILABLE,
                         // Storage answered but refused (bad credentials, a
                         // missing bucket…): an operator's problem, not the
                         // client's, and not worth retrying.
-                        Some(ErrorKind::Refused) => StatusCode::BAD_GATEWAY,
+                        (JobError::Store(_), Some(ErrorKind::Refused)) => StatusCode::BAD_GATEWAY,
                         // A stored object missing, or a record unreadable: a bug.
                         _ => StatusCode::INTERNAL_SERVER_ERROR,
                     }

@@ -130,8 +130,6 @@ fn count(states: &[ImageState]) -> Progress {
     }
 }
 
-/// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
-/// missing entry counts as queued (it has not been touched yet).
 /// The addresses a status points clients to (status, ZIP, one result).
 pub trait Links: Send + Sync + 'static {
     fn status(&self, job: JobId) -> String;
@@ -139,6 +137,8 @@ pub trait Links: Send + Sync + 'static {
     fn result(&self, job: JobId, index: usize) -> String;
 }
 
+/// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
+/// missing entry counts as queued (it has not been touched yet).
 pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Links) -> JobStatus {
     let images: Vec<ImageStatus> = job
         .images

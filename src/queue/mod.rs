@@ -40,15 +40,16 @@ pub fn new_task_id() -> String {
 
 crate::backend_error::backend_error!(
     /// A queue failure: `Unavailable` (worth retrying) or `Corrupt` (the
-    /// backend's layout is not the one this build was written for).
+    /// backend's layout is not the one this build was written for, or a
+    /// value that cannot be encoded).
     QueueError,
     "task queue"
 );
 
-/// The most times the queue delivers one task. apalis-redis dead-letters a
-/// task once it has failed 25 times (a constant in its scripts), so both
-/// backends are given that limit; a task's last delivery is told so (see
-/// [`Delivery::is_last`]) and must settle the image.
+/// The most deliveries of one task that end in a retry. apalis-redis
+/// dead-letters a task once it has failed 25 times (a constant in its
+/// scripts), so both backends are given that limit; a task's last delivery
+/// is told so (see [`Delivery::is_last`]) and must settle the image.
 pub const MAX_DELIVERIES: u32 = 25;
 
 /// How a dead worker's tasks are noticed: each worker beats every `interval`;
@@ -63,17 +64,20 @@ pub struct Liveness {
 /// Which delivery of a task this is, as the queue counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
-    /// 1 for the first delivery. The queue counts every delivery, including
-    /// those a dead worker never finished (apalis-sqlite may count those
-    /// twice), so this can run ahead of the image's own attempt count.
+    /// 1 for the first delivery. The queue counts the deliveries that ended
+    /// in an answer (apalis-sqlite also those a dead or stopping worker
+    /// never finished), so this never falls behind the image's own attempt
+    /// count and may run ahead of it.
     pub attempt: u32,
-    /// The queue delivers the task at most this many times.
+    /// The queue retries a task at most until this delivery. A dead worker's
+    /// tasks are delivered again whatever their count; the image's own
+    /// attempt limit ends those.
     pub limit: u32,
 }
 
 impl Delivery {
-    /// After this delivery the queue will not deliver the task again, whatever
-    /// the handler answers: an image still unsettled now would never be.
+    /// After this delivery the queue will not retry the task, whatever the
+    /// handler answers: an image still unsettled now would never be.
     pub fn is_last(&self) -> bool {
         self.attempt >= self.limit
     }

@@ -64,9 +64,9 @@ fn unavailable(e: redis::RedisError) -> QueueError {
 
 impl RedisQueue {
     /// The queue is named `<key_prefix>:process-image`, shared by the API
-    /// (producer) and every worker process of the deployment. Each task is
-    /// delivered at most `limit` times (apalis-redis never delivers one more
-    /// than [`MAX_DELIVERIES`] times).
+    /// (producer) and every worker process of the deployment. A failing task
+    /// is retried until its `limit`-th delivery (apalis-redis never retries
+    /// past [`MAX_DELIVERIES`]).
     pub fn new(conn: ConnectionManager, key_prefix: &str, liveness: Liveness, limit: u32) -> Self {
         let config = Config::default()
             .queue(format!("{key_prefix}:process-image"))

@@ -46,7 +46,8 @@ fn unavailable(e: sqlx::Error) -> QueueError {
 
 impl SqliteQueue {
     /// Opens the queue database at `path`, creating and migrating it (apalis'
-    /// own schema) if needed. Each task is delivered at most `limit` times.
+    /// own schema) if needed. A failing task is retried until its `limit`-th
+    /// delivery.
     pub async fn open(path: &Path, liveness: Liveness, limit: u32) -> Result<Self, QueueError> {
         let pool = crate::sqlite::open(path).await.map_err(unavailable)?;
         SqliteStorage::setup(&pool).await.map_err(|e| {

@@ -23,7 +23,8 @@ use crate::backend_error::ErrorKind;
 /// store turns into a retry instead of a hung task or request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone)]
+/// Not `Debug`: the client holds the credentials.
+#[derive(Clone)]
 pub struct S3Store {
     client: MinioClient,
     bucket: String,

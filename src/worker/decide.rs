@@ -18,8 +18,6 @@ use crate::queue::{Delivery, Outcome};
 /// What to do with a delivery, before any work.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// The job expired or was deleted: drop the task.
-    JobGone,
     /// Already settled (re-delivered after its outcome was recorded).
     AlreadySettled,
     /// Every allowed attempt started and none recorded an outcome: settle it
@@ -29,15 +27,9 @@ pub enum Begin {
     Start(ImageProgress),
 }
 
-pub fn begin(
-    job_exists: bool,
-    previous: &ImageProgress,
-    max_attempts: u32,
-    now: DateTime<Utc>,
-) -> Begin {
-    if !job_exists {
-        return Begin::JobGone;
-    }
+/// For a job that exists (a deleted or expired one's tasks are dropped
+/// before any decision).
+pub fn begin(previous: &ImageProgress, max_attempts: u32, now: DateTime<Utc>) -> Begin {
     if previous.state.is_terminal() {
         return Begin::AlreadySettled;
     }
@@ -177,7 +169,8 @@ pub fn after_refused_success(job_exists: bool) -> Refused {
     }
 }
 
-fn failed(from: &ImageProgress, reason: String, now: DateTime<Utc>) -> ImageProgress {
+/// `from`, failed with `reason`.
+pub fn failed(from: &ImageProgress, reason: String, now: DateTime<Utc>) -> ImageProgress {
     ImageProgress {
         state: ImageState::Failed,
         error: Some(reason),
@@ -221,7 +214,7 @@ mod tests {
     }
 
     fn started(previous: &ImageProgress) -> ImageProgress {
-        match begin(true, previous, MAX, Utc::now()) {
+        match begin(previous, MAX, Utc::now()) {
             Begin::Start(p) => p,
             other => panic!("expected a start, got {other:?}"),
         }
@@ -316,7 +309,7 @@ mod tests {
             state: ImageState::Processing,
             ..with_attempts(MAX)
         };
-        assert_eq!(begin(true, &previous, MAX, Utc::now()), Begin::Exhausted);
+        assert_eq!(begin(&previous, MAX, Utc::now()), Begin::Exhausted);
         let (p, outcome) = settle_exhausted(&previous, Some(77), Utc::now());
         assert_eq!(
             (p.state, p.output_bytes, outcome),
@@ -332,17 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn gone_jobs_and_settled_images_are_dropped() {
-        assert_eq!(
-            begin(false, &ImageProgress::queued(), MAX, Utc::now()),
-            Begin::JobGone
-        );
+    fn settled_images_are_dropped() {
         for state in [ImageState::Succeeded, ImageState::Failed] {
             let p = ImageProgress {
                 state,
                 ..with_attempts(1)
             };
-            assert_eq!(begin(true, &p, MAX, Utc::now()), Begin::AlreadySettled);
+            assert_eq!(begin(&p, MAX, Utc::now()), Begin::AlreadySettled);
         }
         assert_eq!(after_refused_success(false), Refused::DiscardResult);
         assert_eq!(after_refused_success(true), Refused::KeepResult);

@@ -57,25 +57,28 @@ impl Handler for Worker {
         let delivered = match delivered {
             Ok(delivered) => delivered,
             Err(panic) => {
-                let text = crate::panic_guard::panic_text(panic.as_ref());
-                return self.fail_after_panic(job_id, index, text).await;
+                let reason = format!(
+                    "internal error while processing: {}",
+                    crate::panic_guard::panic_text(panic.as_ref())
+                );
+                log::error!("job {job_id} image {index}: {reason}");
+                return self.fail_unsettled(job_id, index, reason).await;
             }
         };
         match delivered {
             Ok(outcome) => outcome,
-            // A store stayed down through every try of this attempt: the queue
-            // delivers the task again later, unless this was its last chance.
-            Err(e) if e.is_transient() && !delivery.is_last() => {
+            // A backend stayed down (or refused) through every try of this
+            // attempt: the queue delivers the task again later...
+            Err(e) if !delivery.is_last() => {
                 log::warn!("job {job_id} image {index}: {e}; the task will be delivered again");
                 Outcome::RetryLater(e.to_string())
             }
+            // ...unless this was its last chance: settle the image if the
+            // metadata store lets us.
             Err(e) => {
-                log::error!(
-                    "job {job_id} image {index}: {e}; giving up (delivery {} of {})",
-                    delivery.attempt,
-                    delivery.limit
-                );
-                Outcome::GiveUp(e.to_string())
+                let reason = format!("gave up after {} deliveries: {e}", delivery.attempt);
+                log::error!("job {job_id} image {index}: {reason}");
+                self.fail_unsettled(job_id, index, reason).await
             }
         }
     }
@@ -97,16 +100,14 @@ impl Worker {
         }
     }
 
-    async fn fail_after_panic(&self, job_id: JobId, index: usize, panic: String) -> Outcome {
-        let reason = format!("internal error while processing: {panic}");
-        log::error!("job {job_id} image {index}: {reason}");
+    /// Best effort: records the image `failed` with `reason` (fenced like
+    /// every write), for a delivery that ends without a decision of its own.
+    async fn fail_unsettled(&self, job_id: JobId, index: usize, reason: String) -> Outcome {
         if let Ok(Some(progress)) = self.meta.image_progress(job_id, index).await {
-            let (failed, _) = decide::crashed(&progress, &reason, Utc::now());
-            let failed = ImageProgress {
-                error: Some(reason.clone()),
-                ..failed
-            };
-            let _ = self.meta.set_image_progress(job_id, index, &failed).await;
+            if !progress.state.is_terminal() {
+                let failed = decide::failed(&progress, reason.clone(), Utc::now());
+                let _ = self.meta.set_image_progress(job_id, index, &failed).await;
+            }
         }
         Outcome::GiveUp(reason)
     }
@@ -121,29 +122,20 @@ impl Worker {
         index: usize,
         delivery: Delivery,
     ) -> Result<Outcome, TaskError> {
-        let record = retrying(self.backoff(), || self.meta.load(job_id)).await?;
-        let previous = match &record {
-            Some(record) => record.progress.get(index).cloned().flatten(),
-            None => None,
+        let Some(record) = retrying(self.backoff(), || self.meta.load(job_id)).await? else {
+            log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
+            return Ok(Outcome::Done);
         };
+        let job = record.job;
+        let previous = record.progress.get(index).cloned().flatten();
         let previous = previous.unwrap_or_else(ImageProgress::queued);
         let max_attempts = self.settings.max_attempts;
-        let started = match decide::begin(record.is_some(), &previous, max_attempts, Utc::now()) {
-            Begin::JobGone => {
-                log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
-                return Ok(Outcome::Done);
-            }
+        let started = match decide::begin(&previous, max_attempts, Utc::now()) {
             // Re-delivered after it was already recorded (e.g. its worker died
             // between recording and acknowledging): the work is done.
             Begin::AlreadySettled => return Ok(Outcome::Done),
-            Begin::Exhausted => {
-                let job = record.map(|r| r.job);
-                return self.settle_exhausted(job.as_ref(), index, &previous).await;
-            }
+            Begin::Exhausted => return self.settle_exhausted(&job, index, &previous).await,
             Begin::Start(started) => started,
-        };
-        let Some(job) = record.map(|r| r.job) else {
-            return Ok(Outcome::Done);
         };
         if !self.record(job_id, index, &started).await? {
             // Between our read and this write the image was finished, or a later
@@ -160,10 +152,7 @@ impl Worker {
                 delivery,
                 Utc::now(),
             ),
-            Err(TaskError::Crashed(message)) => {
-                log::error!("job {job_id} image {index}: processing crashed: {message}");
-                decide::crashed(&started, &message, Utc::now())
-            }
+            Err(TaskError::Crashed(message)) => decide::crashed(&started, &message, Utc::now()),
             Err(e) => {
                 let failure = Processed::Failed {
                     transient: e.is_transient(),
@@ -224,13 +213,10 @@ impl Worker {
     /// any, decides.
     async fn settle_exhausted(
         &self,
-        job: Option<&Job>,
+        job: &Job,
         index: usize,
         previous: &ImageProgress,
     ) -> Result<Outcome, TaskError> {
-        let Some(job) = job else {
-            return Ok(Outcome::Done);
-        };
         let stored = match job.output_key(index) {
             Some(key) => match retrying(self.backoff(), || self.store.get_stream(&key)).await {
                 Ok(object) => Some(object.size),

@@ -329,3 +329,46 @@ async fn an_expired_job_is_dropped_untouched() {
     assert!(!rig.has_output());
     assert_eq!(rig.progress().await, ImageProgress::queued());
 }
+
+#[tokio::test]
+async fn the_last_delivery_settles_an_image_it_cannot_finish() {
+    // The workers kept dying, and on the queue's last delivery storage is down,
+    // so the result cannot even be looked for: the image fails with the reason.
+    let rig = Rig::new().await;
+    let dying = ImageProgress {
+        state: ImageState::Processing,
+        attempts: MAX_ATTEMPTS,
+        ..ImageProgress::queued()
+    };
+    assert!(rig
+        .meta
+        .set_image_progress(rig.job.id, 0, &dying)
+        .await
+        .expect("write"));
+    rig.store.set_down(true);
+    let task = ProcessImage {
+        job_id: rig.job.id,
+        index: 0,
+    };
+    let not_last = Delivery {
+        attempt: 5,
+        limit: 25,
+    };
+    let outcome = rig.worker.handle(task.clone(), not_last).await;
+    assert!(matches!(outcome, Outcome::RetryLater(_)), "{outcome:?}");
+    assert_eq!(rig.progress().await.state, ImageState::Processing);
+
+    let last = Delivery {
+        attempt: 25,
+        limit: 25,
+    };
+    let outcome = rig.worker.handle(task, last).await;
+    assert!(matches!(outcome, Outcome::GiveUp(_)), "{outcome:?}");
+    let p = rig.progress().await;
+    assert_eq!(p.state, ImageState::Failed);
+    let reason = p.error.expect("reason");
+    assert!(
+        reason.starts_with("gave up after 25 deliveries: object storage unavailable"),
+        "{reason}"
+    );
+}
