@@ -114,6 +114,17 @@ impl Rig {
             .expect("progress recorded")
     }
 
+    /// As if every allowed attempt had started and its worker died.
+    async fn workers_kept_dying(&self) {
+        let dying = ImageProgress {
+            state: ImageState::Processing,
+            attempts: MAX_ATTEMPTS,
+            ..ImageProgress::queued()
+        };
+        let written = self.meta.set_image_progress(self.job.id, 0, &dying).await;
+        assert_eq!(written.ok(), Some(true));
+    }
+
     fn output_key(&self) -> String {
         self.job.output_key(0).expect("image 0")
     }
@@ -233,16 +244,7 @@ async fn the_queues_last_delivery_settles_the_image() {
 async fn an_image_whose_workers_kept_dying_is_settled_from_storage() {
     // Every attempt started (and its worker died): nothing stored → failed.
     let rig = Rig::new().await;
-    let dying = ImageProgress {
-        state: ImageState::Processing,
-        attempts: MAX_ATTEMPTS,
-        ..ImageProgress::queued()
-    };
-    assert!(rig
-        .meta
-        .set_image_progress(rig.job.id, 0, &dying)
-        .await
-        .expect("write"));
+    rig.workers_kept_dying().await;
     assert!(matches!(rig.deliver(9).await, Outcome::GiveUp(_)));
     let p = rig.progress().await;
     assert_eq!(p.state, ImageState::Failed);
@@ -255,11 +257,7 @@ async fn an_image_whose_workers_kept_dying_is_settled_from_storage() {
 
     // The last attempt stored its result but died before recording it → succeeded.
     let rig = Rig::new().await;
-    assert!(rig
-        .meta
-        .set_image_progress(rig.job.id, 0, &dying)
-        .await
-        .expect("write"));
+    rig.workers_kept_dying().await;
     rig.store
         .put_bytes(&rig.output_key(), vec![7u8; 42].into(), "image/png")
         .await
@@ -335,16 +333,7 @@ async fn the_last_delivery_settles_an_image_it_cannot_finish() {
     // The workers kept dying, and on the queue's last delivery storage is down,
     // so the result cannot even be looked for: the image fails with the reason.
     let rig = Rig::new().await;
-    let dying = ImageProgress {
-        state: ImageState::Processing,
-        attempts: MAX_ATTEMPTS,
-        ..ImageProgress::queued()
-    };
-    assert!(rig
-        .meta
-        .set_image_progress(rig.job.id, 0, &dying)
-        .await
-        .expect("write"));
+    rig.workers_kept_dying().await;
     rig.store.set_down(true);
     let task = ProcessImage {
         job_id: rig.job.id,
