@@ -130,6 +130,13 @@ pub enum CodecError {
     },
     #[error("cannot decode image: {0}")]
     Decode(String),
+    /// The decoder crashed (panicked) on the file: a layout or encoding it
+    /// does not handle. The panic's text is `detail`, for logs only.
+    #[error("the {format} image could not be read: its decoder does not handle this file's layout or encoding")]
+    Unreadable {
+        format: &'static str,
+        detail: String,
+    },
     #[error("cannot encode image as {format:?}: {reason}")]
     Encode {
         format: OutputFormat,
@@ -141,6 +148,21 @@ pub enum CodecError {
 /// does) and normalises it to 8-bit L, LA, RGB or RGBA.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError> {
     let format = InputFormat::sniff(bytes).ok_or(CodecError::Unsupported)?;
+    // The decoders are third-party code fed untrusted bytes: a panic in one
+    // is a file it cannot read, not a crash.
+    crate::panic_guard::catch(|| decode_as(bytes, format, max_pixels)).unwrap_or_else(|detail| {
+        Err(CodecError::Unreadable {
+            format: format.name(),
+            detail,
+        })
+    })
+}
+
+fn decode_as(
+    bytes: &[u8],
+    format: InputFormat,
+    max_pixels: u64,
+) -> Result<DynamicImage, CodecError> {
     if format == InputFormat::Jpeg {
         if let Some(img) = jpeg::decode(bytes, max_pixels)? {
             return Ok(img);

@@ -72,6 +72,7 @@ impl ApiError {
                     FileProblem::TooManyPixels { .. } => "too_many_pixels",
                     FileProblem::Truncated { .. } => "truncated_image",
                     FileProblem::Corrupt { .. } => "corrupt_image",
+                    FileProblem::Unreadable { .. } => "unreadable_image",
                 },
                 JobError::JobNotFound(_) => "job_not_found",
                 JobError::ImageNotFound { .. } => "image_not_found",
@@ -156,9 +157,9 @@ impl ResponseError for ApiError {
                         StatusCode::PAYLOAD_TOO_LARGE
                     }
                     FileProblem::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    FileProblem::Truncated { .. } | FileProblem::Corrupt { .. } => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
+                    FileProblem::Truncated { .. }
+                    | FileProblem::Corrupt { .. }
+                    | FileProblem::Unreadable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 },
                 JobError::JobNotFound(_) | JobError::ImageNotFound { .. } => StatusCode::NOT_FOUND,
                 JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
@@ -243,6 +244,7 @@ mod tests {
                 format: "png",
                 reason: "x".into(),
             },
+            FileProblem::Unreadable { format: "tiff" },
         ];
         for problem in problems {
             let e = ApiError::Job(JobError::BadFile {

@@ -43,6 +43,10 @@ pub enum FileProblem {
         format: &'static str,
         reason: String,
     },
+    /// Its decoder crashed on it: a layout or encoding it does not handle
+    /// (what it said is logged, never answered).
+    #[error("the {format} image could not be read: its decoder does not handle this file's layout or encoding")]
+    Unreadable { format: &'static str },
 }
 
 /// What admission learned about an accepted file.
@@ -56,10 +60,6 @@ pub struct Inspected {
 
 /// Checks one spooled upload against the limits.
 pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
-    let corrupt = |format: InputFormat, reason: String| FileProblem::Corrupt {
-        format: format.name(),
-        reason,
-    };
     let mut file = File::open(path).map_err(|e| FileProblem::Corrupt {
         format: "upload",
         reason: format!("cannot read spooled upload: {e}"),
@@ -76,18 +76,46 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
     let mut head = [0u8; 64];
     let n = read_up_to(&mut file, &mut head);
     let format = InputFormat::sniff(&head[..n]).ok_or(FileProblem::UnsupportedFormat)?;
+    // Header readers and decoders are third-party code fed untrusted bytes:
+    // a panic in one is a file it cannot read, answered as such.
+    let head = &head[..n];
+    crate::panic_guard::catch(|| inspect_as(&mut file, path, format, head, size_bytes, limits))
+        .unwrap_or_else(|detail| {
+            log::warn!(
+                "the {} decoder panicked on an upload: {detail}",
+                format.name()
+            );
+            Err(FileProblem::Unreadable {
+                format: format.name(),
+            })
+        })
+}
+
+/// [`inspect`] once the format is known.
+fn inspect_as(
+    file: &mut File,
+    path: &Path,
+    format: InputFormat,
+    head: &[u8],
+    size_bytes: u64,
+    limits: &Limits,
+) -> Result<Inspected, FileProblem> {
+    let corrupt = |format: InputFormat, reason: String| FileProblem::Corrupt {
+        format: format.name(),
+        reason,
+    };
 
     // A PNG's size is read from IHDR first: the png decoder refuses a header
     // whose dimensions overflow its buffer arithmetic ("memory limit"), and
     // those are exactly the bombs the pixel limit must name.
     if format == InputFormat::Png {
-        if let Some((width, height)) = png_dimensions(&head[..n]) {
+        if let Some((width, height)) = png_dimensions(head) {
             check_pixels(format, width, height, limits)?;
         }
     }
     let _ = file.seek(SeekFrom::Start(0));
     let (width, height) =
-        ImageReader::with_format(BufReader::new(&mut file), format.image_format())
+        ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
             .into_dimensions()
             .map_err(|e| match e {
                 image::ImageError::IoError(_) => FileProblem::Truncated {
@@ -105,18 +133,23 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
 
     let _ = file.seek(SeekFrom::Start(0));
     let complete = match format {
-        InputFormat::Jpeg => jpeg_complete(&mut BufReader::new(&mut file)),
-        InputFormat::Png => png_complete(&mut file, size_bytes),
-        InputFormat::Gif => last_byte(&mut file, size_bytes) == Some(0x3B),
-        InputFormat::Webp => riff_complete(&head, size_bytes),
-        InputFormat::Bmp => bmp_complete(&head, size_bytes),
+        InputFormat::Jpeg => jpeg_complete(&mut BufReader::new(&mut *file)),
+        InputFormat::Png => png_complete(file, size_bytes),
+        InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
+        InputFormat::Webp => riff_complete(head, size_bytes),
+        InputFormat::Bmp => bmp_complete(head, size_bytes),
         InputFormat::Tiff => {
             // TIFF scatters its strips through the file; only decoding proves
             // they are all there. TIFF is rare in web uploads, so we pay for it.
-            drop(file);
             let bytes = std::fs::read(path).map_err(|e| corrupt(format, e.to_string()))?;
-            codec::decode(&bytes, limits.max_pixels).map_err(|e| corrupt(format, e.to_string()))?;
-            true
+            match codec::decode(&bytes, limits.max_pixels) {
+                Ok(_) => true,
+                Err(codec::CodecError::Unreadable { format, detail }) => {
+                    log::warn!("the {format} decoder panicked on an upload: {detail}");
+                    return Err(FileProblem::Unreadable { format });
+                }
+                Err(e) => return Err(corrupt(format, e.to_string())),
+            }
         }
     };
     if !complete {
@@ -320,6 +353,39 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         inspect(f.path(), &LIMITS)
+    }
+
+    /// Tiled TIFFs with one plane per channel made the tiff crate panic
+    /// ("assertion failed: buf…"): intake answers them as unreadable, and so
+    /// does the decoder the worker uses, without the panic's text.
+    #[test]
+    fn decoder_panics_are_unreadable_files_not_crashes() {
+        for name in [
+            "tiled-planar-raw.tif",
+            "tiled-planar-lzw.tif",
+            "tiled-planar-16bit-rgb.tif",
+            "tiled-planar-16bit-rgba.tif",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/foreign")
+                .join(name);
+            let bytes = std::fs::read(&path).expect("fixture (tests/fixtures/foreign/generate.py)");
+            let problem = check(&bytes).expect_err(name);
+            assert_eq!(
+                problem,
+                FileProblem::Unreadable { format: "tiff" },
+                "{name}"
+            );
+            let message = problem.to_string();
+            assert!(
+                message.starts_with("the tiff image could not be read"),
+                "{message}"
+            );
+            match codec::decode(&bytes, u64::MAX) {
+                Err(codec::CodecError::Unreadable { format, .. }) => assert_eq!(format, "tiff"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]

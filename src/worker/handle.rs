@@ -16,7 +16,7 @@ use super::decide::{self, Begin, Processed, Refused};
 use super::pool;
 use super::retry::{retrying, Backoff, TaskError};
 use crate::backend_error::ErrorKind;
-use crate::codec::PngCompression;
+use crate::codec::{CodecError, PngCompression};
 use crate::jobs::{ImageProgress, Job, JobId};
 use crate::meta::{MetaError, MetaStore};
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
@@ -154,6 +154,11 @@ impl Worker {
             ),
             Err(TaskError::Crashed(message)) => decide::crashed(&started, &message, Utc::now()),
             Err(e) => {
+                if let TaskError::Image(CodecError::Unreadable { format, detail }) = &e {
+                    log::warn!(
+                        "job {job_id} image {index}: the {format} decoder panicked: {detail}"
+                    );
+                }
                 let failure = Processed::Failed {
                     transient: e.is_transient(),
                     message: e.to_string(),
