@@ -68,8 +68,9 @@ impl ObjectStore for MemoryStore {
         path: &Path,
         _content_type: &str,
     ) -> Result<(), StoreError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| StoreError::with_source(ErrorKind::Refused, key, e))?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| StoreError::with_source(ErrorKind::Refused, key, e))?;
         self.put_bytes(key, Bytes::from(bytes), _content_type).await
     }
 
