@@ -2,7 +2,8 @@
 # with one binary, running as a non-root user. Alone (`docker run`), the image
 # is the embedded mode with its state in /var/lib/imgpipe/data; with REDIS_URL
 # and S3_ENDPOINT set (docker-compose.yml) it is one process of the
-# distributed shape.
+# distributed shape. It listens on 0.0.0.0:8000, so it needs an API key to
+# start: -e IMGPIPE_BOOTSTRAP_KEY=..., or `imgpipe keys create` on the volume.
 FROM rust:1.95-bookworm AS build
 # nasm assembles libjpeg-turbo's SIMD code (2x faster JPEG); without it the
 # build still succeeds, with a warning, and the plain C codec.

@@ -72,6 +72,10 @@ def main():
                IMGPIPE_REDIS_PREFIX=f"chaos-{os.getpid()}", S3_BUCKET=f"chaos-{os.getpid()}")
     env.pop("REDIS_URL", None)
     env.pop("S3_ENDPOINT", None)
+    # A throwaway loopback deployment: no keys (open mode), links signed
+    # with a throwaway secret (required with REDIS_URL).
+    env.pop("IMGPIPE_BOOTSTRAP_KEY", None)
+    env.update(IMGPIPE_AUTH="off", IMGPIPE_SIGNING_KEY=os.urandom(32).hex())
     if args.backend == "distributed":
         env.update(REDIS_URL=os.environ["IMGPIPE_TEST_REDIS_URL"],
                    S3_ENDPOINT=os.environ["IMGPIPE_TEST_S3_ENDPOINT"],

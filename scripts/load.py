@@ -117,6 +117,10 @@ class Deployment:
             "IMGPIPE_WORKERS": str(self.args.workers),
             "IMGPIPE_MAX_FILES": "10000",
             "RUST_LOG": "warn",
+            # Loopback, throwaway: open mode (no keys) and a throwaway link
+            # secret (required with REDIS_URL).
+            "IMGPIPE_AUTH": os.environ.get("IMGPIPE_AUTH", "off"),
+            "IMGPIPE_SIGNING_KEY": os.urandom(32).hex(),
         })
         if not self.args.distributed:
             proc = self.spawn("imgpipe-serve", [str(binary), "serve"], env)

@@ -71,7 +71,7 @@ export IMGPIPE_TEST_S3_SECRET_KEY=imgpipe-test-secret
 export IMGPIPE_TEST_S3_DIR="$work/s3"
 
 echo "== docker-compose config"
-docker-compose -f docker-compose.yml config -q
+IMGPIPE_SIGNING_KEY=x IMGPIPE_BOOTSTRAP_KEY=y docker-compose -f docker-compose.yml config -q
 
 echo "== cargo test"
 cargo test --all-targets "$@"

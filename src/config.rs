@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::PngCompression;
 use crate::jobs::intake::Limits;
@@ -30,7 +30,7 @@ pub struct Cli {
     pub config: Config,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// HTTP API and workers in one process
     Serve,
@@ -41,16 +41,54 @@ pub enum Command {
     /// Check that the configured queue, metadata store and object store
     /// answer, print the result, exit 0 if all do (for container health checks)
     Check,
+    /// Manage API keys in the configured metadata store (works while the
+    /// server runs)
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it once, alone on the last line of standard output
+    Create {
+        /// Tenant the key belongs to (a-z, 0-9, '-', '_', '.')
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: submit, read, admin
+        #[arg(long)]
+        scopes: String,
+        /// Free text shown by `keys list` (who or what uses the key)
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List every key (id, tenant, scopes, label, created, revoked); never the keys themselves
+    List,
+    /// Revoke a key by its id (as shown by `keys list`); takes effect at once
+    Revoke {
+        /// The key's id, e.g. key_3f9a0c1b2d4e
+        id: String,
+    },
 }
 
 impl Command {
-    pub fn runs_api(self) -> bool {
+    pub fn runs_api(&self) -> bool {
         matches!(self, Command::Serve | Command::Api)
     }
 
-    pub fn runs_workers(self) -> bool {
+    pub fn runs_workers(&self) -> bool {
         matches!(self, Command::Serve | Command::Worker)
     }
+}
+
+/// Whether requests need an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthSetting {
+    /// Off on a loopback address (local use), on on any other
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -59,7 +97,7 @@ pub struct Config {
     #[arg(
         long,
         env = "IMGPIPE_BIND",
-        default_value = "0.0.0.0:8000",
+        default_value = "127.0.0.1:8000",
         global = true
     )]
     pub bind: SocketAddr,
@@ -225,6 +263,62 @@ pub struct Config {
     /// Directory for spooling uploads before they are validated (default: system temp dir)
     #[arg(long, env = "IMGPIPE_TMP_DIR", global = true)]
     pub tmp_dir: Option<PathBuf>,
+
+    /// API keys: "on" (every route but /healthz, /readyz, /filters, /docs and
+    /// /openapi.yaml needs one), "off" (open, for local use), or "auto": off
+    /// on a loopback IMGPIPE_BIND while no key exists, on otherwise
+    #[arg(
+        long,
+        env = "IMGPIPE_AUTH",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub auth: AuthSetting,
+
+    /// Allows IMGPIPE_AUTH=off on a non-loopback address (anyone who can
+    /// reach the port can submit, read and delete every job)
+    #[arg(
+        long,
+        env = "IMGPIPE_ALLOW_OPEN",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub allow_open: bool,
+
+    /// An admin key (at least 32 characters) ensured to exist at start-up,
+    /// for containers; unset: create keys with `imgpipe keys create`
+    #[arg(
+        long,
+        env = "IMGPIPE_BOOTSTRAP_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub bootstrap_key: Option<Secret>,
+
+    /// Secret (at least 32 characters) that signs shareable download links;
+    /// every API process of a deployment needs the same one. Unset: required
+    /// with REDIS_URL; embedded, one is generated in IMGPIPE_DATA_DIR/signing.key
+    #[arg(
+        long,
+        env = "IMGPIPE_SIGNING_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub signing_key: Option<Secret>,
+
+    /// How long a signed download link in a status answer works, in seconds
+    /// (never past the job's expiry)
+    #[arg(
+        long,
+        env = "IMGPIPE_LINK_TTL_SECS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub link_ttl_secs: u64,
 }
 
 impl Config {
@@ -369,6 +463,18 @@ mod tests {
         assert_eq!(cli.config.redis_url, None, "embedded by default");
         assert_eq!(cli.config.s3_endpoint, None, "embedded by default");
         assert_eq!(cli.config.data_dir, PathBuf::from("./data"));
+        assert!(cli.config.bind.ip().is_loopback(), "safe by default");
+        assert_eq!(cli.config.auth, AuthSetting::Auto);
+        let keys = Cli::try_parse_from([
+            "imgpipe", "keys", "create", "--tenant", "a", "--scopes", "read",
+        ])
+        .unwrap();
+        assert!(matches!(
+            keys.command,
+            Command::Keys {
+                action: KeysCommand::Create { .. }
+            }
+        ));
     }
 
     #[test]
@@ -390,7 +496,13 @@ mod tests {
         }
         assert_eq!(cli.config.s3_secret_key.expose(), "wJalrXUtnFEMI");
         let help = Cli::command().render_long_help().to_string();
-        for var in ["REDIS_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY"] {
+        for var in [
+            "REDIS_URL",
+            "S3_ACCESS_KEY",
+            "S3_SECRET_KEY",
+            "IMGPIPE_BOOTSTRAP_KEY",
+            "IMGPIPE_SIGNING_KEY",
+        ] {
             // Shown as `[env: NAME]`, never `[env: NAME=value]`, even when set.
             assert!(
                 help.contains(&format!("[env: {var}]")),

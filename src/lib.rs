@@ -7,6 +7,7 @@
 //! - [`app`]     wiring: builds the backends once, runs API and/or workers, shuts down
 //! - [`http`]    the REST facade (actix-web): thin, translates requests and errors
 //! - [`service`] the job operations: submit, status, results, ZIP, delete, purge, readiness
+//! - [`auth`]    tenants, API keys and scopes, signed links, idempotency decisions (pure)
 //! - [`jobs`]    the job domain, pure: what a job is, recipes, intake checks, status
 //! - [`archive`] streaming ZIP of a job's results
 //! - [`queue`]   the task type; producer and consumer sides of the queue
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod auth;
 pub mod backend_error;
 pub mod codec;
 pub mod config;

@@ -44,6 +44,8 @@ fn job() -> Job {
 fn job_expiring_in(ttl: Duration) -> Job {
     let now = Utc::now();
     Job {
+        tenant: imgpipe::auth::Tenant::local(),
+        idempotency_key: None,
         id: JobId::new(),
         recipe: Recipe {
             ops: "resize:8x8:fit,unsharp_mask:2,150,3"

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 
 use super::AppError;
 use crate::config::{Config, Secret};
-use crate::meta::{MetaStore, RedisMeta, SqliteMeta};
+use crate::meta::{MetaStore, RedisMeta, SqliteMeta, TenantStore};
 use crate::queue::{Consumer, Producer, RedisQueue, SqliteQueue, MAX_DELIVERIES};
 use crate::store::{LocalStore, ObjectStore, S3Store};
 
@@ -17,6 +17,8 @@ use crate::store::{LocalStore, ObjectStore, S3Store};
 pub(super) struct Backends {
     pub store: Arc<dyn ObjectStore>,
     pub meta: Arc<dyn MetaStore>,
+    /// Keys and idempotency records, in the metadata store's backend.
+    pub tenants: Arc<dyn TenantStore>,
     /// The queue's two sides (one backend): enqueueing for the API, running
     /// workers for the worker processes.
     pub producer: Arc<dyn Producer>,
@@ -72,6 +74,7 @@ async fn connect_s3(
 /// The queue and the metadata store, which always share one backend.
 struct TaskBackends {
     meta: Arc<dyn MetaStore>,
+    tenants: Arc<dyn TenantStore>,
     producer: Arc<dyn Producer>,
     consumer: Arc<dyn Consumer>,
     name: String,
@@ -95,17 +98,17 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
                 config.liveness(),
                 MAX_DELIVERIES,
             ));
+            let meta = Arc::new(RedisMeta::new(conn, &config.redis_prefix));
             TaskBackends {
-                meta: Arc::new(RedisMeta::new(conn, &config.redis_prefix)),
+                meta: meta.clone(),
+                tenants: meta,
                 producer: queue.clone(),
                 consumer: queue,
                 name: format!("Redis at {}", redact(url)),
             }
         }
         None => {
-            let meta = SqliteMeta::open(&data_dir.join("jobs.sqlite3"))
-                .await
-                .map_err(|e| AppError::Embedded(e.to_string()))?;
+            let meta = Arc::new(open_sqlite_meta(config).await?);
             let queue = SqliteQueue::open(
                 &data_dir.join("queue.sqlite3"),
                 config.liveness(),
@@ -115,7 +118,8 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             .map_err(|e| AppError::Embedded(e.to_string()))?;
             let queue = Arc::new(queue);
             TaskBackends {
-                meta: Arc::new(meta),
+                meta: meta.clone(),
+                tenants: meta,
                 producer: queue.clone(),
                 consumer: queue,
                 name: format!("SQLite in {}", data_dir.display()),
@@ -136,10 +140,33 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
     Ok(Backends {
         store,
         meta: tasks.meta,
+        tenants: tasks.tenants,
         producer: tasks.producer,
         consumer: tasks.consumer,
         description: format!("queue and metadata: {}; objects: {store_name}", tasks.name),
     })
+}
+
+async fn open_sqlite_meta(config: &Config) -> Result<SqliteMeta, AppError> {
+    SqliteMeta::open(&config.data_dir.join("jobs.sqlite3"))
+        .await
+        .map_err(|e| AppError::Embedded(e.to_string()))
+}
+
+/// The key store alone (for `imgpipe keys`): no queue, no object storage.
+pub(super) async fn tenant_store(config: &Config) -> Result<Arc<dyn TenantStore>, AppError> {
+    match config.redis_url.as_ref().map(Secret::expose) {
+        Some(url) => {
+            let conn = connect_redis(url, Duration::ZERO).await?;
+            Ok(Arc::new(RedisMeta::new(conn, &config.redis_prefix)))
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                AppError::Embedded(format!("cannot create {}: {e}", config.data_dir.display()))
+            })?;
+            Ok(Arc::new(open_sqlite_meta(config).await?))
+        }
+    }
 }
 
 /// Hides the password of a `redis://user:pass@host` URL in messages.

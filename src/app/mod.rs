@@ -1,8 +1,11 @@
-//! Wiring: builds the backends once from configuration (`backends`), then
-//! runs the HTTP API and/or the workers and the purge loop (`tasks`) until
-//! SIGTERM/SIGINT, and shuts everything down within the configured deadline.
+//! Wiring: builds the backends once from configuration (`backends`), decides
+//! how requests are authenticated (`security`), then runs the HTTP API and/or
+//! the workers and the purge loop (`tasks`) until SIGTERM/SIGINT, and shuts
+//! everything down within the configured deadline. `keys` is the key CLI.
 
 mod backends;
+mod keys;
+mod security;
 mod tasks;
 
 use std::sync::Arc;
@@ -12,9 +15,10 @@ use actix_web::{web, App, HttpServer};
 
 use self::backends::{backends, Backends};
 use self::tasks::{purge_periodically, supervise_workers};
+use crate::auth::links::LinkSigner;
 use crate::config::{Command, Config};
 use crate::http;
-use crate::service::JobService;
+use crate::service::{JobService, KeyService};
 use crate::worker::{self, Worker};
 
 /// How long start-up waits for Redis and S3 to answer (they may be starting too).
@@ -34,21 +38,26 @@ pub enum AppError {
     Runtime(String),
 }
 
-fn job_service(config: &Config, backends: &Backends) -> JobService {
+fn job_service(config: &Config, backends: &Backends, signer: LinkSigner) -> JobService {
     JobService::new(
         backends.store.clone(),
         backends.meta.clone(),
+        backends.tenants.clone(),
         backends.producer.clone(),
         config.limits(),
         Duration::from_secs(config.job_ttl_secs),
-        Arc::new(http::ApiLinks),
+        Arc::new(http::ApiLinks::new(
+            signer,
+            Duration::from_secs(config.link_ttl_secs),
+        )),
     )
 }
 
 /// `imgpipe check`: one readiness round against the configured backends.
 async fn check(config: &Config) -> Result<(), AppError> {
     let backends = backends(config, Duration::ZERO).await?;
-    let service = job_service(config, &backends);
+    // Readiness signs no links; any secret will do.
+    let service = job_service(config, &backends, LinkSigner::new(&[0; 32]));
     let checks = service.readiness().await;
     for c in &checks {
         match &c.error {
@@ -89,14 +98,22 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
-    if command == Command::Check {
-        return check(&config).await;
+    match &command {
+        Command::Check => return check(&config).await,
+        Command::Keys { action } => return keys::run(&config, action).await,
+        _ => {}
     }
+    // Settings that would stop an API process are checked before anything starts.
+    let signer = if command.runs_api() {
+        security::signer(&config)?
+    } else {
+        LinkSigner::new(&[0; 32])
+    };
     let backends = backends(&config, STARTUP_PATIENCE).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
-    let service = web::Data::new(job_service(&config, &backends));
+    let service = web::Data::new(job_service(&config, &backends, signer.clone()));
     let purger = tokio::spawn(purge_periodically(
         service.clone().into_inner(),
         Duration::from_secs(config.purge_interval_secs),
@@ -106,12 +123,20 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let server = if command.runs_api() {
         let service = service.clone();
         let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
+        let keys = KeyService::new(backends.tenants.clone());
+        let gate = match security::resolve(&config, &keys).await? {
+            security::AuthPlan::Open => http::Gate::new(None, signer),
+            security::AuthPlan::Keys { .. } => http::Gate::new(Some(keys), signer),
+        };
+        let gate = web::Data::new(gate);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(service.clone())
                 .app_data(upload_dir.clone())
+                .app_data(gate.clone())
                 .configure(http::configure)
-                .wrap(actix_web::middleware::Logger::new("%r %s %b %Dms"))
+                .wrap(actix_web::middleware::from_fn(http::assign_request_id))
+                .wrap(http::access_log())
         })
         .disable_signals()
         .shutdown_timeout(grace.as_secs())
@@ -160,7 +185,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             "imgpipe: worker ready ({} workers)",
             config.worker_concurrency()
         ),
-        Command::Check => {}
+        Command::Check | Command::Keys { .. } => {}
     }
 
     let server_handle = server.as_ref().map(|s| s.handle());

@@ -1,10 +1,16 @@
 //! The one mapping from errors to HTTP: status code, stable `code` string and
-//! a JSON body `{"error": {"code", "message", "file"}}`.
+//! a JSON body `{"error": {"code", "message", "file", "request_id"}}`.
+//! A 5xx says what happened in words a client can use; its details (paths,
+//! object keys, backend error chains) go to the log under the request id.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::auth::Denied;
+use super::request_id;
+use crate::auth::idempotency::BadKey;
+use crate::auth::links::LinkError;
 use crate::backend_error::ErrorKind;
 use crate::jobs::intake::FileProblem;
 use crate::jobs::RecipeError;
@@ -36,6 +42,10 @@ pub enum ApiError {
     BadQuery(String),
     #[error("could not spool upload: {0}")]
     Spool(String),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    BadIdempotencyKey(#[from] BadKey),
 }
 
 impl From<RecipeError> for ApiError {
@@ -86,6 +96,8 @@ impl ApiError {
                         _ => "internal_error",
                     }
                 }
+                JobError::SubmissionInProgress => "idempotency_key_in_use",
+                JobError::IdempotencyMismatch => "idempotency_key_reused",
                 JobError::Internal(_) => "internal_error",
             },
             ApiError::Multipart(_) => "invalid_multipart",
@@ -96,6 +108,15 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::Spool(_) => "service_unavailable",
+            ApiError::Denied(denied) => match denied {
+                Denied::MissingKey => "missing_key",
+                Denied::InvalidKey => "invalid_key",
+                Denied::MalformedHeader => "malformed_authorization",
+                Denied::MissingScope(_) => "forbidden",
+                Denied::Link(LinkError::Expired) => "link_expired",
+                Denied::Link(LinkError::BadSignature) => "invalid_link",
+            },
+            ApiError::BadIdempotencyKey(_) => "invalid_idempotency_key",
         }
     }
 
@@ -125,12 +146,27 @@ impl ApiError {
             ApiError::Job(e @ JobError::NotFinished(_)) => {
                 format!("{e}; retry later or pass ?partial=true")
             }
+            // Server-side failures, in words a client can use: which part
+            // failed and whether to retry. The details are in the log.
             ApiError::Job(e @ (JobError::Store(_) | JobError::Meta(_) | JobError::Queue(_))) => {
-                match (e, e.backend_kind()) {
-                    (_, Some(ErrorKind::Unavailable))
-                    | (JobError::Store(_), Some(ErrorKind::Refused)) => e.to_string(),
-                    _ => format!("internal error: {e}"),
+                let part = match e {
+                    JobError::Store(_) => "object storage",
+                    JobError::Meta(_) => "job metadata store",
+                    _ => "task queue",
+                };
+                match e.backend_kind() {
+                    Some(ErrorKind::Unavailable) => {
+                        format!("the {part} is unavailable; retry later")
+                    }
+                    Some(ErrorKind::Refused) => format!(
+                        "the {part} refused the request; this needs the operator (the server log has the details under this request id)"
+                    ),
+                    _ => INTERNAL.to_string(),
                 }
+            }
+            ApiError::Job(JobError::Internal(_)) => INTERNAL.to_string(),
+            ApiError::Spool(_) => {
+                "the server could not hold the upload while checking it; retry later".to_string()
             }
             other => other.to_string(),
         }
@@ -143,6 +179,8 @@ impl ApiError {
         }
     }
 }
+
+const INTERNAL: &str = "internal error; the server log has the details under this request id";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -176,6 +214,8 @@ impl ResponseError for ApiError {
                         _ => StatusCode::INTERNAL_SERVER_ERROR,
                     }
                 }
+                JobError::SubmissionInProgress => StatusCode::CONFLICT,
+                JobError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Multipart(_)
@@ -185,16 +225,30 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadPath { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Denied(Denied::MissingKey | Denied::InvalidKey | Denied::MalformedHeader) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Denied(Denied::MissingScope(_) | Denied::Link(_)) => StatusCode::FORBIDDEN,
+            ApiError::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        let request_id = request_id::current();
         if status.is_server_error() {
-            log::error!("{status}: {self}");
+            log::error!(
+                "request {}: {status} {}: {self}",
+                request_id.as_deref().unwrap_or("-"),
+                self.code()
+            );
         }
-        let mut error =
-            json!({ "code": self.code(), "message": self.message(), "file": self.file() });
+        let mut error = json!({
+            "code": self.code(),
+            "message": self.message(),
+            "file": self.file(),
+            "request_id": request_id,
+        });
         if let (Some(op), usage) = self.operation() {
             error["operation"] = json!(op);
             if let Some(usage) = usage {
@@ -217,6 +271,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             response.insert_header(("Allow", *allow));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"imgpipe\""));
         }
         response.json(body)
     }
@@ -272,10 +329,23 @@ mod tests {
         let missing = crate::store::StoreError::new(ErrorKind::NotFound, "jobs/x");
         let e = ApiError::Job(JobError::Store(missing));
         assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(
-            e.message().starts_with("internal error: "),
-            "{}",
-            e.message()
+        assert_eq!(e.message(), INTERNAL);
+    }
+
+    #[test]
+    fn server_errors_name_the_failing_part_and_nothing_internal() {
+        let down = crate::store::StoreError::new(
+            ErrorKind::Unavailable,
+            "PUT http://10.0.0.7:9000/bucket/jobs/x/input/0",
         );
+        let e = ApiError::Job(JobError::Store(down));
+        assert_eq!(
+            e.message(),
+            "the object storage is unavailable; retry later"
+        );
+        let internal = ApiError::Job(JobError::Internal("/var/lib/imgpipe/x".into()));
+        assert!(!internal.message().contains("/var"));
+        let spool = ApiError::Spool("/tmp/imgpipe-upload-x: No space left".into());
+        assert!(!spool.message().contains("/tmp"));
     }
 }

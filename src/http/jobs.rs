@@ -10,7 +10,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{ApiError, UploadDir};
+use super::{ApiError, Gate, UploadDir};
+use crate::auth::idempotency::IdempotencyKey;
+use crate::auth::Scope;
 use crate::jobs::intake::FileProblem;
 use crate::jobs::{Recipe, RecipeOptions};
 use crate::service::{JobError, JobService, Upload};
@@ -45,10 +47,11 @@ pub async fn process_job(
     payload: web::Payload,
     service: web::Data<JobService>,
     upload_dir: web::Data<UploadDir>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = SharedBody::new(payload);
     let mut multipart = Multipart::new(req.headers(), body.clone());
-    match accept(&req, &mut multipart, &service, &upload_dir).await {
+    match accept(&req, &mut multipart, &service, &upload_dir, &gate).await {
         Ok(response) => Ok(response),
         Err(e) => {
             // Read and discard what the client is still sending (within
@@ -109,7 +112,9 @@ async fn accept(
     multipart: &mut Multipart,
     service: &JobService,
     upload_dir: &UploadDir,
+    gate: &Gate,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = gate.require(req, Scope::Submit).await?;
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;
@@ -118,6 +123,18 @@ async fn accept(
     if options.filter.is_some() || options.ops.is_some() {
         Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
     }
+    // Claimed before the body is read, so a duplicate sent while this one
+    // is still uploading is told at once (409) instead of racing it.
+    let claim = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| crate::auth::idempotency::BadKey)
+                .and_then(IdempotencyKey::parse)?;
+            Some(service.claim(&caller.tenant, key).await?)
+        }
+    };
 
     let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
     let mut fields_seen = 0usize;
@@ -168,11 +185,18 @@ async fn accept(
         })
         .collect();
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
-    let accepted = service.submit(recipe, uploads).await?;
+    let submitted = service
+        .submit(&caller.tenant, recipe, uploads, claim)
+        .await?;
     drop(spooled);
-    Ok(HttpResponse::Accepted()
-        .insert_header(("Location", accepted.status_url.clone()))
-        .json(accepted))
+    let mut answer = HttpResponse::Accepted();
+    answer
+        .insert_header(("Location", submitted.status_url))
+        .content_type("application/json");
+    if submitted.replayed {
+        answer.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(answer.body(submitted.body))
 }
 
 /// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.
@@ -226,18 +250,24 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {
 }
 
 pub async fn status_job(
+    req: HttpRequest,
     path: web::Path<String>,
     service: web::Data<JobService>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = service.status(&path.into_inner()).await?;
+    let caller = gate.require(&req, Scope::Read).await?;
+    let status = service.status(&path.into_inner(), &caller.access()).await?;
     Ok(HttpResponse::Ok().json(status))
 }
 
 /// `DELETE /jobs/{id}`: the job is gone at once; its files follow.
 pub async fn delete_job(
+    req: HttpRequest,
     path: web::Path<String>,
     service: web::Data<JobService>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
-    service.delete(&path.into_inner()).await?;
+    let caller = gate.require(&req, Scope::Submit).await?;
+    service.delete(&path.into_inner(), &caller.access()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

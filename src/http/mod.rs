@@ -1,33 +1,67 @@
 //! The REST facade (actix-web). Thin by design: each handler parses the
 //! request, calls one `JobService` operation and serialises the answer.
-//! Errors are mapped to HTTP in one place, `error.rs`.
+//! Errors are mapped to HTTP in one place, `error.rs`; who may call what is
+//! checked in `auth.rs`; request ids and the access log are `request_id.rs`.
+//!
+//! Scopes per route: `POST /process-job` and `DELETE /jobs/{id}` need
+//! `submit`; `GET /status-job/{id}` needs `read`; `GET /download/{id}` and
+//! `GET /images/{id}/{n}` need `read` or a signed link; `/healthz`,
+//! `/readyz` (details for `admin` only), `/filters`, `/openapi.yaml` and
+//! `/docs` are public.
 
+mod auth;
 mod error;
 mod jobs;
+mod request_id;
 mod results;
 mod system;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, Resource, Route};
+use chrono::Utc;
 
+pub use auth::Gate;
 pub use error::ApiError;
+pub use request_id::{access_log, assign as assign_request_id};
 
+use crate::auth::links::LinkSigner;
 use crate::jobs::status::Links;
-use crate::jobs::JobId;
+use crate::jobs::{Job, JobId};
 
-/// The addresses answers point to: the routes below.
-pub struct ApiLinks;
+/// The addresses answers point to: the routes below. ZIP and result links
+/// are signed, so they work without a key until they expire: after
+/// `link_ttl`, and never after the job does.
+pub struct ApiLinks {
+    signer: LinkSigner,
+    link_ttl: Duration,
+}
+
+impl ApiLinks {
+    pub fn new(signer: LinkSigner, link_ttl: Duration) -> Self {
+        ApiLinks { signer, link_ttl }
+    }
+
+    fn signed(&self, job: &Job, path: String) -> String {
+        let ttl = i64::try_from(self.link_ttl.as_secs()).unwrap_or(i64::MAX);
+        let expires = Utc::now()
+            .timestamp()
+            .saturating_add(ttl)
+            .min(job.expires_at.timestamp());
+        self.signer.sign(&path, expires)
+    }
+}
 
 impl Links for ApiLinks {
     fn status(&self, job: JobId) -> String {
         format!("/status-job/{job}")
     }
-    fn download(&self, job: JobId) -> String {
-        format!("/download/{job}")
+    fn download(&self, job: &Job) -> String {
+        self.signed(job, format!("/download/{}", job.id))
     }
-    fn result(&self, job: JobId, index: usize) -> String {
-        format!("/images/{job}/{index}")
+    fn result(&self, job: &Job, index: usize) -> String {
+        self.signed(job, format!("/images/{}/{index}", job.id))
     }
 }
 

@@ -3,11 +3,11 @@
 use actix_web::http::header::{
     Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
 };
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures::TryStreamExt;
 use serde::Deserialize;
 
-use super::ApiError;
+use super::{ApiError, Gate};
 use crate::service::JobService;
 
 #[derive(Debug, Deserialize)]
@@ -17,12 +17,15 @@ pub struct DownloadQuery {
 }
 
 pub async fn download(
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<DownloadQuery>,
     service: web::Data<JobService>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
+    let access = gate.reader(&req).await?;
     let id = path.into_inner();
-    let (status, stream) = service.archive(&id, query.partial).await?;
+    let (status, stream) = service.archive(&id, query.partial, &access).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/zip")
         .insert_header(disposition(
@@ -34,9 +37,12 @@ pub async fn download(
 }
 
 pub async fn image(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     service: web::Data<JobService>,
+    gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
+    let access = gate.reader(&req).await?;
     let (id, index) = path.into_inner();
     // Plain digits only: `usize::from_str` would also take "+1".
     let index: usize = Some(&index)
@@ -46,7 +52,7 @@ pub async fn image(
             what: "image index",
             given: index.clone(),
         })?;
-    let (object, entry) = service.result_image(&id, index).await?;
+    let (object, entry) = service.result_image(&id, index, &access).await?;
     Ok(HttpResponse::Ok()
         .content_type(entry.output_format.content_type())
         .insert_header(disposition(DispositionType::Inline, &entry.entry_name))

@@ -5,7 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::ApiError;
+use super::{ApiError, Gate};
+use crate::auth::Scope;
 use crate::codec::{InputFormat, OutputFormat};
 use crate::ops::SPECS;
 use crate::service::JobService;
@@ -38,9 +39,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(service: web::Data<JobService>) -> HttpResponse {
-    let checks = service.readiness().await;
+/// Up or down per dependency for anyone; why a dependency is down (which may
+/// name hosts and paths) for `admin` keys only.
+pub async fn readyz(
+    req: HttpRequest,
+    service: web::Data<JobService>,
+    gate: web::Data<Gate>,
+) -> HttpResponse {
+    let admin = gate
+        .optional(&req)
+        .await
+        .is_some_and(|caller| caller.may(Scope::Admin));
+    let mut checks = service.readiness().await;
     let ready = checks.iter().all(|c| c.ok);
+    if !admin {
+        checks.iter_mut().for_each(|c| c.error = None);
+    }
     let body = json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks });
     if ready {
         HttpResponse::Ok().json(body)

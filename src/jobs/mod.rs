@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::auth::Tenant;
 use crate::codec::{InputFormat, OutputFormat};
 
 /// Name of the manifest entry in every ZIP; image entries never take it.
@@ -80,6 +81,12 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub images: Vec<ImageEntry>,
+    /// Who submitted it; jobs recorded before tenants existed are `local`'s.
+    #[serde(default)]
+    pub tenant: Tenant,
+    /// The client's `Idempotency-Key`, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl Job {

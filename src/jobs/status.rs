@@ -131,10 +131,12 @@ fn count(states: &[ImageState]) -> Progress {
 }
 
 /// The addresses a status points clients to (status, ZIP, one result).
+/// The ZIP and result links may be shareable (signed, working without a
+/// key until they expire, never after the job does).
 pub trait Links: Send + Sync + 'static {
     fn status(&self, job: JobId) -> String;
-    fn download(&self, job: JobId) -> String;
-    fn result(&self, job: JobId, index: usize) -> String;
+    fn download(&self, job: &Job) -> String;
+    fn result(&self, job: &Job, index: usize) -> String;
 }
 
 /// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
@@ -161,7 +163,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Link
                 output_format: entry.output_format,
                 task_id: entry.task_id.clone(),
                 result_url: (p.state == ImageState::Succeeded)
-                    .then(|| links.result(job.id, entry.index)),
+                    .then(|| links.result(job, entry.index)),
                 started_at: p.started_at,
                 finished_at: p.finished_at,
             }
@@ -187,7 +189,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Link
             None
         },
         expires_at: job.expires_at,
-        download_url: links.download(job.id),
+        download_url: links.download(job),
         progress,
         images,
     }
@@ -205,11 +207,11 @@ mod tests {
         fn status(&self, job: JobId) -> String {
             format!("/status-job/{job}")
         }
-        fn download(&self, job: JobId) -> String {
-            format!("/download/{job}")
+        fn download(&self, job: &Job) -> String {
+            format!("/download/{}", job.id)
         }
-        fn result(&self, job: JobId, index: usize) -> String {
-            format!("/images/{job}/{index}")
+        fn result(&self, job: &Job, index: usize) -> String {
+            format!("/images/{}/{index}", job.id)
         }
     }
     use crate::jobs::{ImageEntry, Recipe};
@@ -219,6 +221,8 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         Job {
+            tenant: crate::auth::Tenant::local(),
+            idempotency_key: None,
             id: JobId::new(),
             recipe: Recipe {
                 ops: "blur".parse().expect("a valid chain"),

@@ -6,13 +6,19 @@
 #[cfg(test)]
 pub mod memory;
 mod redis;
+mod redis_tenants;
 mod sqlite;
+mod sqlite_tenants;
+mod tenants;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use self::redis::RedisMeta;
 pub use self::sqlite::SqliteMeta;
+pub use self::tenants::TenantStore;
+use crate::auth::idempotency::IdempotencyKey;
+use crate::auth::Tenant;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 crate::backend_error::backend_error!(
@@ -37,6 +43,8 @@ pub struct Doomed {
     /// lost: listing a bucket by prefix is not portable across S3 servers).
     pub task_ids: Vec<String>,
     pub object_keys: Vec<String>,
+    /// The `Idempotency-Key` it was submitted with, whose record goes too.
+    pub submission: Option<(Tenant, IdempotencyKey)>,
 }
 
 impl Doomed {
@@ -45,6 +53,11 @@ impl Doomed {
             id: job.id,
             task_ids: job.images.iter().map(|i| i.task_id.clone()).collect(),
             object_keys: job.object_keys(),
+            submission: job
+                .idempotency_key
+                .as_deref()
+                .and_then(|k| IdempotencyKey::parse(k).ok())
+                .map(|k| (job.tenant.clone(), k)),
         }
     }
 
@@ -54,6 +67,7 @@ impl Doomed {
             id,
             task_ids: Vec::new(),
             object_keys: Vec::new(),
+            submission: None,
         }
     }
 }

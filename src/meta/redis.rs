@@ -14,8 +14,8 @@ use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
 pub struct RedisMeta {
-    conn: ConnectionManager,
-    prefix: String,
+    pub(super) conn: ConnectionManager,
+    pub(super) prefix: String,
 }
 
 /// Keys outlive their job by this much in case no imgpipe process is running
@@ -24,11 +24,11 @@ const BACKSTOP_SECS: i64 = 7 * 24 * 3600;
 
 /// Every Redis error counts as an outage (retried): imgpipe's own scripts
 /// and keys are well-formed, so what fails is the connection or the server.
-fn unavailable(e: redis::RedisError) -> MetaError {
+pub(super) fn unavailable(e: redis::RedisError) -> MetaError {
     MetaError::unavailable("Redis", e)
 }
 
-fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
+pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
     move |e| MetaError::with_source(ErrorKind::Corrupt, what, e)
 }
 

@@ -14,18 +14,18 @@ use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
 pub struct SqliteMeta {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
-fn unavailable(e: sqlx::Error) -> MetaError {
+pub(super) fn unavailable(e: sqlx::Error) -> MetaError {
     MetaError::unavailable("SQLite", e)
 }
 
-fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
+pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaError {
     move |e| MetaError::with_source(ErrorKind::Corrupt, what, e)
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
+pub(super) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 

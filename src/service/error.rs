@@ -45,6 +45,12 @@ pub enum JobError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry when it has answered"
+    )]
+    SubmissionInProgress,
+    #[error("this Idempotency-Key was already used for a different request (other files, names or options); use a new key for a new request")]
+    IdempotencyMismatch,
     #[error("internal error: {0}")]
     Internal(String),
 }

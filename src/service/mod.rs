@@ -4,15 +4,24 @@
 //!
 //! - this file   status, one result, the ZIP of all of them, readiness
 //! - `submit`    uploads + recipe → a stored, recorded, enqueued job
+//! - `idempotency` claiming an `Idempotency-Key` when a submission starts
 //! - `purge`     deleting a job; purging expired or deleted ones
+//! - `keys`      API keys: authenticating a token; managing keys
 //! - `error`     [`JobError`], what every operation here can fail with
+//!
+//! Every operation on an existing job takes an [`Access`]: a job outside it
+//! is answered exactly as a job that does not exist.
 
 mod error;
+mod idempotency;
+pub mod keys;
 mod purge;
 mod submit;
 
 pub use error::JobError;
-pub use submit::{Accepted, AcceptedImage, Upload};
+pub use idempotency::Claimed;
+pub use keys::{KeyError, KeyService};
+pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +29,16 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::archive;
+use crate::auth::Access;
 use crate::jobs::intake::Limits;
 use crate::jobs::status::{aggregate, JobStatus, Links};
 use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
-use crate::meta::{JobRecord, MetaStore};
+use crate::meta::{JobRecord, MetaStore, TenantStore};
 use crate::queue::Producer;
 use crate::store::{ObjectStore, ObjectStream};
 
-/// One dependency's health, for readiness.
+/// One dependency's health, for readiness. `error` is for operators only
+/// (it may name hosts and paths).
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: &'static str,
@@ -39,6 +50,7 @@ pub struct Check {
 pub struct JobService {
     store: Arc<dyn ObjectStore>,
     meta: Arc<dyn MetaStore>,
+    tenants: Arc<dyn TenantStore>,
     queue: Arc<dyn Producer>,
     limits: Limits,
     ttl: Duration,
@@ -48,9 +60,11 @@ pub struct JobService {
 impl JobService {
     /// `ttl`: how long a job and its files are kept after submission;
     /// `links`: where answers point clients to (the HTTP layer's routes).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn ObjectStore>,
         meta: Arc<dyn MetaStore>,
+        tenants: Arc<dyn TenantStore>,
         queue: Arc<dyn Producer>,
         limits: Limits,
         ttl: Duration,
@@ -59,6 +73,7 @@ impl JobService {
         JobService {
             store,
             meta,
+            tenants,
             queue,
             limits,
             ttl,
@@ -70,16 +85,19 @@ impl JobService {
         self.limits
     }
 
-    async fn record(&self, id: &str) -> Result<JobRecord, JobError> {
+    /// The job, if it exists and `access` covers it: another tenant's job is
+    /// "not found", after the same one read as a job that exists.
+    async fn record(&self, id: &str, access: &Access) -> Result<JobRecord, JobError> {
         let job_id = parse_job_id(id)?;
         self.meta
             .load(job_id)
             .await?
+            .filter(|record| access.covers(&record.job.tenant))
             .ok_or_else(|| JobError::JobNotFound(id.to_string()))
     }
 
-    pub async fn status(&self, id: &str) -> Result<JobStatus, JobError> {
-        let record = self.record(id).await?;
+    pub async fn status(&self, id: &str, access: &Access) -> Result<JobStatus, JobError> {
+        let record = self.record(id, access).await?;
         Ok(aggregate(
             &record.job,
             &record.progress,
@@ -92,8 +110,9 @@ impl JobService {
         &self,
         id: &str,
         index: usize,
+        access: &Access,
     ) -> Result<(ObjectStream, ImageEntry), JobError> {
-        let record = self.record(id).await?;
+        let record = self.record(id, access).await?;
         let job = &record.job;
         let entry = job
             .images
@@ -129,6 +148,7 @@ impl JobService {
         &self,
         id: &str,
         partial: bool,
+        access: &Access,
     ) -> Result<
         (
             JobStatus,
@@ -136,7 +156,7 @@ impl JobService {
         ),
         JobError,
     > {
-        let record = self.record(id).await?;
+        let record = self.record(id, access).await?;
         let status = aggregate(&record.job, &record.progress, self.links.as_ref());
         if !status.status.is_terminal() && !partial {
             return Err(JobError::NotFinished(Box::new(status)));

@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::JobError;
 use super::{parse_job_id, JobService};
+use crate::auth::Access;
 use crate::meta::Doomed;
 
 /// Jobs purged per pass; the next pass takes the rest.
@@ -19,8 +20,10 @@ impl JobService {
     /// Deletes a job: from this moment it is gone for every route, and its
     /// queued tasks will not run. Its files, tasks and records are purged now,
     /// or by the next purge pass if a backend is failing.
-    pub async fn delete(&self, id: &str) -> Result<(), JobError> {
+    pub async fn delete(&self, id: &str, access: &Access) -> Result<(), JobError> {
         let job_id = parse_job_id(id)?;
+        // Ownership first: another tenant's job is "not found", untouched.
+        self.record(id, access).await?;
         let job = self
             .meta
             .mark_deleted(job_id)
@@ -71,6 +74,11 @@ impl JobService {
                 job.id
             );
             return Ok(false);
+        }
+        if let Some((tenant, key)) = &job.submission {
+            self.tenants
+                .forget_submission(tenant, key, &job.id.to_string())
+                .await?;
         }
         self.meta.remove(job.id).await?;
         log::info!("job {}: purged", job.id);

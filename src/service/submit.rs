@@ -2,14 +2,19 @@
 //! one task per image enqueued. All or nothing: a refused submission leaves
 //! nothing behind (what it stored is removed in the background).
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+use super::idempotency::Claimed;
 use super::JobError;
 use super::{delete_all, JobService};
+use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
+use crate::auth::Tenant;
 use crate::codec::OutputFormat;
 use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
@@ -26,6 +31,18 @@ const UPLOAD_CONCURRENCY: usize = 4;
 pub struct Upload {
     pub filename: String,
     pub path: PathBuf,
+}
+
+/// The answer to a submission: the 202 body, exactly as first sent (a
+/// repeated `Idempotency-Key` gets the same bytes again).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job_id: String,
+    pub status_url: String,
+    /// JSON of [`Accepted`].
+    pub body: String,
+    /// An earlier request's answer, given again; no new job.
+    pub replayed: bool,
 }
 
 /// An accepted submission.
@@ -52,9 +69,18 @@ pub struct AcceptedImage {
 }
 
 impl JobService {
-    /// Validates every upload, then stores them, records the job and enqueues
-    /// one task per image. Nothing is stored or enqueued unless every file passes.
-    pub async fn submit(&self, recipe: Recipe, uploads: Vec<Upload>) -> Result<Accepted, JobError> {
+    /// Validates every upload, then stores them, records the job (owned by
+    /// `tenant`) and enqueues one task per image. Nothing is stored or
+    /// enqueued unless every file passes. With a `claim` (an
+    /// `Idempotency-Key`), a request that repeats an earlier one gets its
+    /// answer back, and one that differs is refused.
+    pub async fn submit(
+        &self,
+        tenant: &Tenant,
+        recipe: Recipe,
+        uploads: Vec<Upload>,
+        claim: Option<Claimed>,
+    ) -> Result<Submitted, JobError> {
         if uploads.is_empty() {
             return Err(JobError::NoFiles);
         }
@@ -68,8 +94,17 @@ impl JobService {
             .iter()
             .map(|u| (u.filename.clone(), u.path.clone()))
             .collect();
-        let inspected = tokio::task::spawn_blocking(move || {
-            paths
+        let hash_files = claim.is_some();
+        let (inspected, digests) = tokio::task::spawn_blocking(move || {
+            let digests = if hash_files {
+                paths
+                    .iter()
+                    .map(|(name, path)| Ok((name.clone(), sha256_file(path)?)))
+                    .collect::<Result<Vec<_>, JobError>>()?
+            } else {
+                Vec::new()
+            };
+            let inspected = paths
                 .iter()
                 .map(|(name, path)| {
                     intake::inspect(path, &limits).map_err(|problem| JobError::BadFile {
@@ -77,10 +112,30 @@ impl JobService {
                         problem,
                     })
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, JobError>((inspected, digests))
         })
         .await
         .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
+        let fingerprint = serde_json::to_string(&recipe)
+            .map(|r| Fingerprint::of(&r, &digests))
+            .map_err(|e| JobError::Internal(format!("recipe: {e}")))?;
+        let mut claim = claim;
+        if let Some(earlier) = claim.as_mut().and_then(|c| c.earlier.take()) {
+            return match judge(earlier, &fingerprint) {
+                Verdict::Replay(done) => Ok(Submitted {
+                    status_url: done
+                        .job_id
+                        .parse()
+                        .map(|id| self.links.status(id))
+                        .unwrap_or_default(),
+                    job_id: done.job_id,
+                    body: done.response,
+                    replayed: true,
+                }),
+                Verdict::Mismatch => Err(JobError::IdempotencyMismatch),
+            };
+        }
 
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
@@ -100,6 +155,8 @@ impl JobService {
             recipe,
             created_at: now,
             expires_at: now + ttl,
+            tenant: tenant.clone(),
+            idempotency_key: claim.as_ref().map(|c| c.key.as_str().to_string()),
             images: uploads
                 .iter()
                 .zip(inspected)
@@ -159,12 +216,12 @@ impl JobService {
             job.recipe.ops
         );
 
-        Ok(Accepted {
+        let accepted = Accepted {
             job_id: job.id,
             status: JobState::Queued,
             ops: job.recipe.ops.clone(),
             status_url: self.links.status(job.id),
-            download_url: self.links.download(job.id),
+            download_url: self.links.download(&job),
             expires_at: job.expires_at,
             images: job
                 .images
@@ -179,6 +236,34 @@ impl JobService {
                     size_bytes: i.size_bytes,
                 })
                 .collect(),
+        };
+        let body = serde_json::to_string(&accepted)
+            .map_err(|e| JobError::Internal(format!("answer: {e}")))?;
+        if let Some(Claimed {
+            tenant, key, guard, ..
+        }) = claim
+        {
+            let done = Completed {
+                fingerprint,
+                job_id: job.id.to_string(),
+                response: body.clone(),
+            };
+            match self
+                .tenants
+                .complete_submission(&tenant, &key, &done, job.expires_at)
+                .await
+            {
+                Ok(()) => guard.into_iter().for_each(|g| g.disarm()),
+                // The job exists and the client gets its answer; only a
+                // retry of this request would not be recognised.
+                Err(e) => log::warn!("job {}: could not record its Idempotency-Key: {e}", job.id),
+            }
+        }
+        Ok(Submitted {
+            job_id: job.id.to_string(),
+            status_url: accepted.status_url,
+            body,
+            replayed: false,
         })
     }
 
@@ -226,4 +311,21 @@ impl JobService {
 
 fn input_keys(job: &Job) -> Vec<String> {
     job.images.iter().map(|i| job.input_key(i.index)).collect()
+}
+
+/// SHA-256 of a spooled upload (for idempotency fingerprints).
+fn sha256_file(path: &Path) -> Result<[u8; 32], JobError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
 }

@@ -38,6 +38,8 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 fn job(ttl: chrono::Duration) -> Job {
     let now = Utc::now();
     Job {
+        tenant: crate::auth::Tenant::local(),
+        idempotency_key: None,
         id: JobId::new(),
         recipe: Recipe {
             ops: "invert".parse().expect("chain"),

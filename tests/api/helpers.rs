@@ -39,6 +39,13 @@ pub struct Deployment {
     pub tmp_dir: PathBuf,
     pub data_dir: PathBuf,
     pub extra_env: Vec<(String, String)>,
+    /// Variables removed from the processes' environment.
+    pub unset_env: Vec<String>,
+    /// An admin key (IMGPIPE_BOOTSTRAP_KEY), which `TestApp`'s client sends:
+    /// every deployment runs with auth on, as a reachable server does.
+    pub admin_key: String,
+    /// IMGPIPE_SIGNING_KEY, shared by the deployment's processes.
+    pub signing_key: String,
     /// Removed (with the data and spool directories in it) once the
     /// deployment and every process started from it are gone.
     root: Arc<tempfile::TempDir>,
@@ -62,12 +69,21 @@ impl Deployment {
             tmp_dir,
             data_dir: root.path().join("data"),
             extra_env: Vec::new(),
+            unset_env: Vec::new(),
+            admin_key: format!("ipk_test_{}", uuid::Uuid::new_v4().simple()),
+            signing_key: uuid::Uuid::new_v4().simple().to_string(),
             root,
         }
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.extra_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts processes without `key` in their environment.
+    pub fn without(mut self, key: &str) -> Self {
+        self.unset_env.push(key.to_string());
         self
     }
 
@@ -118,6 +134,7 @@ impl Deployment {
             child,
             base_url,
             log_path,
+            admin_key: self.admin_key.clone(),
             _dir: self.root.clone(),
         }
     }
@@ -135,6 +152,9 @@ impl Deployment {
             .env("IMGPIPE_RETRY_BASE_MS", "100")
             .env("IMGPIPE_HEARTBEAT_SECS", "1")
             .env("IMGPIPE_SHUTDOWN_TIMEOUT_SECS", "10")
+            .env("IMGPIPE_AUTH", "on")
+            .env("IMGPIPE_BOOTSTRAP_KEY", &self.admin_key)
+            .env("IMGPIPE_SIGNING_KEY", &self.signing_key)
             .env("RUST_LOG", "info");
         if self.backend == Backend::Distributed {
             cmd.env("REDIS_URL", required_env("IMGPIPE_TEST_REDIS_URL"))
@@ -146,6 +166,9 @@ impl Deployment {
         }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        for k in &self.unset_env {
+            cmd.env_remove(k);
         }
         cmd
     }
@@ -177,9 +200,12 @@ impl Deployment {
                     .await
                     .expect("KEYS");
                 // Worker registrations and the queue's wake-up signal are
-                // the queue's own, not records of any job or task.
+                // the queue's own, and API keys the tenants': not records of
+                // any job or task.
                 keys.into_iter()
-                    .filter(|k| !k.contains(":workers") && !k.ends_with(":signal"))
+                    .filter(|k| {
+                        !k.contains(":workers") && !k.ends_with(":signal") && !k.contains(":apikey")
+                    })
                     .collect()
             }
             Backend::Embedded => {
@@ -261,6 +287,8 @@ pub struct Process {
     pub child: Child,
     pub base_url: Option<String>,
     pub log_path: PathBuf,
+    /// The deployment's admin key.
+    pub admin_key: String,
     /// Keeps the deployment's directory until this process is killed.
     _dir: Arc<tempfile::TempDir>,
 }
@@ -303,6 +331,38 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// A handle on the same process for another client: a child that is not
+    /// this process's (killing or dropping it does nothing to the server).
+    fn view(of: &Process) -> Process {
+        Process {
+            child: Command::new("true").spawn().expect("spawn true"),
+            base_url: of.base_url.clone(),
+            log_path: of.log_path.clone(),
+            admin_key: of.admin_key.clone(),
+            _dir: of._dir.clone(),
+        }
+    }
+}
+
+/// An HTTP client that sends `Authorization: Bearer KEY` on every request.
+pub fn client_with_key(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder()
+        // Shorter than the server's 5 s keep-alive, so a pooled connection
+        // is never reused just as the server closes it.
+        .pool_idle_timeout(Duration::from_secs(2))
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 pub struct TestApp {
     pub process: Process,
     pub base: String,
@@ -318,15 +378,20 @@ impl TestApp {
             .base_url
             .clone()
             .expect("process has an HTTP address");
+        let client = client_with_key(Some(&process.admin_key));
         TestApp {
             process,
             base,
-            // Shorter than the server's 5 s keep-alive, so a pooled
-            // connection is never reused just as the server closes it.
-            client: reqwest::Client::builder()
-                .pool_idle_timeout(Duration::from_secs(2))
-                .build()
-                .expect("HTTP client"),
+            client,
+        }
+    }
+
+    /// The same app seen by another caller: `key` (or no key at all).
+    pub fn as_caller(&self, key: Option<&str>) -> TestApp {
+        TestApp {
+            process: Process::view(&self.process),
+            base: self.base.clone(),
+            client: client_with_key(key),
         }
     }
 

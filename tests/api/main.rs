@@ -36,4 +36,5 @@ mod processes;
 mod rejections;
 mod retention;
 mod system;
+mod tenants;
 mod waiting;

@@ -22,8 +22,40 @@ async fn assert_submission_refused(app: &TestApp) {
         .await;
     assert_eq!(during.status(), 503, "refused while a dependency is down");
     assert_eq!(during.headers()["retry-after"], "5");
+    let request_id = during.headers()["x-request-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
     let body: Value = during.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+    // Words a client can use; the details (addresses, paths, keys, error
+    // chains) only in the log, under the answer's request id.
+    let text = body.to_string();
+    for internal in [
+        "127.0.0.1",
+        "localhost",
+        "://",
+        "jobs/",
+        "/tmp",
+        "os error",
+        "refused",
+    ] {
+        assert!(!text.contains(internal), "{internal:?} leaked: {text}");
+    }
+    assert_eq!(body["error"]["request_id"], request_id.as_str());
+    until(
+        "the details to be logged",
+        Duration::from_secs(5),
+        || async {
+            app.process
+                .logs()
+                .lines()
+                .any(|l| l.contains(&format!("request {request_id}: 503")))
+                .then_some(())
+                .ok_or_else(|| "not logged yet".to_string())
+        },
+    )
+    .await;
 }
 
 /// `/readyz` names exactly the checks that are down.

@@ -1,0 +1,53 @@
+//! `imgpipe keys create | list | revoke`: key management against the
+//! configured metadata store (the data directory's SQLite, or Redis), also
+//! while a server uses it. `create` prints the key alone on its last line.
+
+use super::backends::tenant_store;
+use super::AppError;
+use crate::config::{Config, KeysCommand};
+use crate::service::KeyService;
+
+pub(super) async fn run(config: &Config, action: &KeysCommand) -> Result<(), AppError> {
+    let keys = KeyService::new(tenant_store(config).await?);
+    let failed = |e: crate::service::KeyError| AppError::Runtime(e.to_string());
+    match action {
+        KeysCommand::Create {
+            tenant,
+            scopes,
+            label,
+        } => {
+            let new = keys
+                .create(tenant, scopes, label.clone())
+                .await
+                .map_err(failed)?;
+            println!(
+                "created key {} for tenant {} with scopes {}",
+                new.key.id, new.key.tenant, new.key.scopes
+            );
+            println!("this is the only time the key is shown; store it now:");
+            println!("{}", new.token);
+        }
+        KeysCommand::List => {
+            let all = keys.list().await.map_err(failed)?;
+            println!("ID\tTENANT\tSCOPES\tCREATED\tREVOKED\tLABEL");
+            for key in all {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.tenant,
+                    key.scopes,
+                    key.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    key.revoked_at.map_or("-".to_string(), |t| t
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()),
+                    key.label.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            keys.revoke(id).await.map_err(failed)?;
+            println!("revoked key {id}; requests with it are refused from now on");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! API keys and idempotency records: the tenants' side of the metadata
+//! store, kept in the same backend as the jobs (SQLite or Redis) so every
+//! process — and `imgpipe keys`, while the server runs — sees the same keys.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::MetaError;
+use crate::auth::idempotency::{Claim, Completed, IdempotencyKey};
+use crate::auth::{ApiKey, KeyId, Tenant};
+
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Stores a new key; `false` if a key with its id or hash already exists.
+    async fn add_key(&self, key: &ApiKey) -> Result<bool, MetaError>;
+    /// The key whose token hashes to `hash`, revoked or not.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, MetaError>;
+    /// Every key, revoked ones included, oldest first.
+    async fn keys(&self) -> Result<Vec<ApiKey>, MetaError>;
+    /// Marks a key revoked; `false` if there is no such active key.
+    async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, MetaError>;
+
+    /// Claims `key` for a request that is starting, atomically: the first
+    /// claimant gets [`Claim::Claimed`], until it completes or releases the
+    /// claim or `lease_until` passes (its process died).
+    async fn claim_submission(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, MetaError>;
+    /// Records the answer of the claimed request, kept until `until` (its job's expiry).
+    async fn complete_submission(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        done: &Completed,
+        until: DateTime<Utc>,
+    ) -> Result<(), MetaError>;
+    /// Gives up a claim whose request failed, so the client may retry.
+    /// Leaves a completed record alone.
+    async fn release_submission(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> Result<(), MetaError>;
+    /// Forgets the completed record of `job_id` (the job was purged).
+    async fn forget_submission(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        job_id: &str,
+    ) -> Result<(), MetaError>;
+}

@@ -1,0 +1,205 @@
+//! The `TenantStore` contract (API keys and idempotency records), checked on
+//! both implementations: the real Redis that `scripts/test.sh` starts and a
+//! SQLite file. Keys are found by hash only; claims are exclusive, even
+//! under concurrent requests; completed records replay until forgotten.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use imgpipe::auth::idempotency::{Claim, Completed, Fingerprint, IdempotencyKey};
+use imgpipe::auth::keys::hash_token;
+use imgpipe::auth::{NewKey, Tenant};
+use imgpipe::meta::{RedisMeta, SqliteMeta, TenantStore};
+
+async fn stores() -> Vec<(
+    &'static str,
+    Arc<dyn TenantStore>,
+    Option<tempfile::TempDir>,
+)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteMeta::open(&dir.path().join("jobs.sqlite3"))
+        .await
+        .expect("open SQLite metadata");
+    let url = std::env::var("IMGPIPE_TEST_REDIS_URL")
+        .expect("IMGPIPE_TEST_REDIS_URL is not set: run the tests through scripts/test.sh");
+    let conn = redis::Client::open(url)
+        .expect("valid Redis URL")
+        .get_connection_manager()
+        .await
+        .expect("Redis from scripts/test.sh is reachable");
+    let redis = RedisMeta::new(
+        conn,
+        &format!("test-tenants-{}", uuid::Uuid::new_v4().simple()),
+    );
+    vec![
+        ("redis", Arc::new(redis), None),
+        ("sqlite", Arc::new(sqlite), Some(dir)),
+    ]
+}
+
+fn new_key(seed: u8, tenant: &str) -> NewKey {
+    NewKey::from_random(
+        [seed; 38],
+        tenant.parse().unwrap(),
+        "submit,read".parse().unwrap(),
+        Some(format!("label {seed}")),
+        Utc::now(),
+    )
+}
+
+#[tokio::test]
+async fn keys_are_found_by_hash_listed_and_revoked() {
+    for (name, store, _guard) in stores().await {
+        let a = new_key(1, "team-a");
+        let b = new_key(2, "team-b");
+        assert!(store.add_key(&a.key).await.unwrap(), "{name}");
+        assert!(store.add_key(&b.key).await.unwrap(), "{name}");
+        assert!(
+            !store.add_key(&a.key).await.unwrap(),
+            "{name}: same key twice"
+        );
+
+        let found = store.key_by_hash(&hash_token(&a.token)).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&a.key), "{name}");
+        assert_eq!(
+            store.key_by_hash(&hash_token("ipk_other")).await.unwrap(),
+            None
+        );
+
+        let listed = store.keys().await.unwrap();
+        assert_eq!(listed.len(), 2, "{name}");
+        assert!(listed.iter().all(|k| k.is_active()), "{name}");
+
+        assert!(
+            store.revoke_key(&a.key.id, Utc::now()).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.revoke_key(&a.key.id, Utc::now()).await.unwrap(),
+            "{name}: already revoked"
+        );
+        let revoked = store
+            .key_by_hash(&a.key.hash)
+            .await
+            .unwrap()
+            .expect("still listed");
+        assert!(!revoked.is_active(), "{name}");
+        assert_eq!(
+            revoked.scopes, a.key.scopes,
+            "{name}: the rest is unchanged"
+        );
+        assert_eq!(revoked.label, a.key.label, "{name}");
+        let b_now = store.key_by_hash(&b.key.hash).await.unwrap().unwrap();
+        assert!(b_now.is_active(), "{name}: only that key");
+    }
+}
+
+#[tokio::test]
+async fn a_claim_is_exclusive_until_released_or_completed() {
+    for (name, store, _guard) in stores().await {
+        let tenant: Tenant = "team-a".parse().unwrap();
+        let other: Tenant = "team-b".parse().unwrap();
+        let key = IdempotencyKey::parse("retry-1").unwrap();
+        let now = Utc::now();
+        let lease = now + Duration::minutes(15);
+        let claim = |t: Tenant| {
+            let (store, key) = (store.clone(), key.clone());
+            async move {
+                store
+                    .claim_submission(&t, &key, lease, Utc::now())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(claim(tenant.clone()).await, Claim::Claimed, "{name}");
+        assert_eq!(claim(tenant.clone()).await, Claim::Pending, "{name}");
+        assert_eq!(
+            claim(other.clone()).await,
+            Claim::Claimed,
+            "{name}: keys are per tenant"
+        );
+
+        store.release_submission(&tenant, &key).await.unwrap();
+        assert_eq!(claim(tenant.clone()).await, Claim::Claimed, "{name}");
+
+        let done = Completed {
+            fingerprint: Fingerprint::of("blur", &[]),
+            job_id: "job-1".into(),
+            response: r#"{"job_id":"job-1"}"#.into(),
+        };
+        store
+            .complete_submission(&tenant, &key, &done, now + Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(tenant.clone()).await,
+            Claim::Done(done.clone()),
+            "{name}"
+        );
+        store.release_submission(&tenant, &key).await.unwrap();
+        assert_eq!(
+            claim(tenant.clone()).await,
+            Claim::Done(done.clone()),
+            "{name}: release leaves a completed record alone"
+        );
+        store
+            .forget_submission(&tenant, &key, "another-job")
+            .await
+            .unwrap();
+        assert_eq!(claim(tenant.clone()).await, Claim::Done(done), "{name}");
+        store
+            .forget_submission(&tenant, &key, "job-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(tenant.clone()).await,
+            Claim::Claimed,
+            "{name}: forgotten with its job"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_frees_the_key_and_racing_claims_have_one_winner() {
+    for (name, store, _guard) in stores().await {
+        let tenant: Tenant = "team-a".parse().unwrap();
+        let key = IdempotencyKey::parse("crashed").unwrap();
+        let now = Utc::now();
+        let lapsed = now + Duration::milliseconds(200);
+        assert_eq!(
+            store
+                .claim_submission(&tenant, &key, lapsed, now)
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            store
+                .claim_submission(&tenant, &key, Utc::now() + Duration::minutes(1), Utc::now())
+                .await
+                .unwrap(),
+            Claim::Claimed,
+            "{name}: the first claimant died; its lease lapsed"
+        );
+
+        let race = IdempotencyKey::parse("race").unwrap();
+        let claims = futures::future::join_all((0..16).map(|_| {
+            let (store, tenant, race) = (store.clone(), tenant.clone(), race.clone());
+            async move {
+                store
+                    .claim_submission(
+                        &tenant,
+                        &race,
+                        Utc::now() + Duration::minutes(1),
+                        Utc::now(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let winners = claims.iter().filter(|c| **c == Claim::Claimed).count();
+        assert_eq!(winners, 1, "{name}: {claims:?}");
+    }
+}
