@@ -13,6 +13,9 @@ CREATE TABLE api_keys (
 CREATE TABLE submissions (
     tenant      TEXT    NOT NULL,
     key         TEXT    NOT NULL,
+    -- The random nonce of the request holding the claim: only it may
+    -- complete or release it.
+    claim       TEXT    NOT NULL,
     -- The first answer as JSON, once the request succeeded.
     completed   TEXT,
     job_id      TEXT,

@@ -31,7 +31,7 @@ impl ErrorKind {
         self == ErrorKind::Unavailable
     }
 
-    fn phrase(self) -> &'static str {
+    pub fn phrase(self) -> &'static str {
         match self {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::NotFound => "has no such entry",
@@ -80,6 +80,13 @@ macro_rules! backend_error {
 
             pub fn is_transient(&self) -> bool {
                 self.kind.is_transient()
+            }
+
+            /// What failed, without the details (no addresses, paths, keys
+            /// or driver messages): for answers to clients and job records.
+            #[allow(dead_code)] // not every backend's errors reach a job record
+            pub fn summary(&self) -> String {
+                format!("{} {}", $backend, self.kind.phrase())
             }
         }
 

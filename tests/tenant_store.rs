@@ -95,50 +95,66 @@ async fn keys_are_found_by_hash_listed_and_revoked() {
 }
 
 #[tokio::test]
-async fn a_claim_is_exclusive_until_released_or_completed() {
+async fn a_claim_is_exclusive_until_released_or_completed_by_its_holder() {
     for (name, store, _guard) in stores().await {
         let tenant: Tenant = "team-a".parse().unwrap();
         let other: Tenant = "team-b".parse().unwrap();
         let key = IdempotencyKey::parse("retry-1").unwrap();
         let now = Utc::now();
         let lease = now + Duration::minutes(15);
-        let claim = |t: Tenant| {
+        let claim = |t: Tenant, nonce: &'static str| {
             let (store, key) = (store.clone(), key.clone());
             async move {
                 store
-                    .claim_submission(&t, &key, lease, Utc::now())
+                    .claim_submission(&t, &key, nonce, lease, Utc::now())
                     .await
                     .unwrap()
             }
         };
-        assert_eq!(claim(tenant.clone()).await, Claim::Claimed, "{name}");
-        assert_eq!(claim(tenant.clone()).await, Claim::Pending, "{name}");
+        assert_eq!(claim(tenant.clone(), "n1").await, Claim::Claimed, "{name}");
+        assert_eq!(claim(tenant.clone(), "n2").await, Claim::Pending, "{name}");
         assert_eq!(
-            claim(other.clone()).await,
+            claim(other.clone(), "n3").await,
             Claim::Claimed,
             "{name}: keys are per tenant"
         );
 
-        store.release_submission(&tenant, &key).await.unwrap();
-        assert_eq!(claim(tenant.clone()).await, Claim::Claimed, "{name}");
+        // Only the holder releases its claim.
+        store.release_submission(&tenant, &key, "n2").await.unwrap();
+        assert_eq!(claim(tenant.clone(), "n4").await, Claim::Pending, "{name}");
+        store.release_submission(&tenant, &key, "n1").await.unwrap();
+        assert_eq!(claim(tenant.clone(), "n5").await, Claim::Claimed, "{name}");
 
         let done = Completed {
             fingerprint: Fingerprint::of("blur", &[]),
             job_id: "job-1".into(),
             response: r#"{"job_id":"job-1"}"#.into(),
         };
-        store
-            .complete_submission(&tenant, &key, &done, now + Duration::hours(1))
-            .await
-            .unwrap();
+        let until = now + Duration::hours(1);
+        let complete = |nonce: &'static str| {
+            let (store, tenant, key, done) =
+                (store.clone(), tenant.clone(), key.clone(), done.clone());
+            async move {
+                store
+                    .complete_submission(&tenant, &key, nonce, &done, until)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(
+            !complete("n1").await,
+            "{name}: a lapsed claimant cannot complete over another's claim"
+        );
+        assert!(complete("n5").await, "{name}");
+        assert!(!complete("n5").await, "{name}: completed once");
         assert_eq!(
-            claim(tenant.clone()).await,
+            claim(tenant.clone(), "n6").await,
             Claim::Done(done.clone()),
             "{name}"
         );
-        store.release_submission(&tenant, &key).await.unwrap();
+        store.release_submission(&tenant, &key, "n5").await.unwrap();
         assert_eq!(
-            claim(tenant.clone()).await,
+            claim(tenant.clone(), "n7").await,
             Claim::Done(done.clone()),
             "{name}: release leaves a completed record alone"
         );
@@ -146,13 +162,17 @@ async fn a_claim_is_exclusive_until_released_or_completed() {
             .forget_submission(&tenant, &key, "another-job")
             .await
             .unwrap();
-        assert_eq!(claim(tenant.clone()).await, Claim::Done(done), "{name}");
+        assert_eq!(
+            claim(tenant.clone(), "n8").await,
+            Claim::Done(done),
+            "{name}"
+        );
         store
             .forget_submission(&tenant, &key, "job-1")
             .await
             .unwrap();
         assert_eq!(
-            claim(tenant.clone()).await,
+            claim(tenant.clone(), "n9").await,
             Claim::Claimed,
             "{name}: forgotten with its job"
         );
@@ -166,34 +186,31 @@ async fn a_lapsed_lease_frees_the_key_and_racing_claims_have_one_winner() {
         let key = IdempotencyKey::parse("crashed").unwrap();
         let now = Utc::now();
         let lapsed = now + Duration::milliseconds(200);
-        assert_eq!(
-            store
-                .claim_submission(&tenant, &key, lapsed, now)
-                .await
-                .unwrap(),
-            Claim::Claimed
-        );
+        let first = store
+            .claim_submission(&tenant, &key, "first", lapsed, now)
+            .await
+            .unwrap();
+        assert_eq!(first, Claim::Claimed, "{name}");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let later = Utc::now();
+        let second = store
+            .claim_submission(&tenant, &key, "second", later + Duration::minutes(1), later)
+            .await
+            .unwrap();
         assert_eq!(
-            store
-                .claim_submission(&tenant, &key, Utc::now() + Duration::minutes(1), Utc::now())
-                .await
-                .unwrap(),
+            second,
             Claim::Claimed,
             "{name}: the first claimant died; its lease lapsed"
         );
 
         let race = IdempotencyKey::parse("race").unwrap();
-        let claims = futures::future::join_all((0..16).map(|_| {
+        let claims = futures::future::join_all((0..16).map(|i| {
             let (store, tenant, race) = (store.clone(), tenant.clone(), race.clone());
             async move {
+                let nonce = format!("racer-{i}");
+                let now = Utc::now();
                 store
-                    .claim_submission(
-                        &tenant,
-                        &race,
-                        Utc::now() + Duration::minutes(1),
-                        Utc::now(),
-                    )
+                    .claim_submission(&tenant, &race, &nonce, now + Duration::minutes(1), now)
                     .await
                     .unwrap()
             }

@@ -42,6 +42,11 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A key as recorded with its job (already checked when it arrived).
+    pub fn from_stored(key: String) -> Self {
+        IdempotencyKey(key)
+    }
 }
 
 /// What makes two submissions "the same request": the recipe, and each

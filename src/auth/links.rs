@@ -58,9 +58,12 @@ impl LinkSigner {
 
     /// Checks a presented link (constant-time comparison), then its expiry.
     pub fn verify(&self, path: &str, expires: &str, sig: &str, now: i64) -> Result<(), LinkError> {
-        // The expiry must be the exact decimal text that was signed.
+        // One spelling per link: the exact decimal text that was signed, and
+        // the signature in lowercase hex (an uppercase or otherwise re-spelt
+        // copy is a changed link, refused like any other).
         let expires_at: i64 = expires.parse().map_err(|_| LinkError::BadSignature)?;
-        if expires_at.to_string() != expires {
+        let lowercase_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if expires_at.to_string() != expires || sig.len() != 64 || !lowercase_hex(sig) {
             return Err(LinkError::BadSignature);
         }
         let sig = hex::decode(sig).map_err(|_| LinkError::BadSignature)?;
@@ -124,6 +127,11 @@ mod tests {
             bad(&path, &expires, &sig[..60]),
             Err(LinkError::BadSignature)
         );
+        assert_eq!(
+            bad(&path, &expires, &sig.to_uppercase()),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(bad(&path, "+1000", &sig), Err(LinkError::BadSignature));
         let other = LinkSigner::new(&[2; 32]);
         assert_eq!(
             other.verify(&path, &expires, &sig, 0),

@@ -63,14 +63,10 @@ impl Gate {
     /// For the routes a signed link may open: the link, when the query has
     /// one, grants a read of exactly this path; otherwise a key with `read`.
     pub async fn reader(&self, req: &HttpRequest) -> Result<Access, ApiError> {
-        let query = web_query(req.query_string());
-        let expires = query.iter().find(|(k, _)| k == EXPIRES_PARAM);
-        let sig = query.iter().find(|(k, _)| k == SIGNATURE_PARAM);
-        if expires.is_none() && sig.is_none() {
-            return Ok(self.require(req, Scope::Read).await?.access());
-        }
-        let (Some((_, expires)), Some((_, sig))) = (expires, sig) else {
-            return Err(Denied::Link(LinkError::BadSignature).into());
+        let (expires, sig) = match link_params(req.query_string()) {
+            LinkParams::None => return Ok(self.require(req, Scope::Read).await?.access()),
+            LinkParams::Malformed => return Err(Denied::Link(LinkError::BadSignature).into()),
+            LinkParams::Both(expires, sig) => (expires, sig),
         };
         self.signer
             .verify(req.path(), expires, sig, Utc::now().timestamp())
@@ -102,9 +98,60 @@ impl Gate {
     }
 }
 
-/// The query's pairs, percent-decoded; a malformed query yields none.
-fn web_query(query: &str) -> Vec<(String, String)> {
-    actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
-        .map(actix_web::web::Query::into_inner)
-        .unwrap_or_default()
+enum LinkParams<'q> {
+    None,
+    /// One of the two missing, or either given twice.
+    Malformed,
+    Both(&'q str, &'q str),
+}
+
+/// A signed link's parameters, exactly as written: no percent-decoding, so
+/// each link has one spelling (`verify` then insists on plain digits and
+/// lowercase hex).
+fn link_params(query: &str) -> LinkParams<'_> {
+    let mut expires = Vec::new();
+    let mut sig = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            EXPIRES_PARAM => expires.push(value),
+            SIGNATURE_PARAM => sig.push(value),
+            _ => {}
+        }
+    }
+    match (expires.as_slice(), sig.as_slice()) {
+        ([], []) => LinkParams::None,
+        ([expires], [sig]) => LinkParams::Both(expires, sig),
+        _ => LinkParams::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_has_one_spelling() {
+        assert!(matches!(link_params("partial=true"), LinkParams::None));
+        assert!(matches!(
+            link_params("expires=5&sig=ab&partial=true"),
+            LinkParams::Both("5", "ab")
+        ));
+        for malformed in [
+            "expires=5",
+            "sig=ab",
+            "expires=5&sig=ab&sig=ab",
+            "expires=5&expires=6&sig=ab",
+        ] {
+            assert!(
+                matches!(link_params(malformed), LinkParams::Malformed),
+                "{malformed}"
+            );
+        }
+        // Percent-encoded names are not the link's parameters.
+        assert!(matches!(
+            link_params("s%69g=ab&%65xpires=5"),
+            LinkParams::None
+        ));
+    }
 }

@@ -59,8 +59,13 @@ pub async fn process_job(
             // data makes the kernel reset it, and the client may then lose
             // this answer and see only "connection reset".
             drop(multipart);
-            body.drain(service.limits().max_file_bytes.saturating_mul(2))
-                .await;
+            // A caller without a key gets its 401/403 after a token drain:
+            // an anonymous client cannot make the server read a large body.
+            let bound = match e {
+                ApiError::Denied(_) => 64 << 10,
+                _ => service.limits().max_file_bytes.saturating_mul(2),
+            };
+            body.drain(bound).await;
             Err(e)
         }
     }

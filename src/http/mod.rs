@@ -27,7 +27,7 @@ pub use error::ApiError;
 pub use request_id::{access_log, assign as assign_request_id};
 
 use crate::auth::links::LinkSigner;
-use crate::jobs::status::Links;
+use crate::jobs::status::{LinkKind, Links};
 use crate::jobs::{Job, JobId};
 
 /// The addresses answers point to: the routes below. ZIP and result links
@@ -43,7 +43,10 @@ impl ApiLinks {
         ApiLinks { signer, link_ttl }
     }
 
-    fn signed(&self, job: &Job, path: String) -> String {
+    fn link(&self, job: &Job, path: String, kind: LinkKind) -> String {
+        if kind == LinkKind::Plain {
+            return path;
+        }
         let ttl = i64::try_from(self.link_ttl.as_secs()).unwrap_or(i64::MAX);
         let expires = Utc::now()
             .timestamp()
@@ -57,11 +60,11 @@ impl Links for ApiLinks {
     fn status(&self, job: JobId) -> String {
         format!("/status-job/{job}")
     }
-    fn download(&self, job: &Job) -> String {
-        self.signed(job, format!("/download/{}", job.id))
+    fn download(&self, job: &Job, kind: LinkKind) -> String {
+        self.link(job, format!("/download/{}", job.id), kind)
     }
-    fn result(&self, job: &Job, index: usize) -> String {
-        self.signed(job, format!("/images/{}/{index}", job.id))
+    fn result(&self, job: &Job, index: usize, kind: LinkKind) -> String {
+        self.link(job, format!("/images/{}/{index}", job.id), kind)
     }
 }
 

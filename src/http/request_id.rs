@@ -84,7 +84,8 @@ fn redact(method: &str, path: &str, query: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some(("sig", _)) => "sig=…".to_string(),
+                // However its name is spelt (`s%69g`), a signature stays out.
+                Some((name, _)) if decoded(name) == "sig" => format!("{name}=…"),
                 _ => pair.chars().take(80).collect(),
             })
             .collect();
@@ -92,6 +93,14 @@ fn redact(method: &str, path: &str, query: &str) -> String {
         target.push_str(&pairs.join("&"));
     }
     target
+}
+
+/// A query parameter's name, percent-decoded.
+fn decoded(name: &str) -> String {
+    actix_web::web::Query::<Vec<(String, String)>>::from_query(&format!("{name}=x"))
+        .ok()
+        .and_then(|q| q.into_inner().pop())
+        .map_or_else(|| name.to_string(), |(k, _)| k)
 }
 
 #[cfg(test)]
@@ -109,6 +118,7 @@ mod tests {
         assert_eq!(line, "GET /images/6f0c2a1e…/3?expires=1767225600&sig=…");
         assert!(!line.contains(id) && !line.contains("0123456789abcdef"));
         assert_eq!(redact("POST", "/process-job", ""), "POST /process-job");
+        assert_eq!(redact("GET", "/x", "s%69g=secret"), "GET /x?s%69g=…");
     }
 
     #[test]

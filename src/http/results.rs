@@ -19,11 +19,14 @@ pub struct DownloadQuery {
 pub async fn download(
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<DownloadQuery>,
     service: web::Data<JobService>,
     gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
     let access = gate.reader(&req).await?;
+    // Read after the key or link is checked: a caller without one learns
+    // nothing, not even that the query is malformed.
+    let query = web::Query::<DownloadQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadQuery(e.to_string()))?;
     let id = path.into_inner();
     let (status, stream) = service.archive(&id, query.partial, &access).await?;
     Ok(HttpResponse::Ok()

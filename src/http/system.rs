@@ -40,7 +40,8 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Up or down per dependency for anyone; why a dependency is down (which may
-/// name hosts and paths) for `admin` keys only.
+/// name hosts and paths) for `admin` keys only: not for open mode's
+/// anonymous callers, since an open server may be reachable by anyone.
 pub async fn readyz(
     req: HttpRequest,
     service: web::Data<JobService>,
@@ -49,7 +50,7 @@ pub async fn readyz(
     let admin = gate
         .optional(&req)
         .await
-        .is_some_and(|caller| caller.may(Scope::Admin));
+        .is_some_and(|caller| caller.key.is_some() && caller.may(Scope::Admin));
     let mut checks = service.readiness().await;
     let ready = checks.iter().all(|c| c.ok);
     if !admin {

@@ -130,18 +130,32 @@ fn count(states: &[ImageState]) -> Progress {
     }
 }
 
+/// Which form of address a status carries for the ZIP and the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// Shareable: works without a key until it expires (never after the job).
+    Shareable,
+    /// The plain route, which needs a key: for copies of a status that
+    /// outlive the answer or reach other hands (the ZIP's manifest), so a
+    /// link never mints a later link.
+    Plain,
+}
+
 /// The addresses a status points clients to (status, ZIP, one result).
-/// The ZIP and result links may be shareable (signed, working without a
-/// key until they expire, never after the job does).
 pub trait Links: Send + Sync + 'static {
     fn status(&self, job: JobId) -> String;
-    fn download(&self, job: &Job) -> String;
-    fn result(&self, job: &Job, index: usize) -> String;
+    fn download(&self, job: &Job, kind: LinkKind) -> String;
+    fn result(&self, job: &Job, index: usize, kind: LinkKind) -> String;
 }
 
 /// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
 /// missing entry counts as queued (it has not been touched yet).
-pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Links) -> JobStatus {
+pub fn aggregate(
+    job: &Job,
+    progress: &[Option<ImageProgress>],
+    links: &dyn Links,
+    kind: LinkKind,
+) -> JobStatus {
     let images: Vec<ImageStatus> = job
         .images
         .iter()
@@ -163,7 +177,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Link
                 output_format: entry.output_format,
                 task_id: entry.task_id.clone(),
                 result_url: (p.state == ImageState::Succeeded)
-                    .then(|| links.result(job, entry.index)),
+                    .then(|| links.result(job, entry.index, kind)),
                 started_at: p.started_at,
                 finished_at: p.finished_at,
             }
@@ -189,7 +203,7 @@ pub fn aggregate(job: &Job, progress: &[Option<ImageProgress>], links: &dyn Link
             None
         },
         expires_at: job.expires_at,
-        download_url: links.download(job),
+        download_url: links.download(job, kind),
         progress,
         images,
     }
@@ -207,10 +221,10 @@ mod tests {
         fn status(&self, job: JobId) -> String {
             format!("/status-job/{job}")
         }
-        fn download(&self, job: &Job) -> String {
+        fn download(&self, job: &Job, _: LinkKind) -> String {
             format!("/download/{}", job.id)
         }
-        fn result(&self, job: &Job, index: usize) -> String {
+        fn result(&self, job: &Job, index: usize, _: LinkKind) -> String {
             format!("/images/{}/{index}", job.id)
         }
     }
@@ -269,7 +283,12 @@ mod tests {
 
     #[test]
     fn all_queued_is_queued() {
-        let s = aggregate(&job(3), &[None, with(Queued), None], &Paths);
+        let s = aggregate(
+            &job(3),
+            &[None, with(Queued), None],
+            &Paths,
+            LinkKind::Plain,
+        );
         assert_eq!(s.status, JobState::Queued);
         assert_eq!(s.progress.queued, 3);
         assert_eq!(s.progress.percent, 0.0);
@@ -280,13 +299,14 @@ mod tests {
     #[test]
     fn any_started_is_processing() {
         assert_eq!(
-            aggregate(&job(2), &[with(Processing), None], &Paths).status,
+            aggregate(&job(2), &[with(Processing), None], &Paths, LinkKind::Plain).status,
             JobState::Processing
         );
         let s = aggregate(
             &job(3),
             &[with(Succeeded), with(Queued), with(Queued)],
             &Paths,
+            LinkKind::Plain,
         );
         assert_eq!(s.status, JobState::Processing);
         assert_eq!(s.progress.percent, 33.3);
@@ -299,14 +319,19 @@ mod tests {
             error: Some("storage unavailable".into()),
             ..ImageProgress::queued()
         });
-        let s = aggregate(&job(2), &[retrying, None], &Paths);
+        let s = aggregate(&job(2), &[retrying, None], &Paths, LinkKind::Plain);
         assert_eq!(s.progress.queued, 2);
         assert_eq!(s.status, JobState::Processing);
     }
 
     #[test]
     fn terminal_states() {
-        let all_ok = aggregate(&job(2), &[with(Succeeded), with(Succeeded)], &Paths);
+        let all_ok = aggregate(
+            &job(2),
+            &[with(Succeeded), with(Succeeded)],
+            &Paths,
+            LinkKind::Plain,
+        );
         assert_eq!(all_ok.status, JobState::Completed);
         assert!(all_ok.all_ready && all_ok.all_successful);
         assert_eq!(all_ok.progress.percent, 100.0);
@@ -315,12 +340,22 @@ mod tests {
             Some(&*format!("/images/{}/1", all_ok.job_id))
         );
 
-        let mixed = aggregate(&job(2), &[with(Succeeded), with(Failed)], &Paths);
+        let mixed = aggregate(
+            &job(2),
+            &[with(Succeeded), with(Failed)],
+            &Paths,
+            LinkKind::Plain,
+        );
         assert_eq!(mixed.status, JobState::CompletedWithErrors);
         assert!(mixed.all_ready && !mixed.all_successful);
         assert!(mixed.images[1].result_url.is_none());
 
-        let none = aggregate(&job(2), &[with(Failed), with(Failed)], &Paths);
+        let none = aggregate(
+            &job(2),
+            &[with(Failed), with(Failed)],
+            &Paths,
+            LinkKind::Plain,
+        );
         assert_eq!(none.status, JobState::Failed);
         assert!(none.all_ready && !none.all_successful);
     }
@@ -337,6 +372,7 @@ mod tests {
                 with(Queued),
             ],
             &Paths,
+            LinkKind::Plain,
         );
         let p = &s.progress;
         assert_eq!(

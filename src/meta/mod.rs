@@ -55,9 +55,8 @@ impl Doomed {
             object_keys: job.object_keys(),
             submission: job
                 .idempotency_key
-                .as_deref()
-                .and_then(|k| IdempotencyKey::parse(k).ok())
-                .map(|k| (job.tenant.clone(), k)),
+                .clone()
+                .map(|k| (job.tenant.clone(), IdempotencyKey::from_stored(k))),
         }
     }
 

@@ -1,8 +1,8 @@
 //! [`TenantStore`] in Redis. `<prefix>:apikey:<hash>` holds a key's JSON
 //! (found by the hash of the presented token in one read), `<prefix>:apikeys`
 //! maps key id → hash for listing and revoking. `<prefix>:submission:<tenant>:<sha256 of
-//! the Idempotency-Key>` is `pending` while a request holds the claim, then
-//! the first answer's JSON until the job expires.
+//! the Idempotency-Key>` is `pending:<nonce>` while a request holds the
+//! claim, then the first answer's JSON until the job expires.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,7 +15,8 @@ use super::MetaError;
 use crate::auth::idempotency::{Claim, Completed, IdempotencyKey};
 use crate::auth::{ApiKey, KeyId, Tenant};
 
-const PENDING: &str = "pending";
+/// A pending claim's value is this followed by the claimant's nonce.
+const PENDING: &str = "pending:";
 
 /// Marks a key revoked by rewriting its JSON; 1 if it was active.
 const REVOKE: &str = r"
@@ -31,18 +32,28 @@ redis.call('SET', key, cjson.encode(record))
 return 1
 ";
 
-/// Claims a submission key: {'claimed'}, {'pending'} or {'done', json}.
+/// Claims a submission key for ARGV[1] (`pending:<nonce>`):
+/// {'claimed'}, {'pending'} or {'done', json}.
 const CLAIM: &str = r"
 local value = redis.call('GET', KEYS[1])
 if not value then
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
   return {'claimed'}
 end
-if value == ARGV[1] then return {'pending'} end
+if string.sub(value, 1, 8) == 'pending:' then return {'pending'} end
 return {'done', value}
 ";
 
-/// Deletes a pending claim (never a completed record).
+/// Records the answer (ARGV[2], until ARGV[3]) if the key is absent or
+/// still claimed by ARGV[1]; 1 if written.
+const COMPLETE: &str = r"
+local value = redis.call('GET', KEYS[1])
+if value and value ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+return 1
+";
+
+/// Deletes the claim held by ARGV[1] (never another's, never a completed record).
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -51,7 +62,7 @@ return 0
 /// Deletes a completed record if it belongs to job ARGV[1].
 const FORGET: &str = r"
 local value = redis.call('GET', KEYS[1])
-if not value or value == 'pending' then return 0 end
+if not value or string.sub(value, 1, 8) == 'pending:' then return 0 end
 local ok, record = pcall(cjson.decode, value)
 if ok and record.job_id == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -136,12 +147,13 @@ impl TenantStore for RedisMeta {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         lease_until: DateTime<Utc>,
         _now: DateTime<Utc>,
     ) -> Result<Claim, MetaError> {
         let answer: Vec<String> = redis::Script::new(CLAIM)
             .key(self.submission(tenant, key))
-            .arg(PENDING)
+            .arg(format!("{PENDING}{nonce}"))
             .arg(lease_until.timestamp_millis())
             .invoke_async(&mut self.conn.clone())
             .await
@@ -162,29 +174,32 @@ impl TenantStore for RedisMeta {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         done: &Completed,
         until: DateTime<Utc>,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(done).map_err(corrupt("an idempotency record".to_string()))?;
-        redis::cmd("SET")
-            .arg(self.submission(tenant, key))
+        let written: i64 = redis::Script::new(COMPLETE)
+            .key(self.submission(tenant, key))
+            .arg(format!("{PENDING}{nonce}"))
             .arg(json)
-            .arg("PXAT")
             .arg(until.timestamp_millis())
-            .query_async::<()>(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(written == 1)
     }
 
     async fn release_submission(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
     ) -> Result<(), MetaError> {
         redis::Script::new(RELEASE)
             .key(self.submission(tenant, key))
-            .arg(PENDING)
+            .arg(format!("{PENDING}{nonce}"))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|_| ())

@@ -70,20 +70,23 @@ impl TenantStore for SqliteMeta {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Claim, MetaError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // A row whose lease or job has run out counts as absent.
         let claimed = sqlx::query(
-            "INSERT INTO submissions (tenant, key, completed, job_id, expires_at)
-             VALUES (?1, ?2, NULL, NULL, ?3)
+            "INSERT INTO submissions (tenant, key, claim, completed, job_id, expires_at)
+             VALUES (?1, ?2, ?3, NULL, NULL, ?4)
              ON CONFLICT (tenant, key) DO UPDATE
-               SET completed = NULL, job_id = NULL, expires_at = excluded.expires_at
-               WHERE submissions.expires_at <= ?4",
+               SET claim = excluded.claim, completed = NULL, job_id = NULL,
+                   expires_at = excluded.expires_at
+               WHERE submissions.expires_at <= ?5",
         )
         .bind(tenant.as_str())
         .bind(key.as_str())
+        .bind(nonce)
         .bind(millis(lease_until))
         .bind(millis(now))
         .execute(&mut *tx)
@@ -116,39 +119,50 @@ impl TenantStore for SqliteMeta {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         done: &Completed,
         until: DateTime<Utc>,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(done).map_err(corrupt("an idempotency record".to_string()))?;
-        sqlx::query(
-            "INSERT INTO submissions (tenant, key, completed, job_id, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+        // Absent (the lease lapsed and nobody took the key) or still ours:
+        // recorded. Someone else's claim, or a completed record: left alone.
+        let written = sqlx::query(
+            "INSERT INTO submissions (tenant, key, claim, completed, job_id, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (tenant, key) DO UPDATE
-               SET completed = ?3, job_id = ?4, expires_at = ?5",
+               SET completed = excluded.completed, job_id = excluded.job_id,
+                   expires_at = excluded.expires_at
+               WHERE submissions.claim = ?3 AND submissions.completed IS NULL",
         )
         .bind(tenant.as_str())
         .bind(key.as_str())
+        .bind(nonce)
         .bind(json)
         .bind(&done.job_id)
         .bind(millis(until))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(written.rows_affected() == 1)
     }
 
     async fn release_submission(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
     ) -> Result<(), MetaError> {
-        sqlx::query("DELETE FROM submissions WHERE tenant = ? AND key = ? AND completed IS NULL")
-            .bind(tenant.as_str())
-            .bind(key.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        sqlx::query(
+            "DELETE FROM submissions
+             WHERE tenant = ? AND key = ? AND claim = ? AND completed IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(key.as_str())
+        .bind(nonce)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 

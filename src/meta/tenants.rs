@@ -21,31 +21,37 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn revoke_key(&self, id: &KeyId, at: DateTime<Utc>) -> Result<bool, MetaError>;
 
     /// Claims `key` for a request that is starting, atomically: the first
-    /// claimant gets [`Claim::Claimed`], until it completes or releases the
-    /// claim or `lease_until` passes (its process died).
+    /// claimant gets [`Claim::Claimed`] and holds the claim under `nonce`,
+    /// until it completes or releases it or `lease_until` passes (its
+    /// process died).
     async fn claim_submission(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Claim, MetaError>;
-    /// Records the answer of the claimed request, kept until `until` (its job's expiry).
+    /// Records the answer of the request holding the claim under `nonce`,
+    /// kept until `until` (its job's expiry). `false` if another request
+    /// holds the key now (this one's lease lapsed) or it is completed.
     async fn complete_submission(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
         done: &Completed,
         until: DateTime<Utc>,
-    ) -> Result<(), MetaError>;
-    /// Gives up a claim whose request failed, so the client may retry.
-    /// Leaves a completed record alone.
+    ) -> Result<bool, MetaError>;
+    /// Gives up the claim held under `nonce` (its request failed), so the
+    /// client may retry. Leaves anyone else's claim and a completed record alone.
     async fn release_submission(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
+        nonce: &str,
     ) -> Result<(), MetaError>;
-    /// Forgets the completed record of `job_id` (the job was purged).
+    /// Forgets the completed record of `job_id` (the job was deleted or purged).
     async fn forget_submission(
         &self,
         tenant: &Tenant,

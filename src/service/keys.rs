@@ -25,6 +25,8 @@ pub enum KeyError {
     Invalid,
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error("the tenant name \"local\" is reserved (it owns the jobs of open mode and the bootstrap key); choose another")]
+    Reserved,
     #[error("no key with id {0}, or it is already revoked")]
     NoSuchKey(String),
     #[error("IMGPIPE_BOOTSTRAP_KEY must be at least {MIN_BOOTSTRAP_LEN} printable characters (use e.g. `openssl rand -hex 32`)")]
@@ -45,7 +47,7 @@ pub enum Bootstrap {
 }
 
 /// How long a key seen active still counts while the store is unreachable.
-const STALE_IF_ERROR: Duration = Duration::from_secs(300);
+const STALE_IF_ERROR: Duration = Duration::from_secs(120);
 /// Keys remembered for that; the memory is cleared when it fills up.
 const REMEMBERED_KEYS: usize = 1024;
 
@@ -114,6 +116,11 @@ impl KeyService {
         label: Option<String>,
     ) -> Result<NewKey, KeyError> {
         let tenant: Tenant = tenant.parse()?;
+        if tenant == Tenant::local() {
+            // `local` owns open mode's jobs and the bootstrap key: a key of
+            // that tenant would see all of them.
+            return Err(KeyError::Reserved);
+        }
         let scopes: Scopes = scopes.parse()?;
         let mut random = [0u8; 38];
         getrandom::fill(&mut random).map_err(|e| KeyError::Random(e.to_string()))?;
@@ -201,6 +208,7 @@ mod tests {
             &self,
             _: &Tenant,
             _: &IdempotencyKey,
+            _: &str,
             _: DateTime<Utc>,
             _: DateTime<Utc>,
         ) -> Result<Claim, MetaError> {
@@ -210,15 +218,17 @@ mod tests {
             &self,
             _: &Tenant,
             _: &IdempotencyKey,
+            _: &str,
             _: &Completed,
             _: DateTime<Utc>,
-        ) -> Result<(), MetaError> {
-            Ok(())
+        ) -> Result<bool, MetaError> {
+            Ok(true)
         }
         async fn release_submission(
             &self,
             _: &Tenant,
             _: &IdempotencyKey,
+            _: &str,
         ) -> Result<(), MetaError> {
             Ok(())
         }

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::archive;
 use crate::auth::Access;
 use crate::jobs::intake::Limits;
-use crate::jobs::status::{aggregate, JobStatus, Links};
+use crate::jobs::status::{aggregate, JobStatus, LinkKind, Links};
 use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
 use crate::meta::{JobRecord, MetaStore, TenantStore};
 use crate::queue::Producer;
@@ -47,6 +47,8 @@ pub struct Check {
 }
 
 /// Fields are private to this module and its children (`submit`, `purge`).
+/// Cloning is cheap (shared backends), for work that must outlive a request.
+#[derive(Clone)]
 pub struct JobService {
     store: Arc<dyn ObjectStore>,
     meta: Arc<dyn MetaStore>,
@@ -102,6 +104,7 @@ impl JobService {
             &record.job,
             &record.progress,
             self.links.as_ref(),
+            LinkKind::Shareable,
         ))
     }
 
@@ -157,7 +160,14 @@ impl JobService {
         JobError,
     > {
         let record = self.record(id, access).await?;
-        let status = aggregate(&record.job, &record.progress, self.links.as_ref());
+        // Plain links: the manifest and a 409's status reach whoever holds a
+        // signed download link, which must not mint fresh links from it.
+        let status = aggregate(
+            &record.job,
+            &record.progress,
+            self.links.as_ref(),
+            LinkKind::Plain,
+        );
         if !status.status.is_terminal() && !partial {
             return Err(JobError::NotFinished(Box::new(status)));
         }

@@ -29,6 +29,17 @@ impl JobService {
             .mark_deleted(job_id)
             .await?
             .ok_or_else(|| JobError::JobNotFound(id.to_string()))?;
+        // Its Idempotency-Key is free at once, not only once it is purged
+        // (a retry must not be answered with a deleted job).
+        if let Some((tenant, key)) = &Doomed::of(&job).submission {
+            if let Err(e) = self
+                .tenants
+                .forget_submission(tenant, key, &job_id.to_string())
+                .await
+            {
+                log::warn!("job {job_id}: its Idempotency-Key stays until the purge: {e}");
+            }
+        }
         // Bounded: the job is already gone for clients, and a slow backend
         // must not hold the request; the next purge pass finishes the work.
         match tokio::time::timeout(PURGE_DEADLINE, self.purge(&Doomed::of(&job))).await {

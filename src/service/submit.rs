@@ -18,7 +18,7 @@ use crate::auth::Tenant;
 use crate::codec::OutputFormat;
 use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
-use crate::jobs::status::JobState;
+use crate::jobs::status::{JobState, LinkKind};
 use crate::jobs::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
 use crate::meta::Doomed;
 use crate::ops::Chain;
@@ -179,6 +179,24 @@ impl JobService {
                 .collect(),
         };
 
+        // The rest runs as a task of its own: a client that goes away now
+        // must not cancel it between recording the job and recording its
+        // Idempotency-Key (a retry would then make a second job).
+        let this = self.clone();
+        tokio::spawn(async move { this.commit(job, uploads, claim, fingerprint).await })
+            .await
+            .map_err(|e| JobError::Internal(format!("submission crashed: {e}")))?
+    }
+
+    /// Stores the uploads, records the job, enqueues its tasks and records
+    /// the answer under the claim, if any. All or nothing.
+    async fn commit(
+        &self,
+        job: Job,
+        uploads: Vec<Upload>,
+        claim: Option<Claimed>,
+        fingerprint: Fingerprint,
+    ) -> Result<Submitted, JobError> {
         if let Err(e) = self.store_uploads(&job, &uploads).await {
             self.discard(&job, false);
             return Err(e);
@@ -221,7 +239,7 @@ impl JobService {
             status: JobState::Queued,
             ops: job.recipe.ops.clone(),
             status_url: self.links.status(job.id),
-            download_url: self.links.download(&job),
+            download_url: self.links.download(&job, LinkKind::Shareable),
             expires_at: job.expires_at,
             images: job
                 .images
@@ -240,7 +258,11 @@ impl JobService {
         let body = serde_json::to_string(&accepted)
             .map_err(|e| JobError::Internal(format!("answer: {e}")))?;
         if let Some(Claimed {
-            tenant, key, guard, ..
+            tenant,
+            key,
+            nonce,
+            guard,
+            ..
         }) = claim
         {
             let done = Completed {
@@ -250,10 +272,19 @@ impl JobService {
             };
             match self
                 .tenants
-                .complete_submission(&tenant, &key, &done, job.expires_at)
+                .complete_submission(&tenant, &key, &nonce, &done, job.expires_at)
                 .await
             {
-                Ok(()) => guard.into_iter().for_each(|g| g.disarm()),
+                Ok(true) => guard.into_iter().for_each(|g| g.disarm()),
+                // The lease lapsed (an upload slower than it) and another
+                // request holds the key: both jobs exist; that one answers.
+                Ok(false) => {
+                    guard.into_iter().for_each(|g| g.disarm());
+                    log::warn!(
+                        "job {}: its Idempotency-Key was taken over after its claim lapsed",
+                        job.id
+                    );
+                }
                 // The job exists and the client gets its answer; only a
                 // retry of this request would not be recognised.
                 Err(e) => log::warn!("job {}: could not record its Idempotency-Key: {e}", job.id),
@@ -268,12 +299,22 @@ impl JobService {
     }
 
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
-        futures::stream::iter(job.images.iter().zip(uploads))
-            .map(|(image, upload)| async move {
-                let key = job.input_key(image.index);
-                self.store
-                    .put_file(&key, &upload.path, "application/octet-stream")
-                    .await
+        // Owned pairs: the stream lives in a spawned task (see `submit`).
+        let pairs: Vec<(String, PathBuf)> = job
+            .images
+            .iter()
+            .zip(uploads)
+            .map(|(image, upload)| (job.input_key(image.index), upload.path.clone()))
+            .collect();
+        let store = self.store.clone();
+        futures::stream::iter(pairs)
+            .map(move |(key, path)| {
+                let store = store.clone();
+                async move {
+                    store
+                        .put_file(&key, &path, "application/octet-stream")
+                        .await
+                }
             })
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<Vec<()>>()

@@ -152,16 +152,22 @@ impl Worker {
                 delivery,
                 Utc::now(),
             ),
-            Err(TaskError::Crashed(message)) => decide::crashed(&started, &message, Utc::now()),
+            Err(TaskError::Crashed(message)) => {
+                log::error!("job {job_id} image {index}: processing crashed: {message}");
+                decide::crashed(&started, Utc::now())
+            }
             Err(e) => {
                 if let TaskError::Image(CodecError::Unreadable { format, detail }) = &e {
                     log::warn!(
                         "job {job_id} image {index}: the {format} decoder panicked: {detail}"
                     );
                 }
+                if matches!(e, TaskError::Store(_) | TaskError::Meta(_)) {
+                    log::warn!("job {job_id} image {index}: {e}");
+                }
                 let failure = Processed::Failed {
                     transient: e.is_transient(),
-                    message: e.to_string(),
+                    message: e.reason(),
                 };
                 decide::finish(&started, failure, max_attempts, delivery, Utc::now())
             }

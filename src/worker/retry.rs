@@ -54,6 +54,19 @@ impl From<RenderError> for TaskError {
 }
 
 impl TaskError {
+    /// The reason recorded in the image's status, which clients (and holders
+    /// of a signed link to the ZIP's manifest) read: what went wrong, without
+    /// the backend's details, which only the log gets.
+    pub fn reason(&self) -> String {
+        match self {
+            TaskError::Image(e) => e.to_string(),
+            TaskError::Size(e) => e.to_string(),
+            TaskError::Store(e) => e.summary(),
+            TaskError::Meta(e) => e.summary(),
+            TaskError::Crashed(_) => "processing crashed".to_string(),
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             TaskError::Image(_) | TaskError::Size(_) | TaskError::Crashed(_) => false,

@@ -70,6 +70,20 @@ async fn assert_not_ready(app: &TestApp, down: &[&str]) {
         assert_eq!(check["ok"], expected_ok, "{name}: {ready}");
         assert_eq!(check["error"].is_string(), !expected_ok, "{name}: {ready}");
     }
+    // Anyone else learns up or down, not why (hosts, paths, driver errors).
+    let anonymous = app.as_caller(None);
+    let resp = anonymous.get("/readyz").await;
+    assert_eq!(resp.status(), 503);
+    let public: Value = resp.json().await.expect("JSON");
+    for (check, detailed) in public["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .zip(ready["checks"].as_array().expect("checks"))
+    {
+        assert_eq!(check["ok"], detailed["ok"], "{public}");
+        assert!(check["error"].is_null(), "{public}");
+    }
 }
 
 /// A failed attempt is visible in the status: an image back in the queue

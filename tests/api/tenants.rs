@@ -124,8 +124,25 @@ async fn every_route_needs_a_valid_key_with_its_scope(backend: Backend) {
         );
         assert_eq!(error_code(call(&garbled, method, &path).await).await.0, 401);
     }
-    for public in ["/healthz", "/readyz", "/filters", "/openapi.yaml"] {
+    for public in ["/healthz", "/readyz", "/filters", "/openapi.yaml", "/docs/"] {
         assert_eq!(anonymous.get(public).await.status(), 200, "{public}");
+    }
+
+    // Request ids: a well-formed one is echoed (header and error body), any
+    // other is replaced.
+    for (sent, echoed) in [("client-req:42", true), ("bad id with spaces", false)] {
+        let resp = anonymous
+            .send(
+                anonymous
+                    .client
+                    .get(anonymous.url(&format!("/status-job/{job}")))
+                    .header("X-Request-Id", sent),
+            )
+            .await;
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id == sent, echoed, "{sent:?} → {id:?}");
+        let body: Value = resp.json().await.expect("JSON");
+        assert_eq!(body["error"]["request_id"], id.as_str());
     }
 
     // Scopes: a reader cannot submit or delete, a submitter cannot read.
@@ -240,6 +257,15 @@ async fn signed_links_open_one_read_until_they_expire(backend: Backend) {
     assert_eq!(zip.status(), 200, "a signed link needs no key");
     assert_eq!(zip.headers()["content-type"], "application/zip");
     assert_eq!(anonymous.get(&result).await.status(), 200);
+    // The manifest in the ZIP points at plain routes: a link never mints
+    // fresh links that would outlive it.
+    let entries = crate::helpers::unzip(&zip.bytes().await.expect("ZIP"));
+    let (_, manifest) = entries
+        .iter()
+        .find(|(name, _)| name == "manifest.json")
+        .expect("a manifest");
+    let manifest = String::from_utf8_lossy(manifest);
+    assert!(!manifest.contains("sig="), "{manifest}");
 
     // Any changed byte voids it; it opens nothing but its own path.
     let (path, expires, sig) = link_parts(&result);
@@ -259,8 +285,13 @@ async fn signed_links_open_one_read_until_they_expire(backend: Backend) {
         })
         .collect();
     let later = (expires.parse::<i64>().unwrap() + 1).to_string();
-    let other_index = path.replace("/0", "/1");
+    let other_index = format!("{}/1", path.rsplit_once('/').expect("an index").0);
+    let encoded_sig: String = sig.chars().map(|c| format!("%{:02X}", c as u8)).collect();
     for tampered in [
+        format!("{path}?expires={expires}&sig={}", sig.to_uppercase()),
+        format!("{path}?expires={expires}&sig={encoded_sig}"),
+        format!("{path}?expires=%2B{expires}&sig={sig}"),
+        format!("{path}?expires={expires}&sig={sig}&sig={sig}"),
         format!("{path}?expires={expires}&sig={flipped}"),
         format!("{path}?expires={later}&sig={sig}"),
         format!("{other_index}?expires={expires}&sig={sig}"),
@@ -280,10 +311,10 @@ async fn signed_links_open_one_read_until_they_expire(backend: Backend) {
         .send(
             anonymous
                 .client
-                .delete(anonymous.url(&format!("{path}?expires={expires}&sig={sig}"))),
+                .delete(anonymous.url(&format!("/jobs/{job}?expires={expires}&sig={sig}"))),
         )
         .await;
-    assert_eq!(delete.status(), 405, "a link is a read, nothing else");
+    assert_eq!(delete.status(), 401, "a link is a read, nothing else");
 
     until("the link to expire", Duration::from_secs(10), || async {
         let resp = anonymous.get(&result).await;
@@ -310,6 +341,17 @@ async fn signed_links_open_one_read_until_they_expire(backend: Backend) {
         error_code(anonymous.get(&fresh).await).await,
         (404, "job_not_found".into())
     );
+
+    // The access log names the client and the tenant, never a whole job
+    // id or a signature.
+    let logs = admin.process.logs();
+    let access: Vec<&str> = logs.lines().filter(|l| l.contains(" tenant=")).collect();
+    assert!(access
+        .iter()
+        .any(|l| l.contains("127.0.0.1") && l.contains("tenant=local")));
+    for line in &access {
+        assert!(!line.contains(&job) && !line.contains(&sig), "{line}");
+    }
 }
 
 async fn post_with_key(app: &TestApp, key: &str, file: Vec<u8>) -> reqwest::Response {
@@ -336,6 +378,9 @@ async fn an_idempotency_key_never_makes_a_second_job(backend: Backend) {
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first_body = first.bytes().await.expect("body");
     let job: Value = serde_json::from_slice(&first_body).expect("JSON");
+    let job_id = job["job_id"].as_str().expect("id").to_string();
+    // Counted once the job has settled, so only a second job could add to them.
+    app.wait_done(&job_id, Duration::from_secs(60)).await;
     let records = deployment.leftover_records().await.len();
     let objects = deployment.stored_objects();
 
@@ -389,6 +434,15 @@ async fn an_idempotency_key_never_makes_a_second_job(backend: Backend) {
         }
     }
     assert_eq!(ids.len(), 1, "one job for one key: {ids:?}");
+
+    // Deleting the job frees its key at once: the same request is new again.
+    app.send(app.client.delete(app.url(&format!("/jobs/{job_id}"))))
+        .await;
+    let after = post_with_key(&app, "order-1", image).await;
+    assert_eq!(after.status(), 202);
+    assert!(after.headers().get("idempotent-replayed").is_none());
+    let after: Value = after.json().await.expect("JSON");
+    assert_ne!(after["job_id"], job["job_id"]);
 }
 
 /// A duplicate that arrives while the first request is still uploading is
@@ -499,6 +553,11 @@ async fn keys_round_trip_through_the_cli_and_are_stored_as_hashes(backend: Backe
         &["create", "--tenant", "t", "--scopes", "write"],
     );
     assert!(!ok && out.contains("unknown scope"), "{out}");
+    let (ok, out) = keys(
+        &deployment,
+        &["create", "--tenant", "local", "--scopes", "read"],
+    );
+    assert!(!ok && out.contains("reserved"), "{out}");
 }
 
 /// Everything the key store holds, as text.
