@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::PngCompression;
+use crate::jobs::admission::CostLimits;
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
 use crate::worker::{Backoff, WorkerSettings};
@@ -195,6 +196,29 @@ pub struct Config {
     )]
     pub png_compression: PngCompression,
 
+    /// Most work one image may cost, in estimated CPU seconds (decoding,
+    /// every operation, encoding; from its header size, before it is stored);
+    /// costlier chains are refused at upload with 422 too_costly
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_IMAGE_COST",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_image_cost: u64,
+
+    /// How many times its input's pixel count one operation may output
+    /// (resize, rotate, thumbnail…); more is refused with 422 too_costly
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_UPSCALE",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_upscale: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -327,6 +351,10 @@ impl Config {
             max_file_bytes: self.max_file_bytes,
             max_pixels: self.max_pixels,
             max_files: self.max_files,
+            cost: CostLimits {
+                max_seconds: self.max_image_cost,
+                max_upscale: self.max_upscale,
+            },
         }
     }
 

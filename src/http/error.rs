@@ -74,6 +74,7 @@ impl ApiError {
                     RecipeError::InvalidLossless { .. } => "invalid_lossless",
                 },
                 JobError::NoFiles => "no_files",
+                JobError::TooCostly { .. } => "too_costly",
                 JobError::TooManyFiles { .. } => "too_many_files",
                 JobError::BadFile { problem, .. } => match problem {
                     FileProblem::Empty => "empty_file",
@@ -127,6 +128,7 @@ impl ApiError {
                 (error.operation(), error.usage())
             }
             ApiError::Job(JobError::Recipe(RecipeError::OutputTooLarge(e))) => (Some(e.op()), None),
+            ApiError::Job(JobError::TooCostly { problem, .. }) => (problem.op(), None),
             _ => (None, None),
         }
     }
@@ -175,6 +177,7 @@ impl ApiError {
     fn file(&self) -> Option<&str> {
         match self {
             ApiError::Job(JobError::BadFile { file, .. }) => Some(file),
+            ApiError::Job(JobError::TooCostly { file, .. }) => file.as_deref(),
             _ => None,
         }
     }
@@ -188,6 +191,7 @@ impl ResponseError for ApiError {
             ApiError::Job(e) => match e {
                 JobError::Recipe(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::NoFiles => StatusCode::BAD_REQUEST,
+                JobError::TooCostly { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 JobError::BadFile { problem, .. } => match problem {
                     FileProblem::Empty => StatusCode::BAD_REQUEST,

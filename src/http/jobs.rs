@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::{ApiError, Gate, UploadDir};
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
+use crate::jobs::admission;
 use crate::jobs::intake::FileProblem;
 use crate::jobs::{Recipe, RecipeOptions};
 use crate::service::{JobError, JobService, Upload};
@@ -126,7 +127,11 @@ async fn accept(
     // Fail fast on a bad query before spooling a possibly large body.
     let limits = service.limits();
     if options.filter.is_some() || options.ops.is_some() {
-        Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
+        let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
+        admission::admit_chain(&recipe, limits.cost).map_err(|problem| JobError::TooCostly {
+            file: None,
+            problem,
+        })?;
     }
     // Claimed before the body is read, so a duplicate sent while this one
     // is still uploading is told at once (409) instead of racing it.

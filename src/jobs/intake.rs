@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_file_bytes: u64,
     pub max_pixels: u64,
     pub max_files: usize,
+    /// Estimated work per image (see `jobs::admission`).
+    pub cost: crate::jobs::admission::CostLimits,
 }
 
 /// Why one uploaded file was refused. The caller adds the file's name.
@@ -338,6 +340,10 @@ mod tests {
         max_file_bytes: 1 << 20,
         max_pixels: 10_000,
         max_files: 10,
+        cost: crate::jobs::admission::CostLimits {
+            max_seconds: 60,
+            max_upscale: 16,
+        },
     };
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {

@@ -3,10 +3,12 @@
 //! Pure: the operations on jobs (which use the backends) live in `service`.
 //!
 //! - `recipe`  the options of a request → a checked [`Recipe`]
+//! - `admission` whether an image's estimated cost is within the limits
 //! - `intake`  one upload → its format and size, or why it is refused
 //! - `names`   safe, unique ZIP entry names from client filenames
 //! - `status`  the per-image states → one status
 
+pub mod admission;
 pub mod intake;
 pub mod names;
 mod recipe;

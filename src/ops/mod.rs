@@ -9,6 +9,7 @@
 mod action;
 mod adjust;
 mod blur;
+mod cost;
 mod geometry;
 mod grayscale;
 mod kernel;
@@ -20,6 +21,7 @@ pub mod spec;
 mod stream;
 mod table;
 
+pub use cost::OpCost;
 pub use parse::names;
 pub use spec::SpecError;
 pub use stream::RowStream;

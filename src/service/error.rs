@@ -3,6 +3,7 @@
 //! and adds the request-specific hints (parameter names, routes).
 
 use crate::backend_error::ErrorKind;
+use crate::jobs::admission::TooCostly;
 use crate::jobs::intake::FileProblem;
 use crate::jobs::status::JobStatus;
 use crate::jobs::{ImageState, JobId, RecipeError};
@@ -20,6 +21,12 @@ pub enum JobError {
     TooManyFiles { limit: usize },
     #[error("{file}: {problem}")]
     BadFile { file: String, problem: FileProblem },
+    /// Too much work: for one file, or (`file: None`) for any input at all.
+    #[error("{}{problem}", file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    TooCostly {
+        file: Option<String>,
+        problem: TooCostly,
+    },
     #[error("job {0} not found (it may have expired)")]
     JobNotFound(String),
     #[error("job {job} has no image {index}")]

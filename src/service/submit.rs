@@ -16,9 +16,9 @@ use super::{delete_all, JobService};
 use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
 use crate::auth::Tenant;
 use crate::codec::OutputFormat;
-use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
 use crate::jobs::status::{JobState, LinkKind};
+use crate::jobs::{admission, intake};
 use crate::jobs::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
 use crate::meta::Doomed;
 use crate::ops::Chain;
@@ -143,6 +143,15 @@ impl JobService {
             .iter()
             .map(|i| recipe.format.unwrap_or(i.format.default_output()))
             .collect();
+        // Cost admission, per image, before anything is stored or enqueued.
+        for ((upload, info), format) in uploads.iter().zip(&inspected).zip(&output_formats) {
+            admission::admit(&recipe, *format, info.width, info.height, limits.cost).map_err(
+                |problem| JobError::TooCostly {
+                    file: Some(upload.filename.clone()),
+                    problem,
+                },
+            )?;
+        }
         let names = unique_entry_names(
             uploads
                 .iter()

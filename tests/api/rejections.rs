@@ -37,7 +37,8 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
     let deployment = Deployment::new(backend)
         .env("IMGPIPE_MAX_FILES", "3")
         .env("IMGPIPE_MAX_FILE_BYTES", "300000")
-        .env("IMGPIPE_MAX_PIXELS", "4000000");
+        .env("IMGPIPE_MAX_PIXELS", "4000000")
+        .env("IMGPIPE_MAX_IMAGE_COST", "5");
     let app = deployment.serve();
     let good = || ("good.png".to_string(), png(16, 16, 1));
     let full_jpeg = jpeg(64, 48, 2);
@@ -126,6 +127,20 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
             "filter_and_ops",
             vec![good()],
         ),
+        Case::option(
+            "a chain costing more CPU than allowed, whatever the input",
+            "ops=resize:1900x1900,mode:25,mode:25,mode:25,mode:25,mode:25",
+            "too_costly",
+            vec![good()],
+        ),
+        Case {
+            name: "a tiny image enlarged past the upscale cap",
+            query: "ops=resize:200x200",
+            files: vec![good()],
+            status: 422,
+            code: "too_costly",
+            file: Some("good.png"),
+        },
         Case::option(
             "resize over the pixel limit",
             "ops=resize:4000x4000",
@@ -243,7 +258,7 @@ async fn bad_requests_get_documented_4xx_and_leave_nothing_behind(backend: Backe
         }
         // An invalid operation names the operation; a bad argument also says how to write it.
         match case.code {
-            "unknown_operation" | "invalid_argument" | "output_too_large" => {
+            "unknown_operation" | "invalid_argument" | "output_too_large" | "too_costly" => {
                 let op = body["error"]["operation"].as_str().unwrap_or_default();
                 assert!(
                     !op.is_empty() && message.contains(op),

@@ -1,0 +1,211 @@
+//! Cost admission: whether one image's work, estimated from its header size
+//! and the recipe before anything is stored, stays within the service's
+//! limits. A 70-byte PNG must not buy an hour of CPU. Pure: the estimate
+//! comes from `ops` (per operation) and the codec factors below.
+
+use crate::codec::OutputFormat;
+use crate::jobs::Recipe;
+use crate::ops::OpCost;
+
+/// The limits, from configuration (IMGPIPE_MAX_IMAGE_COST, IMGPIPE_MAX_UPSCALE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostLimits {
+    /// Estimated CPU seconds one image may take (decode, operations, encode).
+    pub max_seconds: u64,
+    /// How many times its input's pixel count one operation may output.
+    pub max_upscale: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TooCostly {
+    #[error("{op} would enlarge the image {growth:.0}× in pixels, over the limit of {limit}× (IMGPIPE_MAX_UPSCALE)")]
+    Upscale { op: String, growth: f64, limit: u64 },
+    #[error("processing it would take about {seconds:.0} s of CPU, over the limit of {limit} s (IMGPIPE_MAX_IMAGE_COST); {op} alone about {op_seconds:.0} s")]
+    Cost {
+        seconds: f64,
+        limit: u64,
+        /// The costliest step: an operation, or `encoding as png`.
+        op: String,
+        op_seconds: f64,
+    },
+}
+
+impl TooCostly {
+    /// The operation that makes the chain costly, if it is one.
+    pub fn op(&self) -> Option<&str> {
+        match self {
+            TooCostly::Upscale { op, .. } => Some(op),
+            TooCostly::Cost { op, .. } if !op.starts_with("encoding") => Some(op),
+            TooCostly::Cost { .. } => None,
+        }
+    }
+}
+
+/// Decoding, per input pixel (PNG and WebP are the slow ones).
+const DECODE_NS: f64 = 30.0;
+
+/// Encoding, per output pixel: PNG at zlib level 6 (the default) dominates
+/// everything else a typical chain does.
+fn encode_ns(format: OutputFormat, lossless: bool) -> f64 {
+    match format {
+        OutputFormat::Jpeg => 4.0,
+        OutputFormat::Png => 240.0,
+        OutputFormat::Webp if lossless => 300.0,
+        OutputFormat::Webp => 110.0,
+    }
+}
+
+/// Checks one image of `width`×`height` (from its header) going through the
+/// recipe into `format`. `Ok` carries the estimate in seconds.
+pub fn admit(
+    recipe: &Recipe,
+    format: OutputFormat,
+    width: u32,
+    height: u32,
+    limits: CostLimits,
+) -> Result<f64, TooCostly> {
+    let (w, h) = (width as usize, height as usize);
+    let costs = recipe.ops.costs(w, h);
+    if let Some(c) = costs.iter().find(|c| c.growth > limits.max_upscale as f64) {
+        return Err(TooCostly::Upscale {
+            op: c.op.clone(),
+            growth: c.growth,
+            limit: limits.max_upscale,
+        });
+    }
+    let (ow, oh) = recipe.ops.output_size(w, h);
+    check_total(
+        recipe,
+        format,
+        (w * h) as f64,
+        (ow * oh) as f64,
+        costs,
+        limits,
+    )
+}
+
+/// The part of the check that needs no image: a chain whose operations
+/// after a fixed-size step already cost too much is refused before the
+/// upload is read (`1×1` stands for the smallest input).
+pub fn admit_chain(recipe: &Recipe, limits: CostLimits) -> Result<f64, TooCostly> {
+    let costs = recipe.ops.costs(1, 1);
+    let (ow, oh) = recipe.ops.output_size(1, 1);
+    let format = recipe.format.unwrap_or(OutputFormat::Jpeg);
+    check_total(recipe, format, 1.0, (ow * oh) as f64, costs, limits)
+}
+
+fn check_total(
+    recipe: &Recipe,
+    format: OutputFormat,
+    input_pixels: f64,
+    output_pixels: f64,
+    mut costs: Vec<OpCost>,
+    limits: CostLimits,
+) -> Result<f64, TooCostly> {
+    costs.push(OpCost {
+        op: format!("encoding as {}", format.extension()),
+        seconds: encode_ns(format, recipe.lossless) * output_pixels / 1e9,
+        growth: 1.0,
+    });
+    let seconds = DECODE_NS * input_pixels / 1e9 + costs.iter().map(|c| c.seconds).sum::<f64>();
+    if seconds <= limits.max_seconds as f64 {
+        return Ok(seconds);
+    }
+    let worst = costs
+        .into_iter()
+        .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .unwrap_or(OpCost {
+            op: "decoding".into(),
+            seconds,
+            growth: 1.0,
+        });
+    Err(TooCostly::Cost {
+        seconds,
+        limit: limits.max_seconds,
+        op: worst.op,
+        op_seconds: worst.seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::RecipeOptions;
+
+    const LIMITS: CostLimits = CostLimits {
+        max_seconds: 60,
+        max_upscale: 16,
+    };
+
+    fn recipe(ops: &str, format: Option<&str>) -> Recipe {
+        Recipe::parse(
+            &RecipeOptions {
+                ops: Some(ops),
+                format,
+                ..Default::default()
+            },
+            50_000_000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tiny_file_cannot_buy_an_hour_of_cpu() {
+        let bomb = recipe("resize:7071x7071,mode:25,mode:25,mode:25", Some("png"));
+        let refused = admit(&bomb, OutputFormat::Png, 1, 1, LIMITS).unwrap_err();
+        assert!(matches!(refused, TooCostly::Upscale { .. }), "{refused}");
+        assert_eq!(refused.op(), Some("resize:7071x7071:exact:bicubic"));
+        // Even before the upload is read: the chain alone is too costly.
+        let early = admit_chain(&bomb, LIMITS).unwrap_err();
+        assert!(matches!(early, TooCostly::Cost { .. }), "{early}");
+        assert!(
+            early.op().is_some_and(|op| op.starts_with("mode:25")),
+            "{early}"
+        );
+        assert!(early.to_string().contains("IMGPIPE_MAX_IMAGE_COST"));
+    }
+
+    #[test]
+    fn ordinary_photos_pass() {
+        for (ops, w, h) in [
+            ("blur", 6000, 4000),
+            ("resize:1280x720:fit,sharpen", 8000, 6000),
+            ("median:9,unsharp_mask", 4000, 3000),
+            ("thumbnail:256x256", 7071, 7071),
+        ] {
+            let r = recipe(ops, None);
+            let secs = admit(&r, OutputFormat::Png, w, h, LIMITS).unwrap();
+            assert!(secs < 30.0, "{ops}: {secs}");
+            assert!(admit_chain(&r, LIMITS).is_ok());
+        }
+    }
+
+    #[test]
+    fn upscaling_is_capped_per_operation() {
+        let r = recipe("resize:400x400", None);
+        assert!(
+            admit(&r, OutputFormat::Jpeg, 100, 100, LIMITS).is_ok(),
+            "16×"
+        );
+        let e = admit(&r, OutputFormat::Jpeg, 99, 100, LIMITS).unwrap_err();
+        assert!(e.to_string().contains("IMGPIPE_MAX_UPSCALE"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_png_output_is_its_own_cost() {
+        let r = recipe("flip", Some("png"));
+        let e = admit(
+            &r,
+            OutputFormat::Png,
+            7071,
+            7071,
+            CostLimits {
+                max_seconds: 5,
+                max_upscale: 16,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.op(), None, "the encoder, not an operation: {e}");
+        assert!(e.to_string().contains("encoding as png"), "{e}");
+    }
+}
