@@ -3,13 +3,17 @@
 //! The `zip` writer is synchronous, so it runs on a blocking thread, pulls each
 //! object from storage chunk by chunk and pushes 64 KiB pieces into a bounded
 //! channel that the HTTP body drains: a slow client slows the writer down
-//! instead of growing a buffer, and one that stops reading altogether is cut
-//! off after a minute rather than holding the thread. Entries are stored, not
-//! deflated: images are already compressed.
+//! instead of growing a buffer. A client that reads too slowly on average,
+//! or for too long (the `Pace` given), or not at all for a minute, is cut
+//! off rather than holding the thread; so is a storage read that stalls.
+//! The caller's permit (the cap on concurrent downloads) is held until the
+//! writer ends. Entries are stored, not deflated: images are already
+//! compressed.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -18,6 +22,7 @@ use tokio::sync::mpsc;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
+use crate::jobs::admission::Pace;
 use crate::store::ObjectStore;
 
 const CHUNK: usize = 64 * 1024;
@@ -42,6 +47,8 @@ pub fn stream(
     entries: Vec<Entry>,
     manifest_name: String,
     manifest: Vec<u8>,
+    pace: Pace,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Stream<Item = io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let runtime = tokio::runtime::Handle::current();
@@ -50,12 +57,13 @@ pub fn stream(
     let complete = Arc::new(AtomicBool::new(false));
     let writer_complete = complete.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let result = write_archive(
             &runtime,
             store.as_ref(),
             &entries,
-            &manifest_name,
-            &manifest,
+            (&manifest_name, &manifest),
+            ChannelWriter::new(tx.clone(), runtime.clone(), pace),
             tx,
             &writer_complete,
         );
@@ -83,13 +91,12 @@ fn write_archive(
     runtime: &tokio::runtime::Handle,
     store: &dyn ObjectStore,
     entries: &[Entry],
-    manifest_name: &str,
-    manifest: &[u8],
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    (manifest_name, manifest): (&str, &[u8]),
+    writer: ChannelWriter,
+    error_tx: mpsc::Sender<io::Result<Bytes>>,
     complete: &AtomicBool,
 ) -> io::Result<()> {
-    let error_tx = tx.clone();
-    let mut zip = ZipWriter::new_stream(ChannelWriter::new(tx, runtime.clone()));
+    let mut zip = ZipWriter::new_stream(writer);
     match write_entries(&mut zip, runtime, store, entries, manifest_name, manifest) {
         Ok(()) => {
             let mut writer = zip.finish().map_err(io::Error::other)?;
@@ -112,6 +119,7 @@ fn write_archive(
                     runtime,
                     &error_tx,
                     Err(io::Error::new(e.kind(), e.to_string())),
+                    CLIENT_STALL_LIMIT,
                 );
             }
             Err(e)
@@ -180,14 +188,25 @@ struct ChannelWriter {
     tx: Option<mpsc::Sender<io::Result<Bytes>>>,
     buf: BytesMut,
     runtime: tokio::runtime::Handle,
+    pace: Pace,
+    started: Instant,
+    /// Bytes handed to the client so far.
+    sent: u64,
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>, runtime: tokio::runtime::Handle) -> Self {
+    fn new(
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        runtime: tokio::runtime::Handle,
+        pace: Pace,
+    ) -> Self {
         ChannelWriter {
             tx: Some(tx),
             buf: BytesMut::with_capacity(CHUNK),
             runtime,
+            pace,
+            started: Instant::now(),
+            sent: 0,
         }
     }
 
@@ -202,7 +221,19 @@ impl ChannelWriter {
                 "body already failed",
             ));
         };
-        let sent = send_bounded(&self.runtime, tx, Ok(chunk));
+        // Waits no longer than the client's pace allows: a reader that
+        // stopped is cut when its average falls under the minimum.
+        let len = chunk.len() as u64;
+        let patience = self
+            .pace
+            .patience(self.sent, self.started.elapsed())
+            .min(CLIENT_STALL_LIMIT);
+        let sent = send_bounded(&self.runtime, tx, Ok(chunk), patience).and_then(|()| {
+            self.sent += len;
+            self.pace
+                .check(self.sent, self.started.elapsed())
+                .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, format!("download {e}")))
+        });
         if sent.is_err() {
             self.tx = None;
         }
@@ -217,9 +248,10 @@ fn send_bounded(
     runtime: &tokio::runtime::Handle,
     tx: &mpsc::Sender<io::Result<Bytes>>,
     item: io::Result<Bytes>,
+    patience: std::time::Duration,
 ) -> io::Result<()> {
     use mpsc::error::SendTimeoutError;
-    match runtime.block_on(tx.send_timeout(item, CLIENT_STALL_LIMIT)) {
+    match runtime.block_on(tx.send_timeout(item, patience)) {
         Ok(()) => Ok(()),
         Err(SendTimeoutError::Closed(_)) => Err(io::Error::new(
             io::ErrorKind::BrokenPipe,
@@ -227,7 +259,7 @@ fn send_bounded(
         )),
         Err(SendTimeoutError::Timeout(_)) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("client read nothing for {CLIENT_STALL_LIMIT:?}"),
+            format!("client read nothing for {patience:?}"),
         )),
     }
 }
@@ -257,6 +289,20 @@ impl Drop for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unhurried() -> Pace {
+        Pace {
+            timeout: std::time::Duration::from_secs(60),
+            min_bytes_per_sec: 0,
+            grace: std::time::Duration::from_secs(10),
+        }
+    }
+
+    fn permit() -> tokio::sync::OwnedSemaphorePermit {
+        Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit")
+    }
     use crate::store::{ObjectStream, StoreError};
     use async_trait::async_trait;
     use futures::TryStreamExt;
@@ -315,6 +361,8 @@ mod tests {
             entries(&["a", "b"]),
             "manifest.json".into(),
             b"{}".to_vec(),
+            unhurried(),
+            permit(),
         );
         let chunks: Vec<Bytes> = body
             .try_collect()
@@ -335,6 +383,8 @@ mod tests {
             entries(&["a", "broken", "c"]),
             "manifest.json".into(),
             b"{}".to_vec(),
+            unhurried(),
+            permit(),
         );
         let items: Vec<io::Result<Bytes>> = body.collect().await;
         let first_error = items

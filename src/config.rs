@@ -9,10 +9,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::PngCompression;
-use crate::jobs::admission::CostLimits;
+use crate::jobs::admission::{CostLimits, Pace};
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
 use crate::worker::{Backoff, WorkerSettings};
+
+/// How long a transfer may start slowly before its rate is judged.
+const TRANSFER_GRACE: Duration = Duration::from_secs(10);
 
 /// Heartbeats a worker may miss before its tasks are handed to others.
 const MISSED_HEARTBEATS: usize = 3;
@@ -219,6 +222,78 @@ pub struct Config {
     )]
     pub max_upscale: u64,
 
+    /// Most bytes of request bodies being received at once, across requests;
+    /// an upload that would go over is refused with 503 and Retry-After
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_INFLIGHT_UPLOAD_BYTES",
+        default_value_t = 2 << 30,
+        global = true
+    )]
+    pub max_inflight_upload_bytes: u64,
+
+    /// Free space kept on the spool disk (and the data directory's, for
+    /// local objects); below it uploads are refused with 507 before anything
+    /// is written
+    #[arg(
+        long,
+        env = "IMGPIPE_MIN_FREE_DISK_BYTES",
+        default_value_t = 512 << 20,
+        global = true
+    )]
+    pub min_free_disk_bytes: u64,
+
+    /// Longest time one upload may take to arrive, in seconds (408 after)
+    #[arg(
+        long,
+        env = "IMGPIPE_UPLOAD_TIMEOUT_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub upload_timeout_secs: u64,
+
+    /// Slowest accepted upload, in bytes per second averaged from its start,
+    /// judged after its first 10 s (408 below it; 0: no minimum)
+    #[arg(
+        long,
+        env = "IMGPIPE_MIN_UPLOAD_BYTES_PER_SEC",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub min_upload_bytes_per_sec: u64,
+
+    /// ZIP downloads streamed at once (each holds a thread); more get 503
+    /// with Retry-After
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_CONCURRENT_DOWNLOADS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_concurrent_downloads: u64,
+
+    /// Longest time one ZIP download may take, in seconds; then it is cut
+    #[arg(
+        long,
+        env = "IMGPIPE_DOWNLOAD_TIMEOUT_SECS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub download_timeout_secs: u64,
+
+    /// Slowest accepted ZIP reader, in bytes per second averaged from the
+    /// start and judged after its first 10 s; a slower one is cut (0: no minimum)
+    #[arg(
+        long,
+        env = "IMGPIPE_MIN_DOWNLOAD_BYTES_PER_SEC",
+        default_value_t = 8192,
+        global = true
+    )]
+    pub min_download_bytes_per_sec: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -355,6 +430,20 @@ impl Config {
                 max_seconds: self.max_image_cost,
                 max_upscale: self.max_upscale,
             },
+            max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
+            download_pace: Pace {
+                timeout: Duration::from_secs(self.download_timeout_secs),
+                min_bytes_per_sec: self.min_download_bytes_per_sec,
+                grace: TRANSFER_GRACE,
+            },
+        }
+    }
+
+    pub fn upload_pace(&self) -> Pace {
+        Pace {
+            timeout: Duration::from_secs(self.upload_timeout_secs),
+            min_bytes_per_sec: self.min_upload_bytes_per_sec,
+            grace: TRANSFER_GRACE,
         }
     }
 

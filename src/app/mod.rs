@@ -123,6 +123,18 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let server = if command.runs_api() {
         let service = service.clone();
         let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
+        let mut disks = vec![config.tmp_dir()];
+        if config.s3_endpoint.is_none() {
+            disks.push(config.data_dir.clone());
+        }
+        let upload_guard = web::Data::new(http::UploadGuard::new(
+            config.max_inflight_upload_bytes,
+            config.upload_pace(),
+            config.min_free_disk_bytes,
+            disks,
+            // Every file, every option field, and some slack.
+            config.max_files + 16,
+        ));
         let keys = KeyService::new(backends.tenants.clone());
         let gate = match security::resolve(&config, &keys).await? {
             security::AuthPlan::Open => http::Gate::new(None, signer),
@@ -134,6 +146,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
                 .app_data(service.clone())
                 .app_data(upload_dir.clone())
                 .app_data(gate.clone())
+                .app_data(upload_guard.clone())
                 .configure(http::configure)
                 .wrap(actix_web::middleware::from_fn(http::assign_request_id))
                 .wrap(http::access_log())

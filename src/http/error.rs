@@ -12,6 +12,7 @@ use super::request_id;
 use crate::auth::idempotency::BadKey;
 use crate::auth::links::LinkError;
 use crate::backend_error::ErrorKind;
+use crate::jobs::admission::TooSlow;
 use crate::jobs::intake::FileProblem;
 use crate::jobs::RecipeError;
 use crate::ops::SpecError;
@@ -46,6 +47,22 @@ pub enum ApiError {
     Denied(#[from] Denied),
     #[error(transparent)]
     BadIdempotencyKey(#[from] BadKey),
+    #[error("the server is receiving as many uploads as it takes at once (IMGPIPE_MAX_INFLIGHT_UPLOAD_BYTES); retry shortly")]
+    UploadsBusy,
+    #[error("the server's disk is nearly full ({free} bytes free, under the {min} bytes kept free: IMGPIPE_MIN_FREE_DISK_BYTES); nothing was stored; retry later")]
+    InsufficientStorage { free: u64, min: u64 },
+    #[error("the upload {0} ({setting}); the request was cut", setting = upload_setting(.0))]
+    UploadTooSlow(TooSlow),
+    #[error("too many multipart fields: at most {limit} per request")]
+    TooManyFields { limit: usize },
+}
+
+/// The setting behind an upload's cut.
+fn upload_setting(e: &TooSlow) -> &'static str {
+    match e {
+        TooSlow::Deadline(_) => "IMGPIPE_UPLOAD_TIMEOUT_SECS",
+        TooSlow::Rate { .. } => "IMGPIPE_MIN_UPLOAD_BYTES_PER_SEC",
+    }
 }
 
 impl From<RecipeError> for ApiError {
@@ -98,6 +115,7 @@ impl ApiError {
                     }
                 }
                 JobError::SubmissionInProgress => "idempotency_key_in_use",
+                JobError::DownloadsBusy { .. } => "server_busy",
                 JobError::IdempotencyMismatch => "idempotency_key_reused",
                 JobError::Internal(_) => "internal_error",
             },
@@ -118,6 +136,10 @@ impl ApiError {
                 Denied::Link(LinkError::BadSignature) => "invalid_link",
             },
             ApiError::BadIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::UploadsBusy => "server_busy",
+            ApiError::InsufficientStorage { .. } => "insufficient_storage",
+            ApiError::UploadTooSlow(_) => "upload_too_slow",
+            ApiError::TooManyFields { .. } => "too_many_fields",
         }
     }
 
@@ -219,6 +241,7 @@ impl ResponseError for ApiError {
                     }
                 }
                 JobError::SubmissionInProgress => StatusCode::CONFLICT,
+                JobError::DownloadsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 JobError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -234,6 +257,10 @@ impl ResponseError for ApiError {
             }
             ApiError::Denied(Denied::MissingScope(_) | Denied::Link(_)) => StatusCode::FORBIDDEN,
             ApiError::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::UploadsBusy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::UploadTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyFields { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -275,6 +302,10 @@ impl ResponseError for ApiError {
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             response.insert_header(("Allow", *allow));
+        }
+        if let ApiError::UploadTooSlow(_) = self {
+            // The rest of the body is not read: the connection goes.
+            response.insert_header(("Connection", "close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", "Bearer realm=\"imgpipe\""));

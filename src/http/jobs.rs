@@ -1,8 +1,6 @@
 //! `POST /process-job`, `GET /status-job/{id}` and `DELETE /jobs/{id}`.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,6 +8,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::body::SharedBody;
+use super::upload_guard::{Share, UploadGuard};
 use super::{ApiError, Gate, UploadDir};
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
@@ -49,10 +49,17 @@ pub async fn process_job(
     service: web::Data<JobService>,
     upload_dir: web::Data<UploadDir>,
     gate: web::Data<Gate>,
+    guard: web::Data<UploadGuard>,
 ) -> Result<HttpResponse, ApiError> {
     let body = SharedBody::new(payload);
     let mut multipart = Multipart::new(req.headers(), body.clone());
-    match accept(&req, &mut multipart, &service, &upload_dir, &gate).await {
+    let intake = Intake {
+        service: &service,
+        upload_dir: &upload_dir,
+        guard: &guard,
+        body: &body,
+    };
+    match accept(&req, &mut multipart, &intake, &gate).await {
         Ok(response) => Ok(response),
         Err(e) => {
             // Read and discard what the client is still sending (within
@@ -60,10 +67,15 @@ pub async fn process_job(
             // data makes the kernel reset it, and the client may then lose
             // this answer and see only "connection reset".
             drop(multipart);
-            // A caller without a key gets its 401/403 after a token drain:
-            // an anonymous client cannot make the server read a large body.
             let bound = match e {
-                ApiError::Denied(_) => 64 << 10,
+                // A client too slow to finish is not waited for.
+                ApiError::UploadTooSlow(_) => 0,
+                // A caller without a key, or turned away for load, gets its
+                // answer after a token drain: it cannot make the server
+                // read a large body.
+                ApiError::Denied(_)
+                | ApiError::UploadsBusy
+                | ApiError::InsufficientStorage { .. } => 64 << 10,
                 _ => service.limits().max_file_bytes.saturating_mul(2),
             };
             body.drain(bound).await;
@@ -72,54 +84,21 @@ pub async fn process_job(
     }
 }
 
-/// The request body, shared between the multipart parser and the drain that
-/// runs when the request is refused (the parser may have stopped anywhere,
-/// or never started, as for a body that is not multipart at all).
-#[derive(Clone)]
-struct SharedBody(Rc<RefCell<web::Payload>>);
-
-/// How long a refused upload is drained before the connection is closed anyway.
-const DRAIN_TIME: Duration = Duration::from_secs(10);
-
-impl SharedBody {
-    fn new(payload: web::Payload) -> Self {
-        SharedBody(Rc::new(RefCell::new(payload)))
-    }
-
-    async fn drain(&self, max_bytes: u64) {
-        let discard = async {
-            let mut seen = 0u64;
-            while let Some(Ok(chunk)) =
-                futures::future::poll_fn(|cx| self.0.borrow_mut().poll_next_unpin(cx)).await
-            {
-                seen += chunk.len() as u64;
-                if seen > max_bytes {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
-    }
-}
-
-impl futures::Stream for SharedBody {
-    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.borrow_mut().poll_next_unpin(cx)
-    }
+/// What receiving one upload needs.
+struct Intake<'a> {
+    service: &'a JobService,
+    upload_dir: &'a UploadDir,
+    guard: &'a UploadGuard,
+    body: &'a SharedBody,
 }
 
 async fn accept(
     req: &HttpRequest,
     multipart: &mut Multipart,
-    service: &JobService,
-    upload_dir: &UploadDir,
+    intake: &Intake<'_>,
     gate: &Gate,
 ) -> Result<HttpResponse, ApiError> {
+    let service = intake.service;
     let caller = gate.require(req, Scope::Submit).await?;
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
@@ -132,6 +111,13 @@ async fn accept(
             file: None,
             problem,
         })?;
+    }
+    // Nothing is written when a disk is under its watermark.
+    if let Some(free) = intake.guard.low_disk() {
+        return Err(ApiError::InsufficientStorage {
+            free,
+            min: intake.guard.min_free_disk(),
+        });
     }
     // Claimed before the body is read, so a duplicate sent while this one
     // is still uploading is told at once (409) instead of racing it.
@@ -146,45 +132,25 @@ async fn accept(
         }
     };
 
-    let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
-    let mut fields_seen = 0usize;
-    while let Some(field) = multipart.next().await {
-        let mut field = match field {
-            Ok(field) => field,
-            // A form with no parts at all is a well-formed request without files.
-            Err(MultipartError::Incomplete) if fields_seen == 0 => break,
-            Err(e) => return Err(ApiError::Multipart(e.to_string())),
-        };
-        fields_seen += 1;
-        let name = field.name().unwrap_or_default().to_string();
-        match name.as_str() {
-            "files" | "files[]" | "file" => {
-                if spooled.len() >= limits.max_files {
-                    return Err(JobError::TooManyFiles {
-                        limit: limits.max_files,
-                    }
-                    .into());
-                }
-                // Clients that send no (or a blank) filename still get a name
-                // they can find in status and in the ZIP.
-                let filename = field
-                    .content_disposition()
-                    .and_then(|cd| cd.get_filename())
-                    .filter(|name| !name.trim().is_empty())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
-                let path =
-                    spool(&mut field, &filename, &upload_dir.0, limits.max_file_bytes).await?;
-                spooled.push((filename, path));
+    // This request's share of the upload budget, held until it is answered.
+    let mut share = intake.guard.share();
+    let started = Instant::now();
+    let watch = async {
+        loop {
+            tokio::time::sleep(PACE_CHECK).await;
+            if let Err(too_slow) = intake
+                .guard
+                .pace
+                .check(intake.body.received(), started.elapsed())
+            {
+                return too_slow;
             }
-            "filter" => options.filter = Some(read_text(&mut field, &name).await?),
-            "ops" => options.ops = Some(read_text(&mut field, &name).await?),
-            "format" => options.format = Some(read_text(&mut field, &name).await?),
-            "quality" => options.quality = Some(read_text(&mut field, &name).await?),
-            "lossless" => options.lossless = Some(read_text(&mut field, &name).await?),
-            _ => return Err(ApiError::UnexpectedField(name)),
         }
-    }
+    };
+    let spooled = tokio::select! {
+        spooled = receive(multipart, &mut options, intake, &mut share) => spooled?,
+        too_slow = watch => return Err(ApiError::UploadTooSlow(too_slow)),
+    };
 
     let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
     let uploads = spooled
@@ -209,12 +175,80 @@ async fn accept(
     Ok(answer.body(submitted.body))
 }
 
+/// How often an upload's pace is checked.
+const PACE_CHECK: Duration = Duration::from_millis(250);
+
+/// Reads the multipart body: files spooled to temporary files, options
+/// into `options`.
+async fn receive(
+    multipart: &mut Multipart,
+    options: &mut Options,
+    intake: &Intake<'_>,
+    share: &mut Share,
+) -> Result<Vec<(String, tempfile::TempPath)>, ApiError> {
+    let limits = intake.service.limits();
+    let upload_dir = intake.upload_dir;
+    let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
+    let mut fields_seen = 0usize;
+    while let Some(field) = multipart.next().await {
+        let mut field = match field {
+            Ok(field) => field,
+            // A form with no parts at all is a well-formed request without files.
+            Err(MultipartError::Incomplete) if fields_seen == 0 => break,
+            Err(e) => return Err(ApiError::Multipart(e.to_string())),
+        };
+        fields_seen += 1;
+        if fields_seen > intake.guard.max_fields {
+            return Err(ApiError::TooManyFields {
+                limit: intake.guard.max_fields,
+            });
+        }
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "files" | "files[]" | "file" => {
+                if spooled.len() >= limits.max_files {
+                    return Err(JobError::TooManyFiles {
+                        limit: limits.max_files,
+                    }
+                    .into());
+                }
+                // Clients that send no (or a blank) filename still get a name
+                // they can find in status and in the ZIP.
+                let filename = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename())
+                    .filter(|name| !name.trim().is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
+                let path = spool(
+                    &mut field,
+                    &filename,
+                    &upload_dir.0,
+                    limits.max_file_bytes,
+                    share,
+                )
+                .await?;
+                spooled.push((filename, path));
+            }
+            "filter" => options.filter = Some(read_text(&mut field, &name).await?),
+            "ops" => options.ops = Some(read_text(&mut field, &name).await?),
+            "format" => options.format = Some(read_text(&mut field, &name).await?),
+            "quality" => options.quality = Some(read_text(&mut field, &name).await?),
+            "lossless" => options.lossless = Some(read_text(&mut field, &name).await?),
+            _ => return Err(ApiError::UnexpectedField(name)),
+        }
+    }
+
+    Ok(spooled)
+}
+
 /// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.
 async fn spool(
     field: &mut Field,
     filename: &str,
     dir: &std::path::Path,
     max_bytes: u64,
+    share: &mut Share,
 ) -> Result<tempfile::TempPath, ApiError> {
     let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
     let temp = tempfile::Builder::new()
@@ -236,6 +270,9 @@ async fn spool(
                 problem: FileProblem::TooLarge { limit: max_bytes },
             }
             .into());
+        }
+        if !share.grow(chunk.len() as u64) {
+            return Err(ApiError::UploadsBusy);
         }
         file.write_all(&chunk).await.map_err(spool_err)?;
     }

@@ -10,11 +10,13 @@
 //! `/docs` are public.
 
 mod auth;
+mod body;
 mod error;
 mod jobs;
 mod request_id;
 mod results;
 mod system;
+mod upload_guard;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use chrono::Utc;
 pub use auth::Gate;
 pub use error::ApiError;
 pub use request_id::{access_log, assign as assign_request_id};
+pub use upload_guard::UploadGuard;
 
 use crate::auth::links::LinkSigner;
 use crate::jobs::status::{LinkKind, Links};

@@ -209,3 +209,101 @@ mod tests {
         assert!(e.to_string().contains("encoding as png"), "{e}");
     }
 }
+
+/// How a transfer must progress: an upload (IMGPIPE_UPLOAD_TIMEOUT_SECS,
+/// IMGPIPE_MIN_UPLOAD_BYTES_PER_SEC) or a download (IMGPIPE_DOWNLOAD_…). A
+/// client too slow to finish holds a connection, disk or a thread for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub timeout: std::time::Duration,
+    pub min_bytes_per_sec: u64,
+    /// The rate is judged only after this long (TCP slow start, a client's
+    /// first file read).
+    pub grace: std::time::Duration,
+}
+
+/// Why a transfer was cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TooSlow {
+    #[error("took longer than {0} s")]
+    Deadline(u64),
+    #[error("went at {rate} bytes/s, under the minimum of {min} bytes/s")]
+    Rate { rate: u64, min: u64 },
+}
+
+impl Pace {
+    /// How much longer a transfer that has moved `bytes` after `elapsed`
+    /// may wait for its next bytes before `check` would fail it.
+    pub fn patience(&self, bytes: u64, elapsed: std::time::Duration) -> std::time::Duration {
+        let mut until = self.timeout;
+        if self.min_bytes_per_sec > 0 {
+            let earned =
+                std::time::Duration::from_secs_f64(bytes as f64 / self.min_bytes_per_sec as f64);
+            until = until.min(earned.max(self.grace));
+        }
+        until.saturating_sub(elapsed)
+    }
+
+    /// Whether a transfer that has moved `bytes` after `elapsed` may go on.
+    pub fn check(&self, bytes: u64, elapsed: std::time::Duration) -> Result<(), TooSlow> {
+        if elapsed >= self.timeout {
+            return Err(TooSlow::Deadline(self.timeout.as_secs()));
+        }
+        if elapsed >= self.grace && self.min_bytes_per_sec > 0 {
+            let rate = (bytes as f64 / elapsed.as_secs_f64()) as u64;
+            if rate < self.min_bytes_per_sec {
+                return Err(TooSlow::Rate {
+                    rate,
+                    min: self.min_bytes_per_sec,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_uploads_are_cut_after_the_grace_and_long_ones_at_the_deadline() {
+        let pace = Pace {
+            timeout: Duration::from_secs(60),
+            min_bytes_per_sec: 10_000,
+            grace: Duration::from_secs(5),
+        };
+        assert_eq!(
+            pace.check(0, Duration::from_secs(4)),
+            Ok(()),
+            "in the grace"
+        );
+        assert_eq!(
+            pace.check(20_000, Duration::from_secs(10)),
+            Err(TooSlow::Rate {
+                rate: 2_000,
+                min: 10_000
+            })
+        );
+        assert_eq!(pace.check(200_000, Duration::from_secs(10)), Ok(()));
+        assert_eq!(
+            pace.check(u64::MAX, Duration::from_secs(60)),
+            Err(TooSlow::Deadline(60))
+        );
+        // A stalled transfer may wait until its average would fall too low.
+        assert_eq!(
+            pace.patience(100_000, Duration::from_secs(4)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            pace.patience(0, Duration::from_secs(1)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            pace.patience(u64::MAX, Duration::from_secs(50)),
+            Duration::from_secs(10),
+            "never past the deadline"
+        );
+    }
+}

@@ -19,6 +19,9 @@ pub struct Limits {
     pub max_files: usize,
     /// Estimated work per image (see `jobs::admission`).
     pub cost: crate::jobs::admission::CostLimits,
+    /// ZIP downloads streamed at once, and how fast each must be read.
+    pub max_downloads: usize,
+    pub download_pace: crate::jobs::admission::Pace,
 }
 
 /// Why one uploaded file was refused. The caller adds the file's name.
@@ -343,6 +346,12 @@ mod tests {
         cost: crate::jobs::admission::CostLimits {
             max_seconds: 60,
             max_upscale: 16,
+        },
+        max_downloads: 1,
+        download_pace: crate::jobs::admission::Pace {
+            timeout: std::time::Duration::from_secs(60),
+            min_bytes_per_sec: 0,
+            grace: std::time::Duration::from_secs(10),
         },
     };
 

@@ -56,6 +56,10 @@ pub enum JobError {
         "a request with this Idempotency-Key is still in progress; retry when it has answered"
     )]
     SubmissionInProgress,
+    #[error(
+        "the server is streaming as many downloads as it takes at once ({limit}); retry shortly"
+    )]
+    DownloadsBusy { limit: usize },
     #[error("this Idempotency-Key was already used for a different request (other files, names or options); use a new key for a new request")]
     IdempotencyMismatch,
     #[error("internal error: {0}")]

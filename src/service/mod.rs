@@ -57,6 +57,8 @@ pub struct JobService {
     limits: Limits,
     ttl: Duration,
     links: Arc<dyn Links>,
+    /// One permit per ZIP being streamed (each holds a blocking thread).
+    downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl JobService {
@@ -77,6 +79,7 @@ impl JobService {
             meta,
             tenants,
             queue,
+            downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads)),
             limits,
             ttl,
             links,
@@ -185,11 +188,20 @@ impl JobService {
             .collect();
         let manifest = serde_json::to_vec_pretty(&status)
             .map_err(|e| JobError::Internal(format!("manifest: {e}")))?;
+        let permit =
+            self.downloads
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| JobError::DownloadsBusy {
+                    limit: self.limits.max_downloads,
+                })?;
         let stream = archive::stream(
             self.store.clone(),
             entries,
             MANIFEST_NAME.to_string(),
             manifest,
+            self.limits.download_pace,
+            permit,
         );
         Ok((status, stream))
     }

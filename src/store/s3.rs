@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use minio::s3::builders::{ObjectContent, Size};
 use minio::s3::creds::StaticProvider;
 use minio::s3::error::{Error as MinioError, NetworkError, S3ServerError, ValidationErr};
@@ -265,9 +265,31 @@ impl ObjectStore for S3Store {
         let (stream, size) = resp
             .into_boxed_stream()
             .map_err(|e| classify(&format!("get {key}"), e))?;
+        // Every read has a deadline: a storage server that stops sending
+        // mid-object must not hold a download (and its thread) forever.
+        let context = format!("get {key}");
+        let stream = futures::stream::unfold(Some(stream), move |stream| {
+            let context = context.clone();
+            async move {
+                let mut stream = stream?;
+                match tokio::time::timeout(REQUEST_TIMEOUT, stream.next()).await {
+                    Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), Some(stream))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "{context}: object storage sent nothing for {REQUEST_TIMEOUT:?}"
+                            ),
+                        )),
+                        None,
+                    )),
+                }
+            }
+        });
         Ok(ObjectStream {
             size,
-            stream: stream.map_err(std::io::Error::other).boxed(),
+            stream: stream.boxed(),
         })
     }
 
