@@ -20,6 +20,8 @@ apt_install() {
 command -v nasm >/dev/null || { echo "== installing nasm"; apt_install nasm; }
 command -v redis-server >/dev/null || { echo "== installing redis-server"; apt_install redis-server; }
 command -v docker-compose >/dev/null || { echo "== installing docker-compose (for config validation only)"; apt_install docker-compose; }
+# python3-venv: the virtualenv scripts/schemathesis.sh installs schemathesis into.
+python3 -c 'import ensurepip, venv' 2>/dev/null || { echo "== installing python3-venv"; apt_install python3-venv; }
 if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
   echo "== installing s3s-fs $S3S_VERSION (S3 server for tests)"
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --quiet
@@ -75,3 +77,9 @@ IMGPIPE_SIGNING_KEY=x IMGPIPE_BOOTSTRAP_KEY=y docker-compose -f docker-compose.y
 
 echo "== cargo test"
 cargo test --all-targets "$@"
+
+# The whole suite (no test filter given) also fuzzes the API against its contract.
+if [ $# -eq 0 ]; then
+  echo "== schemathesis"
+  "$(dirname "$0")/schemathesis.sh" "${CARGO_TARGET_DIR:-target}/debug/imgpipe"
+fi

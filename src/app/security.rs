@@ -128,6 +128,10 @@ fn kept_secret(path: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
+    // First start: the data directory may not exist yet.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
     let secret = hex::encode(random);
@@ -206,7 +210,8 @@ mod tests {
     #[test]
     fn the_embedded_secret_is_made_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("signing.key");
+        // In a data directory that does not exist yet, as on a first start.
+        let path = dir.path().join("data").join("signing.key");
         let first = kept_secret(&path).unwrap();
         assert_eq!(first.len(), 64);
         assert_eq!(kept_secret(&path).unwrap(), first);

@@ -112,7 +112,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(only("/openapi.yaml", "GET", web::get().to(system::openapi)))
     .service(only("/", "GET", web::get().to(system::to_docs)))
     .service(only("/docs", "GET", web::get().to(system::to_docs)))
-    .service(system::swagger_ui())
+    .service(only(
+        "/docs/{asset:.*}",
+        "GET",
+        web::get().to(system::swagger_ui),
+    ))
     .default_service(web::route().to(system::not_found));
 }
 

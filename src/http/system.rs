@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
-use utoipa_swagger_ui::{Config, SwaggerUi};
+use utoipa_swagger_ui::Config;
 
 use super::{ApiError, Gate};
 use crate::auth::Scope;
@@ -78,8 +78,33 @@ pub async fn to_docs() -> HttpResponse {
         .finish()
 }
 
-pub fn swagger_ui() -> SwaggerUi {
-    SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.yaml"))
+/// Swagger UI's files (vendored in the binary), pointed at our spec. Served
+/// here rather than by the crate's own service so that an unknown asset is
+/// the JSON `404 not_found` every other route gives.
+pub async fn swagger_ui(
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let config = std::sync::Arc::new(Config::from("/openapi.yaml"));
+    match utoipa_swagger_ui::serve(&path.into_inner(), config) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            if file.gzpipped {
+                response.insert_header(("Content-Encoding", "gzip"));
+            }
+            Ok(response
+                .content_type(file.content_type)
+                .body(file.bytes.to_vec()))
+        }
+        Ok(None) => Err(ApiError::NoRoute(format!(
+            "{} {}",
+            req.method(),
+            req.path()
+        ))),
+        Err(e) => Err(ApiError::Job(crate::service::JobError::Internal(format!(
+            "Swagger UI: {e}"
+        )))),
+    }
 }
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -700,12 +700,15 @@ async fn start_up_refuses_to_be_open_or_keyless_where_anyone_can_reach_it() {
     assert!(process.base_url.is_some());
 }
 
-/// The README's first commands: `serve` on loopback with no key is open.
+/// The README's first commands: `serve` on loopback, no setting at all (no
+/// key, no signing secret, no data directory yet), is open.
 #[tokio::test]
 async fn on_loopback_without_keys_the_default_is_open() {
     let deployment = Deployment::new(Backend::Embedded)
-        .env("IMGPIPE_AUTH", "auto")
-        .without("IMGPIPE_BOOTSTRAP_KEY");
+        .without("IMGPIPE_AUTH")
+        .without("IMGPIPE_BOOTSTRAP_KEY")
+        .without("IMGPIPE_SIGNING_KEY");
+    assert!(!deployment.data_dir.exists(), "a first start");
     let server = deployment.serve();
     let app = server.as_caller(None);
     let job = submit_one(&app).await;
