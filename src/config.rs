@@ -294,6 +294,17 @@ pub struct Config {
     )]
     pub min_download_bytes_per_sec: u64,
 
+    /// Longest time one image may take to render, in seconds; then it fails
+    /// with "timed out after N s" (not retried) and its slot is freed
+    #[arg(
+        long,
+        env = "IMGPIPE_TASK_TIMEOUT_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub task_timeout_secs: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -470,6 +481,7 @@ impl Config {
             max_attempts: self.max_attempts,
             backoff: self.backoff(),
             png_compression: self.png_compression,
+            task_timeout: Duration::from_secs(self.task_timeout_secs),
         }
     }
 

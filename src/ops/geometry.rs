@@ -410,6 +410,9 @@ fn affine_interpolated(
     let sample =
         |x: i64, y: usize, c: usize| f64::from(img.data[(y * img.width + xclip(x)) * ch + c]);
     for y in 0..height {
+        if super::cancel::cancelled() {
+            break;
+        }
         for x in 0..width {
             let (xi, yi) = (x as f64 + 0.5, y as f64 + 0.5);
             let xin = a[0] * xi + a[1] * yi + a[2];

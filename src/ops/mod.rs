@@ -9,6 +9,7 @@
 mod action;
 mod adjust;
 mod blur;
+pub mod cancel;
 mod cost;
 mod geometry;
 mod grayscale;
@@ -134,6 +135,9 @@ impl Chain {
     pub fn apply(&self, img: DynamicImage, limit: u64) -> Result<DynamicImage, SizeError> {
         let mut raster = Raster::from_dynamic(img);
         for op in &self.0 {
+            if cancel::cancelled() {
+                break;
+            }
             let (w, h) = op.action.output_size(raster.width, raster.height);
             check(op, w, h, limit)?;
             raster = op.action.apply(raster);

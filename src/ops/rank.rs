@@ -35,6 +35,9 @@ pub fn rank_filter(img: &Raster, size: usize, which: Rank) -> Raster {
     let cols: Vec<usize> = (-m..w as isize + m).map(|x| clamp_to(x, w)).collect();
     for c in 0..ch {
         for y in 0..h {
+            if super::cancel::cancelled() {
+                return out;
+            }
             let rows: Vec<usize> = (0..size as isize)
                 .map(|dy| clamp_to(y as isize - m + dy, h) * w)
                 .collect();
@@ -113,6 +116,9 @@ pub fn mode_filter(img: &Raster, size: usize) -> Raster {
     for c in 0..ch {
         let sample = |x: isize, y: isize| img.data[(y as usize * w + x as usize) * ch + c];
         for y in 0..hi {
+            if super::cancel::cancelled() {
+                return out;
+            }
             let rows = (y - r).max(0)..(y + r + 1).min(hi);
             let mut hist = [0u32; 256];
             for yy in rows.clone() {

@@ -19,6 +19,7 @@ use crate::backend_error::ErrorKind;
 use crate::codec::{CodecError, PngCompression};
 use crate::jobs::{ImageProgress, Job, JobId};
 use crate::meta::{MetaError, MetaStore};
+use crate::ops::cancel::Cancel;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
 use crate::render;
 use crate::store::ObjectStore;
@@ -33,7 +34,12 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub png_compression: PngCompression,
+    /// Longest time one image may take to render (IMGPIPE_TASK_TIMEOUT_SECS).
+    pub task_timeout: std::time::Duration,
 }
+
+/// How often a rendering image checks that its job still exists.
+const DELETION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Processes images: the [`Handler`] the queue's workers call.
 pub struct Worker {
@@ -266,7 +272,12 @@ impl Worker {
 
         let recipe = job.recipe.clone();
         let (format, settings) = (entry.output_format, self.settings);
-        let rendered = pool::run(&self.render_pool, move || {
+        // Trips at the task deadline, or when the job is deleted meanwhile:
+        // the operations stop at their next row, and the slot and the
+        // memory reservation are free again.
+        let cancel = Cancel::until(Some(std::time::Instant::now() + settings.task_timeout));
+        let token = cancel.clone();
+        let render = pool::run(&self.render_pool, move || {
             let _reserved = reserved;
             let output = render::Output {
                 ops: &recipe.ops,
@@ -275,9 +286,25 @@ impl Worker {
                 lossless: recipe.lossless,
                 png: settings.png_compression,
             };
-            render::render(&input, output, settings.max_pixels)
-        })
-        .await;
+            token.scope(|| render::render(&input, output, settings.max_pixels))
+        });
+        tokio::pin!(render);
+        let rendered = loop {
+            tokio::select! {
+                rendered = &mut render => break rendered,
+                () = tokio::time::sleep(DELETION_CHECK) => {
+                    if let Ok(None) = self.meta.load(job.id).await {
+                        cancel.cancel();
+                    }
+                }
+            }
+        };
+        if cancel.past_deadline() {
+            return Err(TaskError::TimedOut(settings.task_timeout.as_secs()));
+        }
+        if cancel.is_cancelled() {
+            return Err(TaskError::Cancelled);
+        }
         let encoded = rendered.map_err(TaskError::Crashed)??;
 
         let size = encoded.len() as u64;

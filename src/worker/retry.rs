@@ -42,6 +42,12 @@ pub enum TaskError {
     Meta(#[from] MetaError),
     #[error("processing crashed: {0}")]
     Crashed(String),
+    /// Past IMGPIPE_TASK_TIMEOUT_SECS: failed for good, not retried.
+    #[error("timed out after {0} s")]
+    TimedOut(u64),
+    /// Stopped because its job was deleted while it ran.
+    #[error("cancelled: the job was deleted")]
+    Cancelled,
 }
 
 impl From<RenderError> for TaskError {
@@ -64,12 +70,17 @@ impl TaskError {
             TaskError::Store(e) => e.summary(),
             TaskError::Meta(e) => e.summary(),
             TaskError::Crashed(_) => "processing crashed".to_string(),
+            TaskError::TimedOut(_) | TaskError::Cancelled => self.to_string(),
         }
     }
 
     pub fn is_transient(&self) -> bool {
         match self {
-            TaskError::Image(_) | TaskError::Size(_) | TaskError::Crashed(_) => false,
+            TaskError::Image(_)
+            | TaskError::Size(_)
+            | TaskError::Crashed(_)
+            | TaskError::TimedOut(_)
+            | TaskError::Cancelled => false,
             TaskError::Store(e) => e.is_transient(),
             TaskError::Meta(e) => e.is_transient(),
         }

@@ -84,6 +84,7 @@ impl Rig {
                 tries: 2,
             },
             png_compression: PngCompression::Fast,
+            task_timeout: Duration::from_secs(60),
         };
         let pool = Arc::new(render_pool(1).expect("render pool"));
         let worker = Worker::new(store.clone(), meta.clone(), settings, pool);

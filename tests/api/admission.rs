@@ -202,6 +202,8 @@ crate::both_backends!(
     an_upload_that_takes_too_long_is_cut,
     endless_fields_are_refused,
     a_stalled_download_is_cut_and_frees_its_place,
+    an_image_over_its_deadline_fails_and_frees_its_slot,
+    deleting_a_running_job_stops_its_image,
 );
 
 /// The rate is judged after a 10 s grace: a client sending 5 kB/s is cut
@@ -305,4 +307,69 @@ async fn a_stalled_download_is_cut_and_frees_its_place(backend: Backend) {
         }
     }
     assert!(rest.is_err(), "the cut download ends with an error");
+}
+
+/// Minutes of work in any build (three 25×25 mode filters over 4 MP of
+/// noise), yet within the cost limit: only the task deadline stops it.
+fn heavy() -> (&'static str, Vec<crate::helpers::File>) {
+    (
+        "ops=mode:25,mode:25,mode:25",
+        vec![("heavy.png".into(), noise_png(2000, 2000, 9))],
+    )
+}
+
+/// A small job that takes well under a second: how long it waits shows
+/// whether the one worker slot is free.
+async fn small_job_time(app: &TestApp) -> Duration {
+    let started = Instant::now();
+    let job = app
+        .submit_ok("filter=blur", vec![("small.png".into(), png(32, 32, 4))])
+        .await;
+    let id = job["job_id"].as_str().expect("id").to_string();
+    let status = app.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    started.elapsed()
+}
+
+async fn an_image_over_its_deadline_fails_and_frees_its_slot(backend: Backend) {
+    let deployment = Deployment::new(backend)
+        .env("IMGPIPE_TASK_TIMEOUT_SECS", "1")
+        .env("IMGPIPE_WORKERS", "1");
+    let app = deployment.serve();
+    let (query, files) = heavy();
+    let job = app.submit_ok(query, files).await;
+    let id = job["job_id"].as_str().expect("id").to_string();
+    app.wait_started(&id).await;
+    let started = Instant::now();
+    let status = app.wait_done(&id, Duration::from_secs(60)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at its deadline, not when done: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status["status"], "failed", "{status}");
+    let image = &status["images"][0];
+    assert_eq!(image["error"], "timed out after 1 s", "{image}");
+    assert_eq!(image["attempts"], 1, "not retried as transient: {image}");
+    assert!(small_job_time(&app).await < Duration::from_secs(10));
+}
+
+async fn deleting_a_running_job_stops_its_image(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_WORKERS", "1");
+    let app = deployment.serve();
+    let (query, files) = heavy();
+    let job = app.submit_ok(query, files).await;
+    let id = job["job_id"].as_str().expect("id").to_string();
+    app.wait_started(&id).await;
+    let deleted = app
+        .send(app.client.delete(app.url(&format!("/jobs/{id}"))))
+        .await;
+    assert_eq!(deleted.status(), 204);
+    // The one slot is free within about a second (the check runs every
+    // second), not after minutes of a render nobody wants.
+    let waited = small_job_time(&app).await;
+    assert!(
+        waited < Duration::from_secs(8),
+        "the slot stayed busy for {waited:?}"
+    );
 }
