@@ -23,3 +23,12 @@ CREATE TABLE submissions (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (tenant, key)
 ) STRICT, WITHOUT ROWID;
+
+-- Submissions per tenant (or client address) per fixed window, for quotas.
+CREATE TABLE quota_windows (
+    subject  TEXT    NOT NULL,
+    -- The window's start, Unix milliseconds.
+    window   INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (subject, window)
+) STRICT, WITHOUT ROWID;

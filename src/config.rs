@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::PngCompression;
-use crate::jobs::admission::{CostLimits, Pace};
+use crate::jobs::admission::{CostLimits, Pace, RateQuota};
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
 use crate::worker::{Backoff, WorkerSettings};
@@ -305,6 +305,17 @@ pub struct Config {
     )]
     pub task_timeout_secs: u64,
 
+    /// Submissions each tenant (in open mode: each client address) may make
+    /// per minute, counted in fixed one-minute windows; more get 429 with
+    /// Retry-After
+    #[arg(
+        long,
+        env = "IMGPIPE_QUOTA_JOBS_PER_MINUTE",
+        default_value_t = 600,
+        global = true
+    )]
+    pub quota_jobs_per_minute: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -440,6 +451,9 @@ impl Config {
             cost: CostLimits {
                 max_seconds: self.max_image_cost,
                 max_upscale: self.max_upscale,
+            },
+            quota: RateQuota {
+                jobs_per_minute: self.quota_jobs_per_minute,
             },
             max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
             download_pace: Pace {

@@ -220,3 +220,44 @@ async fn a_lapsed_lease_frees_the_key_and_racing_claims_have_one_winner() {
         assert_eq!(winners, 1, "{name}: {claims:?}");
     }
 }
+
+#[tokio::test]
+async fn a_window_counts_up_to_its_limit_per_subject() {
+    for (name, store, _guard) in stores().await {
+        let window = 1_800_000_000_000;
+        for expected in 1..=3 {
+            assert_eq!(
+                store
+                    .count_in_window("tenant:a", window, 60_000, 3)
+                    .await
+                    .unwrap(),
+                (true, expected),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            store
+                .count_in_window("tenant:a", window, 60_000, 3)
+                .await
+                .unwrap(),
+            (false, 3),
+            "{name}: full"
+        );
+        assert_eq!(
+            store
+                .count_in_window("tenant:b", window, 60_000, 3)
+                .await
+                .unwrap(),
+            (true, 1),
+            "{name}: per subject"
+        );
+        assert_eq!(
+            store
+                .count_in_window("tenant:a", window + 60_000, 60_000, 3)
+                .await
+                .unwrap(),
+            (true, 1),
+            "{name}: a new window starts empty"
+        );
+    }
+}

@@ -116,6 +116,7 @@ impl ApiError {
                 }
                 JobError::SubmissionInProgress => "idempotency_key_in_use",
                 JobError::DownloadsBusy { .. } => "server_busy",
+                JobError::QuotaExceeded { .. } => "quota_exceeded",
                 JobError::IdempotencyMismatch => "idempotency_key_reused",
                 JobError::Internal(_) => "internal_error",
             },
@@ -242,6 +243,7 @@ impl ResponseError for ApiError {
                 }
                 JobError::SubmissionInProgress => StatusCode::CONFLICT,
                 JobError::DownloadsBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 JobError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -280,6 +282,12 @@ impl ResponseError for ApiError {
             "file": self.file(),
             "request_id": request_id,
         });
+        if let ApiError::Job(JobError::QuotaExceeded {
+            quota, limit, used, ..
+        }) = self
+        {
+            error["quota"] = json!({ "name": quota, "limit": limit, "used": used });
+        }
         if let (Some(op), usage) = self.operation() {
             error["operation"] = json!(op);
             if let Some(usage) = usage {
@@ -299,6 +307,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "5"));
+        }
+        if let ApiError::Job(JobError::QuotaExceeded { retry_after, .. }) = self {
+            response.insert_header(("Retry-After", retry_after.to_string()));
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             response.insert_header(("Allow", *allow));

@@ -100,6 +100,17 @@ async fn accept(
 ) -> Result<HttpResponse, ApiError> {
     let service = intake.service;
     let caller = gate.require(req, Scope::Submit).await?;
+    // Quotas are per tenant; in open mode, where everyone is one tenant,
+    // per client address.
+    let subject = match &caller.key {
+        Some(_) => format!("tenant:{}", caller.tenant),
+        None => format!(
+            "addr:{}",
+            req.peer_addr()
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
+        ),
+    };
+    service.count_submission(&subject).await?;
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;

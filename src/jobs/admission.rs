@@ -210,6 +210,20 @@ mod tests {
     }
 }
 
+/// The submission rate a tenant (or, in open mode, a client address) may
+/// keep: `IMGPIPE_QUOTA_JOBS_PER_MINUTE`, counted in fixed one-minute windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateQuota {
+    pub jobs_per_minute: u64,
+}
+
+/// One quota window: when it started (Unix ms) and how long until the next.
+pub fn minute_window(now_ms: i64) -> (i64, u64) {
+    let start = now_ms - now_ms.rem_euclid(60_000);
+    let left_ms = start + 60_000 - now_ms;
+    (start, u64::try_from((left_ms + 999) / 1000).unwrap_or(60))
+}
+
 /// How a transfer must progress: an upload (IMGPIPE_UPLOAD_TIMEOUT_SECS,
 /// IMGPIPE_MIN_UPLOAD_BYTES_PER_SEC) or a download (IMGPIPE_DOWNLOAD_…). A
 /// client too slow to finish holds a connection, disk or a thread for nothing.
@@ -266,6 +280,13 @@ impl Pace {
 mod pace_tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn windows_are_whole_minutes_and_say_when_the_next_begins() {
+        assert_eq!(minute_window(120_000), (120_000, 60));
+        assert_eq!(minute_window(179_001), (120_000, 1));
+        assert_eq!(minute_window(150_500), (120_000, 30));
+    }
 
     #[test]
     fn slow_uploads_are_cut_after_the_grace_and_long_ones_at_the_deadline() {

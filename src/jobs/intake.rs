@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_files: usize,
     /// Estimated work per image (see `jobs::admission`).
     pub cost: crate::jobs::admission::CostLimits,
+    /// Submissions per minute per tenant (or client address in open mode).
+    pub quota: crate::jobs::admission::RateQuota,
     /// ZIP downloads streamed at once, and how fast each must be read.
     pub max_downloads: usize,
     pub download_pace: crate::jobs::admission::Pace,
@@ -346,6 +348,9 @@ mod tests {
         cost: crate::jobs::admission::CostLimits {
             max_seconds: 60,
             max_upscale: 16,
+        },
+        quota: crate::jobs::admission::RateQuota {
+            jobs_per_minute: 600,
         },
         max_downloads: 1,
         download_pace: crate::jobs::admission::Pace {

@@ -59,6 +59,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
+/// Counts one more in a window unless it holds ARGV[1] already; the key
+/// expires with the window (ARGV[2] ms). Returns {counted, count}.
+const COUNT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return {0, n} end
+n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {1, n}
+";
+
 /// Deletes a completed record if it belongs to job ARGV[1].
 const FORGET: &str = r"
 local value = redis.call('GET', KEYS[1])
@@ -204,6 +214,24 @@ impl TenantStore for RedisMeta {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    async fn count_in_window(
+        &self,
+        subject: &str,
+        window_start: i64,
+        window_ms: i64,
+        limit: u64,
+    ) -> Result<(bool, u64), MetaError> {
+        let key = format!("{}:quota:{subject}:{window_start}", self.prefix);
+        let (counted, count): (i64, u64) = redis::Script::new(COUNT)
+            .key(key)
+            .arg(limit)
+            .arg(window_ms.saturating_mul(2))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok((counted == 1, count))
     }
 
     async fn forget_submission(

@@ -166,6 +166,48 @@ impl TenantStore for SqliteMeta {
         Ok(())
     }
 
+    async fn count_in_window(
+        &self,
+        subject: &str,
+        window_start: i64,
+        _window_ms: i64,
+        limit: u64,
+    ) -> Result<(bool, u64), MetaError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Past windows of this subject go as it counts in a new one.
+        sqlx::query("DELETE FROM quota_windows WHERE subject = ? AND window < ?")
+            .bind(subject)
+            .bind(window_start)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let counted = sqlx::query(
+            "INSERT INTO quota_windows (subject, window, count) VALUES (?1, ?2, 1)
+             ON CONFLICT (subject, window) DO UPDATE SET count = count + 1
+             WHERE quota_windows.count < ?3",
+        )
+        .bind(subject)
+        .bind(window_start)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected()
+            == 1
+            && limit > 0;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count FROM quota_windows WHERE subject = ? AND window = ?")
+                .bind(subject)
+                .bind(window_start)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or(0);
+        tx.commit().await.map_err(unavailable)?;
+        Ok((counted, u64::try_from(count).unwrap_or(0)))
+    }
+
     async fn forget_submission(
         &self,
         tenant: &Tenant,

@@ -51,6 +51,16 @@ pub trait TenantStore: Send + Sync + 'static {
         key: &IdempotencyKey,
         nonce: &str,
     ) -> Result<(), MetaError>;
+    /// Counts one more event for `subject` in the fixed window starting at
+    /// `window_start` (Unix ms, `window_ms` long), atomically, unless it
+    /// already has `limit`: returns whether it was counted, and the count.
+    async fn count_in_window(
+        &self,
+        subject: &str,
+        window_start: i64,
+        window_ms: i64,
+        limit: u64,
+    ) -> Result<(bool, u64), MetaError>;
     /// Forgets the completed record of `job_id` (the job was deleted or purged).
     async fn forget_submission(
         &self,

@@ -60,6 +60,13 @@ pub enum JobError {
         "the server is streaming as many downloads as it takes at once ({limit}); retry shortly"
     )]
     DownloadsBusy { limit: usize },
+    #[error("quota {quota} exceeded: {used} of {limit} used; retry in {retry_after} s")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: u64,
+        used: u64,
+        retry_after: u64,
+    },
     #[error("this Idempotency-Key was already used for a different request (other files, names or options); use a new key for a new request")]
     IdempotencyMismatch,
     #[error("internal error: {0}")]

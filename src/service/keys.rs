@@ -232,6 +232,15 @@ mod tests {
         ) -> Result<(), MetaError> {
             Ok(())
         }
+        async fn count_in_window(
+            &self,
+            _: &str,
+            _: i64,
+            _: i64,
+            _: u64,
+        ) -> Result<(bool, u64), MetaError> {
+            Ok((true, 1))
+        }
         async fn forget_submission(
             &self,
             _: &Tenant,

@@ -307,6 +307,27 @@ impl JobService {
         })
     }
 
+    /// Counts a submission against `subject`'s rate quota (a tenant, or a
+    /// client address in open mode); over it → [`JobError::QuotaExceeded`].
+    pub async fn count_submission(&self, subject: &str) -> Result<(), JobError> {
+        let limit = self.limits.quota.jobs_per_minute;
+        let (start, retry_after) = admission::minute_window(Utc::now().timestamp_millis());
+        let (counted, used) = self
+            .tenants
+            .count_in_window(subject, start, 60_000, limit)
+            .await?;
+        if counted {
+            Ok(())
+        } else {
+            Err(JobError::QuotaExceeded {
+                quota: "jobs_per_minute",
+                limit,
+                used,
+                retry_after,
+            })
+        }
+    }
+
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
         // Owned pairs: the stream lives in a spawned task (see `submit`).
         let pairs: Vec<(String, PathBuf)> = job
