@@ -200,11 +200,15 @@ impl Deployment {
                     .await
                     .expect("KEYS");
                 // Worker registrations and the queue's wake-up signal are
-                // the queue's own, and API keys the tenants': not records of
-                // any job or task.
+                // the queue's own, API keys and quota counters (which expire
+                // with their minute) the tenants': not records of any job or
+                // task.
                 keys.into_iter()
                     .filter(|k| {
-                        !k.contains(":workers") && !k.ends_with(":signal") && !k.contains(":apikey")
+                        !k.contains(":workers")
+                            && !k.ends_with(":signal")
+                            && !k.contains(":apikey")
+                            && !k.contains(":quota:")
                     })
                     .collect()
             }
