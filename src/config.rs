@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::codec::PngCompression;
-use crate::jobs::admission::{CostLimits, Pace, RateQuota};
+use crate::jobs::admission::{CostLimits, Pace, Quotas};
 use crate::jobs::intake::Limits;
 use crate::queue::Liveness;
 use crate::worker::{Backoff, WorkerSettings};
@@ -66,8 +66,14 @@ pub enum KeysCommand {
         /// Free text shown by `keys list` (who or what uses the key)
         #[arg(long)]
         label: Option<String>,
+        /// This key's submissions per minute (default: IMGPIPE_QUOTA_JOBS_PER_MINUTE)
+        #[arg(long)]
+        jobs_per_minute: Option<u64>,
+        /// This key's queued + running images (default: IMGPIPE_QUOTA_ACTIVE_IMAGES)
+        #[arg(long)]
+        active_images: Option<u64>,
     },
-    /// List every key (id, tenant, scopes, label, created, revoked); never the keys themselves
+    /// List every key (id, tenant, scopes, quotas, created, revoked, label); never the keys themselves
     List,
     /// Revoke a key by its id (as shown by `keys list`); takes effect at once
     Revoke {
@@ -165,6 +171,17 @@ pub struct Config {
     /// Images processed at once by this process's workers (0 = number of CPUs)
     #[arg(long, env = "IMGPIPE_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
+
+    /// Fair scheduling: images of one job waiting in the shared queue at once;
+    /// the rest are released as workers take these, so jobs take turns (0 =
+    /// release every image at submission, first come first served)
+    #[arg(
+        long,
+        env = "IMGPIPE_QUEUED_PER_JOB",
+        default_value_t = 4,
+        global = true
+    )]
+    pub queued_per_job: usize,
 
     /// Largest accepted file, in bytes (default 50 MiB)
     #[arg(long, env = "IMGPIPE_MAX_FILE_BYTES", default_value_t = 50 * 1024 * 1024, global = true)]
@@ -316,6 +333,16 @@ pub struct Config {
     )]
     pub quota_jobs_per_minute: u64,
 
+    /// Images a tenant may have queued or running at once, over all its live
+    /// jobs; a submission that would pass it gets 429 with Retry-After
+    #[arg(
+        long,
+        env = "IMGPIPE_QUOTA_ACTIVE_IMAGES",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub quota_active_images: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -452,8 +479,9 @@ impl Config {
                 max_seconds: self.max_image_cost,
                 max_upscale: self.max_upscale,
             },
-            quota: RateQuota {
+            quota: Quotas {
                 jobs_per_minute: self.quota_jobs_per_minute,
+                active_images: self.quota_active_images,
             },
             max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
             download_pace: Pace {
@@ -461,6 +489,7 @@ impl Config {
                 min_bytes_per_sec: self.min_download_bytes_per_sec,
                 grace: TRANSFER_GRACE,
             },
+            queued_per_job: self.queued_per_job,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use imgpipe::auth::idempotency::{Claim, Completed, Fingerprint, IdempotencyKey};
 use imgpipe::auth::keys::hash_token;
-use imgpipe::auth::{NewKey, Tenant};
+use imgpipe::auth::{NewKey, QuotaSettings, Tenant};
 use imgpipe::meta::{RedisMeta, SqliteMeta, TenantStore};
 
 async fn stores() -> Vec<(
@@ -43,6 +43,10 @@ fn new_key(seed: u8, tenant: &str) -> NewKey {
         tenant.parse().unwrap(),
         "submit,read".parse().unwrap(),
         Some(format!("label {seed}")),
+        QuotaSettings {
+            jobs_per_minute: Some(u64::from(seed)),
+            active_images: None,
+        },
         Utc::now(),
     )
 }
@@ -89,6 +93,7 @@ async fn keys_are_found_by_hash_listed_and_revoked() {
             "{name}: the rest is unchanged"
         );
         assert_eq!(revoked.label, a.key.label, "{name}");
+        assert_eq!(revoked.quotas, a.key.quotas, "{name}: quota settings kept");
         let b_now = store.key_by_hash(&b.key.hash).await.unwrap().unwrap();
         assert!(b_now.is_active(), "{name}: only that key");
     }

@@ -4,6 +4,7 @@
 
 use super::backends::tenant_store;
 use super::AppError;
+use crate::auth::QuotaSettings;
 use crate::config::{Config, KeysCommand};
 use crate::service::KeyService;
 
@@ -15,27 +16,34 @@ pub(super) async fn run(config: &Config, action: &KeysCommand) -> Result<(), App
             tenant,
             scopes,
             label,
+            jobs_per_minute,
+            active_images,
         } => {
+            let quotas = QuotaSettings {
+                jobs_per_minute: *jobs_per_minute,
+                active_images: *active_images,
+            };
             let new = keys
-                .create(tenant, scopes, label.clone())
+                .create(tenant, scopes, label.clone(), quotas)
                 .await
                 .map_err(failed)?;
             println!(
-                "created key {} for tenant {} with scopes {}",
-                new.key.id, new.key.tenant, new.key.scopes
+                "created key {} for tenant {} with scopes {} and quotas {}",
+                new.key.id, new.key.tenant, new.key.scopes, new.key.quotas
             );
             println!("this is the only time the key is shown; store it now:");
             println!("{}", new.token);
         }
         KeysCommand::List => {
             let all = keys.list().await.map_err(failed)?;
-            println!("ID\tTENANT\tSCOPES\tCREATED\tREVOKED\tLABEL");
+            println!("ID\tTENANT\tSCOPES\tQUOTAS\tCREATED\tREVOKED\tLABEL");
             for key in all {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     key.id,
                     key.tenant,
                     key.scopes,
+                    key.quotas,
                     key.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
                     key.revoked_at.map_or("-".to_string(), |t| t
                         .format("%Y-%m-%dT%H:%M:%SZ")

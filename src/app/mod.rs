@@ -14,15 +14,18 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 
 use self::backends::{backends, Backends};
-use self::tasks::{purge_periodically, supervise_workers};
+use self::tasks::{purge_periodically, supervise_workers, sweep_releases_periodically};
 use crate::auth::links::LinkSigner;
 use crate::config::{Command, Config};
 use crate::http;
-use crate::service::{JobService, KeyService};
+use crate::service::{JobService, KeyService, Paced};
 use crate::worker::{self, Worker};
 
 /// How long start-up waits for Redis and S3 to answer (they may be starting too).
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+/// How often each process looks for a job whose next images were never
+/// released (the process releasing them died): the worst added delay then.
+const RELEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -120,6 +123,12 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         stop_rx.clone(),
     ));
 
+    let sweeper = tokio::spawn(sweep_releases_periodically(
+        service.releaser(),
+        RELEASE_SWEEP_INTERVAL,
+        stop_rx.clone(),
+    ));
+
     let server = if command.runs_api() {
         let service = service.clone();
         let upload_dir = web::Data::new(http::UploadDir(config.tmp_dir()));
@@ -171,12 +180,13 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         let concurrency = config.worker_concurrency();
         let render_pool = worker::render_pool(concurrency)
             .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?;
-        let handler = Arc::new(Worker::new(
+        let worker = Arc::new(Worker::new(
             backends.store.clone(),
             backends.meta.clone(),
             config.worker_settings(),
             Arc::new(render_pool),
         ));
+        let handler = Arc::new(Paced::new(worker, service.releaser()));
         Some(tokio::spawn(supervise_workers(
             backends.consumer.clone(),
             handler,
@@ -222,6 +232,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = purger.await;
+        let _ = sweeper.await;
         if let Some(handle) = server_handle {
             handle.stop(true).await;
         }

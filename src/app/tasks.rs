@@ -1,11 +1,12 @@
 //! The long-running loops of a process besides the HTTP server: the worker
-//! supervisor and the periodic purge, both ending when shutdown is requested.
+//! supervisor, the periodic purge and the release sweep, all ending when
+//! shutdown is requested.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::queue::{Consumer, Handler};
-use crate::service::JobService;
+use crate::service::{JobService, Releaser};
 
 /// Runs the apalis worker until `stop`, and starts a fresh one (with a new
 /// name) whenever it ends on its own: apalis ends a worker at its first backend
@@ -83,6 +84,31 @@ pub(super) async fn purge_periodically(
             Ok(0) => {}
             Ok(n) => log::info!("purged {n} expired or deleted jobs"),
             Err(e) => log::warn!("purge pass failed (next pass retries): {e}"),
+        }
+    }
+}
+
+/// Repairs lost releases (see `service::release`) every `interval` until
+/// shutdown. Every process runs this; overlapping passes enqueue nothing
+/// twice (the queue skips task ids it holds).
+pub(super) async fn sweep_releases_periodically(
+    releaser: Releaser,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopped = stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {}
+        }
+        match releaser.sweep().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("release sweep: {n} held-back image(s) released"),
+            Err(e) => log::warn!("release sweep failed (next pass retries): {e}"),
         }
     }
 }

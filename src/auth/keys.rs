@@ -40,6 +40,35 @@ impl fmt::Display for KeyId {
     }
 }
 
+/// A key's own quota settings; unset ones are the server's defaults
+/// (`IMGPIPE_QUOTA_*`). They apply to requests made with this key; use is
+/// counted per tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_images: Option<u64>,
+}
+
+impl fmt::Display for QuotaSettings {
+    /// `jobs_per_minute=N,active_images=N`, the set ones only, or `-`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set: Vec<String> = [
+            ("jobs_per_minute", self.jobs_per_minute),
+            ("active_images", self.active_images),
+        ]
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+        .collect();
+        if set.is_empty() {
+            f.write_str("-")
+        } else {
+            f.write_str(&set.join(","))
+        }
+    }
+}
+
 /// A key as stored: everything but the token itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
@@ -47,6 +76,9 @@ pub struct ApiKey {
     pub tenant: Tenant,
     pub scopes: Scopes,
     pub label: Option<String>,
+    /// Keys made before quota settings existed have none.
+    #[serde(default)]
+    pub quotas: QuotaSettings,
     /// Hex SHA-256 of the token.
     pub hash: String,
     pub created_at: DateTime<Utc>,
@@ -73,6 +105,7 @@ impl NewKey {
         tenant: Tenant,
         scopes: Scopes,
         label: Option<String>,
+        quotas: QuotaSettings,
         now: DateTime<Utc>,
     ) -> Self {
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(&random[..32]));
@@ -81,6 +114,7 @@ impl NewKey {
             tenant,
             scopes,
             label,
+            quotas,
             hash: hash_token(&token),
             created_at: now,
             revoked_at: None,
@@ -97,6 +131,7 @@ impl NewKey {
             tenant: Tenant::local(),
             scopes: Scopes::all(),
             label: Some("IMGPIPE_BOOTSTRAP_KEY".to_string()),
+            quotas: QuotaSettings::default(),
             hash,
             created_at: now,
             revoked_at: None,
@@ -129,6 +164,7 @@ mod tests {
             "team".parse().unwrap(),
             "read".parse().unwrap(),
             None,
+            QuotaSettings::default(),
             Utc::now(),
         )
     }

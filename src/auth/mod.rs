@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use keys::{ApiKey, KeyId, NewKey};
+pub use keys::{ApiKey, KeyId, NewKey, QuotaSettings};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,6 +196,8 @@ pub struct Caller {
     pub scopes: Scopes,
     /// The key used (`None` when auth is off).
     pub key: Option<KeyId>,
+    /// The key's own quota settings (none when auth is off).
+    pub quotas: QuotaSettings,
 }
 
 impl Caller {
@@ -205,6 +207,7 @@ impl Caller {
             tenant: Tenant::local(),
             scopes: Scopes::all(),
             key: None,
+            quotas: QuotaSettings::default(),
         }
     }
 
@@ -213,6 +216,7 @@ impl Caller {
             tenant: key.tenant.clone(),
             scopes: key.scopes,
             key: Some(key.id.clone()),
+            quotas: key.quotas,
         }
     }
 
@@ -287,6 +291,7 @@ mod tests {
             tenant: a.clone(),
             scopes: "read".parse().unwrap(),
             key: None,
+            quotas: QuotaSettings::default(),
         };
         assert!(reader.may(Scope::Read) && !reader.may(Scope::Submit));
         assert!(reader.access().covers(&a) && !reader.access().covers(&b));

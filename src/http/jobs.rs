@@ -110,7 +110,12 @@ async fn accept(
                 .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
         ),
     };
-    service.count_submission(&subject).await?;
+    let quotas = service.quotas_for(&caller);
+    service.count_submission(&subject, quotas).await?;
+    // A tenant already at its image quota is refused before its body is read.
+    service
+        .check_active_images(&caller.tenant, 1, quotas)
+        .await?;
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;
@@ -173,7 +178,7 @@ async fn accept(
         .collect();
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
     let submitted = service
-        .submit(&caller.tenant, recipe, uploads, claim)
+        .submit(&caller.tenant, quotas, recipe, uploads, claim)
         .await?;
     drop(spooled);
     let mut answer = HttpResponse::Accepted();

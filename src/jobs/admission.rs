@@ -210,12 +210,34 @@ mod tests {
     }
 }
 
-/// The submission rate a tenant (or, in open mode, a client address) may
-/// keep: `IMGPIPE_QUOTA_JOBS_PER_MINUTE`, counted in fixed one-minute windows.
+/// What one tenant may use: submissions per minute (counted per tenant or,
+/// in open mode, per client address, in fixed one-minute windows) and
+/// images queued or running at once (over its live jobs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateQuota {
+pub struct Quotas {
     pub jobs_per_minute: u64,
+    pub active_images: u64,
 }
+
+impl Quotas {
+    /// These (the server's defaults), overridden by a key's own settings.
+    pub fn with(self, own: &crate::auth::QuotaSettings) -> Quotas {
+        Quotas {
+            jobs_per_minute: own.jobs_per_minute.unwrap_or(self.jobs_per_minute),
+            active_images: own.active_images.unwrap_or(self.active_images),
+        }
+    }
+}
+
+/// Whether `adding` more images fit in a quota of `limit` with `used` in use.
+/// A job is admitted whole or not at all.
+pub fn images_fit(used: u64, adding: u64, limit: u64) -> bool {
+    used.checked_add(adding).is_some_and(|total| total <= limit)
+}
+
+/// How long a client refused for active images is asked to wait: images
+/// finish in seconds, and polling faster only adds load.
+pub const ACTIVE_IMAGES_RETRY_AFTER_SECS: u64 = 10;
 
 /// One quota window: when it started (Unix ms) and how long until the next.
 pub fn minute_window(now_ms: i64) -> (i64, u64) {
@@ -326,5 +348,40 @@ mod pace_tests {
             Duration::from_secs(10),
             "never past the deadline"
         );
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use crate::auth::QuotaSettings;
+
+    #[test]
+    fn a_keys_own_settings_override_the_defaults() {
+        let defaults = Quotas {
+            jobs_per_minute: 600,
+            active_images: 10_000,
+        };
+        assert_eq!(defaults.with(&QuotaSettings::default()), defaults);
+        let own = QuotaSettings {
+            jobs_per_minute: None,
+            active_images: Some(5),
+        };
+        assert_eq!(
+            defaults.with(&own),
+            Quotas {
+                jobs_per_minute: 600,
+                active_images: 5
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_fits_whole_or_not_at_all() {
+        assert!(images_fit(0, 100, 100));
+        assert!(!images_fit(1, 100, 100));
+        assert!(images_fit(99, 1, 100));
+        assert!(!images_fit(100, 1, 100));
+        assert!(!images_fit(u64::MAX, 1, u64::MAX), "no overflow");
     }
 }

@@ -20,10 +20,12 @@ pub struct Limits {
     /// Estimated work per image (see `jobs::admission`).
     pub cost: crate::jobs::admission::CostLimits,
     /// Submissions per minute per tenant (or client address in open mode).
-    pub quota: crate::jobs::admission::RateQuota,
+    pub quota: crate::jobs::admission::Quotas,
     /// ZIP downloads streamed at once, and how fast each must be read.
     pub max_downloads: usize,
     pub download_pace: crate::jobs::admission::Pace,
+    /// Images of one job waiting in the queue at once (see `jobs::pacing`).
+    pub queued_per_job: usize,
 }
 
 /// Why one uploaded file was refused. The caller adds the file's name.
@@ -349,8 +351,9 @@ mod tests {
             max_seconds: 60,
             max_upscale: 16,
         },
-        quota: crate::jobs::admission::RateQuota {
+        quota: crate::jobs::admission::Quotas {
             jobs_per_minute: 600,
+            active_images: 10_000,
         },
         max_downloads: 1,
         download_pace: crate::jobs::admission::Pace {
@@ -358,6 +361,7 @@ mod tests {
             min_bytes_per_sec: 0,
             grace: std::time::Duration::from_secs(10),
         },
+        queued_per_job: 2,
     };
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {

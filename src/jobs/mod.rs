@@ -6,11 +6,13 @@
 //! - `admission` whether an image's estimated cost is within the limits
 //! - `intake`  one upload → its format and size, or why it is refused
 //! - `names`   safe, unique ZIP entry names from client filenames
+//! - `pacing`  which of a job's images to hand to the queue next (fairness)
 //! - `status`  the per-image states → one status
 
 pub mod admission;
 pub mod intake;
 pub mod names;
+pub mod pacing;
 mod recipe;
 pub mod status;
 
@@ -89,6 +91,40 @@ pub struct Job {
     /// The client's `Idempotency-Key`, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+}
+
+#[cfg(test)]
+impl Job {
+    /// A live job of `images` 1×1 PNGs owned by `local`, for unit tests.
+    pub fn sample(images: usize) -> Job {
+        let now = Utc::now();
+        Job {
+            id: JobId::new(),
+            recipe: Recipe {
+                ops: "invert".parse().expect("a valid chain"),
+                format: None,
+                quality: DEFAULT_JPEG_QUALITY,
+                lossless: false,
+            },
+            created_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            tenant: Tenant::local(),
+            idempotency_key: None,
+            images: (0..images)
+                .map(|index| ImageEntry {
+                    index,
+                    filename: format!("{index}.png"),
+                    entry_name: format!("{index}.png"),
+                    input_format: InputFormat::Png,
+                    output_format: OutputFormat::Png,
+                    width: 1,
+                    height: 1,
+                    size_bytes: 10,
+                    task_id: ulid::Ulid::new().to_string(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Job {

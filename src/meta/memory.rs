@@ -4,6 +4,7 @@
 //! "down" to act out an outage. Test builds only.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -11,12 +12,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
+use crate::jobs::pacing::Pace;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 struct Entry {
     job: Job,
     progress: Vec<Option<ImageProgress>>,
+    pace: Pace,
     deleted: bool,
 }
 
@@ -57,6 +61,7 @@ impl MetaStore for MemoryMeta {
         let entry = Entry {
             job: job.clone(),
             progress: vec![Some(ImageProgress::queued()); job.images.len()],
+            pace: Pace::new(job.images.len()),
             deleted: false,
         };
         self.jobs()?.insert(job.id, entry);
@@ -124,6 +129,61 @@ impl MetaStore for MemoryMeta {
             .take(limit)
             .map(|e| Doomed::of(&e.job))
             .collect())
+    }
+
+    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
+        let mut jobs = self.jobs()?;
+        let Some(entry) = jobs.get_mut(&id).filter(|e| e.live(Utc::now())) else {
+            return Ok(None);
+        };
+        if take {
+            entry.pace.taken += 1;
+        }
+        Ok(Some(entry.pace))
+    }
+
+    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
+        Ok(self
+            .jobs()?
+            .get(&id)
+            .filter(|e| e.live(Utc::now()))
+            .map(|e| {
+                e.job
+                    .images
+                    .iter()
+                    .filter(|i| range.contains(&i.index))
+                    .map(|i| i.task_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError> {
+        if let Some(entry) = self.jobs()?.get_mut(&id) {
+            entry.pace.released = entry.pace.released.max(upto.min(total));
+        }
+        Ok(())
+    }
+
+    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
+        let jobs = self.jobs()?;
+        let mut held: Vec<&Entry> = jobs
+            .values()
+            .filter(|e| !e.deleted && e.pace.released < e.pace.total)
+            .collect();
+        held.sort_by_key(|e| e.job.created_at);
+        Ok(held.iter().take(limit).map(|e| e.job.id).collect())
+    }
+
+    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
+        let now = Utc::now();
+        Ok(self
+            .jobs()?
+            .values()
+            .filter(|e| e.live(now) && &e.job.tenant == tenant)
+            .flat_map(|e| &e.progress)
+            .filter(|p| !p.as_ref().is_some_and(|p| p.state.is_terminal()))
+            .count() as u64)
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {

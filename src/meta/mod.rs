@@ -6,10 +6,13 @@
 #[cfg(test)]
 pub mod memory;
 mod redis;
+mod redis_pace;
 mod redis_tenants;
 mod sqlite;
 mod sqlite_tenants;
 mod tenants;
+
+use std::ops::Range;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +22,7 @@ pub use self::sqlite::SqliteMeta;
 pub use self::tenants::TenantStore;
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Tenant;
+use crate::jobs::pacing::Pace;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 crate::backend_error::backend_error!(
@@ -73,7 +77,8 @@ impl Doomed {
 
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    /// Records a new job with every image queued. Expires at `job.expires_at`.
+    /// Records a new job with every image queued and none released to the
+    /// queue yet. Expires at `job.expires_at`.
     async fn create(&self, job: &Job) -> Result<(), MetaError>;
     /// Loads a job and all its progress in one round trip; `None` once the job
     /// has expired or been deleted, even before it is purged.
@@ -102,6 +107,23 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError>;
     /// Up to `limit` jobs that expired by `now` or were deleted, for purging.
     async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError>;
+    /// A live job's release counters (see `jobs::pacing`), after counting one
+    /// more image taken by a worker if `take`. A job recorded before fair
+    /// scheduling reads as all released. `None` once the job is gone.
+    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError>;
+    /// The task ids of the job's images in `range`, in order (empty if the
+    /// job is gone).
+    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError>;
+    /// Records that images `0..upto` of a job (of `total`) are in the queue.
+    /// Never lowers the count; a job that is gone is left alone.
+    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError>;
+    /// Up to `limit` jobs, oldest first, that still hold back images (for
+    /// the sweep that repairs a release lost to a crash). May include jobs
+    /// that expired but are not yet purged.
+    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError>;
+    /// Images of `tenant`'s live jobs not yet settled (queued or running),
+    /// for its quota.
+    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError>;
     /// Removes a job's records for good (the last step of purging it).
     async fn remove(&self, id: JobId) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;

@@ -2,6 +2,15 @@
 //! `<prefix>:job:<id>:images` is a hash of image index → progress JSON.
 //! `<prefix>:jobs:expiry` orders jobs by expiry (Unix ms) for the purger; a deleted
 //! job's record moves to `<prefix>:job:<id>:deleted` until it is purged.
+//! Fair scheduling and quotas: `<prefix>:job:<id>:pace` is a hash of the
+//! job's counters (`total`, `released`, `taken`, `settled`), its `tenant` and
+//! its task ids (`t:<index>`); `<prefix>:jobs:unreleased` holds the jobs
+//! still holding images back, scored by creation time; and
+//! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry. A
+//! job without a pace hash (recorded before these) has nothing to release
+//! and counts for no quota.
+
+use std::ops::Range;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,7 +18,9 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
+use crate::jobs::pacing::Pace;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -35,7 +46,9 @@ pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaErr
 /// Writes a progress field under the rules of `MetaStore::set_image_progress`:
 /// only while the job exists and has not expired (its expiry-index score, in
 /// ms, is after ARGV[5], the writer's clock), never over a terminal state,
-/// never over a later attempt. Returns 1 when written, 0 when refused.
+/// never over a later attempt. Returns 1 when written, 0 when refused. A
+/// terminal state (ARGV[6] is 1) is counted in the job's pace hash (KEYS[4]),
+/// once, since a terminal state is never written over.
 const SET_PROGRESS: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
@@ -51,6 +64,9 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'settled', 1)
+end
 return 1
 ";
 
@@ -62,7 +78,24 @@ if not json then return false end
 redis.call('RENAME', KEYS[1], KEYS[3])
 redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+local tenant = redis.call('HGET', KEYS[6], 'tenant')
+if tenant then redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1]) end
+redis.call('DEL', KEYS[6])
 return json
+";
+
+/// Removes a job's keys for good, and the job from the indexes it is in
+/// (its tenant's is named in its pace hash, KEYS[4]). KEYS: job, images,
+/// deleted record, pace hash, expiry index, unreleased index; ARGV: the job
+/// id, the tenant index prefix.
+const REMOVE: &str = r"
+local tenant = redis.call('HGET', KEYS[4], 'tenant')
+if tenant then redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1]) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+return 1
 ";
 
 impl RedisMeta {
@@ -73,7 +106,7 @@ impl RedisMeta {
         }
     }
 
-    fn job_key(&self, id: JobId) -> String {
+    pub(super) fn job_key(&self, id: JobId) -> String {
         format!("{}:job:{id}", self.prefix)
     }
 
@@ -87,6 +120,23 @@ impl RedisMeta {
 
     fn expiry_index(&self) -> String {
         format!("{}:jobs:expiry", self.prefix)
+    }
+
+    pub(super) fn pace_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}:pace", self.prefix)
+    }
+
+    pub(super) fn unreleased_index(&self) -> String {
+        format!("{}:jobs:unreleased", self.prefix)
+    }
+
+    /// A tenant's live jobs, scored by expiry (Unix ms), for its quotas.
+    pub(super) fn tenant_jobs(&self, tenant: &Tenant) -> String {
+        format!("{}{tenant}:jobs", self.tenant_index_prefix())
+    }
+
+    fn tenant_index_prefix(&self) -> String {
+        format!("{}:tenant:", self.prefix)
     }
 }
 
@@ -111,6 +161,37 @@ impl MetaStore for RedisMeta {
         .ignore();
         for image in &job.images {
             pipe.hset(self.images_key(job.id), image.index, &queued)
+                .ignore();
+        }
+        if !job.images.is_empty() {
+            let mut pace: Vec<(String, String)> = vec![
+                ("total".into(), job.images.len().to_string()),
+                ("released".into(), "0".into()),
+                ("taken".into(), "0".into()),
+                ("tenant".into(), job.tenant.to_string()),
+            ];
+            pace.extend(
+                job.images
+                    .iter()
+                    .map(|i| (format!("t:{}", i.index), i.task_id.clone())),
+            );
+            pipe.hset_multiple(self.pace_key(job.id), &pace)
+                .ignore()
+                .expire_at(self.pace_key(job.id), expire_at)
+                .ignore()
+                .zadd(
+                    self.unreleased_index(),
+                    job.id.to_string(),
+                    job.created_at.timestamp_millis(),
+                )
+                .ignore()
+                .zadd(
+                    self.tenant_jobs(&job.tenant),
+                    job.id.to_string(),
+                    job.expires_at.timestamp_millis(),
+                )
+                .ignore()
+                .expire_at(self.tenant_jobs(&job.tenant), expire_at)
                 .ignore();
         }
         pipe.expire_at(self.job_key(job.id), expire_at)
@@ -172,11 +253,17 @@ impl MetaStore for RedisMeta {
             .key(self.job_key(id))
             .key(self.images_key(id))
             .key(self.expiry_index())
+            .key(self.pace_key(id))
             .arg(index)
             .arg(json)
             .arg(progress.attempts)
             .arg(id.to_string())
             .arg(Utc::now().timestamp_millis())
+            .arg(if progress.state.is_terminal() {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -189,7 +276,10 @@ impl MetaStore for RedisMeta {
             .key(self.images_key(id))
             .key(self.deleted_key(id))
             .key(self.expiry_index())
+            .key(self.unreleased_index())
+            .key(self.pace_key(id))
             .arg(id.to_string())
+            .arg(self.tenant_index_prefix())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -245,15 +335,39 @@ impl MetaStore for RedisMeta {
             .collect())
     }
 
+    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
+        self.read_pace(id, take).await
+    }
+
+    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
+        self.read_task_ids(id, range).await
+    }
+
+    async fn mark_released(&self, id: JobId, upto: usize, _total: usize) -> Result<(), MetaError> {
+        self.write_released(id, upto).await
+    }
+
+    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
+        self.list_unreleased(limit).await
+    }
+
+    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
+        self.count_active_images(tenant).await
+    }
+
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {
-        redis::pipe()
-            .atomic()
-            .del(&[self.job_key(id), self.images_key(id), self.deleted_key(id)])
-            .ignore()
-            .zrem(self.expiry_index(), id.to_string())
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
+        redis::Script::new(REMOVE)
+            .key(self.job_key(id))
+            .key(self.images_key(id))
+            .key(self.deleted_key(id))
+            .key(self.pace_key(id))
+            .key(self.expiry_index())
+            .key(self.unreleased_index())
+            .arg(id.to_string())
+            .arg(self.tenant_index_prefix())
+            .invoke_async::<i64>(&mut self.conn.clone())
             .await
+            .map(|_| ())
             .map_err(unavailable)
     }
 

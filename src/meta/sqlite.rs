@@ -1,7 +1,9 @@
 //! Job metadata in SQLite (the embedded mode): table `jobs` holds each job's
 //! record, table `images` each image's progress. The schema is in
-//! `migrations/`, applied when the store opens.
+//! `migrations/`, applied when the store opens. Fair scheduling's counters
+//! are columns of `jobs`.
 
+use std::ops::Range;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -9,7 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore};
+use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
+use crate::jobs::pacing::Pace;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -49,14 +53,19 @@ impl MetaStore for SqliteMeta {
         let queued_json =
             serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query("INSERT INTO jobs (id, record, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(job.id.to_string())
-            .bind(record)
-            .bind(millis(job.created_at))
-            .bind(millis(job.expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, record, created_at, expires_at, image_count, released, tenant)
+             VALUES (?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(record)
+        .bind(millis(job.created_at))
+        .bind(millis(job.expires_at))
+        .bind(job.images.len() as i64)
+        .bind(job.tenant.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         for image in &job.images {
             sqlx::query(
                 "INSERT INTO images (job_id, idx, state, attempts, progress) VALUES (?, ?, ?, ?, ?)",
@@ -195,6 +204,89 @@ impl MetaStore for SqliteMeta {
                 }
             })
             .collect())
+    }
+
+    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
+        // Jobs recorded before fair scheduling have image_count 0: nothing
+        // to release, which is what the counters then say.
+        let sql = if take {
+            "UPDATE jobs SET taken = taken + 1
+             WHERE id = ? AND deleted = 0 AND expires_at > ?
+             RETURNING image_count, released, taken"
+        } else {
+            "SELECT image_count, released, taken FROM jobs
+             WHERE id = ? AND deleted = 0 AND expires_at > ?"
+        };
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(sql)
+            .bind(id.to_string())
+            .bind(millis(Utc::now()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
+        Ok(row.map(|(total, released, taken)| Pace {
+            total: count(total),
+            released: count(released),
+            taken: count(taken),
+        }))
+    }
+
+    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
+        // SQLite's JSON functions read the few ids out of the record without
+        // this process parsing all of it.
+        let ids: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT json_extract(image.value, '$.task_id')
+             FROM jobs, json_each(jobs.record, '$.images') AS image
+             WHERE jobs.id = ? AND image.key >= ? AND image.key < ?
+             ORDER BY image.key",
+        )
+        .bind(id.to_string())
+        .bind(range.start as i64)
+        .bind(range.end as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        ids.into_iter()
+            .map(|id| {
+                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))
+            })
+            .collect()
+    }
+
+    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError> {
+        sqlx::query("UPDATE jobs SET released = MAX(released, ?) WHERE id = ?")
+            .bind(upto.min(total) as i64)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE released < image_count AND deleted = 0
+             ORDER BY created_at LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs JOIN images ON images.job_id = jobs.id
+             WHERE jobs.tenant = ? AND jobs.deleted = 0 AND jobs.expires_at > ?
+               AND images.state NOT IN ('succeeded', 'failed')",
+        )
+        .bind(tenant.as_str())
+        .bind(millis(Utc::now()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {

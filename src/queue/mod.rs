@@ -103,7 +103,9 @@ pub trait Handler: Send + Sync + 'static {
 /// The API's side of the queue.
 #[async_trait]
 pub trait Producer: Send + Sync + 'static {
-    /// Enqueues tasks, each with the id the caller chose for it.
+    /// Enqueues tasks, each with the id the caller chose for it. A task whose
+    /// id the queue already holds is skipped, so repeating an enqueue that
+    /// may or may not have happened (a lost reply, a crash) adds nothing.
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError>;
     /// Removes tasks and their records, so queued ones never run. Returns how
     /// many are running right now and were left alone: they finish, but

@@ -89,6 +89,8 @@ impl RedisQueue {
 #[async_trait]
 impl Producer for RedisQueue {
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
+        // apalis-redis stores a task's payload with HSETNX and queues it only
+        // if that set it: a task id already held is skipped atomically.
         let mut storage = self.storage.clone();
         let limit = self.limit as usize;
         let tasks = tasks.into_iter().map(|(id, args)| {

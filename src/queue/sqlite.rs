@@ -69,6 +69,18 @@ impl SqliteQueue {
     }
 }
 
+/// The priority that makes apalis-sqlite deliver tasks in the order they
+/// were enqueued. It fetches by priority (highest first), then `run_at` in
+/// whole seconds, then id; our ids are minted when a job is submitted, so
+/// with equal priorities an old job's images released now would pass a new
+/// job's released a moment before them, for up to a second (which fair
+/// scheduling relies on not happening). Counting down from a far-off epoch
+/// in milliseconds puts the earliest enqueued first.
+fn fifo_priority(enqueued_at_ms: i64) -> usize {
+    const FAR_OFF_MS: i64 = 1 << 50;
+    usize::try_from(FAR_OFF_MS.saturating_sub(enqueued_at_ms).max(0)).unwrap_or(0)
+}
+
 /// Fails with a clear message if apalis-sqlite's table is not the one this
 /// build was written for (a different apalis-sqlite version).
 async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
@@ -97,12 +109,34 @@ async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
 #[async_trait]
 impl Producer for SqliteQueue {
     async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ids = serde_json::to_string(&tasks.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .map_err(|e| QueueError::with_source(ErrorKind::Corrupt, "task ids", e))?;
+        let known: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(QUEUE)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let tasks: Vec<_> = tasks
+            .into_iter()
+            .filter(|(id, _)| !known.contains(id))
+            .collect();
+        if tasks.is_empty() {
+            return Ok(());
+        }
         let mut storage = self.storage.clone();
         let limit = self.limit as usize;
+        let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
         let tasks = tasks.into_iter().map(|(id, args)| {
             TaskBuilder::new(args)
                 .task_id(TaskId::from_string(id))
                 .max_attempts(limit)
+                .priority(priority)
                 .build()
         });
         storage
@@ -184,6 +218,14 @@ mod tests {
             self.seen.lock().expect("lock").push(delivery);
             Outcome::RetryLater("still down".into())
         }
+    }
+
+    #[test]
+    fn earlier_enqueued_tasks_have_higher_priority() {
+        let now = 1_795_000_000_000;
+        assert!(fifo_priority(now) > fifo_priority(now + 1));
+        assert!(fifo_priority(now) < fifo_priority(now - 1000));
+        assert!(i64::try_from(fifo_priority(0)).is_ok(), "stored as i64");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::auth::keys::{hash_token, plausible, MIN_BOOTSTRAP_LEN};
-use crate::auth::{ApiKey, Caller, KeyId, NameError, NewKey, Scopes, Tenant};
+use crate::auth::{ApiKey, Caller, KeyId, NameError, NewKey, QuotaSettings, Scopes, Tenant};
 use crate::meta::{MetaError, TenantStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,7 @@ impl KeyService {
         tenant: &str,
         scopes: &str,
         label: Option<String>,
+        quotas: QuotaSettings,
     ) -> Result<NewKey, KeyError> {
         let tenant: Tenant = tenant.parse()?;
         if tenant == Tenant::local() {
@@ -124,7 +125,7 @@ impl KeyService {
         let scopes: Scopes = scopes.parse()?;
         let mut random = [0u8; 38];
         getrandom::fill(&mut random).map_err(|e| KeyError::Random(e.to_string()))?;
-        let new = NewKey::from_random(random, tenant, scopes, label, Utc::now());
+        let new = NewKey::from_random(random, tenant, scopes, label, quotas, Utc::now());
         if !self.store.add_key(&new.key).await? {
             // 48 random bits of id colliding: vanishingly rare, and safe to refuse.
             return Err(KeyError::Random(
@@ -255,8 +256,14 @@ mod tests {
     async fn revocation_counts_at_once_and_an_outage_keeps_recent_keys() {
         let store = Arc::new(Keys::default());
         let service = KeyService::new(store.clone());
-        let a = service.create("team-a", "read", None).await.unwrap();
-        let b = service.create("team-b", "read", None).await.unwrap();
+        let a = service
+            .create("team-a", "read", None, QuotaSettings::default())
+            .await
+            .unwrap();
+        let b = service
+            .create("team-b", "read", None, QuotaSettings::default())
+            .await
+            .unwrap();
         let caller = service.authenticate(&a.token).await.unwrap();
         assert_eq!(caller.tenant.as_str(), "team-a");
         assert!(matches!(

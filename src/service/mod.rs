@@ -5,6 +5,7 @@
 //! - this file   status, one result, the ZIP of all of them, readiness
 //! - `submit`    uploads + recipe → a stored, recorded, enqueued job
 //! - `idempotency` claiming an `Idempotency-Key` when a submission starts
+//! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
 //! - `keys`      API keys: authenticating a token; managing keys
 //! - `error`     [`JobError`], what every operation here can fail with
@@ -16,11 +17,13 @@ mod error;
 mod idempotency;
 pub mod keys;
 mod purge;
+mod release;
 mod submit;
 
 pub use error::JobError;
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
+pub use release::{Paced, Releaser};
 pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
 
 use std::sync::Arc;
@@ -54,6 +57,7 @@ pub struct JobService {
     meta: Arc<dyn MetaStore>,
     tenants: Arc<dyn TenantStore>,
     queue: Arc<dyn Producer>,
+    release: Releaser,
     limits: Limits,
     ttl: Duration,
     links: Arc<dyn Links>,
@@ -75,6 +79,7 @@ impl JobService {
         links: Arc<dyn Links>,
     ) -> Self {
         JobService {
+            release: Releaser::new(meta.clone(), queue.clone(), limits.queued_per_job),
             store,
             meta,
             tenants,
@@ -88,6 +93,11 @@ impl JobService {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Fair scheduling's releases (for the worker wrapper and the sweep).
+    pub fn releaser(&self) -> Releaser {
+        self.release.clone()
     }
 
     /// The job, if it exists and `access` covers it: another tenant's job is

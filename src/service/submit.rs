@@ -1,5 +1,5 @@
 //! Submitting a job: every upload checked, then stored, the job recorded and
-//! one task per image enqueued. All or nothing: a refused submission leaves
+//! its first tasks enqueued (one per image; the rest follow, see `release`). All or nothing: a refused submission leaves
 //! nothing behind (what it stored is removed in the background).
 
 use std::io::Read;
@@ -14,15 +14,16 @@ use super::idempotency::Claimed;
 use super::JobError;
 use super::{delete_all, JobService};
 use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
-use crate::auth::Tenant;
+use crate::auth::{Caller, Tenant};
 use crate::codec::OutputFormat;
+use crate::jobs::admission::{self, Quotas};
+use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
 use crate::jobs::status::{JobState, LinkKind};
-use crate::jobs::{admission, intake};
 use crate::jobs::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
 use crate::meta::Doomed;
 use crate::ops::Chain;
-use crate::queue::{new_task_id, ProcessImage};
+use crate::queue::new_task_id;
 
 /// How many uploads are sent to storage at once for one request.
 const UPLOAD_CONCURRENCY: usize = 4;
@@ -77,6 +78,7 @@ impl JobService {
     pub async fn submit(
         &self,
         tenant: &Tenant,
+        quotas: Quotas,
         recipe: Recipe,
         uploads: Vec<Upload>,
         claim: Option<Claimed>,
@@ -89,6 +91,9 @@ impl JobService {
                 limit: self.limits.max_files,
             });
         }
+        // Before any file is read again or stored.
+        self.check_active_images(tenant, uploads.len(), quotas)
+            .await?;
         let limits = self.limits;
         let paths: Vec<(String, PathBuf)> = uploads
             .iter()
@@ -216,24 +221,11 @@ impl JobService {
             .create(&job)
             .await
             .inspect_err(|_| self.discard(&job, true))?;
-        let tasks = job
-            .images
-            .iter()
-            .map(|i| {
-                (
-                    i.task_id.clone(),
-                    ProcessImage {
-                        job_id: job.id,
-                        index: i.index,
-                    },
-                )
-            })
-            .collect();
-        // Without its tasks the job would sit `queued` forever. Undo it; should
-        // the tasks have been pushed after all (a lost reply), they are
+        // Without its first tasks the job would wait for the sweep. Undo it;
+        // should they have been pushed after all (a lost reply), they are
         // forgotten too, and a worker that got one first drops it (no job).
-        self.queue
-            .enqueue(tasks)
+        self.release
+            .start(&job)
             .await
             .inspect_err(|_| self.discard(&job, true))?;
         log::info!(
@@ -307,10 +299,15 @@ impl JobService {
         })
     }
 
+    /// The quotas a caller is held to: the server's, overridden by its key's.
+    pub fn quotas_for(&self, caller: &Caller) -> Quotas {
+        self.limits.quota.with(&caller.quotas)
+    }
+
     /// Counts a submission against `subject`'s rate quota (a tenant, or a
     /// client address in open mode); over it → [`JobError::QuotaExceeded`].
-    pub async fn count_submission(&self, subject: &str) -> Result<(), JobError> {
-        let limit = self.limits.quota.jobs_per_minute;
+    pub async fn count_submission(&self, subject: &str, quotas: Quotas) -> Result<(), JobError> {
+        let limit = quotas.jobs_per_minute;
         let (start, retry_after) = admission::minute_window(Utc::now().timestamp_millis());
         let (counted, used) = self
             .tenants
@@ -326,6 +323,27 @@ impl JobService {
                 retry_after,
             })
         }
+    }
+
+    /// Refuses `adding` more images when `tenant` would have more than its
+    /// quota queued or running → [`JobError::QuotaExceeded`].
+    pub async fn check_active_images(
+        &self,
+        tenant: &Tenant,
+        adding: usize,
+        quotas: Quotas,
+    ) -> Result<(), JobError> {
+        let used = self.meta.active_images(tenant).await?;
+        let adding = u64::try_from(adding).unwrap_or(u64::MAX);
+        if admission::images_fit(used, adding, quotas.active_images) {
+            return Ok(());
+        }
+        Err(JobError::QuotaExceeded {
+            quota: "active_images",
+            limit: quotas.active_images,
+            used,
+            retry_after: admission::ACTIVE_IMAGES_RETRY_AFTER_SECS,
+        })
     }
 
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {

@@ -204,7 +204,6 @@ crate::both_backends!(
     a_stalled_download_is_cut_and_frees_its_place,
     an_image_over_its_deadline_fails_and_frees_its_slot,
     deleting_a_running_job_stops_its_image,
-    a_tenant_over_its_submission_quota_gets_429,
 );
 
 /// The rate is judged after a 10 s grace: a client sending 5 kB/s is cut
@@ -373,53 +372,4 @@ async fn deleting_a_running_job_stops_its_image(backend: Backend) {
         waited < Duration::from_secs(8),
         "the slot stayed busy for {waited:?}"
     );
-}
-
-/// Submissions per tenant per minute: over the quota, 429 with Retry-After
-/// and the quota named; another tenant is not affected.
-async fn a_tenant_over_its_submission_quota_gets_429(backend: Backend) {
-    let deployment = Deployment::new(backend).env("IMGPIPE_QUOTA_JOBS_PER_MINUTE", "2");
-    let app = deployment.serve();
-    // Not across a minute boundary: the windows are whole minutes.
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        % 60;
-    if second > 55 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
-    let file = || vec![("a.png".to_string(), png(16, 16, 1))];
-    app.submit_ok("filter=blur", file()).await;
-    app.submit_ok("filter=blur", file()).await;
-    let over = app.submit("filter=blur", file()).await;
-    let retry_after: u64 = over.headers()["retry-after"]
-        .to_str()
-        .expect("ASCII")
-        .parse()
-        .expect("seconds");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let (status, body) = error_of(over).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (429, Some("quota_exceeded")),
-        "{body}"
-    );
-    assert_eq!(
-        body["error"]["quota"],
-        serde_json::json!({ "name": "jobs_per_minute", "limit": 2, "used": 2 })
-    );
-    // Another tenant has its own quota.
-    let out = deployment
-        .command("keys")
-        .args(["create", "--tenant", "other", "--scopes", "submit,read"])
-        .output()
-        .expect("keys create");
-    let key = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("a key")
-        .to_string();
-    let other = app.as_caller(Some(&key));
-    other.submit_ok("filter=blur", file()).await;
 }

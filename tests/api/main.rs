@@ -31,9 +31,11 @@ macro_rules! both_backends {
 }
 
 mod durability;
+mod fairness;
 mod outages;
 mod pipeline;
 mod processes;
+mod quotas;
 mod rejections;
 mod retention;
 mod system;

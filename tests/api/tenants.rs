@@ -16,11 +16,22 @@ use crate::waiting::until;
 
 /// `imgpipe keys create …`: returns (id, key). The key is the last line.
 fn create_key(deployment: &Deployment, tenant: &str, scopes: &str) -> (String, String) {
+    create_key_with(deployment, tenant, scopes, &[])
+}
+
+/// `imgpipe keys create …` with more options (quota settings).
+pub fn create_key_with(
+    deployment: &Deployment,
+    tenant: &str,
+    scopes: &str,
+    more: &[&str],
+) -> (String, String) {
     let out = deployment
         .command("keys")
         .args([
             "create", "--tenant", tenant, "--scopes", scopes, "--label", "test",
         ])
+        .args(more)
         .output()
         .expect("run imgpipe keys create");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -533,7 +544,13 @@ async fn keys_round_trip_through_the_cli_and_are_stored_as_hashes(backend: Backe
         .lines()
         .find(|l| l.starts_with(&id))
         .expect("still listed");
-    assert!(!row.contains("\t-\t"), "shows when it was revoked: {row}");
+    let revoked = listed
+        .lines()
+        .next()
+        .and_then(|header| header.split('\t').position(|c| c == "REVOKED"))
+        .expect("a REVOKED column");
+    let cell = row.split('\t').nth(revoked).expect("a cell");
+    assert!(cell.starts_with("20"), "shows when it was revoked: {row}");
     assert_eq!(
         error_code(
             holder

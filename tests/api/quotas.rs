@@ -1,0 +1,146 @@
+//! Per-tenant quotas, in both deployments: submissions per minute and
+//! images queued or running at once, each 429 `quota_exceeded` with
+//! `Retry-After` and the quota's name, limit and use, nothing stored on
+//! refusal; a key's own settings replace the server's defaults.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{png, Backend, Deployment, File, TestApp};
+use crate::tenants::create_key_with;
+
+crate::both_backends!(
+    a_tenant_over_its_submission_quota_gets_429,
+    a_tenant_over_its_active_images_gets_429_until_some_finish,
+);
+
+async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON error body"))
+}
+
+/// Not across a minute boundary: the rate windows are whole minutes.
+async fn wait_for_a_fresh_minute() {
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        % 60;
+    if second > 55 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+}
+
+fn files(n: u32) -> Vec<File> {
+    (0..n)
+        .map(|i| (format!("{i}.png"), png(16, 16, i)))
+        .collect()
+}
+
+/// Images count from submission until they settle; a refused job stores
+/// nothing; another key of the same tenant (the server's default) is not
+/// held to this key's setting; a deleted job's images no longer count.
+async fn a_tenant_over_its_active_images_gets_429_until_some_finish(backend: Backend) {
+    let deployment = Deployment::new(backend);
+    // The API alone: no worker, so what is submitted stays queued.
+    let app = TestApp::new(deployment.start("api"));
+    let (_, key) = create_key_with(
+        &deployment,
+        "busy",
+        "submit,read",
+        &["--active-images", "3"],
+    );
+    let busy = app.as_caller(Some(&key));
+    let first = busy.submit_ok("filter=blur", files(2)).await;
+    let stored = deployment.stored_objects();
+
+    let (status, body) = error_of(busy.submit("filter=blur", files(2)).await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert_eq!(
+        body["error"]["quota"],
+        serde_json::json!({ "name": "active_images", "limit": 3, "used": 2 })
+    );
+    assert_eq!(
+        deployment.stored_objects(),
+        stored,
+        "nothing stored on refusal"
+    );
+
+    busy.submit_ok("filter=blur", files(1)).await;
+    // At the limit: refused before the body is read, with Retry-After.
+    let over = busy.submit("filter=blur", files(1)).await;
+    assert!(over.headers().contains_key("retry-after"));
+    let (status, body) = error_of(over).await;
+    assert_eq!(
+        (status, body["error"]["quota"]["used"].as_u64()),
+        (429, Some(3)),
+        "{body}"
+    );
+
+    // The same tenant with a key of default settings: 10 000.
+    let (_, plain) = create_key_with(&deployment, "busy", "submit", &[]);
+    app.as_caller(Some(&plain))
+        .submit_ok("filter=blur", files(1))
+        .await;
+
+    // `keys list` shows each key's own settings.
+    let out = deployment
+        .command("keys")
+        .arg("list")
+        .output()
+        .expect("keys list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("active_images=3"), "{listing}");
+
+    // Deleting a job frees its images' share.
+    let id = first["job_id"].as_str().expect("id");
+    let deleted = busy
+        .send(busy.client.delete(busy.url(&format!("/jobs/{id}"))))
+        .await;
+    assert_eq!(deleted.status(), 204);
+    busy.submit_ok("filter=blur", files(1)).await;
+}
+
+/// Submissions per tenant per minute: over the quota, 429 with Retry-After
+/// and the quota named; another tenant is not affected.
+async fn a_tenant_over_its_submission_quota_gets_429(backend: Backend) {
+    wait_for_a_fresh_minute().await;
+    let deployment = Deployment::new(backend).env("IMGPIPE_QUOTA_JOBS_PER_MINUTE", "2");
+    let app = deployment.serve();
+    let file = || vec![("a.png".to_string(), png(16, 16, 1))];
+    app.submit_ok("filter=blur", file()).await;
+    app.submit_ok("filter=blur", file()).await;
+    let over = app.submit("filter=blur", file()).await;
+    let retry_after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (status, body) = error_of(over).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["quota"],
+        serde_json::json!({ "name": "jobs_per_minute", "limit": 2, "used": 2 })
+    );
+    // Another tenant has its own quota.
+    let (_, key) = create_key_with(&deployment, "other", "submit,read", &[]);
+    let other = app.as_caller(Some(&key));
+    other.submit_ok("filter=blur", file()).await;
+    // A key's own setting replaces the server's.
+    let (_, strict) = create_key_with(&deployment, "strict", "submit", &["--jobs-per-minute", "1"]);
+    let strict = app.as_caller(Some(&strict));
+    strict.submit_ok("filter=blur", file()).await;
+    let (status, body) = error_of(strict.submit("filter=blur", file()).await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["error"]["quota"],
+        serde_json::json!({ "name": "jobs_per_minute", "limit": 1, "used": 1 })
+    );
+}
