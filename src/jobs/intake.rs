@@ -9,7 +9,8 @@ use std::path::Path;
 
 use image::ImageReader;
 
-use crate::codec::{self, InputFormat};
+use super::tiff_check::{self, TiffProblem};
+use crate::codec::InputFormat;
 
 /// Request-level limits, from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +89,7 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
     // Header readers and decoders are third-party code fed untrusted bytes:
     // a panic in one is a file it cannot read, answered as such.
     let head = &head[..n];
-    crate::panic_guard::catch(|| inspect_as(&mut file, path, format, head, size_bytes, limits))
+    crate::panic_guard::catch(|| inspect_as(&mut file, format, head, size_bytes, limits))
         .unwrap_or_else(|detail| {
             log::warn!(
                 "the {} decoder panicked on an upload: {detail}",
@@ -103,7 +104,6 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
 /// [`inspect`] once the format is known.
 fn inspect_as(
     file: &mut File,
-    path: &Path,
     format: InputFormat,
     head: &[u8],
     size_bytes: u64,
@@ -147,19 +147,16 @@ fn inspect_as(
         InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
         InputFormat::Webp => riff_complete(head, size_bytes),
         InputFormat::Bmp => bmp_complete(head, size_bytes),
-        InputFormat::Tiff => {
-            // TIFF scatters its strips through the file; only decoding proves
-            // they are all there. TIFF is rare in web uploads, so we pay for it.
-            let bytes = std::fs::read(path).map_err(|e| corrupt(format, e.to_string()))?;
-            match codec::decode(&bytes, limits.max_pixels) {
-                Ok(_) => true,
-                Err(codec::CodecError::Unreadable { format, detail }) => {
-                    log::warn!("the {format} decoder panicked on an upload: {detail}");
-                    return Err(FileProblem::Unreadable { format });
-                }
-                Err(e) => return Err(corrupt(format, e.to_string())),
+        InputFormat::Tiff => match tiff_check::check(&mut *file, size_bytes) {
+            Ok(()) => true,
+            Err(TiffProblem::Truncated) => false,
+            Err(TiffProblem::Corrupt(reason)) => return Err(corrupt(format, reason)),
+            Err(TiffProblem::Unreadable) => {
+                return Err(FileProblem::Unreadable {
+                    format: format.name(),
+                })
             }
-        }
+        },
     };
     if !complete {
         return Err(FileProblem::Truncated {
@@ -405,8 +402,10 @@ mod tests {
                 message.starts_with("the tiff image could not be read"),
                 "{message}"
             );
-            match codec::decode(&bytes, u64::MAX) {
-                Err(codec::CodecError::Unreadable { format, .. }) => assert_eq!(format, "tiff"),
+            match crate::codec::decode(&bytes, u64::MAX) {
+                Err(crate::codec::CodecError::Unreadable { format, .. }) => {
+                    assert_eq!(format, "tiff")
+                }
                 other => panic!("{name}: {other:?}"),
             }
         }

@@ -5,6 +5,7 @@
 //! - `recipe`  the options of a request → a checked [`Recipe`]
 //! - `admission` whether an image's estimated cost is within the limits
 //! - `intake`  one upload → its format and size, or why it is refused
+//!   (`tiff_check`: a TIFF's completeness without decoding it)
 //! - `names`   safe, unique ZIP entry names from client filenames
 //! - `pacing`  which of a job's images to hand to the queue next (fairness)
 //! - `status`  the per-image states → one status
@@ -15,6 +16,7 @@ pub mod names;
 pub mod pacing;
 mod recipe;
 pub mod status;
+mod tiff_check;
 
 pub use recipe::{Recipe, RecipeError, RecipeOptions, DEFAULT_JPEG_QUALITY};
 
