@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Abuse, measured from a normal client's side. Starts `imgpipe serve`
-(release build, 2 worker slots, open mode on loopback), measures a normal
-client's job (8 photo-sized JPEGs, blur: POST latency, then POST → every
-image done → ZIP downloaded) on the idle server, then again while each kind
-of abuse runs from other connections:
+"""Abuse, measured from a normal client's side. Starts imgpipe (release build,
+2 worker slots, loopback): `serve` (--backend embedded) or `api` + `worker`
+on a private redis-server and s3s-fs (--backend distributed; both must be on
+PATH, as scripts/test.sh installs them). Keys are required; the normal
+client and the abuser are two tenants with keys of their own (--open: auth
+off, everyone one tenant). Measures the normal client's job (8 photo-sized
+JPEGs, blur: POST latency, then POST → every image done → ZIP downloaded)
+on the idle server, then again while each kind of abuse runs from other
+connections:
 
   cost-bombs     100 POSTs of a 70-byte PNG with chains that cost hours
   trickle        64 uploads sending 1 KiB/s
@@ -16,7 +20,10 @@ that does not finish within --normal-timeout is reported as such. Loopback only;
 library only (images are made with target/release/pipeline-bench).
 
     cargo build --release
-    python3 scripts/abuse.py [--scenarios trickle,burst] [--normal-timeout 60]
+    python3 scripts/abuse.py [--backend distributed] [--scenarios trickle,burst] [--normal-timeout 60]
+
+The servers' peak RSS (VmHWM, summed over the imgpipe processes) is shown
+after each scenario.
 """
 
 import argparse
@@ -62,9 +69,20 @@ def multipart(files, extra=b""):
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def request(port, method, path, body=None, headers=None, timeout=120):
+KEYS = {}  # who → API key ("normal", "abuser"); empty in --open mode
+
+
+def auth(who):
+    return {"Authorization": f"Bearer {KEYS[who]}"} if who in KEYS else {}
+
+
+def auth_line(who):
+    return f"Authorization: Bearer {KEYS[who]}\r\n" if who in KEYS else ""
+
+
+def request(port, method, path, body=None, headers=None, timeout=120, who="abuser"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request(method, path, body=body, headers=headers or {})
+    conn.request(method, path, body=body, headers={**auth(who), **(headers or {})})
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
@@ -75,16 +93,16 @@ def normal_job(port, photos, timeout):
     """POST latency (s), end-to-end time (s) or None if it did not finish."""
     body, ctype = multipart(photos)
     started = time.perf_counter()
-    status, data = request(port, "POST", "/process-job?filter=blur", body, {"Content-Type": ctype})
+    status, data = request(port, "POST", "/process-job?filter=blur", body, {"Content-Type": ctype}, who="normal")
     post = time.perf_counter() - started
     if status != 202:
         return post, None, f"POST answered {status}"
     job = json.loads(data)["job_id"]
     while time.perf_counter() - started < timeout:
-        _, data = request(port, "GET", f"/status-job/{job}")
+        _, data = request(port, "GET", f"/status-job/{job}", who="normal")
         if json.loads(data).get("all_ready"):
             for _ in range(20):
-                status, _ = request(port, "GET", f"/download/{job}")
+                status, _ = request(port, "GET", f"/download/{job}", who="normal")
                 if status == 200:
                     return post, time.perf_counter() - started, "ok"
                 time.sleep(1)
@@ -98,7 +116,7 @@ def trickle(port, stop):
         s = socket.create_connection(("127.0.0.1", port))
         boundary = "x" * 16
         s.sendall((f"POST /process-job?filter=blur HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
-                   f"boundary={boundary}\r\nContent-Length: 10000000\r\n\r\n--{boundary}\r\n"
+                   f"boundary={boundary}\r\n{auth_line('abuser')}Content-Length: 10000000\r\n\r\n--{boundary}\r\n"
                    f"Content-Disposition: form-data; name=\"files\"; filename=\"t.png\"\r\n\r\n").encode())
         while not stop.is_set():
             s.sendall(os.urandom(1024))
@@ -111,7 +129,7 @@ def slow_reader(port, path, stop):
     try:
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth_line('abuser')}\r\n".encode())
         while not stop.is_set():
             if not s.recv(1024):
                 return
@@ -120,23 +138,78 @@ def slow_reader(port, path, stop):
         pass
 
 
-def run(args):
-    work = tempfile.mkdtemp(prefix="imgpipe-abuse-")
+def wait_port(port, what, proc, log):
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on {port}; see {log}")
+
+
+def rss_mb(procs):
+    total = 0
+    for p in procs:
+        try:
+            for line in open(f"/proc/{p.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def start(args, work):
+    """Starts the deployment; returns (API port, imgpipe processes, all processes, env)."""
     port = free_port()
     env = dict(os.environ, IMGPIPE_BIND=f"127.0.0.1:{port}", IMGPIPE_DATA_DIR=f"{work}/data",
-               IMGPIPE_TMP_DIR=work, IMGPIPE_WORKERS="2", IMGPIPE_AUTH="off", RUST_LOG="warn",
-               IMGPIPE_MAX_FILES="1000")
+               IMGPIPE_TMP_DIR=work, IMGPIPE_WORKERS="2", RUST_LOG="warn", IMGPIPE_MAX_FILES="1000",
+               IMGPIPE_SIGNING_KEY="abuse-signing-key-0123456789abcdef0123")
     for var in ("REDIS_URL", "S3_ENDPOINT", "IMGPIPE_BOOTSTRAP_KEY"):
         env.pop(var, None)
-    server = subprocess.Popen([os.path.join(BIN, "imgpipe"), "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(f"{work}/server.log", "w"))
+    env.update({"IMGPIPE_AUTH": "off"} if args.open else
+               {"IMGPIPE_AUTH": "on", "IMGPIPE_BOOTSTRAP_KEY": "abuse-admin-key-0123456789abcdef0123456789"})
+    helpers = []
+    if args.backend == "distributed":
+        redis_port, s3_port = free_port(), free_port()
+        os.makedirs(f"{work}/s3", exist_ok=True)
+        for cmd, p, what in (
+            (["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "no", "--dir", work], redis_port, "redis-server"),
+            (["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", "abuse",
+              "--secret-key", "abuse-secret", f"{work}/s3"], s3_port, "s3s-fs")):
+            log = f"{work}/{what}.log"
+            proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+            helpers.append(proc)
+            wait_port(p, what, proc, log)
+        env.update(REDIS_URL=f"redis://127.0.0.1:{redis_port}", S3_ENDPOINT=f"http://127.0.0.1:{s3_port}",
+                   S3_ACCESS_KEY="abuse", S3_SECRET_KEY="abuse-secret", S3_BUCKET="abuse")
+        commands = ["api", "worker"]
+    else:
+        commands = ["serve"]
+    servers = []
+    for command in commands:
+        log = f"{work}/{command}.log"
+        proc = subprocess.Popen([os.path.join(BIN, "imgpipe"), command], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        servers.append(proc)
+        if command != "worker":
+            wait_port(port, f"imgpipe {command}", proc, log)
+    if not args.open:
+        for who in ("normal", "abuser"):
+            out = subprocess.run([os.path.join(BIN, "imgpipe"), "keys", "create", "--tenant", who,
+                                  "--scopes", "submit,read"], env=env, check=True, capture_output=True, text=True)
+            KEYS[who] = out.stdout.strip().splitlines()[-1]
+    return port, servers, servers + helpers
+
+
+def run(args):
+    work = tempfile.mkdtemp(prefix="imgpipe-abuse-")
+    port, servers, procs = start(args, work)
     try:
-        for _ in range(100):
-            try:
-                request(port, "GET", "/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
         photos = make_photos(work)
         rows = []
 
@@ -149,7 +222,7 @@ def run(args):
                     ends.append(end)
                 notes.append(note)
             rows.append((name, max(posts) * 1000, statistics.median(ends) if ends else None,
-                         ", ".join(sorted(set(notes)))))
+                         rss_mb(servers), ", ".join(sorted(set(notes)))))
 
         measure("idle")
         tiny = open(FIXTURE, "rb").read()
@@ -190,18 +263,22 @@ def run(args):
             measure(scenario, rounds=2)
             stop.set()
             time.sleep(2)
-        print(f"\n{'scenario':<14} {'POST max ms':>12} {'end-to-end s':>13}  notes")
+        print(f"\n{args.backend}, {'open mode' if args.open else 'two tenants'}")
+        print(f"{'scenario':<14} {'POST max ms':>12} {'end-to-end s':>20} {'peak RSS MB':>12}  notes")
         idle = rows[0][2]
-        for name, post, end, note in rows:
+        for name, post, end, rss, note in rows:
             ratio = f" ({end / idle:.1f}x idle)" if end and idle else ""
             e2e = f"{end:.2f}{ratio}" if end else "-"
-            print(f"{name:<14} {post:>12.1f} {e2e:>13}  {note}")
+            print(f"{name:<14} {post:>12.1f} {e2e:>20} {rss:>12.0f}  {note}")
     finally:
-        server.kill()
+        for proc in procs:
+            proc.kill()
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="cost-bombs,trickle,slow-readers,burst,heavy-job")
     ap.add_argument("--normal-timeout", type=float, default=60)
+    ap.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
+    ap.add_argument("--open", action="store_true", help="auth off: the normal client and the abuser are one tenant")
     run(ap.parse_args())

@@ -172,16 +172,17 @@ pub struct Config {
     #[arg(long, env = "IMGPIPE_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
 
-    /// Fair scheduling: images of one job waiting in the shared queue at once;
-    /// the rest are released as workers take these, so jobs take turns (0 =
-    /// release every image at submission, first come first served)
+    /// Fair scheduling: images of one tenant waiting in the shared queue at
+    /// once; the rest are released as workers take these, so tenants, and
+    /// each tenant's jobs, take turns (0 = release every image at
+    /// submission, first come first served)
     #[arg(
         long,
-        env = "IMGPIPE_QUEUED_PER_JOB",
+        env = "IMGPIPE_QUEUED_PER_TENANT",
         default_value_t = 4,
         global = true
     )]
-    pub queued_per_job: usize,
+    pub queued_per_tenant: usize,
 
     /// Largest accepted file, in bytes (default 50 MiB)
     #[arg(long, env = "IMGPIPE_MAX_FILE_BYTES", default_value_t = 50 * 1024 * 1024, global = true)]
@@ -489,7 +490,7 @@ impl Config {
                 min_bytes_per_sec: self.min_download_bytes_per_sec,
                 grace: TRANSFER_GRACE,
             },
-            queued_per_job: self.queued_per_job,
+            queued_per_tenant: self.queued_per_tenant,
         }
     }
 

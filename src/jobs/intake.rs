@@ -25,8 +25,8 @@ pub struct Limits {
     /// ZIP downloads streamed at once, and how fast each must be read.
     pub max_downloads: usize,
     pub download_pace: crate::jobs::admission::Pace,
-    /// Images of one job waiting in the queue at once (see `jobs::pacing`).
-    pub queued_per_job: usize,
+    /// Images of one tenant waiting in the queue at once (see `jobs::pacing`).
+    pub queued_per_tenant: usize,
 }
 
 /// Why one uploaded file was refused. The caller adds the file's name.
@@ -358,7 +358,7 @@ mod tests {
             min_bytes_per_sec: 0,
             grace: std::time::Duration::from_secs(10),
         },
-        queued_per_job: 2,
+        queued_per_tenant: 2,
     };
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {

@@ -14,13 +14,14 @@ use chrono::{DateTime, Utc};
 use super::{Doomed, JobRecord, MetaError, MetaStore};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Pace;
+use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 struct Entry {
     job: Job,
     progress: Vec<Option<ImageProgress>>,
-    pace: Pace,
+    held: Held,
+    turn: i64,
     deleted: bool,
 }
 
@@ -61,7 +62,13 @@ impl MetaStore for MemoryMeta {
         let entry = Entry {
             job: job.clone(),
             progress: vec![Some(ImageProgress::queued()); job.images.len()],
-            pace: Pace::new(job.images.len()),
+            held: Held {
+                job: job.id,
+                total: job.images.len(),
+                released: 0,
+                taken: 0,
+            },
+            turn: job.created_at.timestamp_millis(),
             deleted: false,
         };
         self.jobs()?.insert(job.id, entry);
@@ -131,15 +138,38 @@ impl MetaStore for MemoryMeta {
             .collect())
     }
 
-    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
+    async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
         let mut jobs = self.jobs()?;
         let Some(entry) = jobs.get_mut(&id).filter(|e| e.live(Utc::now())) else {
             return Ok(None);
         };
-        if take {
-            entry.pace.taken += 1;
-        }
-        Ok(Some(entry.pace))
+        entry.held.taken += 1;
+        Ok(Some(entry.job.tenant.clone()))
+    }
+
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+        let now = Utc::now();
+        let jobs = self.jobs()?;
+        let mut held: Vec<&Entry> = jobs
+            .values()
+            .filter(|e| e.live(now) && &e.job.tenant == tenant && e.held.taken < e.held.total)
+            .collect();
+        held.sort_by_key(|e| (e.turn, e.job.created_at));
+        Ok(held.iter().take(limit).map(|e| e.held).collect())
+    }
+
+    async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {
+        let now = Utc::now();
+        let mut tenants: Vec<Tenant> = self
+            .jobs()?
+            .values()
+            .filter(|e| e.live(now) && e.held.released < e.held.total)
+            .map(|e| e.job.tenant.clone())
+            .collect();
+        tenants.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        tenants.dedup();
+        tenants.truncate(limit);
+        Ok(tenants)
     }
 
     async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
@@ -158,21 +188,12 @@ impl MetaStore for MemoryMeta {
             .unwrap_or_default())
     }
 
-    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError> {
+    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
         if let Some(entry) = self.jobs()?.get_mut(&id) {
-            entry.pace.released = entry.pace.released.max(upto.min(total));
+            entry.held.released = entry.held.released.max(upto.min(entry.held.total));
+            entry.turn = turn;
         }
         Ok(())
-    }
-
-    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
-        let jobs = self.jobs()?;
-        let mut held: Vec<&Entry> = jobs
-            .values()
-            .filter(|e| !e.deleted && e.pace.released < e.pace.total)
-            .collect();
-        held.sort_by_key(|e| e.job.created_at);
-        Ok(held.iter().take(limit).map(|e| e.job.id).collect())
     }
 
     async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {

@@ -22,7 +22,7 @@ pub use self::sqlite::SqliteMeta;
 pub use self::tenants::TenantStore;
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Tenant;
-use crate::jobs::pacing::Pace;
+use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 crate::backend_error::backend_error!(
@@ -107,20 +107,23 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError>;
     /// Up to `limit` jobs that expired by `now` or were deleted, for purging.
     async fn doomed(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Doomed>, MetaError>;
-    /// A live job's release counters (see `jobs::pacing`), after counting one
-    /// more image taken by a worker if `take`. A job recorded before fair
-    /// scheduling reads as all released. `None` once the job is gone.
-    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError>;
+    /// Counts one more of the job's images taken by a worker (a first
+    /// delivery) and returns the job's tenant; `None` once the job is gone.
+    async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError>;
+    /// Up to `limit` of `tenant`'s live jobs that still have images waiting
+    /// in the queue or held back (see `jobs::pacing`), least recently served
+    /// first. Jobs recorded before fair scheduling are never among them.
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError>;
+    /// Up to `limit` tenants with images held back (for the sweep that
+    /// repairs a release lost to a crash).
+    async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError>;
     /// The task ids of the job's images in `range`, in order (empty if the
     /// job is gone).
     async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError>;
-    /// Records that images `0..upto` of a job (of `total`) are in the queue.
-    /// Never lowers the count; a job that is gone is left alone.
-    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError>;
-    /// Up to `limit` jobs, oldest first, that still hold back images (for
-    /// the sweep that repairs a release lost to a crash). May include jobs
-    /// that expired but are not yet purged.
-    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError>;
+    /// Records that images `0..upto` of a job are in the queue (never lowers
+    /// the count) and that the job was served at `turn` (Unix ms), which
+    /// orders its tenant's backlog. A job that is gone is left alone.
+    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError>;
     /// Images of `tenant`'s live jobs not yet settled (queued or running),
     /// for its quota.
     async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError>;

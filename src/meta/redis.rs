@@ -5,8 +5,10 @@
 //! Fair scheduling and quotas: `<prefix>:job:<id>:pace` is a hash of the
 //! job's counters (`total`, `released`, `taken`, `settled`), its `tenant` and
 //! its task ids (`t:<index>`); `<prefix>:jobs:unreleased` holds the jobs
-//! still holding images back, scored by creation time; and
-//! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry. A
+//! still holding images back, scored by creation time;
+//! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry;
+//! and `<prefix>:tenant:<tenant>:queue` its jobs with images still waiting or
+//! held back, scored by when each was last served (its turn). A
 //! job without a pace hash (recorded before these) has nothing to release
 //! and counts for no quota.
 
@@ -20,7 +22,7 @@ use redis::AsyncCommands;
 use super::{Doomed, JobRecord, MetaError, MetaStore};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Pace;
+use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -80,7 +82,10 @@ redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 local tenant = redis.call('HGET', KEYS[6], 'tenant')
-if tenant then redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1]) end
+if tenant then
+  redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
+  redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
+end
 redis.call('DEL', KEYS[6])
 return json
 ";
@@ -91,7 +96,10 @@ return json
 /// id, the tenant index prefix.
 const REMOVE: &str = r"
 local tenant = redis.call('HGET', KEYS[4], 'tenant')
-if tenant then redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1]) end
+if tenant then
+  redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
+  redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
@@ -135,7 +143,12 @@ impl RedisMeta {
         format!("{}{tenant}:jobs", self.tenant_index_prefix())
     }
 
-    fn tenant_index_prefix(&self) -> String {
+    /// A tenant's jobs with images waiting or held back, scored by turn.
+    pub(super) fn tenant_queue(&self, tenant: &Tenant) -> String {
+        format!("{}{tenant}:queue", self.tenant_index_prefix())
+    }
+
+    pub(super) fn tenant_index_prefix(&self) -> String {
         format!("{}:tenant:", self.prefix)
     }
 }
@@ -190,6 +203,14 @@ impl MetaStore for RedisMeta {
                     job.id.to_string(),
                     job.expires_at.timestamp_millis(),
                 )
+                .ignore()
+                .zadd(
+                    self.tenant_queue(&job.tenant),
+                    job.id.to_string(),
+                    job.created_at.timestamp_millis(),
+                )
+                .ignore()
+                .expire_at(self.tenant_queue(&job.tenant), expire_at)
                 .ignore()
                 .expire_at(self.tenant_jobs(&job.tenant), expire_at)
                 .ignore();
@@ -335,20 +356,24 @@ impl MetaStore for RedisMeta {
             .collect())
     }
 
-    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
-        self.read_pace(id, take).await
+    async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
+        self.count_taken(id).await
+    }
+
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+        self.read_backlog(tenant, limit).await
+    }
+
+    async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {
+        self.list_tenants_with_backlog(limit).await
     }
 
     async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
         self.read_task_ids(id, range).await
     }
 
-    async fn mark_released(&self, id: JobId, upto: usize, _total: usize) -> Result<(), MetaError> {
-        self.write_released(id, upto).await
-    }
-
-    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
-        self.list_unreleased(limit).await
+    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
+        self.write_released(id, upto, turn).await
     }
 
     async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {

@@ -1,21 +1,21 @@
-//! Fair scheduling's counters and the per-tenant quota count in Redis (see
-//! `redis.rs` for the key layout). Inherent methods the `MetaStore` impl
+//! Fair scheduling's counters and queues, and the per-tenant quota count, in
+//! Redis (see `redis.rs` for the key layout). Inherent methods the `MetaStore` impl
 //! delegates to; the scripts keep each read-modify-write atomic.
 
 use std::ops::Range;
-
-use redis::AsyncCommands;
 
 use super::redis::{unavailable, RedisMeta};
 use super::MetaError;
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Pace;
+use crate::jobs::pacing::Held;
 use crate::jobs::JobId;
 
-/// Raises a job's released count (KEYS[1] is its pace hash) to ARGV[2], and
+/// Raises a job's released count (KEYS[1] is its pace hash) to ARGV[2],
 /// takes the job (ARGV[1]) out of the unreleased index (KEYS[2]) once all
-/// are released. A job without a pace hash (gone) is left alone.
+/// are released, and moves it to ARGV[3] (its turn) in its tenant's queue
+/// (ARGV[4] .. tenant .. ':queue') if it is still there. A job without a
+/// pace hash (gone) is left alone.
 const MARK_RELEASED: &str = r"
 local current = redis.call('HGET', KEYS[1], 'released')
 if not current then return 0 end
@@ -24,19 +24,61 @@ if upto > tonumber(current) then redis.call('HSET', KEYS[1], 'released', upto) e
 if upto >= tonumber(redis.call('HGET', KEYS[1], 'total') or 0) then
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
+local tenant = redis.call('HGET', KEYS[1], 'tenant')
+if tenant then redis.call('ZADD', ARGV[4] .. tenant .. ':queue', 'XX', ARGV[3], ARGV[1]) end
 return 1
 ";
 
-/// A live job's counters (KEYS[1] its record, KEYS[2] its pace hash), after
-/// counting one more taken image if ARGV[1] is 1; nil once the job is gone.
-/// A live job without a pace hash (recorded before fair scheduling) reads
-/// as nothing to release.
-const PACE: &str = r"
+/// Counts one more taken image of a live job (KEYS[1] its record, KEYS[2]
+/// its pace hash) and returns its tenant; once every image is taken the job
+/// leaves its tenant's queue (ARGV[1] .. tenant .. ':queue'). nil for a job
+/// that is gone or has no pace hash (recorded before fair scheduling).
+const NOTE_TAKEN: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {0, 0, 0} end
-if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[2], 'taken', 1) end
-local v = redis.call('HMGET', KEYS[2], 'total', 'released', 'taken')
-return {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0}
+local tenant = redis.call('HGET', KEYS[2], 'tenant')
+if not tenant then return false end
+local taken = redis.call('HINCRBY', KEYS[2], 'taken', 1)
+if taken >= tonumber(redis.call('HGET', KEYS[2], 'total') or 0) then
+  redis.call('ZREM', ARGV[1] .. tenant .. ':queue', ARGV[2])
+end
+return tenant
+";
+
+/// A tenant's queue (KEYS[1]: jobs with images waiting or held back, scored
+/// by turn), first ARGV[1] jobs, as flat (id, total, released, taken)
+/// tuples. Jobs whose record or pace hash is gone leave it as they are met.
+/// ARGV[2]: the prefix of job keys.
+const BACKLOG: &str = r"
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
+  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'released', 'taken')
+  if v[1] and redis.call('EXISTS', ARGV[2] .. id) == 1 then
+    table.insert(out, id)
+    table.insert(out, tonumber(v[1]))
+    table.insert(out, tonumber(v[2]) or 0)
+    table.insert(out, tonumber(v[3]) or 0)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+";
+
+/// The distinct tenants of the first ARGV[1] jobs holding images back
+/// (KEYS[1]); jobs without a pace hash (gone) leave the index. ARGV[2]: the
+/// prefix of job keys.
+const TENANTS_WITH_BACKLOG: &str = r"
+local out, seen = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
+  local tenant = redis.call('HGET', ARGV[2] .. id .. ':pace', 'tenant')
+  if not tenant then
+    redis.call('ZREM', KEYS[1], id)
+  elseif not seen[tenant] then
+    seen[tenant] = true
+    table.insert(out, tenant)
+  end
+end
+return out
 ";
 
 /// Unsettled images of a tenant's live jobs: for each job in its index
@@ -58,19 +100,59 @@ return active
 ";
 
 impl RedisMeta {
-    pub(super) async fn read_pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
-        let counts: Option<(usize, usize, usize)> = redis::Script::new(PACE)
+    pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
+        let tenant: Option<String> = redis::Script::new(NOTE_TAKEN)
             .key(self.job_key(id))
             .key(self.pace_key(id))
-            .arg(if take { "1" } else { "0" })
+            .arg(self.tenant_index_prefix())
+            .arg(id.to_string())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(counts.map(|(total, released, taken)| Pace {
-            total,
-            released,
-            taken,
-        }))
+        tenant.map(|t| parse_tenant(&t)).transpose()
+    }
+
+    pub(super) async fn read_backlog(
+        &self,
+        tenant: &Tenant,
+        limit: usize,
+    ) -> Result<Vec<Held>, MetaError> {
+        let flat: Vec<redis::Value> = redis::Script::new(BACKLOG)
+            .key(self.tenant_queue(tenant))
+            .arg(limit.max(1))
+            .arg(format!("{}:job:", self.prefix))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let field =
+            |v: &redis::Value| -> Option<String> { redis::from_redis_value(v.clone()).ok() };
+        let count = |v: &redis::Value| -> usize { redis::from_redis_value(v.clone()).unwrap_or(0) };
+        Ok(flat
+            .chunks(4)
+            .filter_map(|c| match c {
+                [id, total, released, taken] => Some(Held {
+                    job: field(id)?.parse().ok()?,
+                    total: count(total),
+                    released: count(released),
+                    taken: count(taken),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(super) async fn list_tenants_with_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, MetaError> {
+        let names: Vec<String> = redis::Script::new(TENANTS_WITH_BACKLOG)
+            .key(self.unreleased_index())
+            .arg(limit.max(1))
+            .arg(format!("{}:job:", self.prefix))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        names.iter().map(|n| parse_tenant(n)).collect()
     }
 
     pub(super) async fn read_task_ids(
@@ -99,29 +181,23 @@ impl RedisMeta {
             .collect()
     }
 
-    pub(super) async fn write_released(&self, id: JobId, upto: usize) -> Result<(), MetaError> {
+    pub(super) async fn write_released(
+        &self,
+        id: JobId,
+        upto: usize,
+        turn: i64,
+    ) -> Result<(), MetaError> {
         redis::Script::new(MARK_RELEASED)
             .key(self.pace_key(id))
             .key(self.unreleased_index())
             .arg(id.to_string())
             .arg(upto)
+            .arg(turn)
+            .arg(self.tenant_index_prefix())
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|_| ())
             .map_err(unavailable)
-    }
-
-    pub(super) async fn list_unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let members: Vec<String> = self
-            .conn
-            .clone()
-            .zrange(self.unreleased_index(), 0, limit as isize - 1)
-            .await
-            .map_err(unavailable)?;
-        Ok(members.iter().filter_map(|m| m.parse().ok()).collect())
     }
 
     pub(super) async fn count_active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
@@ -134,4 +210,9 @@ impl RedisMeta {
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(unavailable)
     }
+}
+
+fn parse_tenant(name: &str) -> Result<Tenant, MetaError> {
+    name.parse()
+        .map_err(|_| MetaError::new(ErrorKind::Corrupt, format!("a job's tenant {name:?}")))
 }

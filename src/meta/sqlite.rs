@@ -13,7 +13,7 @@ use sqlx::SqlitePool;
 use super::{Doomed, JobRecord, MetaError, MetaStore};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Pace;
+use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -54,8 +54,8 @@ impl MetaStore for SqliteMeta {
             serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(
-            "INSERT INTO jobs (id, record, created_at, expires_at, image_count, released, tenant)
-             VALUES (?, ?, ?, ?, ?, 0, ?)",
+            "INSERT INTO jobs (id, record, created_at, expires_at, image_count, released, tenant, turn)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(record)
@@ -63,6 +63,7 @@ impl MetaStore for SqliteMeta {
         .bind(millis(job.expires_at))
         .bind(job.images.len() as i64)
         .bind(job.tenant.as_str())
+        .bind(millis(job.created_at))
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -206,29 +207,65 @@ impl MetaStore for SqliteMeta {
             .collect())
     }
 
-    async fn pace(&self, id: JobId, take: bool) -> Result<Option<Pace>, MetaError> {
-        // Jobs recorded before fair scheduling have image_count 0: nothing
-        // to release, which is what the counters then say.
-        let sql = if take {
+    async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
+        // Jobs recorded before fair scheduling (image_count 0) have no tenant
+        // column and nothing to release.
+        let tenant: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE jobs SET taken = taken + 1
-             WHERE id = ? AND deleted = 0 AND expires_at > ?
-             RETURNING image_count, released, taken"
-        } else {
-            "SELECT image_count, released, taken FROM jobs
-             WHERE id = ? AND deleted = 0 AND expires_at > ?"
-        };
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(sql)
-            .bind(id.to_string())
-            .bind(millis(Utc::now()))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+             WHERE id = ? AND deleted = 0 AND expires_at > ? AND image_count > 0
+             RETURNING tenant",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        tenant
+            .flatten()
+            .map(|t| {
+                t.parse().map_err(|_| {
+                    MetaError::new(ErrorKind::Corrupt, format!("job {id}: tenant {t:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, image_count, released, taken FROM jobs
+             WHERE tenant = ? AND taken < image_count AND deleted = 0 AND expires_at > ?
+             ORDER BY turn, created_at LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(millis(Utc::now()))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let count = |n: i64| usize::try_from(n).unwrap_or(0);
-        Ok(row.map(|(total, released, taken)| Pace {
-            total: count(total),
-            released: count(released),
-            taken: count(taken),
-        }))
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, total, released, taken)| {
+                Some(Held {
+                    job: id.parse().ok()?,
+                    total: count(total),
+                    released: count(released),
+                    taken: count(taken),
+                })
+            })
+            .collect())
+    }
+
+    async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT tenant FROM jobs
+             WHERE released < image_count AND deleted = 0 AND tenant IS NOT NULL LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
     }
 
     async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
@@ -253,26 +290,17 @@ impl MetaStore for SqliteMeta {
             .collect()
     }
 
-    async fn mark_released(&self, id: JobId, upto: usize, total: usize) -> Result<(), MetaError> {
-        sqlx::query("UPDATE jobs SET released = MAX(released, ?) WHERE id = ?")
-            .bind(upto.min(total) as i64)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
-    }
-
-    async fn unreleased(&self, limit: usize) -> Result<Vec<JobId>, MetaError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE released < image_count AND deleted = 0
-             ORDER BY created_at LIMIT ?",
+    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
+        sqlx::query(
+            "UPDATE jobs SET released = MAX(released, MIN(?, image_count)), turn = ? WHERE id = ?",
         )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .bind(upto as i64)
+        .bind(turn)
+        .bind(id.to_string())
+        .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
-        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+        .map(|_| ())
+        .map_err(unavailable)
     }
 
     async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {

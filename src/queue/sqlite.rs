@@ -112,31 +112,18 @@ impl Producer for SqliteQueue {
         if tasks.is_empty() {
             return Ok(());
         }
-        let ids = serde_json::to_string(&tasks.iter().map(|(id, _)| id).collect::<Vec<_>>())
-            .map_err(|e| QueueError::with_source(ErrorKind::Corrupt, "task ids", e))?;
-        let known: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(QUEUE)
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let tasks: Vec<_> = tasks
-            .into_iter()
-            .filter(|(id, _)| !known.contains(id))
-            .collect();
-        if tasks.is_empty() {
-            return Ok(());
-        }
         let mut storage = self.storage.clone();
         let limit = self.limit as usize;
         let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
         let tasks = tasks.into_iter().map(|(id, args)| {
             TaskBuilder::new(args)
-                .task_id(TaskId::from_string(id))
+                .task_id(TaskId::from_string(id.clone()))
                 .max_attempts(limit)
                 .priority(priority)
+                // apalis-sqlite inserts with ON CONFLICT (queue, idempotency
+                // key) DO NOTHING: a task id already held is skipped
+                // atomically, however many processes release at once.
+                .idempotency_key(&id)
                 .build()
         });
         storage
@@ -226,6 +213,31 @@ mod tests {
         assert!(fifo_priority(now) > fifo_priority(now + 1));
         assert!(fifo_priority(now) < fifo_priority(now - 1000));
         assert!(i64::try_from(fifo_priority(0)).is_ok(), "stored as i64");
+    }
+
+    #[tokio::test]
+    async fn a_task_id_enqueued_again_adds_nothing_and_fails_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = SqliteQueue::open(&dir.path().join("q.sqlite3"), liveness(), 3)
+            .await
+            .expect("open");
+        let task = (
+            crate::queue::new_task_id(),
+            ProcessImage {
+                job_id: JobId::new(),
+                index: 0,
+            },
+        );
+        queue.enqueue(vec![task.clone()]).await.expect("first");
+        let again = (0..4).map(|_| queue.enqueue(vec![task.clone()]));
+        for result in futures::future::join_all(again).await {
+            result.expect("a repeat is not an error");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM Jobs")
+            .fetch_one(&queue.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1);
     }
 
     #[tokio::test]

@@ -79,7 +79,7 @@ impl JobService {
         links: Arc<dyn Links>,
     ) -> Self {
         JobService {
-            release: Releaser::new(meta.clone(), queue.clone(), limits.queued_per_job),
+            release: Releaser::new(meta.clone(), queue.clone(), limits.queued_per_tenant),
             store,
             meta,
             tenants,

@@ -1,35 +1,39 @@
-//! Fair scheduling's I/O: handing each job's images to the shared queue a
-//! few at a time, by the rule in `jobs::pacing`. Three callers: submission
-//! (a new job's first images), every delivery of a task (the [`Paced`]
-//! wrapper around the worker: the image just taken is replaced by the job's
-//! next one), and a periodic sweep that repairs a release lost to a crash.
+//! Fair scheduling's I/O: handing each tenant's images to the shared queue
+//! a few at a time, by the rule in `jobs::pacing`. Three callers: submission
+//! (a new job joins its tenant's turns), every first delivery of a task (the
+//! [`Paced`] wrapper around the worker: the image just taken is replaced by
+//! the tenant's next one), and a periodic sweep that repairs a release lost
+//! to a crash.
 //!
-//! Durability: a release enqueues first and records the released count
-//! second, so the count never runs ahead of the queue. A crash in between
-//! leaves the count behind; the next release (or the sweep) enqueues the same
-//! images again, which the queue skips by task id. Nothing here decides an
-//! image's outcome; the worker does.
+//! Durability: a release enqueues first and records second, so the counts
+//! never run ahead of the queue. A crash in between leaves them behind; the
+//! next plan releases the same images again, which the queue skips by task
+//! id. Two processes planning at once may release one image more than the
+//! rule says, never fewer. Nothing here decides an image's outcome; the
+//! worker does.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Utc;
 
 use super::JobError;
-use crate::jobs::pacing::{self, Pace};
-use crate::jobs::{Job, JobId};
+use crate::auth::Tenant;
+use crate::jobs::pacing;
+use crate::jobs::Job;
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
 
-/// How many held-back jobs one sweep visits.
-const SWEEP_LIMIT: usize = 256;
+/// How many of one tenant's jobs a plan considers, and how many tenants one
+/// sweep visits.
+const BACKLOG_LIMIT: usize = 256;
 
 /// Releases images of jobs to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct Releaser {
     meta: Arc<dyn MetaStore>,
     queue: Arc<dyn Producer>,
-    /// Images of one job waiting in the queue at once (0: no pacing).
+    /// Images of one tenant waiting in the queue at once (0: no pacing).
     ahead: usize,
 }
 
@@ -38,78 +42,74 @@ impl Releaser {
         Releaser { meta, queue, ahead }
     }
 
-    /// Whether jobs are paced at all (`IMGPIPE_QUEUED_PER_JOB` > 0).
+    /// Whether jobs are paced at all (`IMGPIPE_QUEUED_PER_TENANT` > 0).
     pub fn paces(&self) -> bool {
         self.ahead > 0
     }
 
-    /// A just-recorded job's first images.
-    pub async fn start(&self, job: &Job) -> Result<(), JobError> {
-        let pace = Pace::new(job.images.len());
-        let range = pacing::to_release(pace, self.ahead);
-        let ids = job.images[range.clone()]
-            .iter()
-            .map(|i| i.task_id.clone())
-            .collect();
-        self.release(job.id, pace, range, ids).await
+    /// A just-recorded job joins its tenant's turns: releases whatever the
+    /// tenant may have waiting now, this job first if it is the tenant's only
+    /// one.
+    pub async fn start(&self, job: &Job) -> Result<usize, JobError> {
+        self.top_up(&job.tenant).await
     }
 
-    /// Brings the job's waiting images back to `ahead`, after counting one
-    /// more taken by a worker if `take`. Returns how many were released (0
-    /// for a job that is gone).
-    pub async fn top_up(&self, id: JobId, take: bool) -> Result<usize, JobError> {
-        let Some(pace) = self.meta.pace(id, take).await? else {
-            return Ok(0);
-        };
-        let range = pacing::to_release(pace, self.ahead);
-        if range.is_empty() {
-            return Ok(0);
+    /// A worker has taken an image of job `id` (its first delivery): counts
+    /// it and releases the tenant's next. Returns how many were released.
+    pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
+        match self.meta.note_taken(task.job_id).await? {
+            Some(tenant) => self.top_up(&tenant).await,
+            None => Ok(0),
         }
-        let ids = self.meta.task_ids(id, range.clone()).await?;
-        let released = ids.len();
-        self.release(id, pace, range, ids).await?;
-        Ok(released)
     }
 
-    /// One pass over the jobs that still hold images back: any whose release
-    /// was lost (its releasing process died) gets it now. Returns how many
-    /// images were released.
+    /// One pass over the tenants holding images back: any whose release was
+    /// lost (its releasing process died) gets it now. Returns how many images
+    /// were released.
     pub async fn sweep(&self) -> Result<usize, JobError> {
         let mut released = 0;
-        for id in self.meta.unreleased(SWEEP_LIMIT).await? {
-            released += self.top_up(id, false).await?;
+        for tenant in self.meta.tenants_with_backlog(BACKLOG_LIMIT).await? {
+            released += self.top_up(&tenant).await?;
         }
         Ok(released)
     }
 
-    /// Enqueues images `range` (task ids `ids`), then records them released.
-    async fn release(
-        &self,
-        job_id: JobId,
-        pace: Pace,
-        range: Range<usize>,
-        ids: Vec<String>,
-    ) -> Result<(), JobError> {
-        // No ids: the job went away meanwhile.
-        if range.is_empty() || ids.len() != range.len() {
-            return Ok(());
+    /// Brings the tenant's waiting images back to `ahead`, taking turns over
+    /// its jobs. Enqueues first, records second.
+    async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
+        let held = self.meta.backlog(tenant, BACKLOG_LIMIT).await?;
+        let plan = pacing::plan(&held, self.ahead);
+        if plan.is_empty() {
+            return Ok(0);
         }
-        let tasks = ids
-            .into_iter()
-            .zip(range.clone())
-            .map(|(id, index)| (id, ProcessImage { job_id, index }))
-            .collect();
+        let mut tasks = Vec::new();
+        let mut marks = Vec::new();
+        for (job_id, range) in plan {
+            let ids = self.meta.task_ids(job_id, range.clone()).await?;
+            // No ids: the job went away meanwhile.
+            if ids.len() != range.len() {
+                continue;
+            }
+            tasks.extend(
+                ids.into_iter()
+                    .zip(range.clone())
+                    .map(|(id, index)| (id, ProcessImage { job_id, index })),
+            );
+            marks.push((job_id, range.end));
+        }
+        let released = tasks.len();
         self.queue.enqueue(tasks).await?;
-        self.meta
-            .mark_released(job_id, range.end, pace.total)
-            .await?;
-        Ok(())
+        let turn = Utc::now().timestamp_millis();
+        for (job_id, upto) in marks {
+            self.meta.mark_released(job_id, upto, turn).await?;
+        }
+        Ok(released)
     }
 }
 
 /// The worker's handler, wrapped: a task's first delivery releases the next
-/// image of its job before the work starts, so the job re-enters the queue's
-/// tail as this image leaves it. Best effort: a failed release is logged,
+/// image of its tenant before the work starts, so the tenant re-enters the
+/// queue's tail as this image leaves it. Best effort: a failed release is logged,
 /// and the next delivery or the sweep makes up for it.
 pub struct Paced {
     inner: Arc<dyn Handler>,
@@ -121,8 +121,8 @@ impl Paced {
         Paced { inner, releaser }
     }
 
-    async fn top_up(&self, task: &ProcessImage) {
-        if let Err(e) = self.releaser.top_up(task.job_id, true).await {
+    async fn taken(&self, task: &ProcessImage) {
+        if let Err(e) = self.releaser.taken(task).await {
             log::warn!(
                 "job {}: could not release its next images ({e}); the sweep will",
                 task.job_id
@@ -136,7 +136,7 @@ impl Handler for Paced {
     async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome {
         // A later delivery (a retry) was counted when first taken.
         if self.releaser.paces() && delivery.attempt == 1 {
-            self.top_up(&task).await;
+            self.taken(&task).await;
         }
         self.inner.handle(task, delivery).await
     }
@@ -177,61 +177,88 @@ mod tests {
         Job::sample(images)
     }
 
-    #[tokio::test]
-    async fn a_job_is_released_as_its_images_are_taken() {
+    fn releaser(ahead: usize) -> (Arc<MemoryMeta>, Arc<Recorded>, Releaser) {
         let meta = Arc::new(MemoryMeta::default());
         let queue = Arc::new(Recorded::default());
-        let releaser = Releaser::new(meta.clone(), queue.clone(), 2);
+        let releaser = Releaser::new(meta.clone(), queue.clone(), ahead);
+        (meta, queue, releaser)
+    }
+
+    fn task(job: &Job, index: usize) -> ProcessImage {
+        ProcessImage {
+            job_id: job.id,
+            index,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_is_released_as_its_images_are_taken() {
+        let (meta, queue, releaser) = releaser(2);
         let job = job(5);
         meta.create(&job).await.expect("create");
-        releaser.start(&job).await.expect("start");
+        assert_eq!(releaser.start(&job).await.expect("start"), 2);
         let queued = || queue.0.lock().expect("lock").clone();
         assert_eq!(queued().len(), 2);
-        assert_eq!(releaser.top_up(job.id, false).await.expect("top up"), 0);
-        assert_eq!(releaser.top_up(job.id, true).await.expect("top up"), 1);
+        assert_eq!(
+            releaser.sweep().await.expect("sweep"),
+            0,
+            "two already wait"
+        );
+        assert_eq!(releaser.taken(&task(&job, 0)).await.expect("taken"), 1);
         assert_eq!(queued()[2], job.images[2].task_id, "in index order");
-        assert_eq!(meta.unreleased(10).await.expect("list"), vec![job.id]);
-        for _ in 0..4 {
-            releaser.top_up(job.id, true).await.expect("top up");
+        for index in 1..5 {
+            releaser.taken(&task(&job, index)).await.expect("taken");
         }
         assert_eq!(queued().len(), 5);
-        assert!(meta.unreleased(10).await.expect("list").is_empty());
+        assert!(meta
+            .tenants_with_backlog(10)
+            .await
+            .expect("list")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_and_a_new_tenant_does_not_wait_for_a_busy_one() {
+        let (meta, queue, releaser) = releaser(2);
+        let big = job(100);
+        meta.create(&big).await.expect("create");
+        releaser.start(&big).await.expect("start");
+        let mut other = Job::sample(1);
+        other.tenant = "other".parse().expect("tenant");
+        meta.create(&other).await.expect("create");
+        assert_eq!(releaser.start(&other).await.expect("start"), 1);
+        // Next in the queue, behind the two images `big` had waiting.
+        assert_eq!(queue.0.lock().expect("lock")[2], other.images[0].task_id);
     }
 
     #[tokio::test]
     async fn a_release_lost_to_a_crash_is_swept_without_queueing_a_task_twice() {
-        let meta = Arc::new(MemoryMeta::default());
-        let queue = Arc::new(Recorded::default());
-        let releaser = Releaser::new(meta.clone(), queue.clone(), 2);
+        let (meta, queue, releaser) = releaser(2);
         let job = job(5);
         meta.create(&job).await.expect("create");
         // The submission enqueued its first images and died before recording.
         let first = job.images[..2]
             .iter()
-            .map(|i| {
-                let task = ProcessImage {
-                    job_id: job.id,
-                    index: i.index,
-                };
-                (i.task_id.clone(), task)
-            })
+            .map(|i| (i.task_id.clone(), task(&job, i.index)))
             .collect();
         queue.enqueue(first).await.expect("enqueue");
         assert_eq!(releaser.sweep().await.expect("sweep"), 2);
         assert_eq!(queue.0.lock().expect("lock").len(), 2, "no task twice");
-        let pace = meta.pace(job.id, false).await.expect("pace").expect("job");
-        assert_eq!(pace.released, 2);
+        let held = meta.backlog(&job.tenant, 10).await.expect("backlog");
+        assert_eq!(held[0].released, 2);
     }
 
     #[tokio::test]
     async fn without_pacing_everything_is_released_at_once() {
-        let meta = Arc::new(MemoryMeta::default());
-        let queue = Arc::new(Recorded::default());
-        let releaser = Releaser::new(meta.clone(), queue.clone(), 0);
+        let (meta, queue, releaser) = releaser(0);
         let job = job(7);
         meta.create(&job).await.expect("create");
         releaser.start(&job).await.expect("start");
         assert_eq!(queue.0.lock().expect("lock").len(), 7);
-        assert!(meta.unreleased(10).await.expect("list").is_empty());
+        assert!(meta
+            .tenants_with_backlog(10)
+            .await
+            .expect("list")
+            .is_empty());
     }
 }

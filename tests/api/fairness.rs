@@ -1,11 +1,16 @@
 //! Fair scheduling: a small job submitted behind a big one does not wait for
-//! it, and pacing loses no image and no throughput on the big one.
+//! it, a tenant does not wait for another's burst of jobs, and pacing loses
+//! no image.
 
 use std::time::{Duration, Instant};
 
 use crate::helpers::{png, Backend, Deployment, File};
+use crate::tenants::create_key_with;
 
-both_backends!(a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it);
+both_backends!(
+    a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it,
+    a_tenant_does_not_wait_for_another_tenants_burst_of_jobs,
+);
 
 fn succeeded(status: &serde_json::Value) -> usize {
     status["images"]
@@ -50,5 +55,51 @@ async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend
         "{backend:?}: small job done in {waited:?} with {big_done}/400 of the big one done; \
          the big one took {:?} in all",
         started.elapsed()
+    );
+}
+
+async fn a_tenant_does_not_wait_for_another_tenants_burst_of_jobs(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_WORKERS", "2");
+    let app = deployment.serve();
+    let (_, noisy) = create_key_with(&deployment, "noisy", "submit,read", &[]);
+    let (_, quiet) = create_key_with(&deployment, "quiet", "submit,read", &[]);
+    let (noisy, quiet) = (app.as_caller(Some(&noisy)), app.as_caller(Some(&quiet)));
+    // A burst that lands at once and takes a while (about 10 s of work).
+    let submits = (0..100).map(|i| {
+        let noisy = &noisy;
+        async move {
+            let files = vec![(format!("{i}.png"), png(256, 256, i))];
+            let job = noisy.submit_ok("filter=blur", files).await;
+            job["job_id"].as_str().expect("id").to_string()
+        }
+    });
+    let burst = futures::future::join_all(submits).await;
+    let started = Instant::now();
+    let files: Vec<File> = (0..8)
+        .map(|i| (format!("q{i}.png"), png(96, 96, 500 + i)))
+        .collect();
+    let job = quiet.submit_ok("filter=blur", files).await;
+    let id = job["job_id"].as_str().expect("id").to_string();
+    let status = quiet.wait_done(&id, Duration::from_secs(60)).await;
+    let waited = started.elapsed();
+    assert_eq!(status["status"], "completed", "{status}");
+    let mut burst_done = 0;
+    for job in &burst {
+        burst_done += succeeded(&noisy.status(job).await);
+    }
+    assert!(
+        burst_done < 50,
+        "the quiet tenant's job finished only after {burst_done} of the other's 100 jobs ({waited:?})"
+    );
+    // The rest of the burst is not needed: deleting it ends the test sooner.
+    for job in &burst {
+        let deleted = noisy
+            .send(noisy.client.delete(noisy.url(&format!("/jobs/{job}"))))
+            .await;
+        assert_eq!(deleted.status(), 204);
+    }
+    eprintln!(
+        "{backend:?}: the quiet tenant's 8-image job took {waited:?}, \
+         with {burst_done}/100 of the noisy tenant's jobs done by then"
     );
 }
