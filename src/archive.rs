@@ -48,7 +48,7 @@ pub fn stream(
     manifest_name: String,
     manifest: Vec<u8>,
     pace: Pace,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: impl Send + 'static,
 ) -> impl Stream<Item = io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let runtime = tokio::runtime::Handle::current();

@@ -292,6 +292,18 @@ pub struct Config {
     )]
     pub max_concurrent_downloads: u64,
 
+    /// ZIP downloads of one tenant's jobs streamed at once (per API process);
+    /// more get 429 with Retry-After, so one tenant's readers cannot take
+    /// every slot
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_DOWNLOADS_PER_TENANT",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_downloads_per_tenant: u64,
+
     /// Longest time one ZIP download may take, in seconds; then it is cut
     #[arg(
         long,
@@ -485,6 +497,8 @@ impl Config {
                 active_images: self.quota_active_images,
             },
             max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
+            max_downloads_per_tenant: usize::try_from(self.max_downloads_per_tenant)
+                .unwrap_or(usize::MAX),
             download_pace: Pace {
                 timeout: Duration::from_secs(self.download_timeout_secs),
                 min_bytes_per_sec: self.min_download_bytes_per_sec,

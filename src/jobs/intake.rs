@@ -22,8 +22,10 @@ pub struct Limits {
     pub cost: crate::jobs::admission::CostLimits,
     /// Submissions per minute per tenant (or client address in open mode).
     pub quota: crate::jobs::admission::Quotas,
-    /// ZIP downloads streamed at once, and how fast each must be read.
+    /// ZIP downloads streamed at once (overall, and of one tenant's jobs),
+    /// and how fast each must be read.
     pub max_downloads: usize,
+    pub max_downloads_per_tenant: usize,
     pub download_pace: crate::jobs::admission::Pace,
     /// Images of one tenant waiting in the queue at once (see `jobs::pacing`).
     pub queued_per_tenant: usize,
@@ -353,6 +355,7 @@ mod tests {
             active_images: 10_000,
         },
         max_downloads: 1,
+        max_downloads_per_tenant: 1,
         download_pace: crate::jobs::admission::Pace {
             timeout: std::time::Duration::from_secs(60),
             min_bytes_per_sec: 0,

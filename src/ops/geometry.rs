@@ -5,6 +5,7 @@
 //! below (Geometry.c). Images with alpha are resampled premultiplied, except
 //! with NEAREST, as Pillow does.
 
+use super::interpolate;
 use super::raster::Raster;
 use super::resample::{self, Resample};
 
@@ -233,11 +234,11 @@ pub fn rotate(img: &Raster, degrees: f64, filter: Resample) -> Raster {
         _ if img.has_alpha() => {
             let mut pre = img.clone();
             pre.premultiply();
-            let mut out = affine_interpolated(&pre, nw, nh, &m, filter);
+            let mut out = interpolate::affine(&pre, nw, nh, &m, filter);
             out.unpremultiply();
             out
         }
-        _ => affine_interpolated(img, nw, nh, &m, filter),
+        _ => interpolate::affine(img, nw, nh, &m, filter),
     }
 }
 
@@ -388,92 +389,6 @@ fn affine_nearest(img: &Raster, width: usize, height: usize, a: &[f64; 6]) -> Ra
             }
             xo += a[1];
             yo += a[4];
-        }
-    }
-    out
-}
-
-/// `ImagingGenericTransform` with Pillow's bilinear or bicubic sampler:
-/// double arithmetic, edge samples repeated, results truncated.
-fn affine_interpolated(
-    img: &Raster,
-    width: usize,
-    height: usize,
-    a: &[f64; 6],
-    filter: Resample,
-) -> Raster {
-    let ch = img.channels;
-    let (iw, ih) = (img.width as i64, img.height as i64);
-    let mut out = Raster::new(width, height, ch);
-    let floor = |v: f64| if v < 0.0 { v.floor() as i64 } else { v as i64 };
-    let xclip = |x: i64| x.clamp(0, iw - 1) as usize;
-    let sample =
-        |x: i64, y: usize, c: usize| f64::from(img.data[(y * img.width + xclip(x)) * ch + c]);
-    for y in 0..height {
-        if super::cancel::cancelled() {
-            break;
-        }
-        for x in 0..width {
-            let (xi, yi) = (x as f64 + 0.5, y as f64 + 0.5);
-            let xin = a[0] * xi + a[1] * yi + a[2];
-            let yin = a[3] * xi + a[4] * yi + a[5];
-            if xin < 0.0 || xin >= iw as f64 || yin < 0.0 || yin >= ih as f64 {
-                continue;
-            }
-            let (xs, ys) = (xin - 0.5, yin - 0.5);
-            let (fx, fy) = (floor(xs), floor(ys));
-            let (dx, dy) = (xs - fx as f64, ys - fy as f64);
-            let row_ok = |r: i64| r >= 0 && r < ih;
-            let o = (y * width + x) * ch;
-            for c in 0..ch {
-                let v = if filter == Resample::Bilinear {
-                    let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
-                    let line = |r: usize| lerp(sample(fx, r, c), sample(fx + 1, r, c), dx);
-                    let v1 = line(fy.clamp(0, ih - 1) as usize);
-                    let v2 = if row_ok(fy + 1) {
-                        line((fy + 1) as usize)
-                    } else {
-                        v1
-                    };
-                    lerp(v1, v2, dy)
-                } else {
-                    let cubic = |v1: f64, v2: f64, v3: f64, v4: f64, d: f64| {
-                        let p1 = v2;
-                        let p2 = -v1 + v3;
-                        let p3 = 2.0 * (v1 - v2) + v3 - v4;
-                        let p4 = -v1 + v2 - v3 + v4;
-                        p1 + d * (p2 + d * (p3 + d * p4))
-                    };
-                    let (bx, by) = (fx - 1, fy - 1);
-                    let line = |r: usize| {
-                        cubic(
-                            sample(bx, r, c),
-                            sample(bx + 1, r, c),
-                            sample(bx + 2, r, c),
-                            sample(bx + 3, r, c),
-                            dx,
-                        )
-                    };
-                    let v1 = line(by.clamp(0, ih - 1) as usize);
-                    let v2 = if row_ok(by + 1) {
-                        line((by + 1) as usize)
-                    } else {
-                        v1
-                    };
-                    let v3 = if row_ok(by + 2) {
-                        line((by + 2) as usize)
-                    } else {
-                        v2
-                    };
-                    let v4 = if row_ok(by + 3) {
-                        line((by + 3) as usize)
-                    } else {
-                        v3
-                    };
-                    cubic(v1, v2, v3, v4, dy).clamp(0.0, 255.0)
-                };
-                out.data[o + c] = v as u8;
-            }
         }
     }
     out

@@ -13,6 +13,7 @@ pub mod cancel;
 mod cost;
 mod geometry;
 mod grayscale;
+mod interpolate;
 mod kernel;
 mod parse;
 mod rank;

@@ -8,11 +8,13 @@
 //! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
 //! - `keys`      API keys: authenticating a token; managing keys
+//! - `download_slots` the caps on ZIPs streamed at once, overall and per tenant
 //! - `error`     [`JobError`], what every operation here can fail with
 //!
 //! Every operation on an existing job takes an [`Access`]: a job outside it
 //! is answered exactly as a job that does not exist.
 
+mod download_slots;
 mod error;
 mod idempotency;
 pub mod keys;
@@ -20,6 +22,7 @@ mod purge;
 mod release;
 mod submit;
 
+use download_slots::{Busy, DownloadSlots};
 pub use error::JobError;
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
@@ -39,6 +42,9 @@ use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
 use crate::meta::{JobRecord, MetaStore, TenantStore};
 use crate::queue::Producer;
 use crate::store::{ObjectStore, ObjectStream};
+
+/// How long a tenant refused a download slot is asked to wait.
+const DOWNLOAD_RETRY_AFTER_SECS: u64 = 5;
 
 /// One dependency's health, for readiness. `error` is for operators only
 /// (it may name hosts and paths).
@@ -61,8 +67,8 @@ pub struct JobService {
     limits: Limits,
     ttl: Duration,
     links: Arc<dyn Links>,
-    /// One permit per ZIP being streamed (each holds a blocking thread).
-    downloads: Arc<tokio::sync::Semaphore>,
+    /// One slot per ZIP being streamed (each holds a blocking thread).
+    downloads: Arc<DownloadSlots>,
 }
 
 impl JobService {
@@ -84,7 +90,10 @@ impl JobService {
             meta,
             tenants,
             queue,
-            downloads: Arc::new(tokio::sync::Semaphore::new(limits.max_downloads)),
+            downloads: Arc::new(DownloadSlots::new(
+                limits.max_downloads,
+                limits.max_downloads_per_tenant,
+            )),
             limits,
             ttl,
             links,
@@ -198,13 +207,18 @@ impl JobService {
             .collect();
         let manifest = serde_json::to_vec_pretty(&status)
             .map_err(|e| JobError::Internal(format!("manifest: {e}")))?;
-        let permit =
-            self.downloads
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| JobError::DownloadsBusy {
-                    limit: self.limits.max_downloads,
-                })?;
+        let permit = self
+            .downloads
+            .take(&record.job.tenant)
+            .map_err(|busy| match busy {
+                Busy::All { limit } => JobError::DownloadsBusy { limit },
+                Busy::Tenant { limit } => JobError::QuotaExceeded {
+                    quota: "concurrent_downloads",
+                    limit: u64::try_from(limit).unwrap_or(u64::MAX),
+                    used: u64::try_from(limit).unwrap_or(u64::MAX),
+                    retry_after: DOWNLOAD_RETRY_AFTER_SECS,
+                },
+            })?;
         let stream = archive::stream(
             self.store.clone(),
             entries,

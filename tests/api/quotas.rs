@@ -5,14 +5,18 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use serde_json::Value;
 
-use crate::helpers::{png, Backend, Deployment, File, TestApp};
+use crate::helpers::{noise_png, png, Backend, Deployment, File, TestApp};
 use crate::tenants::create_key_with;
+use crate::waiting::until;
 
 crate::both_backends!(
     a_tenant_over_its_submission_quota_gets_429,
     a_tenant_over_its_active_images_gets_429_until_some_finish,
+    one_tenants_downloads_cannot_take_every_slot,
 );
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
@@ -143,4 +147,65 @@ async fn a_tenant_over_its_submission_quota_gets_429(backend: Backend) {
         body["error"]["quota"],
         serde_json::json!({ "name": "jobs_per_minute", "limit": 1, "used": 1 })
     );
+}
+
+/// A tenant streaming its limit of ZIPs gets 429 for one more, while
+/// another tenant still downloads; the slot is free again once a stream ends.
+async fn one_tenants_downloads_cannot_take_every_slot(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_MAX_DOWNLOADS_PER_TENANT", "1");
+    let app = deployment.serve();
+    let (_, key) = create_key_with(&deployment, "reader", "submit,read", &[]);
+    let reader = app.as_caller(Some(&key));
+    let (_, other) = create_key_with(&deployment, "other", "submit,read", &[]);
+    let other = app.as_caller(Some(&other));
+    // Larger than the socket buffers and the writer's channel hold, so a
+    // reader that stops reading really holds its slot.
+    let files: Vec<File> = (0..6)
+        .map(|i| (format!("n{i}.png"), noise_png(1000, 800, i)))
+        .collect();
+    let big = reader.submit_ok("filter=flip", files).await;
+    let big = big["job_id"].as_str().expect("id").to_string();
+    let small = other.submit_ok("filter=flip", files(1)).await;
+    let small = small["job_id"].as_str().expect("id").to_string();
+    reader.wait_done(&big, Duration::from_secs(120)).await;
+    other.wait_done(&small, Duration::from_secs(60)).await;
+
+    let held = reader
+        .client
+        .get(reader.url(&format!("/download/{big}")))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(held.status(), 200);
+    let mut body = held.bytes_stream();
+    body.next().await.expect("a first chunk").expect("bytes");
+
+    let refused = reader.get(&format!("/download/{big}")).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let (status, error) = error_of(refused).await;
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(
+        error["error"]["quota"],
+        serde_json::json!({ "name": "concurrent_downloads", "limit": 1, "used": 1 })
+    );
+    let theirs = other.get(&format!("/download/{small}")).await;
+    assert_eq!(theirs.status(), 200, "another tenant is not held up");
+
+    drop(body);
+    until(
+        "the slot to be free again",
+        Duration::from_secs(20),
+        || async {
+            match reader
+                .get(&format!("/download/{big}"))
+                .await
+                .status()
+                .as_u16()
+            {
+                200 => Ok(()),
+                other => Err(format!("{other}")),
+            }
+        },
+    )
+    .await;
 }

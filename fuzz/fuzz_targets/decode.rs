@@ -1,0 +1,14 @@
+//! The decoders the worker uses (image's JPEG, PNG, WebP, GIF, BMP and TIFF
+//! decoders behind `codec::decode`, with EXIF orientation and mode
+//! conversion) on arbitrary bytes, under a small pixel limit: an image or a
+//! `CodecError`, never a panic past the guard, a hang or runaway memory.
+#![no_main]
+
+use imgpipe::codec;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(image) = codec::decode(data, 1_000_000) {
+        assert!(u64::from(image.width()) * u64::from(image.height()) <= 1_000_000);
+    }
+});
