@@ -3,9 +3,11 @@
 # nightly toolchain): intake (format sniffing and header/structure checks),
 # the `ops` chain parser (with its cost estimate), and the decoders the
 # worker uses. Each target runs for a bounded time (default 60 s), starting
-# from the repository's fixtures; what it finds goes to fuzz/corpus/<target>
-# (not committed) and a crash to fuzz/artifacts/<target>/, and the script
-# fails. Not part of the test command: run it after touching intake, the
+# from the repository's fixtures and fuzz/seeds/chain (hand-written chains
+# and a minimised corpus found earlier); what it finds goes to
+# fuzz/corpus/<target> (not committed; `cargo +nightly fuzz cmin chain
+# fuzz/corpus/chain` then copy into fuzz/seeds/chain to keep it) and a crash
+# to fuzz/artifacts/<target>/, and the script fails. Not part of the test command: run it after touching intake, the
 # parser or a codec.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]

@@ -7,7 +7,11 @@
 use imgpipe::codec;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "guarded.rs"]
+mod guarded;
+
 fuzz_target!(|data: &[u8]| {
+    guarded::let_third_party_panics_reach_the_guard();
     if let Ok(image) = codec::decode(data, 1_000_000) {
         assert!(u64::from(image.width()) * u64::from(image.height()) <= 1_000_000);
     }

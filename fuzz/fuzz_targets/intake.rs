@@ -10,6 +10,9 @@ use imgpipe::jobs::admission::{CostLimits, Pace, Quotas};
 use imgpipe::jobs::intake::{inspect, Limits};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "guarded.rs"]
+mod guarded;
+
 const LIMITS: Limits = Limits {
     max_file_bytes: 1 << 20,
     max_pixels: 4_000_000,
@@ -33,6 +36,7 @@ const LIMITS: Limits = Limits {
 };
 
 fuzz_target!(|data: &[u8]| {
+    guarded::let_third_party_panics_reach_the_guard();
     let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
     file.write_all(data).expect("write");
     if let Ok(inspected) = inspect(file.path(), &LIMITS) {
