@@ -72,6 +72,9 @@ pub enum KeysCommand {
         /// This key's queued + running images (default: IMGPIPE_QUOTA_ACTIVE_IMAGES)
         #[arg(long)]
         active_images: Option<u64>,
+        /// This key's bytes stored (default: IMGPIPE_QUOTA_STORED_BYTES)
+        #[arg(long)]
+        stored_bytes: Option<u64>,
     },
     /// List every key (id, tenant, scopes, quotas, created, revoked, label); never the keys themselves
     List,
@@ -356,6 +359,16 @@ pub struct Config {
     )]
     pub quota_active_images: u64,
 
+    /// Bytes a tenant may have stored at once (uploads and results of its
+    /// live jobs); a submission that would pass it gets 429 with Retry-After
+    #[arg(
+        long,
+        env = "IMGPIPE_QUOTA_STORED_BYTES",
+        default_value_t = 20 * 1024 * 1024 * 1024,
+        global = true
+    )]
+    pub quota_stored_bytes: u64,
+
     /// Most files accepted in one job
     #[arg(long, env = "IMGPIPE_MAX_FILES", default_value_t = 100, global = true)]
     pub max_files: usize,
@@ -495,6 +508,7 @@ impl Config {
             quota: Quotas {
                 jobs_per_minute: self.quota_jobs_per_minute,
                 active_images: self.quota_active_images,
+                stored_bytes: self.quota_stored_bytes,
             },
             max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
             max_downloads_per_tenant: usize::try_from(self.max_downloads_per_tenant)

@@ -45,7 +45,7 @@ fn new_key(seed: u8, tenant: &str) -> NewKey {
         Some(format!("label {seed}")),
         QuotaSettings {
             jobs_per_minute: Some(u64::from(seed)),
-            active_images: None,
+            ..QuotaSettings::default()
         },
         Utc::now(),
     )

@@ -24,6 +24,7 @@ const LIMITS: Limits = Limits {
     quota: Quotas {
         jobs_per_minute: 600,
         active_images: 10_000,
+        stored_bytes: 1 << 30,
     },
     max_downloads: 1,
     max_downloads_per_tenant: 1,

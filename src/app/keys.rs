@@ -18,10 +18,12 @@ pub(super) async fn run(config: &Config, action: &KeysCommand) -> Result<(), App
             label,
             jobs_per_minute,
             active_images,
+            stored_bytes,
         } => {
             let quotas = QuotaSettings {
                 jobs_per_minute: *jobs_per_minute,
                 active_images: *active_images,
+                stored_bytes: *stored_bytes,
             };
             let new = keys
                 .create(tenant, scopes, label.clone(), quotas)

@@ -49,14 +49,18 @@ pub struct QuotaSettings {
     pub jobs_per_minute: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_images: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
 }
 
 impl fmt::Display for QuotaSettings {
-    /// `jobs_per_minute=N,active_images=N`, the set ones only, or `-`.
+    /// `jobs_per_minute=N,active_images=N,stored_bytes=N`, the set ones
+    /// only, or `-`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let set: Vec<String> = [
             ("jobs_per_minute", self.jobs_per_minute),
             ("active_images", self.active_images),
+            ("stored_bytes", self.stored_bytes),
         ]
         .iter()
         .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))

@@ -112,10 +112,12 @@ async fn accept(
     };
     let quotas = service.quotas_for(&caller);
     service.count_submission(&subject, quotas).await?;
-    // A tenant already at its image quota is refused before its body is read.
-    service
-        .check_active_images(&caller.tenant, 1, quotas)
-        .await?;
+    // A tenant already at its image or storage quota is refused before its
+    // body is read; unless it repeats an earlier request, which gets that
+    // request's answer whatever its use now.
+    if !req.headers().contains_key("idempotency-key") {
+        service.check_usage(&caller.tenant, 1, 1, quotas).await?;
+    }
     let mut options = web::Query::<Options>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::BadQuery(e.to_string()))?;

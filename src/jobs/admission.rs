@@ -211,12 +211,13 @@ mod tests {
 }
 
 /// What one tenant may use: submissions per minute (counted per tenant or,
-/// in open mode, per client address, in fixed one-minute windows) and
-/// images queued or running at once (over its live jobs).
+/// in open mode, per client address, in fixed one-minute windows), images
+/// queued or running at once and bytes stored (over its live jobs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quotas {
     pub jobs_per_minute: u64,
     pub active_images: u64,
+    pub stored_bytes: u64,
 }
 
 impl Quotas {
@@ -225,19 +226,23 @@ impl Quotas {
         Quotas {
             jobs_per_minute: own.jobs_per_minute.unwrap_or(self.jobs_per_minute),
             active_images: own.active_images.unwrap_or(self.active_images),
+            stored_bytes: own.stored_bytes.unwrap_or(self.stored_bytes),
         }
     }
 }
 
-/// Whether `adding` more images fit in a quota of `limit` with `used` in use.
-/// A job is admitted whole or not at all.
-pub fn images_fit(used: u64, adding: u64, limit: u64) -> bool {
+/// Whether `adding` more (images, bytes) fit in a quota of `limit` with
+/// `used` in use. A job is admitted whole or not at all.
+pub fn fits(used: u64, adding: u64, limit: u64) -> bool {
     used.checked_add(adding).is_some_and(|total| total <= limit)
 }
 
 /// How long a client refused for active images is asked to wait: images
 /// finish in seconds, and polling faster only adds load.
 pub const ACTIVE_IMAGES_RETRY_AFTER_SECS: u64 = 10;
+/// How long a client refused for bytes stored is asked to wait: space comes
+/// back when its jobs are deleted or expire, so this is only a polling pace.
+pub const STORED_BYTES_RETRY_AFTER_SECS: u64 = 60;
 
 /// One quota window: when it started (Unix ms) and how long until the next.
 pub fn minute_window(now_ms: i64) -> (i64, u64) {
@@ -361,27 +366,28 @@ mod quota_tests {
         let defaults = Quotas {
             jobs_per_minute: 600,
             active_images: 10_000,
+            stored_bytes: 1 << 30,
         };
         assert_eq!(defaults.with(&QuotaSettings::default()), defaults);
         let own = QuotaSettings {
-            jobs_per_minute: None,
             active_images: Some(5),
+            ..QuotaSettings::default()
         };
         assert_eq!(
             defaults.with(&own),
             Quotas {
-                jobs_per_minute: 600,
-                active_images: 5
+                active_images: 5,
+                ..defaults
             }
         );
     }
 
     #[test]
     fn a_job_fits_whole_or_not_at_all() {
-        assert!(images_fit(0, 100, 100));
-        assert!(!images_fit(1, 100, 100));
-        assert!(images_fit(99, 1, 100));
-        assert!(!images_fit(100, 1, 100));
-        assert!(!images_fit(u64::MAX, 1, u64::MAX), "no overflow");
+        assert!(fits(0, 100, 100));
+        assert!(!fits(1, 100, 100));
+        assert!(fits(99, 1, 100));
+        assert!(!fits(100, 1, 100));
+        assert!(!fits(u64::MAX, 1, u64::MAX), "no overflow");
     }
 }

@@ -353,6 +353,7 @@ mod tests {
         quota: crate::jobs::admission::Quotas {
             jobs_per_minute: 600,
             active_images: 10_000,
+            stored_bytes: 1 << 30,
         },
         max_downloads: 1,
         max_downloads_per_tenant: 1,

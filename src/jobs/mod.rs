@@ -134,6 +134,11 @@ impl Job {
         input_key(self.id, index)
     }
 
+    /// Bytes of the job's uploads, as stored.
+    pub fn input_bytes(&self) -> u64 {
+        self.images.iter().map(|i| i.size_bytes).sum()
+    }
+
     /// Every object the job may have: each image's upload and result.
     pub fn object_keys(&self) -> Vec<String> {
         self.images

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Doomed, JobRecord, MetaError, MetaStore};
+use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -196,15 +196,25 @@ impl MetaStore for MemoryMeta {
         Ok(())
     }
 
-    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
+    async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
         let now = Utc::now();
-        Ok(self
-            .jobs()?
+        let jobs = self.jobs()?;
+        let mut usage = Usage::default();
+        for e in jobs
             .values()
             .filter(|e| e.live(now) && &e.job.tenant == tenant)
-            .flat_map(|e| &e.progress)
-            .filter(|p| !p.as_ref().is_some_and(|p| p.state.is_terminal()))
-            .count() as u64)
+        {
+            usage.stored_bytes += e.job.input_bytes();
+            for p in &e.progress {
+                match p {
+                    Some(p) if p.state.is_terminal() => {
+                        usage.stored_bytes += p.output_bytes.unwrap_or(0);
+                    }
+                    _ => usage.active_images += 1,
+                }
+            }
+        }
+        Ok(usage)
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {

@@ -39,6 +39,15 @@ pub struct JobRecord {
     pub progress: Vec<Option<ImageProgress>>,
 }
 
+/// What one tenant's live jobs use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Images not yet settled (queued or running).
+    pub active_images: u64,
+    /// Bytes stored: every upload, and every result so far.
+    pub stored_bytes: u64,
+}
+
 /// A job whose objects and records are due to be purged (expired or deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doomed {
@@ -124,9 +133,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// the count) and that the job was served at `turn` (Unix ms), which
     /// orders its tenant's backlog. A job that is gone is left alone.
     async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError>;
-    /// Images of `tenant`'s live jobs not yet settled (queued or running),
-    /// for its quota.
-    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError>;
+    /// What `tenant`'s live jobs use, for its quotas.
+    async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError>;
     /// Removes a job's records for good (the last step of purging it).
     async fn remove(&self, id: JobId) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;

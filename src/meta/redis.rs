@@ -3,7 +3,8 @@
 //! `<prefix>:jobs:expiry` orders jobs by expiry (Unix ms) for the purger; a deleted
 //! job's record moves to `<prefix>:job:<id>:deleted` until it is purged.
 //! Fair scheduling and quotas: `<prefix>:job:<id>:pace` is a hash of the
-//! job's counters (`total`, `released`, `taken`, `settled`), its `tenant` and
+//! job's counters (`total`, `released`, `taken`, `settled`, `input_bytes`,
+//! `output_bytes`), its `tenant` and
 //! its task ids (`t:<index>`); `<prefix>:jobs:unreleased` holds the jobs
 //! still holding images back, scored by creation time;
 //! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry;
@@ -19,7 +20,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{Doomed, JobRecord, MetaError, MetaStore};
+use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -50,7 +51,8 @@ pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaErr
 /// ms, is after ARGV[5], the writer's clock), never over a terminal state,
 /// never over a later attempt. Returns 1 when written, 0 when refused. A
 /// terminal state (ARGV[6] is 1) is counted in the job's pace hash (KEYS[4]),
-/// once, since a terminal state is never written over.
+/// with its result's size (ARGV[7]), once: a terminal state is never
+/// written over.
 const SET_PROGRESS: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
@@ -68,6 +70,7 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HINCRBY', KEYS[4], 'settled', 1)
+  redis.call('HINCRBY', KEYS[4], 'output_bytes', tonumber(ARGV[7]))
 end
 return 1
 ";
@@ -182,6 +185,7 @@ impl MetaStore for RedisMeta {
                 ("released".into(), "0".into()),
                 ("taken".into(), "0".into()),
                 ("tenant".into(), job.tenant.to_string()),
+                ("input_bytes".into(), job.input_bytes().to_string()),
             ];
             pace.extend(
                 job.images
@@ -376,8 +380,8 @@ impl MetaStore for RedisMeta {
         self.write_released(id, upto, turn).await
     }
 
-    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
-        self.count_active_images(tenant).await
+    async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
+        self.tenant_usage(tenant).await
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {

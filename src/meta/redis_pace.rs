@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::redis::{unavailable, RedisMeta};
-use super::MetaError;
+use super::{MetaError, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -81,22 +81,24 @@ end
 return out
 ";
 
-/// Unsettled images of a tenant's live jobs: for each job in its index
-/// (KEYS[1], scored by expiry), `total - settled` from its pace hash (key
-/// ARGV[2] .. id .. ':pace'). Expired, deleted and purged jobs leave the
-/// index as they are met. ARGV[1]: now, Unix ms.
-const ACTIVE_IMAGES: &str = r"
+/// What a tenant's live jobs use: for each job in its index (KEYS[1],
+/// scored by expiry), `total - settled` images and `input_bytes +
+/// output_bytes` from its pace hash (key ARGV[2] .. id .. ':pace').
+/// Expired, deleted and purged jobs leave the index as they are met.
+/// ARGV[1]: now, Unix ms. Returns {active images, stored bytes}.
+const USAGE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local active = 0
+local active, bytes = 0, 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'settled')
+  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'settled', 'input_bytes', 'output_bytes')
   if v[1] then
     active = active + tonumber(v[1]) - (tonumber(v[2]) or 0)
+    bytes = bytes + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0)
   else
     redis.call('ZREM', KEYS[1], id)
   end
 end
-return active
+return {active, bytes}
 ";
 
 impl RedisMeta {
@@ -200,15 +202,18 @@ impl RedisMeta {
             .map_err(unavailable)
     }
 
-    pub(super) async fn count_active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
-        redis::Script::new(ACTIVE_IMAGES)
+    pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
+        let (active, bytes): (i64, i64) = redis::Script::new(USAGE)
             .key(self.tenant_jobs(tenant))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(format!("{}:job:", self.prefix))
-            .invoke_async::<i64>(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(Usage {
+            active_images: u64::try_from(active).unwrap_or(0),
+            stored_bytes: u64::try_from(bytes).unwrap_or(0),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
-use super::{Doomed, JobRecord, MetaError, MetaStore};
+use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -54,8 +54,9 @@ impl MetaStore for SqliteMeta {
             serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(
-            "INSERT INTO jobs (id, record, created_at, expires_at, image_count, released, tenant, turn)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+            "INSERT INTO jobs
+                 (id, record, created_at, expires_at, image_count, released, tenant, turn, input_bytes)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(record)
@@ -64,6 +65,7 @@ impl MetaStore for SqliteMeta {
         .bind(job.images.len() as i64)
         .bind(job.tenant.as_str())
         .bind(millis(job.created_at))
+        .bind(i64::try_from(job.input_bytes()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -303,18 +305,36 @@ impl MetaStore for SqliteMeta {
         .map_err(unavailable)
     }
 
-    async fn active_images(&self, tenant: &Tenant) -> Result<u64, MetaError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs JOIN images ON images.job_id = jobs.id
-             WHERE jobs.tenant = ? AND jobs.deleted = 0 AND jobs.expires_at > ?
-               AND images.state NOT IN ('succeeded', 'failed')",
+    async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
+        // One read transaction: both figures as of one moment.
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (active, output): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE images.state NOT IN ('succeeded', 'failed')),
+                    COALESCE(SUM(json_extract(images.progress, '$.output_bytes')), 0)
+             FROM jobs JOIN images ON images.job_id = jobs.id
+             WHERE jobs.tenant = ? AND jobs.deleted = 0 AND jobs.expires_at > ?",
         )
         .bind(tenant.as_str())
-        .bind(millis(Utc::now()))
-        .fetch_one(&self.pool)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        let input: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(input_bytes), 0) FROM jobs
+             WHERE tenant = ? AND deleted = 0 AND expires_at > ?",
+        )
+        .bind(tenant.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Usage {
+            active_images: count(active),
+            stored_bytes: count(input).saturating_add(count(output)),
+        })
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {

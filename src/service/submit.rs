@@ -91,9 +91,6 @@ impl JobService {
                 limit: self.limits.max_files,
             });
         }
-        // Before any file is read again or stored.
-        self.check_active_images(tenant, uploads.len(), quotas)
-            .await?;
         let limits = self.limits;
         let paths: Vec<(String, PathBuf)> = uploads
             .iter()
@@ -142,6 +139,11 @@ impl JobService {
             };
         }
 
+        // Quotas, once the files are measured (and a repeated request has
+        // had its earlier answer), before anything is stored.
+        let bytes = inspected.iter().map(|i| i.size_bytes).sum();
+        self.check_usage(tenant, uploads.len(), bytes, quotas)
+            .await?;
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
         let output_formats: Vec<OutputFormat> = inspected
@@ -325,25 +327,35 @@ impl JobService {
         }
     }
 
-    /// Refuses `adding` more images when `tenant` would have more than its
-    /// quota queued or running → [`JobError::QuotaExceeded`].
-    pub async fn check_active_images(
+    /// Refuses a job of `images` images and `bytes` bytes of uploads when
+    /// `tenant` would pass its quota of images queued or running, or of
+    /// bytes stored → [`JobError::QuotaExceeded`].
+    pub async fn check_usage(
         &self,
         tenant: &Tenant,
-        adding: usize,
+        images: usize,
+        bytes: u64,
         quotas: Quotas,
     ) -> Result<(), JobError> {
-        let used = self.meta.active_images(tenant).await?;
-        let adding = u64::try_from(adding).unwrap_or(u64::MAX);
-        if admission::images_fit(used, adding, quotas.active_images) {
-            return Ok(());
+        let usage = self.meta.usage(tenant).await?;
+        let images = u64::try_from(images).unwrap_or(u64::MAX);
+        if !admission::fits(usage.active_images, images, quotas.active_images) {
+            return Err(JobError::QuotaExceeded {
+                quota: "active_images",
+                limit: quotas.active_images,
+                used: usage.active_images,
+                retry_after: admission::ACTIVE_IMAGES_RETRY_AFTER_SECS,
+            });
         }
-        Err(JobError::QuotaExceeded {
-            quota: "active_images",
-            limit: quotas.active_images,
-            used,
-            retry_after: admission::ACTIVE_IMAGES_RETRY_AFTER_SECS,
-        })
+        if !admission::fits(usage.stored_bytes, bytes, quotas.stored_bytes) {
+            return Err(JobError::QuotaExceeded {
+                quota: "stored_bytes",
+                limit: quotas.stored_bytes,
+                used: usage.stored_bytes,
+                retry_after: admission::STORED_BYTES_RETRY_AFTER_SECS,
+            });
+        }
+        Ok(())
     }
 
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {

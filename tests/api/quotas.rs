@@ -16,6 +16,7 @@ use crate::waiting::until;
 crate::both_backends!(
     a_tenant_over_its_submission_quota_gets_429,
     a_tenant_over_its_active_images_gets_429_until_some_finish,
+    a_tenant_over_its_stored_bytes_gets_429_until_a_job_goes,
     one_tenants_downloads_cannot_take_every_slot,
 );
 
@@ -160,10 +161,10 @@ async fn one_tenants_downloads_cannot_take_every_slot(backend: Backend) {
     let other = app.as_caller(Some(&other));
     // Larger than the socket buffers and the writer's channel hold, so a
     // reader that stops reading really holds its slot.
-    let files: Vec<File> = (0..6)
+    let noise: Vec<File> = (0..6)
         .map(|i| (format!("n{i}.png"), noise_png(1000, 800, i)))
         .collect();
-    let big = reader.submit_ok("filter=flip", files).await;
+    let big = reader.submit_ok("filter=flip", noise).await;
     let big = big["job_id"].as_str().expect("id").to_string();
     let small = other.submit_ok("filter=flip", files(1)).await;
     let small = small["job_id"].as_str().expect("id").to_string();
@@ -208,4 +209,43 @@ async fn one_tenants_downloads_cannot_take_every_slot(backend: Backend) {
         },
     )
     .await;
+}
+
+/// Uploads count against the bytes a tenant may store; a deleted job's
+/// bytes no longer do.
+async fn a_tenant_over_its_stored_bytes_gets_429_until_a_job_goes(backend: Backend) {
+    let deployment = Deployment::new(backend);
+    // The API alone: no results are written, only uploads are stored.
+    let app = TestApp::new(deployment.start("api"));
+    let two = files(2);
+    let size: u64 = two.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+    let limit = (size + 10).to_string();
+    let (_, key) = create_key_with(
+        &deployment,
+        "full",
+        "submit,read",
+        &["--stored-bytes", &limit],
+    );
+    let full = app.as_caller(Some(&key));
+    let first = full.submit_ok("filter=blur", two).await;
+    let stored = deployment.stored_objects();
+
+    let (status, body) = error_of(full.submit("filter=blur", files(1)).await).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["error"]["quota"],
+        serde_json::json!({ "name": "stored_bytes", "limit": size + 10, "used": size })
+    );
+    assert_eq!(
+        deployment.stored_objects(),
+        stored,
+        "nothing stored on refusal"
+    );
+
+    let id = first["job_id"].as_str().expect("id");
+    let deleted = full
+        .send(full.client.delete(full.url(&format!("/jobs/{id}"))))
+        .await;
+    assert_eq!(deleted.status(), 204);
+    full.submit_ok("filter=blur", files(1)).await;
 }
