@@ -14,6 +14,10 @@ connections:
   slow-readers   64 ZIP downloads read at 1 KiB/s
   burst          500 POSTs of a tiny image at once
   heavy-job      one 100-image job of the costliest chain admission accepts
+  disk-fill      uploads until the abuser's bytes-stored quota stops it, on a
+                 disk whose free-space watermark is set 1 GiB below what is free
+                 (the abuser's key may store 512 MiB; without the quota it
+                 would fill the disk to the watermark and everyone would get 507)
 
 Bounded: each scenario runs while two normal jobs are measured; a normal job
 that does not finish within --normal-timeout is reported as such. Loopback only; standard
@@ -30,6 +34,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -191,7 +196,9 @@ def start(args, work):
     port = free_port()
     env = dict(os.environ, IMGPIPE_BIND=f"127.0.0.1:{port}", IMGPIPE_DATA_DIR=f"{work}/data",
                IMGPIPE_TMP_DIR=work, IMGPIPE_WORKERS="2", RUST_LOG="warn", IMGPIPE_MAX_FILES="1000",
-               IMGPIPE_SIGNING_KEY="abuse-signing-key-0123456789abcdef0123")
+               IMGPIPE_SIGNING_KEY="abuse-signing-key-0123456789abcdef0123",
+               # The disk-fill scenario's watermark: 1 GiB of room above it.
+               IMGPIPE_MIN_FREE_DISK_BYTES=str(shutil.disk_usage(work).free - (1 << 30)))
     for var in ("REDIS_URL", "S3_ENDPOINT", "IMGPIPE_BOOTSTRAP_KEY"):
         env.pop(var, None)
     env.update({"IMGPIPE_AUTH": "off"} if args.open else
@@ -224,8 +231,10 @@ def start(args, work):
             wait_port(port, f"imgpipe {command}", proc, log)
     if not args.open:
         # The abuser's own rate quota is lifted, so that one scenario's
-        # submissions do not stop the next one's at the door.
-        for who, more in (("normal", []), ("abuser", ["--jobs-per-minute", "100000"])):
+        # submissions do not stop the next one's at the door; its storage is
+        # half the room above the disk's watermark.
+        abuser = ["--jobs-per-minute", "100000", "--stored-bytes", str(512 << 20)]
+        for who, more in (("normal", []), ("abuser", abuser)):
             out = subprocess.run([os.path.join(BIN, "imgpipe"), "keys", "create", "--tenant", who,
                                   "--scopes", "submit,read", *more], env=env, check=True,
                                  capture_output=True, text=True)
@@ -285,6 +294,15 @@ def run(args):
                 chain = "resize:92x68,resize:368x272,resize:1472x1088," + ",".join(["mode:25"] * 6)
                 status, data = abuser_submit(port, f"/process-job?ops={chain}", body, ctype)
                 print(f"heavy-job: POST answered {status} {data[:200]!r}")
+            elif scenario == "disk-fill":
+                body, ctype = multipart(photos)
+                answers = {}
+                while True:
+                    status, data = abuser_submit(port, "/process-job?filter=flip", body, ctype)
+                    answers[status] = answers.get(status, 0) + 1
+                    if status != 202:
+                        break
+                print(f"disk-fill: the abuser's uploads were answered {answers}: {data[:160]!r}")
             for t in threads:
                 t.daemon = True
                 t.start()
@@ -310,7 +328,7 @@ def run(args):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="cost-bombs,trickle,slow-readers,burst,heavy-job")
+    ap.add_argument("--scenarios", default="cost-bombs,trickle,slow-readers,burst,heavy-job,disk-fill")
     ap.add_argument("--normal-timeout", type=float, default=60)
     ap.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
     ap.add_argument("--open", action="store_true", help="auth off: the normal client and the abuser are one tenant")

@@ -2,14 +2,15 @@
 //! that `scripts/test.sh` starts and a SQLite file. Progress writes follow the
 //! fencing rules (the job must exist, terminal states are final, a stale
 //! attempt cannot overwrite a later one); deleted and expired jobs vanish at
-//! once and are handed to the purger.
+//! once and are handed to the purger; fair scheduling's counters and a
+//! tenant's usage add up the same on both.
 
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use imgpipe::codec::{InputFormat, OutputFormat};
 use imgpipe::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Recipe};
-use imgpipe::meta::{Doomed, MetaStore, RedisMeta, SqliteMeta};
+use imgpipe::meta::{Doomed, MetaStore, RedisMeta, SqliteMeta, Usage};
 
 /// Each store with a guard that keeps its files alive.
 async fn stores() -> Vec<(&'static str, Arc<dyn MetaStore>, Option<tempfile::TempDir>)> {
@@ -181,5 +182,82 @@ async fn an_expired_job_vanishes_takes_no_writes_and_is_due_for_purging() {
         assert!(doomed.iter().any(|d| d.id == expired.id), "{name}");
         assert!(doomed.iter().all(|d| d.id != live.id), "{name}");
         assert!(meta.load(live.id).await.unwrap().is_some(), "{name}");
+    }
+}
+
+/// A tenant's usage counts unsettled images and stored bytes (uploads, then
+/// results as they are written) over its live jobs only; fair scheduling's
+/// counters follow takes and releases.
+#[tokio::test]
+async fn usage_and_release_counters_add_up_alike_on_both_stores() {
+    for (name, meta, _guard) in stores().await {
+        let tenant: imgpipe::auth::Tenant = format!("t{}", uuid::Uuid::new_v4().simple())
+            .parse()
+            .unwrap();
+        let mut job = job();
+        job.tenant = tenant.clone();
+        let mut second = job.images[0].clone();
+        second.index = 1;
+        second.task_id = "t1".into();
+        job.images.push(second);
+        for image in &mut job.images {
+            image.size_bytes = 10;
+        }
+        meta.create(&job).await.unwrap();
+        let usage = |active, bytes| Usage {
+            active_images: active,
+            stored_bytes: bytes,
+        };
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(2, 20), "{name}");
+
+        let held = meta.backlog(&tenant, 10).await.unwrap();
+        assert_eq!(
+            (held.len(), held[0].released, held[0].taken),
+            (1, 0, 0),
+            "{name}"
+        );
+        meta.mark_released(job.id, 2, Utc::now().timestamp_millis())
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.note_taken(job.id).await.unwrap(),
+            Some(tenant.clone()),
+            "{name}"
+        );
+        let held = meta.backlog(&tenant, 10).await.unwrap();
+        assert_eq!((held[0].released, held[0].taken), (2, 1), "{name}");
+        assert!(
+            meta.tenants_with_backlog(100)
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t != &tenant),
+            "{name}"
+        );
+        assert_eq!(
+            meta.task_ids(job.id, 0..2).await.unwrap(),
+            ["t0", "t1"],
+            "{name}"
+        );
+
+        let done = ImageProgress {
+            output_bytes: Some(100),
+            ..progress(ImageState::Succeeded, 1)
+        };
+        assert!(
+            meta.set_image_progress(job.id, 0, &done).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 120), "{name}");
+        // Written once: a repeat is refused and counts nothing.
+        assert!(
+            !meta.set_image_progress(job.id, 0, &done).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 120), "{name}");
+
+        meta.mark_deleted(job.id).await.unwrap();
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 0), "{name}");
+        assert_eq!(meta.note_taken(job.id).await.unwrap(), None, "{name}");
     }
 }

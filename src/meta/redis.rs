@@ -289,6 +289,7 @@ impl MetaStore for RedisMeta {
             } else {
                 "0"
             })
+            .arg(progress.output_bytes.unwrap_or(0))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
