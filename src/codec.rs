@@ -4,7 +4,12 @@
 //! thread).
 
 mod exif;
+mod libtiff;
+mod tiff;
+
+pub use tiff::{Structure as TiffStructure, StructureProblem as TiffProblem};
 mod jpeg;
+mod tiff_pixels;
 
 use std::io::Cursor;
 
@@ -36,6 +41,11 @@ impl InputFormat {
 
     /// Recognises a format from the first bytes of a file.
     pub fn sniff(head: &[u8]) -> Option<InputFormat> {
+        // BigTIFF and the swapped-magic headers Pillow also opens.
+        const MORE_TIFF: [&[u8]; 4] = [b"II\x2b\x00", b"MM\x00\x2b", b"MM\x2a\x00", b"II\x00\x2a"];
+        if MORE_TIFF.iter().any(|m| head.starts_with(m)) {
+            return Some(InputFormat::Tiff);
+        }
         match image::guess_format(head).ok()? {
             ImageFormat::Jpeg => Some(InputFormat::Jpeg),
             ImageFormat::Png => Some(InputFormat::Png),
@@ -168,6 +178,15 @@ fn decode_as(
             return Ok(img);
         }
     }
+    if format == InputFormat::Tiff {
+        let (mut img, orientation) =
+            tiff::decode(Cursor::new(bytes), bytes.len() as u64, max_pixels)
+                .map_err(tiff_error(max_pixels))?;
+        img.apply_orientation(
+            Orientation::from_exif(orientation.min(255) as u8).unwrap_or(Orientation::NoTransforms),
+        );
+        return Ok(img);
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
     let mut limits = Limits::default();
     // Decoded pixels may take up to 8 bytes each (RGBA16) plus decoder scratch.
@@ -195,6 +214,23 @@ fn decode_as(
         }
     }
     Ok(img)
+}
+
+/// A TIFF's structure, checked without decoding more than its first strip
+/// or tile (see `tiff::check_structure`): intake's check.
+pub fn check_tiff(
+    source: impl std::io::Read + std::io::Seek,
+    size: u64,
+    budget: usize,
+) -> Result<TiffStructure, TiffProblem> {
+    crate::panic_guard::catch(|| tiff::check_structure(source, size, budget)).unwrap_or_else(
+        |detail| {
+            log::warn!("the TIFF structure check panicked: {detail}");
+            Err(TiffProblem::Corrupt(
+                "its structure could not be read".into(),
+            ))
+        },
+    )
 }
 
 /// A filter that takes an image's rows in strips, top to bottom, and passes
@@ -241,6 +277,19 @@ fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), CodecErr
         });
     }
     Ok(())
+}
+
+fn tiff_error(max_pixels: u64) -> impl Fn(tiff::DecodeError) -> CodecError {
+    move |e| match e {
+        tiff::DecodeError::Tiff(e) => CodecError::Decode(format!("libtiff: {e}")),
+        tiff::DecodeError::Unsupported(what) => CodecError::Decode(what),
+        tiff::DecodeError::TooManyPixels(width, height) => CodecError::TooManyPixels {
+            width,
+            height,
+            pixels: u64::from(width) * u64::from(height),
+            limit: max_pixels,
+        },
+    }
 }
 
 fn decode_error(e: image::ImageError) -> CodecError {

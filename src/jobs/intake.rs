@@ -124,6 +124,31 @@ fn inspect_as(
             check_pixels(format, width, height, limits)?;
         }
     }
+    if format == InputFormat::Tiff {
+        // libtiff reads the directory once for size and structure alike.
+        let _ = file.seek(SeekFrom::Start(0));
+        let (width, height) = match tiff_check::check(&mut *file, size_bytes) {
+            Ok(dims) => dims,
+            Err(TiffProblem::Truncated) => {
+                return Err(FileProblem::Truncated {
+                    format: format.name(),
+                })
+            }
+            Err(TiffProblem::Corrupt(reason)) => return Err(corrupt(format, reason)),
+            Err(TiffProblem::Unreadable) => {
+                return Err(FileProblem::Unreadable {
+                    format: format.name(),
+                })
+            }
+        };
+        check_pixels(format, width, height, limits)?;
+        return Ok(Inspected {
+            format,
+            width,
+            height,
+            size_bytes,
+        });
+    }
     let _ = file.seek(SeekFrom::Start(0));
     let (width, height) =
         ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
@@ -149,16 +174,7 @@ fn inspect_as(
         InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
         InputFormat::Webp => riff_complete(head, size_bytes),
         InputFormat::Bmp => bmp_complete(head, size_bytes),
-        InputFormat::Tiff => match tiff_check::check(&mut *file, size_bytes) {
-            Ok(()) => true,
-            Err(TiffProblem::Truncated) => false,
-            Err(TiffProblem::Corrupt(reason)) => return Err(corrupt(format, reason)),
-            Err(TiffProblem::Unreadable) => {
-                return Err(FileProblem::Unreadable {
-                    format: format.name(),
-                })
-            }
-        },
+        InputFormat::Tiff => true,
     };
     if !complete {
         return Err(FileProblem::Truncated {
