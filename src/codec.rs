@@ -3,8 +3,12 @@
 //! the async runtime (the worker on its render pool, intake on a blocking
 //! thread).
 
+mod bmp;
 mod exif;
+mod gif;
 mod libtiff;
+mod orientation;
+mod png_meta;
 mod tiff;
 
 pub use tiff::{Structure as TiffStructure, StructureProblem as TiffProblem};
@@ -46,13 +50,15 @@ impl InputFormat {
         if MORE_TIFF.iter().any(|m| head.starts_with(m)) {
             return Some(InputFormat::Tiff);
         }
-        match image::guess_format(head).ok()? {
-            ImageFormat::Jpeg => Some(InputFormat::Jpeg),
-            ImageFormat::Png => Some(InputFormat::Png),
-            ImageFormat::WebP => Some(InputFormat::Webp),
-            ImageFormat::Gif => Some(InputFormat::Gif),
-            ImageFormat::Bmp => Some(InputFormat::Bmp),
-            ImageFormat::Tiff => Some(InputFormat::Tiff),
+        match image::guess_format(head).ok() {
+            Some(ImageFormat::Jpeg) => Some(InputFormat::Jpeg),
+            Some(ImageFormat::Png) => Some(InputFormat::Png),
+            Some(ImageFormat::WebP) => Some(InputFormat::Webp),
+            Some(ImageFormat::Gif) => Some(InputFormat::Gif),
+            Some(ImageFormat::Bmp) => Some(InputFormat::Bmp),
+            Some(ImageFormat::Tiff) => Some(InputFormat::Tiff),
+            // A DIB: a BMP without its file header, as Pillow opens it.
+            _ if bmp::is_dib(head) => Some(InputFormat::Bmp),
             _ => None,
         }
     }
@@ -178,6 +184,12 @@ fn decode_as(
             return Ok(img);
         }
     }
+    if format == InputFormat::Gif {
+        return gif::decode(bytes, max_pixels);
+    }
+    if format == InputFormat::Bmp {
+        return bmp::decode(bytes, max_pixels);
+    }
     if format == InputFormat::Tiff {
         let (mut img, orientation) =
             tiff::decode(Cursor::new(bytes), bytes.len() as u64, max_pixels)
@@ -195,25 +207,48 @@ fn decode_as(
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, max_pixels)?;
-    // An EXIF block is read by our reader (it takes what Pillow takes); the
-    // decoder's own answer covers orientation kept outside one (a TIFF's tag).
-    let orientation = match decoder.exif_metadata().map_err(decode_error)? {
-        Some(block) => exif::orientation(&block).unwrap_or(Orientation::NoTransforms),
-        None => decoder.orientation().map_err(decode_error)?,
+    // Orientation from wherever Pillow's exif_transpose takes it (see
+    // `orientation`); the EXIF block is read by our reader.
+    let exif_block = decoder.exif_metadata().map_err(decode_error)?;
+    let png = (format == InputFormat::Png).then(|| png_meta::read(bytes));
+    let orientation = match &png {
+        Some(meta) => {
+            let raw_profile = meta
+                .raw_profile_exif
+                .as_deref()
+                .and_then(orientation::raw_profile_exif);
+            let exif = exif_block.or_else(|| meta.exif.clone()).or(raw_profile);
+            orientation::resolve(exif.as_deref(), meta.xmp.as_deref())
+        }
+        None if format == InputFormat::Webp => {
+            orientation::resolve(exif_block.as_deref(), orientation::webp_xmp(bytes))
+        }
+        None => orientation::resolve(exif_block.as_deref(), None),
     };
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     img.apply_orientation(orientation);
-    let img = normalise(img);
-    // GIF frames decode as RGBA; Pillow opens them as P and converts a frame
-    // without transparency to RGB.
-    if format == InputFormat::Gif {
-        if let DynamicImage::ImageRgba8(buf) = &img {
-            if buf.pixels().all(|p| p[3] == 255) {
-                return Ok(DynamicImage::ImageRgb8(img.to_rgb8()));
-            }
-        }
+    let mut img = normalise(img);
+    // Pillow opens L and RGB with a tRNS colour as L and RGB (the colour is
+    // in `info`, which no filter reads); only palette transparency becomes
+    // alpha, through `convert`.
+    if png
+        .as_ref()
+        .is_some_and(|m| matches!(m.color_type, Some(0 | 2)))
+    {
+        img = match img {
+            DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLuma8(img.to_luma8()),
+            DynamicImage::ImageRgba8(_) => DynamicImage::ImageRgb8(img.to_rgb8()),
+            other => other,
+        };
     }
     Ok(img)
+}
+
+/// A BMP's (or DIB's) size from its headers as Pillow reads them, and
+/// whether an uncompressed image's rows fit the file: intake's check.
+/// `head`: the file's first bytes (512 are enough).
+pub fn inspect_bmp(head: &[u8], size: u64) -> Result<(u32, u32, bool), CodecError> {
+    bmp::inspect(head, size)
 }
 
 /// A TIFF's structure, checked without decoding more than its first strip

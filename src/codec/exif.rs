@@ -3,12 +3,20 @@
 //! with or without the `Exif\0\0` prefix some writers leave in PNG/WebP chunks.
 //! Parsing only; applying the orientation is the decoder's business.
 
+#[cfg(test)]
 use image::metadata::Orientation;
 
 const ORIENTATION_TAG: u16 = 0x0112;
 
 /// The orientation in IFD0 of an EXIF block, if it holds one valid value (1–8).
+#[cfg(test)]
 pub fn orientation(exif: &[u8]) -> Option<Orientation> {
+    Orientation::from_exif(u8::try_from(orientation_value(exif)?).ok()?)
+}
+
+/// The Orientation tag's value in IFD0, valid or not: Pillow looks no
+/// further (at XMP) once the tag is there.
+pub fn orientation_value(exif: &[u8]) -> Option<u32> {
     let tiff = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
     let big_endian = match tiff.get(..4)? {
         [b'I', b'I', 42, 0] => false,
@@ -42,13 +50,12 @@ pub fn orientation(exif: &[u8]) -> Option<Orientation> {
             return None;
         }
         // A single value sits left-justified in the entry's 4-byte value field.
-        let value = match u16_at(entry + 2)? {
-            1 | 6 => u32::from(*tiff.get(entry + 8)?), // BYTE, SBYTE
-            3 | 8 => u32::from(u16_at(entry + 8)?),    // SHORT, SSHORT
-            4 | 9 => u32_at(entry + 8)?,               // LONG, SLONG
-            _ => return None,
-        };
-        Orientation::from_exif(u8::try_from(value).ok()?)
+        match u16_at(entry + 2)? {
+            1 | 6 => Some(u32::from(*tiff.get(entry + 8)?)), // BYTE, SBYTE
+            3 | 8 => Some(u32::from(u16_at(entry + 8)?)),    // SHORT, SSHORT
+            4 | 9 => u32_at(entry + 8),                      // LONG, SLONG
+            _ => None,
+        }
     })
 }
 

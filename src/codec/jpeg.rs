@@ -212,12 +212,23 @@ fn transcode_inner<F: super::RowFilter>(
     encoder.finish().map(Some).map_err(encode_err)
 }
 
+/// Pillow's JPEG plugin keeps the first `Exif` APP1 as the EXIF block and
+/// the last XMP APP1 as `info["xmp"]`; `exif_transpose` reads the former,
+/// then the latter (see `orientation`). `None`: nothing to undo.
 fn exif_orientation<R>(decompress: &Decompress<R>) -> Option<Orientation> {
-    decompress
-        .markers()
-        .filter(|m| m.marker == Marker::APP(1))
-        .filter(|m| m.data.starts_with(b"Exif\0\0"))
-        .find_map(|m| super::exif::orientation(m.data))
+    const XMP: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
+    let app1 = || decompress.markers().filter(|m| m.marker == Marker::APP(1));
+    let exif = app1()
+        .find(|m| m.data.starts_with(b"Exif\0\0"))
+        .map(|m| m.data);
+    let xmp = app1()
+        .filter(|m| m.data.starts_with(XMP))
+        .last()
+        .map(|m| &m.data[XMP.len()..]);
+    match super::orientation::resolve(exif, xmp) {
+        Orientation::NoTransforms if exif.is_none() && xmp.is_none() => None,
+        o => Some(o),
+    }
 }
 
 /// libjpeg's standard error manager, except that fatal errors unwind (instead

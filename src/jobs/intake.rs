@@ -10,7 +10,7 @@ use std::path::Path;
 use image::ImageReader;
 
 use super::tiff_check::{self, TiffProblem};
-use crate::codec::InputFormat;
+use crate::codec::{self, InputFormat};
 
 /// Request-level limits, from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +124,27 @@ fn inspect_as(
             check_pixels(format, width, height, limits)?;
         }
     }
+    if format == InputFormat::Bmp {
+        // Read as Pillow reads the headers (OS/2, every Windows version,
+        // headerless DIB), which the image crate's reader does not all know.
+        let mut head = [0u8; 512];
+        let _ = file.seek(SeekFrom::Start(0));
+        let n = read_up_to(&mut *file, &mut head);
+        let (width, height, complete) = codec::inspect_bmp(&head[..n], size_bytes)
+            .map_err(|e| corrupt(format, e.to_string()))?;
+        check_pixels(format, width, height, limits)?;
+        if !complete {
+            return Err(FileProblem::Truncated {
+                format: format.name(),
+            });
+        }
+        return Ok(Inspected {
+            format,
+            width,
+            height,
+            size_bytes,
+        });
+    }
     if format == InputFormat::Tiff {
         // libtiff reads the directory once for size and structure alike.
         let _ = file.seek(SeekFrom::Start(0));
@@ -173,7 +194,7 @@ fn inspect_as(
         InputFormat::Png => png_complete(file, size_bytes),
         InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
         InputFormat::Webp => riff_complete(head, size_bytes),
-        InputFormat::Bmp => bmp_complete(head, size_bytes),
+        InputFormat::Bmp => true,
         InputFormat::Tiff => true,
     };
     if !complete {
@@ -327,31 +348,6 @@ fn riff_complete(head: &[u8], size: u64) -> bool {
     head.len() >= 12 && u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64 + 8 <= size
 }
 
-/// Uncompressed BMPs must hold `offset + stride * rows` bytes; compressed ones
-/// must hold the image size their header declares.
-fn bmp_complete(head: &[u8], size: u64) -> bool {
-    if head.len() < 38 {
-        return false;
-    }
-    let u32_at =
-        |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64;
-    let offset = u32_at(10);
-    let dib_size = u32_at(14);
-    if dib_size < 40 {
-        // OS/2 BITMAPCOREHEADER: the file-size field is all we have.
-        return u32_at(2) <= size;
-    }
-    let width = (u32_at(18) as u32 as i32).unsigned_abs() as u64;
-    let height = (u32_at(22) as u32 as i32).unsigned_abs() as u64;
-    let bpp = u16::from_le_bytes([head[28], head[29]]) as u64;
-    let compression = u32_at(30);
-    let data = match compression {
-        0 | 3 | 6 => (width * bpp).div_ceil(32) * 4 * height,
-        _ => u32_at(34),
-    };
-    offset + data <= size
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,10 +393,10 @@ mod tests {
     }
 
     /// Tiled TIFFs with one plane per channel made the tiff crate panic
-    /// ("assertion failed: buf…"): intake answers them as unreadable, and so
-    /// does the decoder the worker uses, without the panic's text.
+    /// ("assertion failed: buf…"); libtiff reads them, so intake accepts
+    /// them and the worker's decoder reads them whole.
     #[test]
-    fn decoder_panics_are_unreadable_files_not_crashes() {
+    fn planar_tiled_tiffs_are_accepted_and_decoded() {
         for name in [
             "tiled-planar-raw.tif",
             "tiled-planar-lzw.tif",
@@ -411,23 +407,10 @@ mod tests {
                 .join("tests/fixtures/foreign")
                 .join(name);
             let bytes = std::fs::read(&path).expect("fixture (tests/fixtures/foreign/generate.py)");
-            let problem = check(&bytes).expect_err(name);
-            assert_eq!(
-                problem,
-                FileProblem::Unreadable { format: "tiff" },
-                "{name}"
-            );
-            let message = problem.to_string();
-            assert!(
-                message.starts_with("the tiff image could not be read"),
-                "{message}"
-            );
-            match crate::codec::decode(&bytes, u64::MAX) {
-                Err(crate::codec::CodecError::Unreadable { format, .. }) => {
-                    assert_eq!(format, "tiff")
-                }
-                other => panic!("{name}: {other:?}"),
-            }
+            let inspected = check(&bytes).expect(name);
+            assert_eq!((inspected.width, inspected.height), (37, 29), "{name}");
+            let img = crate::codec::decode(&bytes, u64::MAX).expect(name);
+            assert_eq!((img.width(), img.height()), (37, 29), "{name}");
         }
     }
 

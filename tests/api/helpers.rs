@@ -637,14 +637,6 @@ pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
 }
 
-/// A file from `tests/fixtures/foreign/`: written by other tools (see its generate.py).
-pub fn foreign_fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/foreign")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// A Redis or S3 server of a test's own, for tests that stop and restart it
 /// (outages). Same programs as `scripts/test.sh` starts; the port and data
 /// directory survive restarts, so clients reconnect to the same address.

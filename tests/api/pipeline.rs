@@ -199,6 +199,43 @@ async fn jpeg_size_at_q90(app: &crate::helpers::TestApp) -> usize {
     app.download(id, "").await[0].1.len()
 }
 
+/// Files written by other tools (tests/fixtures/foreign: libtiff, ImageMagick,
+/// exiftool, Pillow) are all accepted and processed, each result what the
+/// pipeline makes of it (tests/foreign.rs checks the decoding against Pillow).
+async fn files_from_other_tools_are_processed(backend: Backend) {
+    let app = Deployment::new(backend).serve();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/foreign");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/foreign")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".py") && !n.ends_with(".pillow.png"))
+        .collect();
+    names.sort();
+    let files: Vec<File> = names
+        .iter()
+        .map(|n| (n.clone(), std::fs::read(dir.join(n)).expect("fixture")))
+        .collect();
+    let job = app.submit_ok("filter=blur&format=png", files.clone()).await;
+    let id = job["job_id"].as_str().unwrap();
+    let status = app.wait_done(id, WITHIN).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let chain: imgpipe::ops::Chain = "blur".parse().expect("chain");
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        let resp = app.get(&format!("/images/{id}/{i}")).await;
+        assert_eq!(resp.status(), 200, "{name}");
+        let got = resp.bytes().await.expect("result");
+        let decoded = imgpipe::codec::decode(bytes, u64::MAX).expect("decode");
+        let processed = chain.apply(decoded, u64::MAX).expect("blur");
+        let expected =
+            imgpipe::codec::encode(&processed, imgpipe::codec::OutputFormat::Png, 90, false)
+                .expect("encode");
+        assert!(
+            got[..] == expected[..],
+            "{name}: output differs from the pipeline's"
+        );
+    }
+}
+
 async fn a_broken_image_fails_alone_with_its_reason(backend: Backend) {
     let app = Deployment::new(backend).serve();
     let files = vec![
@@ -423,6 +460,7 @@ crate::both_backends!(
     every_filter_completes_multi_image_jobs_pixel_identical_to_pillow,
     output_format_follows_input_unless_overridden,
     a_broken_image_fails_alone_with_its_reason,
+    files_from_other_tools_are_processed,
     hostile_filenames_are_neutralised_in_the_archive,
     uploads_larger_than_one_storage_part_round_trip,
 );
