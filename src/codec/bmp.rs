@@ -165,7 +165,13 @@ pub fn inspect(head: &[u8], size: u64) -> Result<(u32, u32, bool), CodecError> {
     let stride = ((u64::from(h.width) * u64::from(h.bits) + 31) >> 3) & !3;
     let complete = match h.compression {
         1 | 2 => (h.offset as u64) < size,
-        _ => (h.offset as u64).saturating_add(stride.saturating_mul(u64::from(h.height))) <= size,
+        _ => {
+            let last_row = (u64::from(h.width) * u64::from(h.bits)).div_ceil(8);
+            (h.offset as u64)
+                .saturating_add(stride.saturating_mul(u64::from(h.height) - 1))
+                .saturating_add(last_row)
+                <= size
+        }
     };
     Ok((h.width, h.height, complete))
 }
@@ -244,15 +250,18 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
         data
     } else {
         let stride = ((w * bits as usize + 31) >> 3) & !3;
+        // Pillow's raw decoder stops once the last row's pixels are in: the
+        // padding after them may be missing.
         let needed = stride
-            .checked_mul(h)
+            .checked_mul(h - 1)
+            .and_then(|n| n.checked_add((w * bits as usize).div_ceil(8)))
             .ok_or_else(|| bad("image too large"))?;
         if pixels_at.len() < needed {
             return Err(bad("the file is truncated"));
         }
         let row = |y: usize| {
             let stored = if top_down { y } else { h - 1 - y };
-            &pixels_at[stored * stride..stored * stride + stride]
+            &pixels_at[stored * stride..(stored * stride + stride).min(pixels_at.len())]
         };
         match raw {
             Raw::Palette { bits } => (0..h)

@@ -21,8 +21,29 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     options.set_color_output(gif::ColorOutput::Indexed);
     options.check_frame_consistency(false);
     options.allow_unknown_blocks(true);
-    let mut decoder = options.read_info(Cursor::new(bytes)).map_err(err)?;
-    let global = decoder.global_palette().map(<[u8]>::to_vec);
+    // The gif crate refuses a frame with no colour table at all; Pillow
+    // reads one as L. Give it a two-entry global table it can use and
+    // remember there was none (the indices are what Pillow keeps).
+    let has_global = bytes.get(10).is_some_and(|flags| flags & 0x80 != 0);
+    let patched;
+    let source = if has_global || bytes.len() < 13 {
+        bytes
+    } else {
+        let mut b = Vec::with_capacity(bytes.len() + 6);
+        b.extend_from_slice(&bytes[..10]);
+        b.push(bytes[10] | 0x80);
+        b.extend_from_slice(&bytes[11..13]);
+        b.extend_from_slice(&[0; 6]);
+        b.extend_from_slice(&bytes[13..]);
+        patched = b;
+        &patched[..]
+    };
+    let mut decoder = options.read_info(Cursor::new(source)).map_err(err)?;
+    let global = if has_global {
+        decoder.global_palette().map(<[u8]>::to_vec)
+    } else {
+        None
+    };
     let (screen_w, screen_h) = (decoder.width(), decoder.height());
     let frame = decoder
         .next_frame_info()

@@ -145,6 +145,40 @@ fn inspect_as(
             size_bytes,
         });
     }
+    if format == InputFormat::Jpeg {
+        // Size and completeness from one walk over the segments, tolerant of
+        // junk between them as Pillow is.
+        let _ = file.seek(SeekFrom::Start(0));
+        let mut dims = None;
+        let complete = jpeg_complete(&mut BufReader::new(&mut *file), &mut dims);
+        let Some((width, height)) = dims else {
+            return Err(if complete {
+                corrupt(format, "it has no frame header".into())
+            } else {
+                FileProblem::Truncated {
+                    format: format.name(),
+                }
+            });
+        };
+        if width == 0 || height == 0 {
+            return Err(corrupt(
+                format,
+                format!("zero-sized image ({width}x{height})"),
+            ));
+        }
+        check_pixels(format, width, height, limits)?;
+        if !complete {
+            return Err(FileProblem::Truncated {
+                format: format.name(),
+            });
+        }
+        return Ok(Inspected {
+            format,
+            width,
+            height,
+            size_bytes,
+        });
+    }
     if format == InputFormat::Tiff {
         // libtiff reads the directory once for size and structure alike.
         let _ = file.seek(SeekFrom::Start(0));
@@ -190,7 +224,7 @@ fn inspect_as(
 
     let _ = file.seek(SeekFrom::Start(0));
     let complete = match format {
-        InputFormat::Jpeg => jpeg_complete(&mut BufReader::new(&mut *file)),
+        InputFormat::Jpeg => true,
         InputFormat::Png => png_complete(file, size_bytes),
         InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
         InputFormat::Webp => riff_complete(head, size_bytes),
@@ -257,17 +291,17 @@ fn read_byte(r: &mut impl Read) -> Option<u8> {
 /// Walks the marker segments up to the first scan (skipping thumbnails inside
 /// APP segments by their lengths), then looks for the End Of Image marker in
 /// the entropy-coded data, where `FF D9` cannot occur otherwise.
-fn jpeg_complete(r: &mut impl Read) -> bool {
+fn jpeg_complete(r: &mut impl Read, dims: &mut Option<(u32, u32)>) -> bool {
     let mut soi = [0u8; 2];
     if r.read_exact(&mut soi).is_err() || soi != [0xFF, 0xD8] {
         return false;
     }
     loop {
-        let Some(mut marker) = read_byte(r) else {
-            return false;
-        };
-        if marker != 0xFF {
-            return false;
+        // Pillow (and libjpeg, with a warning) skips junk between segments.
+        let mut marker = 0u8;
+        while marker != 0xFF {
+            let Some(b) = read_byte(r) else { return false };
+            marker = b;
         }
         while marker == 0xFF {
             let Some(m) = read_byte(r) else { return false };
@@ -275,7 +309,7 @@ fn jpeg_complete(r: &mut impl Read) -> bool {
         }
         match marker {
             0xD9 => return true,
-            0x01 | 0xD0..=0xD7 => continue,
+            0x00 | 0x01 | 0xD0..=0xD7 => continue,
             0xDA => break,
             _ => {
                 let mut len = [0u8; 2];
@@ -283,10 +317,22 @@ fn jpeg_complete(r: &mut impl Read) -> bool {
                     return false;
                 }
                 let len = u16::from_be_bytes(len) as u64;
-                if len < 2
-                    || std::io::copy(&mut r.take(len - 2), &mut std::io::sink()).ok()
-                        != Some(len - 2)
-                {
+                if len < 2 {
+                    return false;
+                }
+                let mut segment = r.take(len - 2);
+                // Start of frame (not DHT, JPG or DAC): precision, height, width.
+                if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                    let mut sof = [0u8; 5];
+                    if segment.read_exact(&mut sof).is_err() {
+                        return false;
+                    }
+                    let height = u32::from(u16::from_be_bytes([sof[1], sof[2]]));
+                    let width = u32::from(u16::from_be_bytes([sof[3], sof[4]]));
+                    dims.get_or_insert((width, height));
+                }
+                let rest = segment.limit();
+                if std::io::copy(&mut segment, &mut std::io::sink()).ok() != Some(rest) {
                     return false;
                 }
             }
@@ -421,12 +467,12 @@ mod tests {
         let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xDA];
         bytes.resize(4 + 64 * 1024 - 1, 0x12);
         bytes.extend_from_slice(&[0xFF, 0xD9]);
-        assert!(jpeg_complete(&mut std::io::Cursor::new(&bytes)));
+        assert!(jpeg_complete(&mut std::io::Cursor::new(&bytes), &mut None));
         // A stuffed FF 00 and a D9 not after FF are not the end.
         let mut open = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x01, 0xD9, 0xFF, 0x00, 0xD9];
-        assert!(!jpeg_complete(&mut std::io::Cursor::new(&open)));
+        assert!(!jpeg_complete(&mut std::io::Cursor::new(&open), &mut None));
         open.extend_from_slice(&[0xFF, 0xD9]);
-        assert!(jpeg_complete(&mut std::io::Cursor::new(&open)));
+        assert!(jpeg_complete(&mut std::io::Cursor::new(&open), &mut None));
     }
 
     #[test]
