@@ -18,6 +18,7 @@ Every file is submitted, whatever its format; a file is counted in one class:
   server-error   any answer >= 500 (must be none)
   other-format   Pillow reads it, but not as JPEG/PNG/GIF/WebP/BMP/TIFF (imgpipe may refuse)
   not-pillow     Pillow cannot open or load it (imgpipe should refuse it with a 4xx)
+  over-limit     refused by a documented limit (upscale, cost, pixels): not counted
   refused        Pillow reads it in an accepted format, imgpipe refuses it
   failed         accepted at upload, but the image failed in the worker
   no-filter      Pillow cannot apply the chain to its mode (nothing to compare)
@@ -71,7 +72,10 @@ def as_imgpipe_mode(im: Image.Image) -> Image.Image:
     if im.mode == "PA":
         return im.convert("RGBA")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return Image.frombytes("L", im.size, im.convert("I;16").tobytes("raw", "I;16")[1::2])
+        # The high byte of each sample, straight from the stored bytes
+        # (Pillow's own convert("I;16") from I;16B clips to 255).
+        raw = im.tobytes()
+        return Image.frombytes("L", im.size, raw[0::2] if im.mode == "I;16B" else raw[1::2])
     if im.mode in ("I", "F"):
         return im.convert("L")
     if im.mode == "La":
@@ -117,7 +121,7 @@ class Client:
         status, _, payload = self.request("POST", f"/process-job?{query}", body,
                                           {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         if status != 202:
-            return "answer", status, payload.decode(errors="replace")[:300]
+            return "answer", status, payload.decode(errors="replace")[:2000]
         job_id = json.loads(payload)["job_id"]
         try:
             deadline = time.time() + 600
@@ -132,7 +136,7 @@ class Client:
                 return "image", image["state"], image.get("error")
             status, _, payload = self.request("GET", f"/download/{job_id}")
             if status != 200:
-                return "answer", status, payload.decode(errors="replace")[:300]
+                return "answer", status, payload.decode(errors="replace")[:2000]
             archive = zipfile.ZipFile(io.BytesIO(payload))
             names = [n for n in archive.namelist() if n != "manifest.json"]
             return "image", "succeeded", archive.read(names[0])
@@ -159,7 +163,14 @@ def check(client: Client, path: Path, ops: str, root: Path):
     if fmt not in ACCEPTED:
         return {**row, "class": "other-format", "detail": f"{state}" if kind == "answer" else state}
     if kind == "answer":
-        return {**row, "class": "refused", "detail": f"{state} {detail}"}
+        code = ""
+        try:
+            code = json.loads(detail)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        # A documented limit (upscale, cost, pixels), not a file it cannot read.
+        limited = code in ("too_costly", "too_many_pixels", "file_too_large")
+        return {**row, "class": "over-limit" if limited else "refused", "detail": f"{state} {detail}"}
     if state != "succeeded":
         return {**row, "class": "failed", "detail": f"{state}: {detail}"}
     try:

@@ -162,6 +162,10 @@ fn read_header(bytes: &[u8]) -> Result<Header, CodecError> {
 /// `head` is the file's first bytes (512 are enough for any header).
 pub fn inspect(head: &[u8], size: u64) -> Result<(u32, u32, bool), CodecError> {
     let h = read_header(head)?;
+    let (raw, _) = pixel_layout(h.bits, h.compression, h.masks)?;
+    if matches!(raw, Raw::Palette { .. }) && !(1..=65536).contains(&h.colors) {
+        return Err(bad(format!("unsupported palette size ({})", h.colors)));
+    }
     let stride = ((u64::from(h.width) * u64::from(h.bits) + 31) >> 3) & !3;
     let complete = match h.compression {
         1 | 2 => (h.offset as u64) < size,
@@ -190,31 +194,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
         masks,
     } = read_header(bytes)?;
     super::check_pixels(width, height, max_pixels)?;
-    let mut raw = match bits {
-        1 | 4 | 8 => Raw::Palette { bits },
-        16 => Raw::Bgr15,
-        24 => Raw::Bytes {
-            size: 3,
-            rgb: [2, 1, 0],
-            alpha: None,
-        },
-        32 => Raw::Bytes {
-            size: 4,
-            rgb: [2, 1, 0],
-            alpha: None,
-        },
-        _ => return Err(bad(format!("unsupported pixel depth ({bits})"))),
-    };
-    let rle = match compression {
-        0 => false,
-        1 | 2 => true,
-        3 => {
-            raw = bitfields(bits, masks.unwrap_or_default())
-                .ok_or_else(|| bad("unsupported bitfields layout"))?;
-            false
-        }
-        c => return Err(bad(format!("unsupported compression ({c})"))),
-    };
+    let (raw, rle) = pixel_layout(bits, compression, masks)?;
     // The palette: entries of 3 (OS/2) or 4 bytes (B, G, R, reserved).
     let mut palette: Option<Vec<[u8; 3]>> = None;
     if let Raw::Palette { .. } = raw {
@@ -329,6 +309,41 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
             image_of(RgbImage::from_raw(width, height, rgb).map(DynamicImage::ImageRgb8))
         }
     }
+}
+
+/// How the pixels are stored, if Pillow reads that layout: the raw mode
+/// and whether the data is run-length encoded.
+fn pixel_layout(
+    bits: u32,
+    compression: u32,
+    masks: Option<[u32; 4]>,
+) -> Result<(Raw, bool), CodecError> {
+    let mut raw = match bits {
+        1 | 4 | 8 => Raw::Palette { bits },
+        16 => Raw::Bgr15,
+        24 => Raw::Bytes {
+            size: 3,
+            rgb: [2, 1, 0],
+            alpha: None,
+        },
+        32 => Raw::Bytes {
+            size: 4,
+            rgb: [2, 1, 0],
+            alpha: None,
+        },
+        _ => return Err(bad(format!("unsupported pixel depth ({bits})"))),
+    };
+    let rle = match compression {
+        0 => false,
+        1 | 2 => true,
+        3 => {
+            raw = bitfields(bits, masks.unwrap_or_default())
+                .ok_or_else(|| bad("unsupported bitfields layout"))?;
+            false
+        }
+        c => return Err(bad(format!("unsupported compression ({c})"))),
+    };
+    Ok((raw, rle))
 }
 
 fn image_of(img: Option<DynamicImage>) -> Result<DynamicImage, CodecError> {

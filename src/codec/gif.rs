@@ -21,6 +21,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     options.set_color_output(gif::ColorOutput::Indexed);
     options.check_frame_consistency(false);
     options.allow_unknown_blocks(true);
+    options.check_lzw_end_code(false);
     // The gif crate refuses a frame with no colour table at all; Pillow
     // reads one as L. Give it a two-entry global table it can use and
     // remember there was none (the indices are what Pillow keeps).
@@ -31,7 +32,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     } else {
         let mut b = Vec::with_capacity(bytes.len() + 6);
         b.extend_from_slice(&bytes[..10]);
-        b.push(bytes[10] | 0x80);
+        b.push((bytes[10] & 0xF8) | 0x80); // a table of 2 entries
         b.extend_from_slice(&bytes[11..13]);
         b.extend_from_slice(&[0; 6]);
         b.extend_from_slice(&bytes[13..]);
@@ -55,10 +56,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, CodecError>
     let width = (x0 + fw).max(usize::from(screen_w));
     let height = (y0 + fh).max(usize::from(screen_h));
     super::check_pixels(width as u32, height as u32, max_pixels)?;
-    let mut indices = vec![0u8; fw * fh];
-    decoder.read_into_buffer(&mut indices).map_err(err)?;
+    // Pixels the data stops short of keep the canvas's fill, as in Pillow
+    // (its decoder stops at the end of the data without complaint).
+    let fill = frame.transparent.unwrap_or(0);
+    let mut indices = vec![fill; fw * fh];
+    if frame.interlaced {
+        decoder.read_into_buffer(&mut indices).map_err(err)?;
+    } else {
+        decoder.fill_buffer(&mut indices).map_err(err)?;
+    }
 
-    let mut canvas = vec![frame.transparent.unwrap_or(0); width * height];
+    let mut canvas = vec![fill; width * height];
     for (row, line) in indices.chunks_exact(fw.max(1)).enumerate().take(fh) {
         let at = (y0 + row) * width + x0;
         canvas[at..at + fw].copy_from_slice(line);

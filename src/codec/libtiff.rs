@@ -264,6 +264,46 @@ impl<'a> Tiff<'a> {
         })
     }
 
+    /// Whether the first directory of a classic TIFF really holds `tag`, as
+    /// stored (libtiff fills some tags in when they are missing; Pillow
+    /// reads the tags as written). `None` for BigTIFF or an unreadable
+    /// directory.
+    pub fn ifd0_has_tag(&mut self, tag: u16) -> Option<bool> {
+        let source = &mut self.client.source;
+        let mut head = [0u8; 8];
+        source.seek(SeekFrom::Start(0)).ok()?;
+        source.read_exact(&mut head).ok()?;
+        let big_endian = match &head[..4] {
+            b"II\x2a\0" => false,
+            b"MM\0\x2a" => true,
+            _ => return None,
+        };
+        let u16_of = |b: [u8; 2]| {
+            if big_endian {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let ifd = [head[4], head[5], head[6], head[7]];
+        let ifd = if big_endian {
+            u32::from_be_bytes(ifd)
+        } else {
+            u32::from_le_bytes(ifd)
+        };
+        source.seek(SeekFrom::Start(u64::from(ifd))).ok()?;
+        let mut count = [0u8; 2];
+        source.read_exact(&mut count).ok()?;
+        let count = usize::from(u16_of(count));
+        let mut entries = vec![0u8; count * 12];
+        source.read_exact(&mut entries).ok()?;
+        Some(
+            entries
+                .chunks_exact(12)
+                .any(|e| u16_of([e[0], e[1]]) == tag),
+        )
+    }
+
     /// Asks libjpeg to deliver YCbCr JPEG data as RGB.
     pub fn jpeg_as_rgb(&mut self) -> bool {
         // SAFETY: JPEGColorMode takes one int.

@@ -62,7 +62,7 @@ const OJPEG: u16 = 6;
 const JPEG: u16 = 7;
 
 impl Layout {
-    pub fn read(tiff: &Tiff) -> Result<Layout, TiffError> {
+    pub fn read(tiff: &mut Tiff) -> Result<Layout, TiffError> {
         let width = tiff.u32_defaulted(lt::IMAGEWIDTH).unwrap_or(0);
         let height = tiff.u32_defaulted(lt::IMAGELENGTH).unwrap_or(0);
         if width == 0 || height == 0 {
@@ -84,7 +84,7 @@ impl Layout {
             compression,
             planar: tiff.u16_defaulted(lt::PLANARCONFIG) == Some(2),
             sample_format: tiff.u16_defaulted(lt::SAMPLEFORMAT).unwrap_or(1),
-            extra: tiff.extra_samples(),
+            extra: stored_extra_samples(tiff),
             orientation: tiff.u16_field(lt::ORIENTATION).unwrap_or(1),
         })
     }
@@ -166,6 +166,17 @@ impl Layout {
     }
 }
 
+/// ExtraSamples as the file has it: libtiff invents unspecified extra
+/// samples when SamplesPerPixel exceeds the colour channels and the tag is
+/// missing, where Pillow sees none (and reads RGB + 1 as RGBA).
+fn stored_extra_samples(tiff: &mut Tiff) -> Vec<u16> {
+    let extra = tiff.extra_samples();
+    if !extra.is_empty() && tiff.ifd0_has_tag(lt::EXTRASAMPLES as u16) == Some(false) {
+        return Vec::new();
+    }
+    extra
+}
+
 /// Decodes the first image of a TIFF into one of imgpipe's four 8-bit
 /// layouts; returns it with its orientation tag (1 when absent).
 pub fn decode(
@@ -174,7 +185,7 @@ pub fn decode(
     max_pixels: u64,
 ) -> Result<(DynamicImage, u16), DecodeError> {
     let mut tiff = Tiff::open(source, size, alloc_cap(max_pixels)).map_err(DecodeError::Tiff)?;
-    let layout = Layout::read(&tiff).map_err(DecodeError::Tiff)?;
+    let layout = Layout::read(&mut tiff).map_err(DecodeError::Tiff)?;
     let pixels = u64::from(layout.width) * u64::from(layout.height);
     if pixels > max_pixels {
         return Err(DecodeError::TooManyPixels(layout.width, layout.height));
@@ -243,7 +254,7 @@ pub fn check_structure(
 ) -> Result<Structure, StructureProblem> {
     let corrupt = |e: TiffError| StructureProblem::Corrupt(e.0);
     let mut tiff = Tiff::open(source, size, budget as u64).map_err(corrupt)?;
-    let layout = Layout::read(&tiff).map_err(corrupt)?;
+    let layout = Layout::read(&mut tiff).map_err(corrupt)?;
     let kind = layout.kind().map_err(StructureProblem::Corrupt)?;
     let chunks = tiff.chunk_count();
     if chunks == 0 {
