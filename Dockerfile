@@ -8,7 +8,7 @@ FROM rust:1.95-bookworm AS build
 # nasm assembles libjpeg-turbo's SIMD code (2x faster JPEG); without it the
 # build still succeeds, with a warning, and the plain C codec.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nasm libtiff-dev \
+    && apt-get install -y --no-install-recommends nasm libtiff-dev liblcms2-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Build dependencies first so they are cached apart from our sources.
@@ -26,7 +26,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl libtiff6 \
+    && apt-get install -y --no-install-recommends ca-certificates curl libtiff6 liblcms2-2 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/imgpipe --create-home imgpipe
 COPY --from=build /src/target/release/imgpipe /usr/local/bin/imgpipe

@@ -21,6 +21,8 @@ command -v nasm >/dev/null || { echo "== installing nasm"; apt_install nasm; }
 # libtiff-dev: the TIFF decoder links the system libtiff (Pillow's TIFF library).
 [ -e /usr/include/x86_64-linux-gnu/tiffio.h ] || [ -e /usr/include/tiffio.h ] || [ -e /usr/include/aarch64-linux-gnu/tiffio.h ] \
   || { echo "== installing libtiff-dev"; apt_install libtiff-dev; }
+# liblcms2-dev: CIELab TIFFs are converted to RGB by LittleCMS, as Pillow does.
+[ -e /usr/include/lcms2.h ] || { echo "== installing liblcms2-dev"; apt_install liblcms2-dev; }
 command -v redis-server >/dev/null || { echo "== installing redis-server"; apt_install redis-server; }
 command -v docker-compose >/dev/null || { echo "== installing docker-compose (for config validation only)"; apt_install docker-compose; }
 # python3-venv: the virtualenv scripts/schemathesis.sh installs schemathesis into.

@@ -13,6 +13,7 @@ mod tiff;
 
 pub use tiff::{Structure as TiffStructure, StructureProblem as TiffProblem};
 mod jpeg;
+mod lab;
 mod tiff_pixels;
 
 use std::io::Cursor;

@@ -48,6 +48,8 @@ pub enum Kind {
     Cmyk,
     /// YCbCr (and old-style JPEG): libjpeg's or libtiff's RGB, as Pillow.
     YCbCr,
+    /// 8-bit CIELab: Pillow's LAB, converted to RGB through LittleCMS.
+    Lab,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,16 +153,16 @@ impl Layout {
             },
             (5, 1, 8, 4..=6) if extra.iter().all(|&e| e == 0) => Some(Kind::Cmyk),
             (5, 1, 16, 4) => Some(Kind::Cmyk),
+            (8, 1, 8, 3) => Some(Kind::Lab),
             _ => None,
         };
         kind.ok_or_else(|| {
             format!(
-                "unsupported TIFF layout: photometric interpretation {}, {} sample(s) of {} bits, sample format {}{}",
+                "unsupported TIFF layout: photometric interpretation {}, {} sample(s) of {} bits, sample format {}",
                 self.photometric,
                 self.samples,
                 bits,
                 format,
-                if self.photometric == 8 { " (CIELab is not supported)" } else { "" }
             )
         })
     }
@@ -224,6 +226,7 @@ pub fn decode(
             _ => None,
         };
         super::tiff_pixels::convert(&layout, kind, &planes, colormap.as_ref())
+            .map_err(|why| DecodeError::Unsupported(why.into()))?
     };
     Ok((img, layout_orientation(&tiff)))
 }
@@ -441,7 +444,8 @@ mod tests {
         assert_eq!(k(6, 8, 3, &[], 1), Ok(Kind::YCbCr));
         assert!(k(2, 16, 5, &[1, 0], 1).is_err());
         assert!(k(3, 16, 1, &[], 1).is_err());
-        assert!(k(8, 8, 3, &[], 1).unwrap_err().contains("CIELab"));
+        assert_eq!(k(8, 8, 3, &[], 1), Ok(Kind::Lab));
+        assert!(k(8, 16, 3, &[], 1).is_err());
         assert!(k(2, 12, 3, &[], 1).is_err());
     }
 

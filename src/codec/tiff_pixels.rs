@@ -78,7 +78,7 @@ pub fn convert(
     kind: Kind,
     planes: &[Vec<u8>],
     colormap: Option<&[Vec<u16>; 3]>,
-) -> DynamicImage {
+) -> Result<DynamicImage, &'static str> {
     let (w, h) = (layout.width, layout.height);
     let per_pixel = usize::from(layout.samples);
     let s = Samples {
@@ -99,7 +99,7 @@ pub fn convert(
             image::Luma([f(s.get(x as usize, y as usize, 0))])
         })
     };
-    match kind {
+    Ok(match kind {
         Kind::Grey { invert } => {
             let scale = match layout.bits {
                 1 => 255,
@@ -186,12 +186,28 @@ pub fn convert(
                 }))
             }
         }
+        Kind::Lab => {
+            // Pillow's unpacker stores a and b offset by 128 (the file's are signed).
+            let lab: Vec<[u8; 3]> = (0..h as usize)
+                .flat_map(|y| (0..w as usize).map(move |x| (x, y)))
+                .map(|(x, y)| {
+                    [
+                        s.get(x, y, 0) as u8,
+                        s.get(x, y, 1) as u8 ^ 128,
+                        s.get(x, y, 2) as u8 ^ 128,
+                    ]
+                })
+                .collect();
+            let rgb =
+                super::lab::to_rgb(&lab).ok_or("LittleCMS could not convert CIELab to RGB")?;
+            DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, rgb).ok_or("short CIELab buffer")?)
+        }
         Kind::Cmyk => DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
             let (x, y) = (x as usize, y as usize);
             let [c, m, ye, k] = [0, 1, 2, 3].map(|i| c8(s.get(x, y, i)));
             image::Rgb(cmyk_to_rgb(c, m, ye, k))
         })),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -87,9 +87,6 @@ impl LocalStore {
     async fn write(&self, key: &str, content: Content<'_>) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_error(key, e))?;
         let tmp = self.tmp_dir().join(ulid::Ulid::new().to_string());
         let written = async {
             match content {
@@ -107,7 +104,30 @@ impl LocalStore {
                     }
                 }
             }
-            tokio::fs::rename(&tmp, &path).await
+            // A delete elsewhere removes directories it leaves empty, which
+            // may include a parent this write has just created (`jobs/` when
+            // the last other job goes): create them again and retry.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let placed = match tokio::fs::create_dir_all(&dir).await {
+                    Ok(()) => tokio::fs::rename(&tmp, &path).await,
+                    Err(e) => Err(e),
+                };
+                match placed {
+                    // NotFound: a parent went before the rename; AlreadyExists:
+                    // create_dir_all found a directory that went before it looked.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                        ) && attempt < 5 =>
+                    {
+                        continue
+                    }
+                    other => break other,
+                }
+            }
         }
         .await;
         if let Err(e) = written {
@@ -207,6 +227,31 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One job's delete removes the `jobs/` directory it leaves empty while
+    /// another job's write is creating it: the write must still land.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_survive_deletes_that_empty_shared_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(LocalStore::open(dir.path().join("objects")).await.unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..400 {
+                        let key = format!("jobs/{t}-{i}/input/0");
+                        store.put_bytes(&key, Bytes::from_static(b"x"), "x").await?;
+                        store.delete(&key).await?;
+                    }
+                    Ok::<(), StoreError>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().expect("every write lands");
+        }
+    }
 
     #[tokio::test]
     async fn objects_round_trip_and_deletes_leave_no_empty_directories() {
