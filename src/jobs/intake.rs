@@ -103,7 +103,8 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         })
 }
 
-/// [`inspect`] once the format is known.
+/// [`inspect`] once the format is known: each format's own reader gives
+/// the size and whether the file is whole; the checks after are common.
 fn inspect_as(
     file: &mut File,
     format: InputFormat,
@@ -111,130 +112,82 @@ fn inspect_as(
     size_bytes: u64,
     limits: &Limits,
 ) -> Result<Inspected, FileProblem> {
-    let corrupt = |format: InputFormat, reason: String| FileProblem::Corrupt {
+    let corrupt = |reason: String| FileProblem::Corrupt {
         format: format.name(),
         reason,
     };
-
-    // A PNG's size is read from IHDR first: the png decoder refuses a header
-    // whose dimensions overflow its buffer arithmetic ("memory limit"), and
-    // those are exactly the bombs the pixel limit must name.
-    if format == InputFormat::Png {
-        if let Some((width, height)) = png_dimensions(head) {
-            check_pixels(format, width, height, limits)?;
-        }
-    }
-    if format == InputFormat::Bmp {
-        // Read as Pillow reads the headers (OS/2, every Windows version,
-        // headerless DIB), which the image crate's reader does not all know.
-        let mut head = [0u8; 512];
-        let _ = file.seek(SeekFrom::Start(0));
-        let n = read_up_to(&mut *file, &mut head);
-        let (width, height, complete) = codec::inspect_bmp(&head[..n], size_bytes)
-            .map_err(|e| corrupt(format, e.to_string()))?;
-        check_pixels(format, width, height, limits)?;
-        if !complete {
-            return Err(FileProblem::Truncated {
-                format: format.name(),
-            });
-        }
-        return Ok(Inspected {
-            format,
-            width,
-            height,
-            size_bytes,
-        });
-    }
-    if format == InputFormat::Jpeg {
-        // Size and completeness from one walk over the segments, tolerant of
-        // junk between them as Pillow is.
-        let _ = file.seek(SeekFrom::Start(0));
-        let mut dims = None;
-        let complete = jpeg_complete(&mut BufReader::new(&mut *file), &mut dims);
-        let Some((width, height)) = dims else {
-            return Err(if complete {
-                corrupt(format, "it has no frame header".into())
-            } else {
-                FileProblem::Truncated {
-                    format: format.name(),
-                }
-            });
-        };
-        if width == 0 || height == 0 {
-            return Err(corrupt(
-                format,
-                format!("zero-sized image ({width}x{height})"),
-            ));
-        }
-        check_pixels(format, width, height, limits)?;
-        if !complete {
-            return Err(FileProblem::Truncated {
-                format: format.name(),
-            });
-        }
-        return Ok(Inspected {
-            format,
-            width,
-            height,
-            size_bytes,
-        });
-    }
-    if format == InputFormat::Tiff {
-        // libtiff reads the directory once for size and structure alike.
-        let _ = file.seek(SeekFrom::Start(0));
-        let (width, height) = match tiff_check::check(&mut *file, size_bytes) {
-            Ok(dims) => dims,
-            Err(TiffProblem::Truncated) => {
-                return Err(FileProblem::Truncated {
-                    format: format.name(),
-                })
-            }
-            Err(TiffProblem::Corrupt(reason)) => return Err(corrupt(format, reason)),
-            Err(TiffProblem::Unreadable) => {
-                return Err(FileProblem::Unreadable {
-                    format: format.name(),
-                })
-            }
-        };
-        check_pixels(format, width, height, limits)?;
-        return Ok(Inspected {
-            format,
-            width,
-            height,
-            size_bytes,
-        });
-    }
+    let truncated = || FileProblem::Truncated {
+        format: format.name(),
+    };
     let _ = file.seek(SeekFrom::Start(0));
-    let (width, height) =
-        ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
-            .into_dimensions()
-            .map_err(|e| match e {
-                image::ImageError::IoError(_) => FileProblem::Truncated {
-                    format: format.name(),
-                },
-                other => corrupt(format, other.to_string()),
-            })?;
+    let (width, height, complete) = match format {
+        InputFormat::Jpeg => {
+            // Size and completeness from one walk over the segments,
+            // tolerant of junk between them as Pillow is.
+            let mut dims = None;
+            let complete = jpeg_complete(&mut BufReader::new(&mut *file), &mut dims);
+            let Some((width, height)) = dims else {
+                return Err(if complete {
+                    corrupt("it has no frame header".into())
+                } else {
+                    truncated()
+                });
+            };
+            (width, height, complete)
+        }
+        InputFormat::Bmp => {
+            // Pillow's header reading (OS/2, every Windows version,
+            // headerless DIB), which the image crate's does not all know.
+            let mut head = [0u8; 512];
+            let n = read_up_to(&mut *file, &mut head);
+            codec::inspect_bmp(&head[..n], size_bytes).map_err(|e| corrupt(e.to_string()))?
+        }
+        InputFormat::Tiff => {
+            // libtiff reads the directory once for size and structure alike.
+            let (width, height) = match tiff_check::check(&mut *file, size_bytes) {
+                Ok(dims) => dims,
+                Err(TiffProblem::Truncated) => return Err(truncated()),
+                Err(TiffProblem::Corrupt(reason)) => return Err(corrupt(reason)),
+                Err(TiffProblem::Unreadable) => {
+                    return Err(FileProblem::Unreadable {
+                        format: format.name(),
+                    })
+                }
+            };
+            (width, height, true)
+        }
+        InputFormat::Png | InputFormat::Gif | InputFormat::Webp => {
+            // A PNG's size is read from IHDR first: the png decoder refuses
+            // a header whose dimensions overflow its buffer arithmetic
+            // ("memory limit"), and those are exactly the bombs the pixel
+            // limit must name.
+            if let Some((width, height)) =
+                png_dimensions(head).filter(|_| format == InputFormat::Png)
+            {
+                check_pixels(format, width, height, limits)?;
+            }
+            let (width, height) =
+                ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
+                    .into_dimensions()
+                    .map_err(|e| match e {
+                        image::ImageError::IoError(_) => truncated(),
+                        other => corrupt(other.to_string()),
+                    })?;
+            let _ = file.seek(SeekFrom::Start(0));
+            let complete = match format {
+                InputFormat::Png => png_complete(file, size_bytes),
+                InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
+                _ => riff_complete(head, size_bytes),
+            };
+            (width, height, complete)
+        }
+    };
     if width == 0 || height == 0 {
-        return Err(corrupt(
-            format,
-            format!("zero-sized image ({width}x{height})"),
-        ));
+        return Err(corrupt(format!("zero-sized image ({width}x{height})")));
     }
     check_pixels(format, width, height, limits)?;
-
-    let _ = file.seek(SeekFrom::Start(0));
-    let complete = match format {
-        InputFormat::Jpeg => true,
-        InputFormat::Png => png_complete(file, size_bytes),
-        InputFormat::Gif => last_byte(file, size_bytes) == Some(0x3B),
-        InputFormat::Webp => riff_complete(head, size_bytes),
-        InputFormat::Bmp => true,
-        InputFormat::Tiff => true,
-    };
     if !complete {
-        return Err(FileProblem::Truncated {
-            format: format.name(),
-        });
+        return Err(truncated());
     }
     Ok(Inspected {
         format,
