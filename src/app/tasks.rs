@@ -71,21 +71,14 @@ pub(super) async fn purge_periodically(
     interval: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stopped = stopped(stop);
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = ticks.tick() => {}
-        }
+    every(interval, stop, || async {
         match service.purge_due().await {
             Ok(0) => {}
             Ok(n) => log::info!("purged {n} expired or deleted jobs"),
             Err(e) => log::warn!("purge pass failed (next pass retries): {e}"),
         }
-    }
+    })
+    .await
 }
 
 /// Repairs lost releases (see `service::release`) every `interval` until
@@ -96,6 +89,23 @@ pub(super) async fn sweep_releases_periodically(
     interval: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    every(interval, stop, || async {
+        match releaser.sweep().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("release sweep: {n} held-back image(s) released"),
+            Err(e) => log::warn!("release sweep failed (next pass retries): {e}"),
+        }
+    })
+    .await
+}
+
+/// Runs `pass` every `interval` (a late tick delays the next, never bunches
+/// them) until `stop` says so; a pass in progress finishes first.
+async fn every<F, Fut>(interval: Duration, stop: tokio::sync::watch::Receiver<bool>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stopped = stopped(stop);
@@ -105,11 +115,7 @@ pub(super) async fn sweep_releases_periodically(
             _ = &mut stopped => return,
             _ = ticks.tick() => {}
         }
-        match releaser.sweep().await {
-            Ok(0) => {}
-            Ok(n) => log::info!("release sweep: {n} held-back image(s) released"),
-            Err(e) => log::warn!("release sweep failed (next pass retries): {e}"),
-        }
+        pass().await;
     }
 }
 
