@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::codec::PngCompression;
 use crate::jobs::admission::{CostLimits, Pace, Quotas};
 use crate::jobs::intake::Limits;
+use crate::jobs::pacing::PriorityLimits;
 use crate::queue::Liveness;
 use crate::worker::{Backoff, WorkerSettings};
 
@@ -186,6 +187,29 @@ pub struct Config {
         global = true
     )]
     pub queued_per_tenant: usize,
+
+    /// Fair scheduling's priority lane: a job goes to it if its tenant would
+    /// then have at most this many images queued or running and each of its
+    /// images is estimated under IMGPIPE_PRIORITY_IMAGE_COST; its images are
+    /// rendered ahead of the bulk lane's (0 = one lane, no priority)
+    #[arg(
+        long,
+        env = "IMGPIPE_PRIORITY_IMAGES",
+        default_value_t = 32,
+        global = true
+    )]
+    pub priority_images: u64,
+
+    /// Fair scheduling's priority lane: the costliest image it takes, in
+    /// estimated seconds (cost admission's estimate, see
+    /// IMGPIPE_MAX_IMAGE_COST)
+    #[arg(
+        long,
+        env = "IMGPIPE_PRIORITY_IMAGE_COST",
+        default_value_t = 2.0,
+        global = true
+    )]
+    pub priority_image_cost: f64,
 
     /// Largest accepted file, in bytes (default 50 MiB)
     #[arg(long, env = "IMGPIPE_MAX_FILE_BYTES", default_value_t = 50 * 1024 * 1024, global = true)]
@@ -519,6 +543,10 @@ impl Config {
                 grace: TRANSFER_GRACE,
             },
             queued_per_tenant: self.queued_per_tenant,
+            priority: PriorityLimits {
+                images: self.priority_images,
+                image_seconds: self.priority_image_cost,
+            },
         }
     }
 

@@ -47,6 +47,7 @@ fn job_expiring_in(ttl: Duration) -> Job {
     Job {
         tenant: imgpipe::auth::Tenant::local(),
         idempotency_key: None,
+        lane: Default::default(),
         id: JobId::new(),
         recipe: Recipe {
             ops: "resize:8x8:fit,unsharp_mask:2,150,3"

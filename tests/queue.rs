@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use imgpipe::jobs::JobId;
 use imgpipe::queue::{
-    new_task_id, Consumer, Delivery, Handler, Liveness, Outcome, ProcessImage, Producer, RedisQueue,
+    new_task_id, Consumer, Delivery, Handler, Lane, Liveness, Outcome, ProcessImage, Producer,
+    RedisQueue,
 };
 use redis::AsyncCommands;
 
@@ -45,13 +46,19 @@ fn task() -> ProcessImage {
 
 #[tokio::test]
 async fn the_key_layout_is_the_one_this_build_relies_on() {
+    for (lane, suffix) in [(Lane::Bulk, ""), (Lane::Priority, ":priority")] {
+        layout_of(lane, suffix).await;
+    }
+}
+
+async fn layout_of(lane: Lane, suffix: &str) {
     let mut conn = connection().await;
     let prefix = prefix();
     let queue = RedisQueue::new(conn.clone(), &prefix, liveness(), 7);
-    let q = format!("{prefix}:process-image");
+    let q = format!("{prefix}:process-image{suffix}");
     let id = new_task_id();
     queue
-        .enqueue(vec![(id.clone(), task())])
+        .enqueue(lane, vec![(id.clone(), task())])
         .await
         .expect("enqueue");
 
@@ -92,7 +99,7 @@ async fn the_key_layout_is_the_one_this_build_relies_on() {
             .expect("forget"),
         0
     );
-    let left: Vec<String> = conn.keys(format!("{q}:*")).await.expect("KEYS");
+    let left: Vec<String> = conn.keys(format!("{prefix}:*")).await.expect("KEYS");
     let left: Vec<&String> = left
         .iter()
         .filter(|k| !k.ends_with(":signal") && !k.contains(":workers"))
@@ -121,7 +128,7 @@ async fn a_failing_task_is_delivered_up_to_the_limit_and_told_its_last() {
     let limit = 3;
     let queue = RedisQueue::new(connection().await, &prefix(), liveness(), limit);
     queue
-        .enqueue(vec![(new_task_id(), task())])
+        .enqueue(Lane::Priority, vec![(new_task_id(), task())])
         .await
         .expect("enqueue");
     let handler = Arc::new(AlwaysRetry::default());
@@ -133,7 +140,7 @@ async fn a_failing_task_is_delivered_up_to_the_limit_and_told_its_last() {
                 let _ = stop_rx.await;
             });
             queue
-                .run_worker(format!("w-{}", new_task_id()), 1, handler, stop)
+                .run_worker(format!("w-{}", new_task_id()), Lane::Priority, 1, handler, stop)
                 .await
         })
     };

@@ -18,6 +18,7 @@ use self::tasks::{purge_periodically, supervise_workers, sweep_releases_periodic
 use crate::auth::links::LinkSigner;
 use crate::config::{Command, Config};
 use crate::http;
+use crate::jobs::Lane;
 use crate::service::{JobService, KeyService, Paced};
 use crate::worker::{self, Worker};
 
@@ -178,21 +179,30 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
 
     let workers = if command.runs_workers() {
         let concurrency = config.worker_concurrency();
-        let render_pool = worker::render_pool(concurrency)
-            .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?;
-        let worker = Arc::new(Worker::new(
-            backends.store.clone(),
-            backends.meta.clone(),
-            config.worker_settings(),
-            Arc::new(render_pool),
-        ));
-        let handler = Arc::new(Paced::new(worker, service.releaser()));
-        Some(tokio::spawn(supervise_workers(
-            backends.consumer.clone(),
-            handler,
-            concurrency,
-            stop_rx.clone(),
-        )))
+        let settings = config.worker_settings();
+        // One budget for both lanes: memory stays bounded whichever decodes.
+        let budget = settings.budget();
+        let mut lanes = Vec::new();
+        for lane in Lane::ALL {
+            let render_pool = worker::render_pool(concurrency, lane)
+                .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?;
+            let worker = Arc::new(Worker::new(
+                backends.store.clone(),
+                backends.meta.clone(),
+                settings,
+                Arc::new(render_pool),
+                budget.clone(),
+            ));
+            let handler = Arc::new(Paced::new(worker, service.releaser()));
+            lanes.push(tokio::spawn(supervise_workers(
+                backends.consumer.clone(),
+                lane,
+                handler,
+                concurrency,
+                stop_rx.clone(),
+            )));
+        }
+        Some(futures::future::join_all(lanes))
     } else {
         None
     };
@@ -200,12 +210,12 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     log::info!("{}", backends.description);
     match command {
         Command::Serve => println!(
-            "imgpipe: ready (API and {} workers)",
+            "imgpipe: ready (API and {} workers per lane)",
             config.worker_concurrency()
         ),
         Command::Api => println!("imgpipe: ready (API only)"),
         Command::Worker => println!(
-            "imgpipe: worker ready ({} workers)",
+            "imgpipe: worker ready ({} workers per lane)",
             config.worker_concurrency()
         ),
         Command::Check | Command::Keys { .. } => {}
@@ -237,7 +247,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             handle.stop(true).await;
         }
         if let Some(workers) = workers {
-            if let Err(e) = workers.await {
+            for e in workers.await.into_iter().filter_map(Result::err) {
                 log::warn!("worker supervisor failed: {e}");
             }
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::{Consumer, Handler};
+use crate::queue::{Consumer, Handler, Lane};
 use crate::service::{JobService, Releaser};
 
 /// Runs the apalis worker until `stop`, and starts a fresh one (with a new
@@ -15,6 +15,7 @@ use crate::service::{JobService, Releaser};
 /// check of the live ones.
 pub(super) async fn supervise_workers(
     queue: Arc<dyn Consumer>,
+    lane: Lane,
     handler: Arc<dyn Handler>,
     concurrency: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -24,12 +25,13 @@ pub(super) async fn supervise_workers(
     loop {
         // A unique name per worker: apalis re-queues a dead worker's tasks by
         // name, and a reused name would hide its orphans (apalis #504).
-        let name = format!("imgpipe-{}-{}", hostname(), ulid::Ulid::new());
+        let name = format!("imgpipe-{}-{}-{}", lane.name(), hostname(), ulid::Ulid::new());
         log::info!("worker {name} starting with concurrency {concurrency}");
         let started = std::time::Instant::now();
         let result = queue
             .run_worker(
                 name.clone(),
+                lane,
                 concurrency,
                 handler.clone(),
                 Box::pin(stopped(stop.clone())),

@@ -13,7 +13,7 @@ use super::tiff_check::{self, TiffProblem};
 use crate::codec::{self, InputFormat};
 
 /// Request-level limits, from configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub max_file_bytes: u64,
     pub max_pixels: u64,
@@ -29,6 +29,8 @@ pub struct Limits {
     pub download_pace: crate::jobs::admission::Pace,
     /// Images of one tenant waiting in the queue at once (see `jobs::pacing`).
     pub queued_per_tenant: usize,
+    /// Who may use the priority lane (see `jobs::pacing::lane`).
+    pub priority: crate::jobs::pacing::PriorityLimits,
 }
 
 /// Why one uploaded file was refused. The caller adds the file's name.
@@ -374,6 +376,10 @@ mod tests {
             grace: std::time::Duration::from_secs(10),
         },
         queued_per_tenant: 2,
+        priority: crate::jobs::pacing::PriorityLimits {
+            images: 32,
+            image_seconds: 2.0,
+        },
     };
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {

@@ -18,6 +18,7 @@ mod recipe;
 pub mod status;
 mod tiff_check;
 
+pub use pacing::Lane;
 pub use recipe::{Recipe, RecipeError, RecipeOptions, DEFAULT_JPEG_QUALITY};
 
 use std::fmt;
@@ -93,6 +94,10 @@ pub struct Job {
     /// The client's `Idempotency-Key`, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The queue its images go to (see `pacing::lane`); jobs recorded
+    /// before lanes existed are bulk.
+    #[serde(default)]
+    pub lane: Lane,
 }
 
 #[cfg(test)]
@@ -112,6 +117,7 @@ impl Job {
             expires_at: now + chrono::Duration::hours(1),
             tenant: Tenant::local(),
             idempotency_key: None,
+            lane: Lane::Bulk,
             images: (0..images)
                 .map(|index| ImageEntry {
                     index,

@@ -21,10 +21,77 @@
 //! released, which costs fairness a little and loses nothing. A lost release
 //! (a crash between enqueueing and recording) leaves `released` behind, and
 //! the next plan releases the same image again, which the queue skips.
+//!
+//! Two lanes, chosen per job at submission ([`lane`]): a job whose tenant has
+//! little queued or running and whose images are cheap goes to the
+//! **priority** lane, everything else to **bulk**. Each worker process runs
+//! both, the bulk lane's render threads at a far lower CPU priority, so the
+//! kernel gives a light tenant's images most of the cores even while the
+//! bulk lane's long images are running (they are never preempted by the
+//! queue, and turns counted in images cannot help once every slot holds
+//! one). A lane is a queue of its own; turns within each are as above.
 
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use super::JobId;
+
+/// Which of the two queues a job's images go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// A light tenant's cheap images: rendered ahead of the bulk lane's.
+    Priority,
+    /// Everything else, and every job recorded before lanes existed.
+    #[default]
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Priority, Lane::Bulk];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Priority => "priority",
+            Lane::Bulk => "bulk",
+        }
+    }
+
+    /// A stored lane name; anything else (written by a later build) is bulk.
+    pub fn named(name: &str) -> Lane {
+        Lane::ALL
+            .into_iter()
+            .find(|l| l.name() == name)
+            .unwrap_or(Lane::Bulk)
+    }
+}
+
+/// Who may use the priority lane (IMGPIPE_PRIORITY_IMAGES,
+/// IMGPIPE_PRIORITY_IMAGE_COST).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriorityLimits {
+    /// The most images a tenant may have queued or running, this job's
+    /// included; 0 turns the priority lane off.
+    pub images: u64,
+    /// The costliest image of the job, in estimated seconds (cost admission's
+    /// estimate).
+    pub image_seconds: f64,
+}
+
+/// The lane of a new job of `images` images whose costliest is estimated at
+/// `costliest_seconds`, for a tenant with `active` images queued or running
+/// before it. A tenant that already has a backlog, or sends a big or costly
+/// job, goes to bulk; once its backlog drains, its next jobs are light again.
+pub fn lane(active: u64, images: usize, costliest_seconds: f64, limits: PriorityLimits) -> Lane {
+    let images = u64::try_from(images).unwrap_or(u64::MAX);
+    let light = active.saturating_add(images) <= limits.images;
+    if limits.images > 0 && light && costliest_seconds <= limits.image_seconds {
+        Lane::Priority
+    } else {
+        Lane::Bulk
+    }
+}
 
 /// One of a tenant's jobs with images still waiting in the queue or held
 /// back, as the metadata store counts them.
@@ -37,6 +104,8 @@ pub struct Held {
     pub released: usize,
     /// First deliveries so far: images a worker has taken out of the queue.
     pub taken: usize,
+    /// Where its images go.
+    pub lane: Lane,
 }
 
 impl Held {
@@ -48,8 +117,9 @@ impl Held {
 /// The images to release now for one tenant whose jobs are `held`, least
 /// recently served first: enough to bring the tenant's waiting images back
 /// to `ahead`, one from each job in turn, in index order within a job.
-/// `ahead == 0` turns pacing off: everything at once.
-pub fn plan(held: &[Held], ahead: usize) -> Vec<(JobId, Range<usize>)> {
+/// `ahead == 0` turns pacing off: everything at once. Both lanes count
+/// against `ahead`: the tenant's turn is the same whichever lane serves it.
+pub fn plan(held: &[Held], ahead: usize) -> Vec<Release> {
     let mut next: Vec<usize> = held.iter().map(|h| h.released.min(h.total)).collect();
     if ahead == 0 {
         next = held.iter().map(|h| h.total).collect();
@@ -75,8 +145,20 @@ pub fn plan(held: &[Held], ahead: usize) -> Vec<(JobId, Range<usize>)> {
     held.iter()
         .zip(next)
         .filter(|(h, n)| *n > h.released.min(h.total))
-        .map(|(h, n)| (h.job, h.released.min(h.total)..n))
+        .map(|(h, n)| Release {
+            job: h.job,
+            images: h.released.min(h.total)..n,
+            lane: h.lane,
+        })
         .collect()
+}
+
+/// Images `images` of `job`, to be enqueued on `lane`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub job: JobId,
+    pub images: Range<usize>,
+    pub lane: Lane,
 }
 
 #[cfg(test)]
@@ -89,11 +171,45 @@ mod tests {
             total,
             released,
             taken,
+            lane: Lane::Bulk,
         }
     }
 
-    fn ranges(plan: Vec<(JobId, Range<usize>)>) -> Vec<Range<usize>> {
-        plan.into_iter().map(|(_, r)| r).collect()
+    fn ranges(plan: Vec<Release>) -> Vec<Range<usize>> {
+        plan.into_iter().map(|r| r.images).collect()
+    }
+
+    fn pairs(plan: Vec<Release>) -> Vec<(JobId, Range<usize>)> {
+        plan.into_iter().map(|r| (r.job, r.images)).collect()
+    }
+
+    const LIMITS: PriorityLimits = PriorityLimits {
+        images: 32,
+        image_seconds: 2.0,
+    };
+
+    #[test]
+    fn a_light_tenants_cheap_job_takes_the_priority_lane() {
+        assert_eq!(lane(0, 8, 0.2, LIMITS), Lane::Priority);
+        assert_eq!(lane(24, 8, 0.2, LIMITS), Lane::Priority, "32 in all");
+        assert_eq!(lane(25, 8, 0.2, LIMITS), Lane::Bulk, "a backlog");
+        assert_eq!(lane(0, 33, 0.2, LIMITS), Lane::Bulk, "a big job");
+        assert_eq!(lane(0, 1, 2.5, LIMITS), Lane::Bulk, "a costly image");
+        assert_eq!(lane(u64::MAX, 1, 0.0, LIMITS), Lane::Bulk);
+        let off = PriorityLimits {
+            images: 0,
+            ..LIMITS
+        };
+        assert_eq!(lane(0, 0, 0.0, off), Lane::Bulk, "0: no priority lane");
+    }
+
+    #[test]
+    fn each_release_keeps_its_jobs_lane() {
+        let mut light = held(3, 0, 0);
+        light.lane = Lane::Priority;
+        let plan = plan(&[light, held(400, 0, 0)], 4);
+        let lanes: Vec<Lane> = plan.iter().map(|r| r.lane).collect();
+        assert_eq!(lanes, vec![Lane::Priority, Lane::Bulk]);
     }
 
     #[test]
@@ -115,10 +231,10 @@ mod tests {
     fn a_tenants_jobs_take_turns_least_recently_served_first() {
         // The big job was served last; the new one first.
         let (new, big) = (held(3, 0, 0), held(400, 10, 8));
-        let plan = plan(&[new, big], 4);
+        let plan = pairs(plan(&[new, big], 4));
         assert_eq!(plan, vec![(new.job, 0..1), (big.job, 10..11)]);
         let (a, b, c) = (held(5, 0, 0), held(5, 0, 0), held(5, 0, 0));
-        let plan = super::plan(&[a, b, c], 4);
+        let plan = pairs(super::plan(&[a, b, c], 4));
         assert_eq!(plan, vec![(a.job, 0..2), (b.job, 0..1), (c.job, 0..1)]);
     }
 
@@ -133,7 +249,7 @@ mod tests {
         }
         assert!(plan(&burst, 4).is_empty());
         burst[0].taken = 1;
-        assert_eq!(plan(&burst, 4), vec![(burst[4].job, 0..1)]);
+        assert_eq!(pairs(plan(&burst, 4)), vec![(burst[4].job, 0..1)]);
     }
 
     #[test]

@@ -237,6 +237,7 @@ mod tests {
         Job {
             tenant: crate::auth::Tenant::local(),
             idempotency_key: None,
+            lane: Default::default(),
             id: JobId::new(),
             recipe: Recipe {
                 ops: "blur".parse().expect("a valid chain"),

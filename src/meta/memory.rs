@@ -67,6 +67,7 @@ impl MetaStore for MemoryMeta {
                 total: job.images.len(),
                 released: 0,
                 taken: 0,
+                lane: job.lane,
             },
             turn: job.created_at.timestamp_millis(),
             deleted: false,

@@ -4,7 +4,7 @@
 //! job's record moves to `<prefix>:job:<id>:deleted` until it is purged.
 //! Fair scheduling and quotas: `<prefix>:job:<id>:pace` is a hash of the
 //! job's counters (`total`, `released`, `taken`, `settled`, `input_bytes`,
-//! `output_bytes`), its `tenant` and
+//! `output_bytes`), its `tenant`, its `lane` and
 //! its task ids (`t:<index>`); `<prefix>:jobs:unreleased` holds the jobs
 //! still holding images back, scored by creation time;
 //! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry;
@@ -186,6 +186,7 @@ impl MetaStore for RedisMeta {
                 ("taken".into(), "0".into()),
                 ("tenant".into(), job.tenant.to_string()),
                 ("input_bytes".into(), job.input_bytes().to_string()),
+                ("lane".into(), job.lane.name().into()),
             ];
             pace.extend(
                 job.images

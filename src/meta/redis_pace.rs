@@ -9,7 +9,7 @@ use super::{MetaError, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
-use crate::jobs::JobId;
+use crate::jobs::{JobId, Lane};
 
 /// Raises a job's released count (KEYS[1] is its pace hash) to ARGV[2],
 /// takes the job (ARGV[1]) out of the unreleased index (KEYS[2]) once all
@@ -45,18 +45,19 @@ return tenant
 ";
 
 /// A tenant's queue (KEYS[1]: jobs with images waiting or held back, scored
-/// by turn), first ARGV[1] jobs, as flat (id, total, released, taken)
-/// tuples. Jobs whose record or pace hash is gone leave it as they are met.
+/// by turn), first ARGV[1] jobs, as flat (id, total, released, taken, lane)
+/// tuples (lane `bulk` for a job recorded before lanes). Jobs whose record or pace hash is gone leave it as they are met.
 /// ARGV[2]: the prefix of job keys.
 const BACKLOG: &str = r"
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'released', 'taken')
+  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'released', 'taken', 'lane')
   if v[1] and redis.call('EXISTS', ARGV[2] .. id) == 1 then
     table.insert(out, id)
     table.insert(out, tonumber(v[1]))
     table.insert(out, tonumber(v[2]) or 0)
     table.insert(out, tonumber(v[3]) or 0)
+    table.insert(out, v[4] or 'bulk')
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -129,14 +130,16 @@ impl RedisMeta {
         let field =
             |v: &redis::Value| -> Option<String> { redis::from_redis_value(v.clone()).ok() };
         let count = |v: &redis::Value| -> usize { redis::from_redis_value(v.clone()).unwrap_or(0) };
+        let lane = |v: &redis::Value| Lane::named(&field(v).unwrap_or_default());
         Ok(flat
-            .chunks(4)
+            .chunks(5)
             .filter_map(|c| match c {
-                [id, total, released, taken] => Some(Held {
+                [id, total, released, taken, lane_name] => Some(Held {
                     job: field(id)?.parse().ok()?,
                     total: count(total),
                     released: count(released),
                     taken: count(taken),
+                    lane: lane(lane_name),
                 }),
                 _ => None,
             })

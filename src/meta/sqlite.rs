@@ -14,7 +14,7 @@ use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
-use crate::jobs::{ImageProgress, Job, JobId};
+use crate::jobs::{ImageProgress, Job, JobId, Lane};
 
 #[derive(Clone)]
 pub struct SqliteMeta {
@@ -55,8 +55,9 @@ impl MetaStore for SqliteMeta {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO jobs
-                 (id, record, created_at, expires_at, image_count, released, tenant, turn, input_bytes)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                 (id, record, created_at, expires_at, image_count, released, tenant, turn,
+                  input_bytes, lane)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(record)
@@ -66,6 +67,7 @@ impl MetaStore for SqliteMeta {
         .bind(job.tenant.as_str())
         .bind(millis(job.created_at))
         .bind(i64::try_from(job.input_bytes()).unwrap_or(i64::MAX))
+        .bind(job.lane.name())
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -233,8 +235,8 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, image_count, released, taken FROM jobs
+        let rows: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT id, image_count, released, taken, lane FROM jobs
              WHERE tenant = ? AND taken < image_count AND deleted = 0 AND expires_at > ?
              ORDER BY turn, created_at LIMIT ?",
         )
@@ -247,12 +249,13 @@ impl MetaStore for SqliteMeta {
         let count = |n: i64| usize::try_from(n).unwrap_or(0);
         Ok(rows
             .into_iter()
-            .filter_map(|(id, total, released, taken)| {
+            .filter_map(|(id, total, released, taken, lane)| {
                 Some(Held {
                     job: id.parse().ok()?,
                     total: count(total),
                     released: count(released),
                     taken: count(taken),
+                    lane: Lane::named(&lane),
                 })
             })
             .collect())

@@ -7,9 +7,14 @@
 //! is below the limit (apalis-sqlite re-fetches it at once, apalis-redis
 //! after as many seconds as attempts so far).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
+use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
 
 use super::{Delivery, Handler, Outcome, ProcessImage};
 
@@ -48,6 +53,44 @@ fn to_apalis(outcome: Outcome, delivery: Delivery) -> Result<(), BoxDynError> {
     }
 }
 
+/// How often an idle worker looks for new tasks.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// Wakes the worker every [`POLL_EVERY`], always. apalis' own interval
+/// strategy re-arms its timer without polling it, so the fresh timer has no
+/// waker and the next tick comes only if something else polls the worker
+/// first (see the test); an idle worker then slept until its next heartbeat
+/// (seconds on an idle embedded server, for about one job in six: README,
+/// Fair scheduling). This one polls the fresh timer at once, so a wake-up is
+/// always armed.
+pub(super) struct Tick {
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Tick {
+    pub(super) fn new() -> Self {
+        Tick {
+            timer: Box::pin(tokio::time::sleep(POLL_EVERY)),
+        }
+    }
+}
+
+impl PollStrategy for Tick {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut fired = false;
+        while self.timer.as_mut().poll(cx).is_ready() {
+            fired = true;
+            let next = tokio::time::Instant::now() + POLL_EVERY;
+            self.timer.as_mut().reset(next);
+        }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// Runs [`deliver`] on any apalis backend, polling for tasks pushed by other
 /// processes, until `$stop` resolves.
 macro_rules! run_apalis_worker {
@@ -55,7 +98,7 @@ macro_rules! run_apalis_worker {
         use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
         let stop = $stop;
         WorkerBuilder::new($name)
-            .backend($backend.poll_with_interval(std::time::Duration::from_millis(200)))
+            .backend($backend.poll_with_strategy($crate::queue::deliver::Tick::new()))
             .concurrency($concurrency)
             .data($dispatch)
             .build($crate::queue::deliver::deliver)
@@ -72,6 +115,32 @@ pub(super) use run_apalis_worker;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the wake-ups a strategy gives a task that nothing else wakes.
+    async fn ticks_within(mut strategy: impl PollStrategy + Unpin, within: Duration) -> usize {
+        let mut fired = 0;
+        let watch = std::future::poll_fn(|cx| {
+            if let Poll::Ready(_) = strategy.poll_drive(cx, &PollSnapshot::default()) {
+                fired += 1;
+            }
+            Poll::<()>::Pending
+        });
+        let _ = tokio::time::timeout(within, watch).await;
+        fired
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_is_woken_every_tick() {
+        let ticks = ticks_within(Tick::new(), POLL_EVERY * 5 + POLL_EVERY / 2).await;
+        assert_eq!(ticks, 5);
+        // apalis' interval strategy misses wake-ups: the reason for `Tick`.
+        let theirs = apalis_core::backend::ext::poll_strategy::IntervalStrategy::new(POLL_EVERY);
+        let missed = ticks_within(theirs, POLL_EVERY * 5 + POLL_EVERY / 2).await;
+        assert!(
+            missed < 5,
+            "apalis' interval strategy now wakes every tick: Tick may go"
+        );
+    }
 
     #[test]
     fn outcomes_map_to_apalis_rules() {

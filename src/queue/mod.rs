@@ -10,6 +10,9 @@
 //! apalis carries the work; it is not where status lives (see `meta`). A task
 //! holds only ids: the worker reads everything else from the job record, so a
 //! task can never disagree with the job it belongs to.
+//!
+//! Each backend holds two queues, one per [`Lane`] (see `jobs::pacing`): a
+//! producer names the lane of what it enqueues, a worker the lane it serves.
 
 mod deliver;
 mod redis;
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
+pub use crate::jobs::Lane;
 use crate::jobs::JobId;
 
 /// Process image `index` of job `job_id`.
@@ -103,11 +107,17 @@ pub trait Handler: Send + Sync + 'static {
 /// The API's side of the queue.
 #[async_trait]
 pub trait Producer: Send + Sync + 'static {
-    /// Enqueues tasks, each with the id the caller chose for it. A task whose
-    /// id the queue already holds is skipped, so repeating an enqueue that
-    /// may or may not have happened (a lost reply, a crash) adds nothing.
-    async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError>;
-    /// Removes tasks and their records, so queued ones never run. Returns how
+    /// Enqueues tasks on `lane`, each with the id the caller chose for it. A
+    /// task whose id the lane already holds is skipped, so repeating an
+    /// enqueue that may or may not have happened (a lost reply, a crash)
+    /// adds nothing.
+    async fn enqueue(
+        &self,
+        lane: Lane,
+        tasks: Vec<(String, ProcessImage)>,
+    ) -> Result<(), QueueError>;
+    /// Removes tasks and their records from either lane, so queued ones
+    /// never run. Returns how
     /// many are running right now and were left alone: they finish, but
     /// their job is gone (deleted or expired), so their writes are refused
     /// and their results discarded; forget them again once they are done.
@@ -118,13 +128,15 @@ pub trait Producer: Send + Sync + 'static {
 /// The workers' side of the queue.
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
-    /// Runs one worker named `name` (unique per run: apalis re-queues a dead
-    /// worker's tasks by name) that hands up to `concurrency` tasks at a time
-    /// to `handler`, until `stop` resolves; then lets its in-flight tasks
-    /// finish. Returns early if the worker fails.
+    /// Runs one worker of `lane` named `name` (unique per run: apalis
+    /// re-queues a dead worker's tasks by name) that hands up to
+    /// `concurrency` tasks at a time to `handler`, until `stop` resolves;
+    /// then lets its in-flight tasks finish. Returns early if the worker
+    /// fails.
     async fn run_worker(
         &self,
         name: String,
+        lane: Lane,
         concurrency: usize,
         handler: Arc<dyn Handler>,
         stop: BoxFuture<'static, ()>,

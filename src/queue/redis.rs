@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use super::deliver::{run_apalis_worker, Dispatch};
-use super::{Consumer, Handler, Liveness, ProcessImage, Producer, QueueError, MAX_DELIVERIES};
+use super::{
+    Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError, MAX_DELIVERIES,
+};
 
 /// Removes tasks from every structure apalis-redis keeps them in, except
 /// those in some worker's in-flight set: removing a running task's payload
@@ -50,11 +52,18 @@ end
 return running
 ";
 
+/// One lane's queue: apalis-redis's storage and the key names it uses.
+#[derive(Clone)]
+struct LaneQueue {
+    storage: RedisStorage<ProcessImage>,
+    config: Config,
+}
+
 #[derive(Clone)]
 pub struct RedisQueue {
-    storage: RedisStorage<ProcessImage>,
+    priority: LaneQueue,
+    bulk: LaneQueue,
     conn: ConnectionManager,
-    config: Config,
     limit: u32,
 }
 
@@ -63,35 +72,53 @@ fn unavailable(e: redis::RedisError) -> QueueError {
 }
 
 impl RedisQueue {
-    /// The queue is named `<key_prefix>:process-image`, shared by the API
-    /// (producer) and every worker process of the deployment. A failing task
-    /// is retried until its `limit`-th delivery (apalis-redis never retries
-    /// past [`MAX_DELIVERIES`]).
+    /// The queues are named `<key_prefix>:process-image` (bulk: the one
+    /// queue's name before lanes) and `<key_prefix>:process-image:priority`,
+    /// shared by the API (producer) and every worker process of the
+    /// deployment. A failing task is retried until its `limit`-th delivery
+    /// (apalis-redis never retries past [`MAX_DELIVERIES`]).
     pub fn new(conn: ConnectionManager, key_prefix: &str, liveness: Liveness, limit: u32) -> Self {
-        let config = Config::default()
-            .queue(format!("{key_prefix}:process-image"))
-            // One task per fetch: apalis does not heartbeat while fetched tasks
-            // wait for a free slot, so a bigger batch of slow images can make a
-            // busy worker look dead to the others. Measured: no throughput
-            // loss on 8-photo jobs (same run, batch 1 vs batch = concurrency).
-            .batch_size(1)
-            .heartbeat_interval(liveness.interval)
-            .missed_heartbeats(liveness.missed.max(1));
+        let lane = |suffix: &str| {
+            let config = Config::default()
+                .queue(format!("{key_prefix}:process-image{suffix}"))
+                // One task per fetch: apalis does not heartbeat while fetched
+                // tasks wait for a free slot, so a bigger batch of slow images
+                // can make a busy worker look dead to the others. Measured: no
+                // throughput loss on 8-photo jobs (batch 1 vs = concurrency).
+                .batch_size(1)
+                .heartbeat_interval(liveness.interval)
+                .missed_heartbeats(liveness.missed.max(1));
+            LaneQueue {
+                storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
+                config,
+            }
+        };
         RedisQueue {
-            storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
+            priority: lane(":priority"),
+            bulk: lane(""),
             conn,
-            config,
             limit: limit.clamp(1, MAX_DELIVERIES),
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> &LaneQueue {
+        match lane {
+            Lane::Priority => &self.priority,
+            Lane::Bulk => &self.bulk,
         }
     }
 }
 
 #[async_trait]
 impl Producer for RedisQueue {
-    async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
+    async fn enqueue(
+        &self,
+        lane: Lane,
+        tasks: Vec<(String, ProcessImage)>,
+    ) -> Result<(), QueueError> {
         // apalis-redis stores a task's payload with HSETNX and queues it only
         // if that set it: a task id already held is skipped atomically.
-        let mut storage = self.storage.clone();
+        let mut storage = self.lane(lane).storage.clone();
         let limit = self.limit as usize;
         let tasks = tasks.into_iter().map(|(id, args)| {
             TaskBuilder::new(args)
@@ -109,20 +136,24 @@ impl Producer for RedisQueue {
         if task_ids.is_empty() {
             return Ok(0);
         }
-        let c = &self.config;
-        redis::Script::new(FORGET)
-            .key(c.workers_set())
-            .key(c.inflight_jobs_set())
-            .key(c.active_jobs_list())
-            .key(c.scheduled_jobs_set())
-            .key(c.done_jobs_set())
-            .key(c.dead_jobs_set())
-            .key(c.job_data_hash())
-            .key(c.job_meta_hash())
-            .arg(task_ids)
-            .invoke_async::<usize>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+        let mut running = 0;
+        for lane in Lane::ALL {
+            let c = &self.lane(lane).config;
+            running += redis::Script::new(FORGET)
+                .key(c.workers_set())
+                .key(c.inflight_jobs_set())
+                .key(c.active_jobs_list())
+                .key(c.scheduled_jobs_set())
+                .key(c.done_jobs_set())
+                .key(c.dead_jobs_set())
+                .key(c.job_data_hash())
+                .key(c.job_meta_hash())
+                .arg(task_ids)
+                .invoke_async::<usize>(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(running)
     }
 
     async fn check(&self) -> Result<(), QueueError> {
@@ -139,6 +170,7 @@ impl Consumer for RedisQueue {
     async fn run_worker(
         &self,
         name: String,
+        lane: Lane,
         concurrency: usize,
         handler: Arc<dyn Handler>,
         stop: BoxFuture<'static, ()>,
@@ -147,6 +179,7 @@ impl Consumer for RedisQueue {
             handler,
             limit: self.limit,
         };
-        run_apalis_worker!(self.storage.clone(), name, concurrency, dispatch, stop)
+        let storage = self.lane(lane).storage.clone();
+        run_apalis_worker!(storage, name, concurrency, dispatch, stop)
     }
 }

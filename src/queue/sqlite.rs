@@ -15,11 +15,17 @@ use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch};
-use super::{Consumer, Handler, Liveness, ProcessImage, Producer, QueueError};
+use super::{Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
 
-/// apalis-sqlite keeps every queue in one table; ours is this `job_type`.
-const QUEUE: &str = "imgpipe::process-image";
+/// apalis-sqlite keeps every queue in one table; ours are these `job_type`s
+/// (the bulk lane keeps the name of the one queue before lanes).
+fn queue_name(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Bulk => "imgpipe::process-image",
+        Lane::Priority => "imgpipe::process-image:priority",
+    }
+}
 /// The table (named literally in the SQL below) and the columns of it that
 /// [`Producer::forget`] and the delivery limit rely on (apalis-sqlite
 /// 1.0.0's schema).
@@ -35,7 +41,8 @@ const COLUMNS: &[&str] = &[
 
 #[derive(Clone)]
 pub struct SqliteQueue {
-    storage: SqliteStorage<ProcessImage>,
+    priority: SqliteStorage<ProcessImage>,
+    bulk: SqliteStorage<ProcessImage>,
     pool: SqlitePool,
     limit: u32,
 }
@@ -54,18 +61,29 @@ impl SqliteQueue {
             QueueError::unavailable(format!("setting up the queue in {}", path.display()), e)
         })?;
         check_layout(&pool).await?;
-        let config = Config::default()
-            .queue(QUEUE)
-            // As on Redis: one task per fetch, so tasks waiting for a slot
-            // never sit locked by a worker that is busy elsewhere.
-            .batch_size(1)
-            .heartbeat_interval(liveness.interval)
-            .missed_heartbeats(liveness.missed.max(1));
+        let storage = |lane| {
+            let config = Config::default()
+                .queue(queue_name(lane))
+                // As on Redis: one task per fetch, so tasks waiting for a slot
+                // never sit locked by a worker that is busy elsewhere.
+                .batch_size(1)
+                .heartbeat_interval(liveness.interval)
+                .missed_heartbeats(liveness.missed.max(1));
+            SqliteStorage::new(&pool).with_config(config)
+        };
         Ok(SqliteQueue {
-            storage: SqliteStorage::new(&pool).with_config(config),
+            priority: storage(Lane::Priority),
+            bulk: storage(Lane::Bulk),
             pool,
             limit: limit.max(1),
         })
+    }
+
+    fn storage(&self, lane: Lane) -> SqliteStorage<ProcessImage> {
+        match lane {
+            Lane::Priority => self.priority.clone(),
+            Lane::Bulk => self.bulk.clone(),
+        }
     }
 }
 
@@ -108,11 +126,15 @@ async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
 
 #[async_trait]
 impl Producer for SqliteQueue {
-    async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
+    async fn enqueue(
+        &self,
+        lane: Lane,
+        tasks: Vec<(String, ProcessImage)>,
+    ) -> Result<(), QueueError> {
         if tasks.is_empty() {
             return Ok(());
         }
-        let mut storage = self.storage.clone();
+        let mut storage = self.storage(lane);
         let limit = self.limit as usize;
         let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
         let tasks = tasks.into_iter().map(|(id, args)| {
@@ -138,9 +160,10 @@ impl Producer for SqliteQueue {
         // A running task's row goes too (so none is ever left running), and
         // its worker's acknowledgement then simply matches nothing.
         sqlx::query(
-            "DELETE FROM Jobs WHERE job_type = ? AND id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM Jobs WHERE job_type IN (?, ?) AND id IN (SELECT value FROM json_each(?))",
         )
-        .bind(QUEUE)
+        .bind(queue_name(Lane::Priority))
+        .bind(queue_name(Lane::Bulk))
         .bind(ids)
         .execute(&self.pool)
         .await
@@ -162,6 +185,7 @@ impl Consumer for SqliteQueue {
     async fn run_worker(
         &self,
         name: String,
+        lane: Lane,
         concurrency: usize,
         handler: Arc<dyn Handler>,
         stop: BoxFuture<'static, ()>,
@@ -170,7 +194,7 @@ impl Consumer for SqliteQueue {
             handler,
             limit: self.limit,
         };
-        run_apalis_worker!(self.storage.clone(), name, concurrency, dispatch, stop)
+        run_apalis_worker!(self.storage(lane), name, concurrency, dispatch, stop)
     }
 }
 
@@ -228,8 +252,11 @@ mod tests {
                 index: 0,
             },
         );
-        queue.enqueue(vec![task.clone()]).await.expect("first");
-        let again = (0..4).map(|_| queue.enqueue(vec![task.clone()]));
+        queue
+            .enqueue(Lane::Bulk, vec![task.clone()])
+            .await
+            .expect("first");
+        let again = (0..4).map(|_| queue.enqueue(Lane::Bulk, vec![task.clone()]));
         for result in futures::future::join_all(again).await {
             result.expect("a repeat is not an error");
         }
@@ -246,29 +273,29 @@ mod tests {
         let queue = SqliteQueue::open(&dir.path().join("q.sqlite3"), liveness(), 3)
             .await
             .expect("apalis-sqlite's table has every column queue/sqlite.rs uses");
-        queue
-            .enqueue(vec![(
-                "01J0000000000000000000000A".into(),
-                ProcessImage {
-                    job_id: JobId::new(),
-                    index: 0,
-                },
-            )])
-            .await
-            .expect("enqueue");
-        let (job_type, max_attempts): (String, i64) =
-            sqlx::query_as("SELECT job_type, max_attempts FROM Jobs")
-                .fetch_one(&queue.pool)
-                .await
-                .expect("the task is a row of Jobs");
-        assert_eq!((job_type.as_str(), max_attempts), (QUEUE, 3));
-        assert_eq!(
+        let ids = ["01J0000000000000000000000A", "01J0000000000000000000000B"];
+        for (id, lane) in ids.iter().zip(Lane::ALL) {
+            let task = ProcessImage {
+                job_id: JobId::new(),
+                index: 0,
+            };
             queue
-                .forget(&["01J0000000000000000000000A".into()])
+                .enqueue(lane, vec![(id.to_string(), task)])
                 .await
-                .ok(),
-            Some(0)
-        );
+                .expect("enqueue");
+        }
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT job_type, max_attempts FROM Jobs ORDER BY id")
+                .fetch_all(&queue.pool)
+                .await
+                .expect("the tasks are rows of Jobs");
+        let expected: Vec<(String, i64)> = Lane::ALL
+            .iter()
+            .map(|l| (queue_name(*l).to_string(), 3))
+            .collect();
+        assert_eq!(rows, expected);
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        assert_eq!(queue.forget(&ids).await.ok(), Some(0));
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM Jobs")
             .fetch_one(&queue.pool)
             .await
@@ -302,7 +329,7 @@ mod tests {
             index: 0,
         };
         queue
-            .enqueue(vec![(super::super::new_task_id(), task)])
+            .enqueue(Lane::Bulk, vec![(super::super::new_task_id(), task)])
             .await
             .expect("enqueue");
         let handler = Arc::new(AlwaysRetry::default());
@@ -314,6 +341,7 @@ mod tests {
                 queue
                     .run_worker(
                         "test-worker".into(),
+                        Lane::Bulk,
                         1,
                         handler,
                         Box::pin(async move {

@@ -19,8 +19,8 @@ use chrono::Utc;
 
 use super::JobError;
 use crate::auth::Tenant;
-use crate::jobs::pacing;
-use crate::jobs::Job;
+use crate::jobs::pacing::{self, Release};
+use crate::jobs::{Job, Lane};
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
 
@@ -82,23 +82,31 @@ impl Releaser {
         if plan.is_empty() {
             return Ok(0);
         }
-        let mut tasks = Vec::new();
+        let (mut priority, mut bulk) = (Vec::new(), Vec::new());
         let mut marks = Vec::new();
-        for (job_id, range) in plan {
-            let ids = self.meta.task_ids(job_id, range.clone()).await?;
+        for Release { job, images, lane } in plan {
+            let ids = self.meta.task_ids(job, images.clone()).await?;
             // No ids: the job went away meanwhile.
-            if ids.len() != range.len() {
+            if ids.len() != images.len() {
                 continue;
             }
-            tasks.extend(
-                ids.into_iter()
-                    .zip(range.clone())
-                    .map(|(id, index)| (id, ProcessImage { job_id, index })),
-            );
-            marks.push((job_id, range.end));
+            let tasks = match lane {
+                Lane::Priority => &mut priority,
+                Lane::Bulk => &mut bulk,
+            };
+            tasks.extend(ids.into_iter().zip(images.clone()).map(|(id, index)| {
+                let task = ProcessImage { job_id: job, index };
+                (id, task)
+            }));
+            marks.push((job, images.end));
         }
-        let released = tasks.len();
-        self.queue.enqueue(tasks).await?;
+        let mut released = 0;
+        for (lane, tasks) in [(Lane::Priority, priority), (Lane::Bulk, bulk)] {
+            released += tasks.len();
+            if !tasks.is_empty() {
+                self.queue.enqueue(lane, tasks).await?;
+            }
+        }
         let turn = Utc::now().timestamp_millis();
         for (job_id, upto) in marks {
             self.meta.mark_released(job_id, upto, turn).await?;
@@ -150,17 +158,23 @@ mod tests {
     use crate::meta::memory::MemoryMeta;
     use crate::queue::QueueError;
 
-    /// A queue that records what it was given and skips known ids.
+    /// A queue that records what it was given and skips known ids; the
+    /// second list is the lane of each.
     #[derive(Default)]
-    struct Recorded(Mutex<Vec<String>>);
+    struct Recorded(Mutex<Vec<String>>, Mutex<Vec<Lane>>);
 
     #[async_trait]
     impl Producer for Recorded {
-        async fn enqueue(&self, tasks: Vec<(String, ProcessImage)>) -> Result<(), QueueError> {
+        async fn enqueue(
+            &self,
+            lane: Lane,
+            tasks: Vec<(String, ProcessImage)>,
+        ) -> Result<(), QueueError> {
             let mut queued = self.0.lock().expect("lock");
             for (id, _) in tasks {
                 if !queued.contains(&id) {
                     queued.push(id);
+                    self.1.lock().expect("lock").push(lane);
                 }
             }
             Ok(())
@@ -232,6 +246,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_job_is_released_to_its_lane() {
+        let (meta, queue, releaser) = releaser(4);
+        let mut light = job(1);
+        light.lane = Lane::Priority;
+        light.tenant = "light".parse().expect("tenant");
+        for job in [job(3), light] {
+            meta.create(&job).await.expect("create");
+            releaser.start(&job).await.expect("start");
+        }
+        let lanes = queue.1.lock().expect("lock").clone();
+        assert_eq!(lanes, [Lane::Bulk, Lane::Bulk, Lane::Bulk, Lane::Priority]);
+    }
+
+    #[tokio::test]
     async fn a_release_lost_to_a_crash_is_swept_without_queueing_a_task_twice() {
         let (meta, queue, releaser) = releaser(2);
         let job = job(5);
@@ -241,7 +269,7 @@ mod tests {
             .iter()
             .map(|i| (i.task_id.clone(), task(&job, i.index)))
             .collect();
-        queue.enqueue(first).await.expect("enqueue");
+        queue.enqueue(Lane::Bulk, first).await.expect("enqueue");
         assert_eq!(releaser.sweep().await.expect("sweep"), 2);
         assert_eq!(queue.0.lock().expect("lock").len(), 2, "no task twice");
         let held = meta.backlog(&job.tenant, 10).await.expect("backlog");

@@ -17,6 +17,7 @@ use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
 use crate::auth::{Caller, Tenant};
 use crate::codec::OutputFormat;
 use crate::jobs::admission::{self, Quotas};
+use crate::jobs::pacing;
 use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
 use crate::jobs::status::{JobState, LinkKind};
@@ -142,7 +143,8 @@ impl JobService {
         // Quotas, once the files are measured (and a repeated request has
         // had its earlier answer), before anything is stored.
         let bytes = inspected.iter().map(|i| i.size_bytes).sum();
-        self.check_usage(tenant, uploads.len(), bytes, quotas)
+        let active = self
+            .check_usage(tenant, uploads.len(), bytes, quotas)
             .await?;
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
@@ -151,14 +153,16 @@ impl JobService {
             .map(|i| recipe.format.unwrap_or(i.format.default_output()))
             .collect();
         // Cost admission, per image, before anything is stored or enqueued.
+        let mut costliest: f64 = 0.0;
         for ((upload, info), format) in uploads.iter().zip(&inspected).zip(&output_formats) {
-            admission::admit(&recipe, *format, info.width, info.height, limits.cost).map_err(
-                |problem| JobError::TooCostly {
+            let seconds = admission::admit(&recipe, *format, info.width, info.height, limits.cost)
+                .map_err(|problem| JobError::TooCostly {
                     file: Some(upload.filename.clone()),
                     problem,
-                },
-            )?;
+                })?;
+            costliest = costliest.max(seconds);
         }
+        let lane = pacing::lane(active, uploads.len(), costliest, limits.priority);
         let names = unique_entry_names(
             uploads
                 .iter()
@@ -173,6 +177,7 @@ impl JobService {
             expires_at: now + ttl,
             tenant: tenant.clone(),
             idempotency_key: claim.as_ref().map(|c| c.key.as_str().to_string()),
+            lane,
             images: uploads
                 .iter()
                 .zip(inspected)
@@ -231,10 +236,11 @@ impl JobService {
             .await
             .inspect_err(|_| self.discard(&job, true))?;
         log::info!(
-            "job {} accepted: {} image(s), ops {}",
+            "job {} accepted: {} image(s), ops {}, {} lane",
             job.id,
             job.images.len(),
-            job.recipe.ops
+            job.recipe.ops,
+            job.lane.name()
         );
 
         let accepted = Accepted {
@@ -329,14 +335,15 @@ impl JobService {
 
     /// Refuses a job of `images` images and `bytes` bytes of uploads when
     /// `tenant` would pass its quota of images queued or running, or of
-    /// bytes stored → [`JobError::QuotaExceeded`].
+    /// bytes stored → [`JobError::QuotaExceeded`]. `Ok` carries the images
+    /// the tenant has queued or running now.
     pub async fn check_usage(
         &self,
         tenant: &Tenant,
         images: usize,
         bytes: u64,
         quotas: Quotas,
-    ) -> Result<(), JobError> {
+    ) -> Result<u64, JobError> {
         let usage = self.meta.usage(tenant).await?;
         let images = u64::try_from(images).unwrap_or(u64::MAX);
         if !admission::fits(usage.active_images, images, quotas.active_images) {
@@ -355,7 +362,7 @@ impl JobService {
                 retry_after: admission::STORED_BYTES_RETRY_AFTER_SECS,
             });
         }
-        Ok(())
+        Ok(usage.active_images)
     }
 
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {

@@ -38,6 +38,14 @@ pub struct WorkerSettings {
     pub task_timeout: std::time::Duration,
 }
 
+impl WorkerSettings {
+    /// The pixel budget these settings give a process: `pixels_in_flight`,
+    /// and never less than one image of the largest size.
+    pub fn budget(&self) -> PixelBudget {
+        PixelBudget::new(self.pixels_in_flight.max(self.max_pixels))
+    }
+}
+
 /// How often a rendering image checks that its job still exists.
 const DELETION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -91,16 +99,19 @@ impl Handler for Worker {
 }
 
 impl Worker {
+    /// `budget` is shared by every worker of the process (both lanes'), so
+    /// that memory stays bounded whichever lane decodes.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         meta: Arc<dyn MetaStore>,
         settings: WorkerSettings,
         render_pool: Arc<rayon::ThreadPool>,
+        budget: PixelBudget,
     ) -> Self {
         Worker {
             store,
             meta,
-            budget: PixelBudget::new(settings.pixels_in_flight.max(settings.max_pixels)),
+            budget,
             settings,
             render_pool,
         }

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::{render_pool, Backoff, Worker, WorkerSettings};
 use crate::codec::{InputFormat, OutputFormat, PngCompression};
-use crate::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Recipe};
+use crate::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Lane, Recipe};
 use crate::meta::memory::MemoryMeta;
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
@@ -40,6 +40,7 @@ fn job(ttl: chrono::Duration) -> Job {
     Job {
         tenant: crate::auth::Tenant::local(),
         idempotency_key: None,
+        lane: Default::default(),
         id: JobId::new(),
         recipe: Recipe {
             ops: "invert".parse().expect("chain"),
@@ -86,8 +87,8 @@ impl Rig {
             png_compression: PngCompression::Fast,
             task_timeout: Duration::from_secs(60),
         };
-        let pool = Arc::new(render_pool(1).expect("render pool"));
-        let worker = Worker::new(store.clone(), meta.clone(), settings, pool);
+        let pool = Arc::new(render_pool(1, Lane::Bulk).expect("render pool"));
+        let worker = Worker::new(store.clone(), meta.clone(), settings, pool, settings.budget());
         Rig {
             meta,
             store,
