@@ -1,12 +1,17 @@
 //! Every setting, read from environment variables (or the equivalent flags)
 //! with defaults that work on one machine. `imgpipe --help` lists them all;
-//! the README's configuration table mirrors this file.
+//! the README's configuration table mirrors this file. The commands and
+//! their own arguments are in `commands`.
+
+mod commands;
+
+pub use commands::{Cli, Command, KeysCommand};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use crate::codec::PngCompression;
 use crate::jobs::admission::{CostLimits, Pace, Quotas};
@@ -20,81 +25,6 @@ const TRANSFER_GRACE: Duration = Duration::from_secs(10);
 
 /// Heartbeats a worker may miss before its tasks are handed to others.
 const MISSED_HEARTBEATS: usize = 3;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "imgpipe",
-    version,
-    about = "Asynchronous image processing: REST API + apalis workers + Pillow-exact filters",
-    after_help = "Every option can be set through the environment variable shown beside it."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-    #[command(flatten)]
-    pub config: Config,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
-pub enum Command {
-    /// HTTP API and workers in one process
-    Serve,
-    /// HTTP API only (enqueues tasks; run workers elsewhere)
-    Api,
-    /// Workers only (no HTTP)
-    Worker,
-    /// Check that the configured queue, metadata store and object store
-    /// answer, print the result, exit 0 if all do (for container health checks)
-    Check,
-    /// Manage API keys in the configured metadata store (works while the
-    /// server runs)
-    Keys {
-        #[command(subcommand)]
-        action: KeysCommand,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
-pub enum KeysCommand {
-    /// Create a key; prints it once, alone on the last line of standard output
-    Create {
-        /// Tenant the key belongs to (a-z, 0-9, '-', '_', '.')
-        #[arg(long)]
-        tenant: String,
-        /// Comma-separated scopes: submit, read, admin
-        #[arg(long)]
-        scopes: String,
-        /// Free text shown by `keys list` (who or what uses the key)
-        #[arg(long)]
-        label: Option<String>,
-        /// This key's submissions per minute (default: IMGPIPE_QUOTA_JOBS_PER_MINUTE)
-        #[arg(long)]
-        jobs_per_minute: Option<u64>,
-        /// This key's queued + running images (default: IMGPIPE_QUOTA_ACTIVE_IMAGES)
-        #[arg(long)]
-        active_images: Option<u64>,
-        /// This key's bytes stored (default: IMGPIPE_QUOTA_STORED_BYTES)
-        #[arg(long)]
-        stored_bytes: Option<u64>,
-    },
-    /// List every key (id, tenant, scopes, quotas, created, revoked, label); never the keys themselves
-    List,
-    /// Revoke a key by its id (as shown by `keys list`); takes effect at once
-    Revoke {
-        /// The key's id, e.g. key_3f9a0c1b2d4e
-        id: String,
-    },
-}
-
-impl Command {
-    pub fn runs_api(&self) -> bool {
-        matches!(self, Command::Serve | Command::Api)
-    }
-
-    pub fn runs_workers(&self) -> bool {
-        matches!(self, Command::Serve | Command::Worker)
-    }
-}
 
 /// Whether requests need an API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -331,6 +261,19 @@ pub struct Config {
     )]
     pub max_downloads_per_tenant: u64,
 
+    /// Submissions (POST /process-job) of one tenant, or one client address
+    /// in open mode, received at once (per API process); more get 429 with
+    /// Retry-After at once, so one client's burst cannot take the API from
+    /// everyone else
+    #[arg(
+        long,
+        env = "IMGPIPE_MAX_SUBMISSIONS_PER_TENANT",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_submissions_per_tenant: u64,
+
     /// Longest time one ZIP download may take, in seconds; then it is cut
     #[arg(
         long,
@@ -537,6 +480,8 @@ impl Config {
             max_downloads: usize::try_from(self.max_concurrent_downloads).unwrap_or(usize::MAX),
             max_downloads_per_tenant: usize::try_from(self.max_downloads_per_tenant)
                 .unwrap_or(usize::MAX),
+            max_submissions_per_tenant: usize::try_from(self.max_submissions_per_tenant)
+                .unwrap_or(usize::MAX),
             download_pace: Pace {
                 timeout: Duration::from_secs(self.download_timeout_secs),
                 min_bytes_per_sec: self.min_download_bytes_per_sec,
@@ -624,7 +569,7 @@ impl std::str::FromStr for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     /// The README's configuration table, as (variable, default cell) rows.
     fn readme_table() -> Vec<(String, String)> {

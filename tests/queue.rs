@@ -140,7 +140,13 @@ async fn a_failing_task_is_delivered_up_to_the_limit_and_told_its_last() {
                 let _ = stop_rx.await;
             });
             queue
-                .run_worker(format!("w-{}", new_task_id()), Lane::Priority, 1, handler, stop)
+                .run_worker(
+                    format!("w-{}", new_task_id()),
+                    Lane::Priority,
+                    1,
+                    handler,
+                    stop,
+                )
                 .await
         })
     };

@@ -25,7 +25,12 @@ pub(super) async fn supervise_workers(
     loop {
         // A unique name per worker: apalis re-queues a dead worker's tasks by
         // name, and a reused name would hide its orphans (apalis #504).
-        let name = format!("imgpipe-{}-{}-{}", lane.name(), hostname(), ulid::Ulid::new());
+        let name = format!(
+            "imgpipe-{}-{}-{}",
+            lane.name(),
+            hostname(),
+            ulid::Ulid::new()
+        );
         log::info!("worker {name} starting with concurrency {concurrency}");
         let started = std::time::Instant::now();
         let result = queue

@@ -110,6 +110,8 @@ async fn accept(
                 .map_or_else(|| "-".to_string(), |a| a.ip().to_string())
         ),
     };
+    // Held until this submission is answered.
+    let _slot = service.submission_slot(&subject)?;
     let quotas = service.quotas_for(&caller);
     service.count_submission(&subject, quotas).await?;
     // A tenant already at its image or storage quota is refused before its

@@ -26,6 +26,9 @@ pub struct Limits {
     /// and how fast each must be read.
     pub max_downloads: usize,
     pub max_downloads_per_tenant: usize,
+    /// Submissions received at once per tenant (or client address in open
+    /// mode), in each API process.
+    pub max_submissions_per_tenant: usize,
     pub download_pace: crate::jobs::admission::Pace,
     /// Images of one tenant waiting in the queue at once (see `jobs::pacing`).
     pub queued_per_tenant: usize,
@@ -370,6 +373,7 @@ mod tests {
         },
         max_downloads: 1,
         max_downloads_per_tenant: 1,
+        max_submissions_per_tenant: 1,
         download_pace: crate::jobs::admission::Pace {
             timeout: std::time::Duration::from_secs(60),
             min_bytes_per_sec: 0,

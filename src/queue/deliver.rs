@@ -120,7 +120,7 @@ mod tests {
     async fn ticks_within(mut strategy: impl PollStrategy + Unpin, within: Duration) -> usize {
         let mut fired = 0;
         let watch = std::future::poll_fn(|cx| {
-            if let Poll::Ready(_) = strategy.poll_drive(cx, &PollSnapshot::default()) {
+            if strategy.poll_drive(cx, &PollSnapshot::default()).is_ready() {
                 fired += 1;
             }
             Poll::<()>::Pending

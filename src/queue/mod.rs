@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
-pub use crate::jobs::Lane;
 use crate::jobs::JobId;
+pub use crate::jobs::Lane;
 
 /// Process image `index` of job `job_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,25 +8,27 @@
 //! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
 //! - `keys`      API keys: authenticating a token; managing keys
-//! - `download_slots` the caps on ZIPs streamed at once, overall and per tenant
+//! - `slots`     the caps on ZIPs streamed and uploads received at once,
+//!   overall and per tenant
 //! - `error`     [`JobError`], what every operation here can fail with
 //!
 //! Every operation on an existing job takes an [`Access`]: a job outside it
 //! is answered exactly as a job that does not exist.
 
-mod download_slots;
 mod error;
 mod idempotency;
 pub mod keys;
 mod purge;
 mod release;
+mod slots;
 mod submit;
 
-use download_slots::{Busy, DownloadSlots};
 pub use error::JobError;
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};
+pub use slots::Slot;
+use slots::{Busy, Slots};
 pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
 
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::archive;
-use crate::auth::Access;
+use crate::auth::{Access, Tenant};
 use crate::jobs::intake::Limits;
 use crate::jobs::status::{aggregate, JobStatus, LinkKind, Links};
 use crate::jobs::{ImageEntry, ImageState, JobId, MANIFEST_NAME};
@@ -45,6 +47,9 @@ use crate::store::{ObjectStore, ObjectStream};
 
 /// How long a tenant refused a download slot is asked to wait.
 const DOWNLOAD_RETRY_AFTER_SECS: u64 = 5;
+/// How long a client refused a submission slot is asked to wait: one of its
+/// submissions in progress usually ends within it.
+const SUBMISSION_RETRY_AFTER_SECS: u64 = 1;
 
 /// One dependency's health, for readiness. `error` is for operators only
 /// (it may name hosts and paths).
@@ -68,7 +73,10 @@ pub struct JobService {
     ttl: Duration,
     links: Arc<dyn Links>,
     /// One slot per ZIP being streamed (each holds a blocking thread).
-    downloads: Arc<DownloadSlots>,
+    downloads: Arc<Slots<Tenant>>,
+    /// One slot per submission being received and recorded, per tenant (or
+    /// client address in open mode).
+    submissions: Arc<Slots<String>>,
 }
 
 impl JobService {
@@ -90,10 +98,11 @@ impl JobService {
             meta,
             tenants,
             queue,
-            downloads: Arc::new(DownloadSlots::new(
-                limits.max_downloads,
+            downloads: Arc::new(Slots::new(
+                Some(limits.max_downloads),
                 limits.max_downloads_per_tenant,
             )),
+            submissions: Arc::new(Slots::new(None, limits.max_submissions_per_tenant)),
             limits,
             ttl,
             links,
@@ -102,6 +111,24 @@ impl JobService {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// A slot for one submission of `subject` (a tenant, or a client address
+    /// in open mode), held until it is answered; refused at once when the
+    /// subject has `IMGPIPE_MAX_SUBMISSIONS_PER_TENANT` in progress, so that
+    /// a burst of one client's POSTs cannot take the API's cores and the
+    /// metadata store's writes from everyone else.
+    pub fn submission_slot(&self, subject: &str) -> Result<Slot<String>, JobError> {
+        self.submissions
+            .take(&subject.to_string())
+            .map_err(|busy| match busy {
+                Busy::All { limit } | Busy::Tenant { limit } => JobError::QuotaExceeded {
+                    quota: "concurrent_submissions",
+                    limit: u64::try_from(limit).unwrap_or(u64::MAX),
+                    used: u64::try_from(limit).unwrap_or(u64::MAX),
+                    retry_after: SUBMISSION_RETRY_AFTER_SECS,
+                },
+            })
     }
 
     /// Fair scheduling's releases (for the worker wrapper and the sweep).

@@ -88,7 +88,13 @@ impl Rig {
             task_timeout: Duration::from_secs(60),
         };
         let pool = Arc::new(render_pool(1, Lane::Bulk).expect("render pool"));
-        let worker = Worker::new(store.clone(), meta.clone(), settings, pool, settings.budget());
+        let worker = Worker::new(
+            store.clone(),
+            meta.clone(),
+            settings,
+            pool,
+            settings.budget(),
+        );
         Rig {
             meta,
             store,

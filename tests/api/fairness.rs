@@ -1,15 +1,16 @@
 //! Fair scheduling: a small job submitted behind a big one does not wait for
-//! it, a tenant does not wait for another's burst of jobs, and pacing loses
-//! no image.
+//! it, a tenant does not wait for another's burst of jobs nor for its long
+//! images (the priority lane), and pacing loses no image.
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{png, Backend, Deployment, File};
+use crate::helpers::{noise_png, png, Backend, Deployment, File};
 use crate::tenants::create_key_with;
 
 both_backends!(
     a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it,
     a_tenant_does_not_wait_for_another_tenants_burst_of_jobs,
+    a_light_tenants_job_runs_beside_another_tenants_long_images,
 );
 
 fn succeeded(status: &serde_json::Value) -> usize {
@@ -59,7 +60,10 @@ async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend
 }
 
 async fn a_tenant_does_not_wait_for_another_tenants_burst_of_jobs(backend: Backend) {
-    let deployment = Deployment::new(backend).env("IMGPIPE_WORKERS", "2");
+    // The burst lands at once: its submissions are not capped.
+    let deployment = Deployment::new(backend)
+        .env("IMGPIPE_WORKERS", "2")
+        .env("IMGPIPE_MAX_SUBMISSIONS_PER_TENANT", "100");
     let app = deployment.serve();
     let (_, noisy) = create_key_with(&deployment, "noisy", "submit,read", &[]);
     let (_, quiet) = create_key_with(&deployment, "quiet", "submit,read", &[]);
@@ -102,4 +106,41 @@ async fn a_tenant_does_not_wait_for_another_tenants_burst_of_jobs(backend: Backe
         "{backend:?}: the quiet tenant's 8-image job took {waited:?}, \
          with {burst_done}/100 of the noisy tenant's jobs done by then"
     );
+}
+
+/// With one worker slot per lane, a tenant's images that each take minutes
+/// (within the cost limit, so only the deadline would stop them) hold the
+/// bulk lane; another tenant's small job runs beside them in the priority
+/// lane instead of waiting for a slot to free.
+async fn a_light_tenants_job_runs_beside_another_tenants_long_images(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_WORKERS", "1");
+    let app = deployment.serve();
+    let (_, heavy) = create_key_with(&deployment, "heavy", "submit,read", &[]);
+    let (_, light) = create_key_with(&deployment, "light", "submit,read", &[]);
+    let (heavy, light) = (app.as_caller(Some(&heavy)), app.as_caller(Some(&light)));
+    let long: Vec<File> = (0..3)
+        .map(|i| (format!("long-{i}.png"), noise_png(2000, 2000, i)))
+        .collect();
+    let job = heavy.submit_ok("ops=mode:25,mode:25,mode:25", long).await;
+    let heavy_id = job["job_id"].as_str().expect("id").to_string();
+    heavy.wait_started(&heavy_id).await;
+
+    let started = Instant::now();
+    let files = vec![("small.png".to_string(), png(32, 32, 4))];
+    let small = light.submit_ok("filter=blur", files).await;
+    let id = small["job_id"].as_str().expect("id").to_string();
+    let status = light.wait_done(&id, Duration::from_secs(100)).await;
+    let waited = started.elapsed();
+    assert_eq!(status["status"], "completed", "{status}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "the small job waited {waited:?} for the long images"
+    );
+    let still = heavy.status(&heavy_id).await;
+    assert_eq!(succeeded(&still), 0, "the long images still run: {still}");
+    let deleted = heavy
+        .send(heavy.client.delete(heavy.url(&format!("/jobs/{heavy_id}"))))
+        .await;
+    assert_eq!(deleted.status(), 204);
+    eprintln!("{backend:?}: the light tenant's job took {waited:?} beside the long images");
 }

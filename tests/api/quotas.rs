@@ -3,13 +3,13 @@
 //! `Retry-After` and the quota's name, limit and use, nothing stored on
 //! refusal; a key's own settings replace the server's defaults.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use serde_json::Value;
 
-use crate::helpers::{noise_png, png, Backend, Deployment, File, TestApp};
+use crate::helpers::{client_with_key, noise_png, png, Backend, Deployment, File, TestApp};
 use crate::tenants::create_key_with;
 use crate::waiting::until;
 
@@ -18,6 +18,7 @@ crate::both_backends!(
     a_tenant_over_its_active_images_gets_429_until_some_finish,
     a_tenant_over_its_stored_bytes_gets_429_until_a_job_goes,
     one_tenants_downloads_cannot_take_every_slot,
+    one_tenants_submissions_in_progress_are_capped,
 );
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
@@ -248,4 +249,66 @@ async fn a_tenant_over_its_stored_bytes_gets_429_until_a_job_goes(backend: Backe
         .await;
     assert_eq!(deleted.status(), 204);
     full.submit_ok("filter=blur", files(1)).await;
+}
+
+/// While one submission of a tenant is still arriving, its next is refused
+/// at once (the cap is 1 here), another tenant's is not, and the slot is
+/// free again once the first is answered.
+async fn one_tenants_submissions_in_progress_are_capped(backend: Backend) {
+    let deployment = Deployment::new(backend).env("IMGPIPE_MAX_SUBMISSIONS_PER_TENANT", "1");
+    let app = deployment.serve();
+    let (_, a) = create_key_with(&deployment, "eager", "submit,read", &[]);
+    let (_, b) = create_key_with(&deployment, "other", "submit,read", &[]);
+    // Most of an upload arrives, then it waits for `go`.
+    let image = noise_png(300, 300, 1);
+    let (head, tail) = (image[..250_000].to_vec(), image[250_000..].to_vec());
+    let (go, release) = tokio::sync::oneshot::channel::<()>();
+    let body = futures::stream::iter([(head, None), (tail, Some(release))]).then(
+        |(chunk, wait)| async move {
+            if let Some(wait) = wait {
+                let _ = wait.await;
+            }
+            Ok::<_, std::io::Error>(chunk)
+        },
+    );
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("slow.png"),
+    );
+    let url = app.url("/process-job?filter=blur");
+    let client = client_with_key(Some(&a));
+    let first = tokio::spawn(async move { client.post(url).multipart(form).send().await });
+    until(
+        "the first upload to arrive",
+        Duration::from_secs(20),
+        || async {
+            match deployment.spooled_files() {
+                0 => Err("not yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+
+    let (eager, other) = (app.as_caller(Some(&a)), app.as_caller(Some(&b)));
+    let started = Instant::now();
+    let resp = eager.submit("filter=blur", files(1)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered at once"
+    );
+    let retry_after = resp.headers().get("retry-after").cloned();
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        body["error"]["quota"],
+        serde_json::json!({ "name": "concurrent_submissions", "limit": 1, "used": 1 })
+    );
+    other.submit_ok("filter=blur", files(1)).await;
+
+    let _ = go.send(());
+    let first = first.await.expect("task").expect("answer");
+    assert_eq!(first.status(), 202);
+    eager.submit_ok("filter=blur", files(1)).await;
 }
