@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""imgpipe next to the stack it replaces, measured the same way, in one run.
+
+Starts, one after another and alternating, three deployments on free
+loopback ports, each fresh, and drives each with the same client:
+
+  embedded     imgpipe serve (2 worker slots)
+  distributed  imgpipe api + imgpipe worker (2 slots) on redis-server and s3s-fs
+  peer         bench/peer: FastAPI under uvicorn (2 workers) + Celery
+               (prefork, 2) on redis-server + Pillow, results on local disk
+
+A run is J jobs of K photo-like 1080p JPEGs from C clients; each client
+POSTs a job, polls its status every 50 ms until every image is ready, then
+takes the next job. The clock stops when the last job is ready; every ZIP
+is then downloaded and every image in it decoded (after the clock). Two
+clients, each over the same sequence:
+
+  light   threads over the standard library's http.client (keep-alive)
+  httpx   one asyncio httpx.AsyncClient, C tasks (an ordinary async client)
+
+Reported for each deployment and client: images/s, POST p50/p95, time from
+POST to ready p50/p95, and server CPU per image: user + system time of
+every process of the deployment and its children (read from /proc before
+and after the clock; the client excluded). Redis' and the S3 server's CPU
+are shown apart. Ratios are against the peer in the same round. The codec
+floor is pipeline-bench's single-thread CPU per image on the same photos.
+
+    cargo build --release
+    python3 scripts/sidebyside.py                        # blur, 10 x 8, 4 clients, 2 rounds, both clients
+    python3 scripts/sidebyside.py --ops sharpen --rounds 3
+    python3 scripts/sidebyside.py --quality 75           # imgpipe at Pillow's default quality too
+
+Installs bench/peer/requirements.txt into target/peer-venv on first use
+(PyPI), and re-runs itself there. Needs redis-server and s3s-fs on PATH
+(scripts/test.sh installs them). Loopback only; everything it starts is
+stopped at the end.
+"""
+
+import argparse
+import asyncio
+import concurrent.futures as futures
+import hashlib
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / "bench" / "peer"
+VENV = ROOT / "target" / "peer-venv"
+BIN = ROOT / "target" / "release"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def ensure_venv():
+    """Re-runs this script in the peer's virtualenv, creating it first."""
+    python = VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    requirements = (PEER / "requirements.txt").read_bytes()
+    stamp = VENV / "requirements.sha256"
+    digest = hashlib.sha256(requirements).hexdigest()
+    if not python.exists() or not stamp.exists() or stamp.read_text() != digest:
+        print(f"installing {PEER / 'requirements.txt'} into {VENV} …", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(PEER / "requirements.txt")],
+                       check=True)
+        stamp.write_text(digest)
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, proc, log, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout} s; see {log}")
+
+
+def cpu_seconds(root_pids):
+    """User + system seconds of these processes and all their descendants
+    (live ones, plus the children each has reaped)."""
+    parents, stats = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        # utime, stime, cutime, cstime: fields 14-17 of stat (1-based).
+        stats[pid] = sum(int(v) for v in fields[11:15])
+    total, todo = 0, list(root_pids)
+    seen = set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid]
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total / TICK
+
+
+class Deployment:
+    """One deployment's processes: `own` (its service) and `infra` (Redis,
+    S3), started on free ports and stopped on exit."""
+
+    def __init__(self, kind, args):
+        self.kind, self.args = kind, args
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sidebyside-{kind}-"))
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.own, self.infra, self.procs = [], [], []
+
+    def spawn(self, name, cmd, env=None, cwd=None, infra=False):
+        log = self.dir / f"{name}.log"
+        proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        self.procs.append(proc)
+        (self.infra if infra else self.own).append(proc)
+        return proc, log
+
+    def redis(self):
+        port = free_port()
+        proc, log = self.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.dir)], infra=True)
+        wait_port(port, "redis-server", proc, log)
+        return f"redis://127.0.0.1:{port}"
+
+    def start(self):
+        env = dict(os.environ, RUST_LOG="warn", IMGPIPE_BIND=self.url, IMGPIPE_DATA_DIR=str(self.dir / "data"),
+                   IMGPIPE_WORKERS="2", IMGPIPE_AUTH="off", IMGPIPE_MAX_FILES="1000",
+                   IMGPIPE_SIGNING_KEY=os.urandom(32).hex(), IMGPIPE_QUOTA_JOBS_PER_MINUTE="1000000")
+        for var in ("REDIS_URL", "S3_ENDPOINT", "IMGPIPE_BOOTSTRAP_KEY"):
+            env.pop(var, None)
+        if self.kind == "embedded":
+            proc, log = self.spawn("serve", [str(BIN / "imgpipe"), "serve"], env)
+            wait_port(self.port, "imgpipe serve", proc, log)
+        elif self.kind == "distributed":
+            s3_port = free_port()
+            (self.dir / "s3").mkdir()
+            env["REDIS_URL"] = self.redis()
+            proc, log = self.spawn("s3", ["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port),
+                                          "--access-key", "bench", "--secret-key", "bench-secret",
+                                          str(self.dir / "s3")], infra=True)
+            wait_port(s3_port, "s3s-fs", proc, log)
+            env.update(S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", S3_ACCESS_KEY="bench",
+                       S3_SECRET_KEY="bench-secret")
+            api, log = self.spawn("api", [str(BIN / "imgpipe"), "api"], env)
+            wait_port(self.port, "imgpipe api", api, log)
+            self.spawn("worker", [str(BIN / "imgpipe"), "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
+        else:
+            (self.dir / "data").mkdir()
+            penv = dict(os.environ, PEER_REDIS_URL=self.redis(), PEER_DATA_DIR=str(self.dir / "data"))
+            python = str(VENV / "bin" / "python")
+            self.spawn("celery", [python, "-m", "celery", "-A", "tasks", "worker", "--pool", "prefork",
+                                  "--concurrency", "2", "--loglevel", "warning"], penv, cwd=PEER)
+            api, log = self.spawn("uvicorn", [python, "-m", "uvicorn", "app:api", "--host", "127.0.0.1",
+                                              "--port", str(self.port), "--workers", "2", "--log-level",
+                                              "warning"], penv, cwd=PEER)
+            wait_port(self.port, "uvicorn", api, log)
+        return self
+
+    def cpu(self):
+        return (cpu_seconds([p.pid for p in self.own]), cpu_seconds([p.pid for p in self.infra]))
+
+    def stop(self):
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def multipart(files):
+    boundary = "sidebyside" + os.urandom(8).hex()
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+             f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def query(args, kind):
+    q = f"filter={args.ops}"
+    if args.quality:
+        q += f"&quality={args.quality}"
+    return q
+
+
+def light_run(url, args, kind, body, ctype):
+    """C threads, each with its own keep-alive http.client connection."""
+    jobs = list(range(args.jobs))
+    lock = threading.Lock()
+    posts, dones, ids = [], [], []
+
+    def client():
+        conn = http.client.HTTPConnection(*url.split(":"), timeout=600)
+        while True:
+            with lock:
+                if not jobs:
+                    return
+                jobs.pop()
+            started = time.perf_counter()
+            conn.request("POST", f"/process-job?{query(args, kind)}", body=body, headers={"Content-Type": ctype})
+            resp = conn.getresponse()
+            answer = resp.read()
+            posted = time.perf_counter()
+            if resp.status != 202:
+                raise SystemExit(f"{kind}: POST answered {resp.status} {answer[:200]!r}")
+            job = json.loads(answer)["job_id"]
+            while True:
+                conn.request("GET", f"/status-job/{job}")
+                status = json.loads(conn.getresponse().read())
+                if status.get("all_ready"):
+                    break
+                time.sleep(0.05)
+            with lock:
+                posts.append(posted - started)
+                dones.append(time.perf_counter() - started)
+                ids.append(job)
+
+    with futures.ThreadPoolExecutor(args.clients) as pool:
+        for f in [pool.submit(client) for _ in range(args.clients)]:
+            f.result()
+    return posts, dones, ids
+
+
+def httpx_run(url, args, kind, body, ctype):
+    """One httpx.AsyncClient, C tasks."""
+    import httpx
+
+    async def main():
+        jobs = list(range(args.jobs))
+        posts, dones, ids = [], [], []
+        limits = httpx.Limits(max_connections=args.clients)
+        async with httpx.AsyncClient(base_url=f"http://{url}", timeout=600, limits=limits) as client:
+            async def one():
+                while jobs:
+                    jobs.pop()
+                    started = time.perf_counter()
+                    resp = await client.post(f"/process-job?{query(args, kind)}", content=body,
+                                             headers={"Content-Type": ctype})
+                    posted = time.perf_counter()
+                    if resp.status_code != 202:
+                        raise SystemExit(f"{kind}: POST answered {resp.status_code} {resp.text[:200]}")
+                    job = resp.json()["job_id"]
+                    while not (await client.get(f"/status-job/{job}")).json().get("all_ready"):
+                        await asyncio.sleep(0.05)
+                    posts.append(posted - started)
+                    dones.append(time.perf_counter() - started)
+                    ids.append(job)
+            await asyncio.gather(*(one() for _ in range(args.clients)))
+        return posts, dones, ids
+
+    return asyncio.run(main())
+
+
+def verify(url, ids, images):
+    """Every ZIP downloaded and every image in it decoded (after the clock)."""
+    from PIL import Image
+    conn = http.client.HTTPConnection(*url.split(":"), timeout=600)
+    for job in ids:
+        conn.request("GET", f"/download/{job}")
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"download {job}: {resp.status} {data[:200]!r}")
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = [n for n in z.namelist() if n != "manifest.json"]
+            if len(names) != images:
+                raise SystemExit(f"job {job}: {len(names)} images in its ZIP, expected {images}")
+            for name in names:
+                Image.open(io.BytesIO(z.read(name))).load()
+
+
+def pct(values, p):
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def measure(kind, client, args, body, ctype):
+    deployment = Deployment(kind, args).start()
+    try:
+        run = light_run if client == "light" else httpx_run
+        warm = argparse.Namespace(**{**vars(args), "jobs": 1, "clients": 1})
+        run(deployment.url, warm, kind, body, ctype)
+        time.sleep(0.5)
+        own0, infra0 = deployment.cpu()
+        started = time.perf_counter()
+        posts, dones, ids = run(deployment.url, args, kind, body, ctype)
+        wall = time.perf_counter() - started
+        own1, infra1 = deployment.cpu()
+        verify(deployment.url, ids, args.images)
+    finally:
+        deployment.stop()
+    n = args.jobs * args.images
+    return {"kind": kind, "client": client, "img_s": n / wall, "post50": pct(posts, 50) * 1000,
+            "post95": pct(posts, 95) * 1000, "done50": pct(dones, 50), "done95": pct(dones, 95),
+            "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000}
+
+
+def codec_floor(args, photos):
+    """pipeline-bench's single-thread CPU per image on the same photos."""
+    d = Path(tempfile.mkdtemp(prefix="sidebyside-floor-"))
+    try:
+        for name, data in photos:
+            (d / name).write_bytes(data)
+        # One thread, busy throughout: its wall time per image is its CPU time.
+        cmd = [str(BIN / "pipeline-bench"), "--ops", args.ops, "--format", "jpeg", "--seconds", "3",
+               "--quality", str(args.quality or 90)]
+        out = subprocess.run(cmd + sorted(str(p) for p in d.iterdir()), check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_image"]
+    except (subprocess.CalledProcessError, ValueError, KeyError) as e:
+        print(f"(pipeline-bench floor unavailable: {e})")
+        return None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ops", default="blur", help="a filter both implement (blur, sharpen, grayscale, …)")
+    ap.add_argument("--jobs", type=int, default=10)
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own, 90 and 75)")
+    ap.add_argument("--client", default="light,httpx")
+    ap.add_argument("--deployments", default="embedded,distributed,peer")
+    args = ap.parse_args()
+    ensure_venv()
+    for tool in ("redis-server", "s3s-fs"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not on PATH (scripts/test.sh installs it)")
+    if not (BIN / "imgpipe").exists():
+        raise SystemExit("target/release/imgpipe not found: run `cargo build --release` first")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchimages import jpeg_bytes, photo_like
+    photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(args.images)]
+    body, ctype = multipart(photos)
+    print(f"{args.jobs} jobs x {args.images} photo-like 1080p JPEGs ({len(photos[0][1]) // 1024} KB each), "
+          f"{args.clients} clients, ops {args.ops}, quality {args.quality or 'each default'}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    rows = []
+    for r in range(args.rounds):
+        for client in args.client.split(","):
+            for kind in args.deployments.split(","):
+                row = measure(kind, client, args, body, ctype)
+                row["round"] = r + 1
+                rows.append(row)
+                print(f"  round {r + 1} {client:<5} {kind:<11} {row['img_s']:6.1f} img/s  "
+                      f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
+                      f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra)", flush=True)
+    floor = codec_floor(args, photos)
+    print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
+          f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}")
+    for row in rows:
+        peer = next((p for p in rows if p["kind"] == "peer" and p["round"] == row["round"]
+                     and p["client"] == row["client"]), None)
+        speed = f"{row['img_s'] / peer['img_s']:.1f}x" if peer and row is not peer else ""
+        cpu = f"{peer['cpu'] / row['cpu']:.1f}x" if peer and row is not peer else ""
+        print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<12}{row['img_s']:7.1f}{speed:>7}"
+              f"{row['post50']:9.0f}{row['post95']:7.0f}{row['done50']:10.2f}{row['done95']:7.2f}"
+              f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}")
+    if floor:
+        print(f"\ncodec floor (pipeline-bench, one thread, same photos): {floor:.1f} ms CPU per image")
+        for kind in ("embedded", "distributed"):
+            mine = [r["cpu"] for r in rows if r["kind"] == kind]
+            if mine:
+                print(f"  {kind}: {statistics.median(mine) / floor:.2f}x the floor (median over runs)")
+
+
+if __name__ == "__main__":
+    main()
