@@ -29,6 +29,12 @@ floor is pipeline-bench's single-thread CPU per image on the same photos.
     python3 scripts/sidebyside.py                        # blur, 10 x 8, 4 clients, 2 rounds, both clients
     python3 scripts/sidebyside.py --ops sharpen --rounds 3
     python3 scripts/sidebyside.py --quality 75           # imgpipe at Pillow's default quality too
+    python3 scripts/sidebyside.py --pickup 200           # only: 200 one-tiny-image jobs, one at a time, idle
+
+--pickup times single-image jobs of a 23x17 PNG on an idle server, in both
+imgpipe deployments (and the peer): from the job's creation to its image's
+start as the server records them (imgpipe only), and from POST to the first
+status that says it is ready (polled every 2 ms).
 
 Installs bench/peer/requirements.txt into target/peer-venv on first use
 (PyPI), and re-runs itself there. Needs redis-server and s3s-fs on PATH
@@ -327,6 +333,45 @@ def measure(kind, client, args, body, ctype):
             "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000}
 
 
+def parse_time(text):
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pickup(kind, args):
+    """One-image jobs, one at a time: (start latencies, POST → ready), in s."""
+    tiny = (ROOT / "tests/fixtures/golden/in-RGB-23x17.png").read_bytes()
+    body, ctype = multipart([("tiny.png", tiny)])
+    deployment = Deployment(kind, args).start()
+    starts, readies = [], []
+    try:
+        conn = http.client.HTTPConnection(*deployment.url.split(":"), timeout=60)
+        for i in range(args.pickup + 5):
+            time.sleep(0.05)  # idle between jobs
+            began = time.perf_counter()
+            conn.request("POST", "/process-job?filter=blur", body=body, headers={"Content-Type": ctype})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status != 202:
+                raise SystemExit(f"{kind}: POST answered {resp.status} {answer[:200]!r}")
+            job = json.loads(answer)["job_id"]
+            while True:
+                conn.request("GET", f"/status-job/{job}")
+                status = json.loads(conn.getresponse().read())
+                if status.get("all_ready"):
+                    break
+                time.sleep(0.002)
+            if i < 5:
+                continue  # warm-up
+            readies.append(time.perf_counter() - began)
+            image = (status.get("images") or [{}])[0]
+            if image.get("started_at") and status.get("created_at"):
+                starts.append(parse_time(image["started_at"]) - parse_time(status["created_at"]))
+    finally:
+        deployment.stop()
+    return starts, readies
+
+
 def codec_floor(args, photos):
     """pipeline-bench's single-thread CPU per image on the same photos."""
     d = Path(tempfile.mkdtemp(prefix="sidebyside-floor-"))
@@ -355,6 +400,8 @@ def main():
     ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own, 90 and 75)")
     ap.add_argument("--client", default="light,httpx")
     ap.add_argument("--deployments", default="embedded,distributed,peer")
+    ap.add_argument("--pickup", type=int, default=0, metavar="N",
+                    help="only time N single-image jobs on each idle deployment")
     args = ap.parse_args()
     ensure_venv()
     for tool in ("redis-server", "s3s-fs"):
@@ -362,6 +409,16 @@ def main():
             raise SystemExit(f"{tool} is not on PATH (scripts/test.sh installs it)")
     if not (BIN / "imgpipe").exists():
         raise SystemExit("target/release/imgpipe not found: run `cargo build --release` first")
+    if args.pickup:
+        print(f"{args.pickup} one-image jobs (23x17 PNG, blur), one at a time, on an idle server")
+        for kind in args.deployments.split(","):
+            starts, readies = pickup(kind, args)
+            line = f"  {kind:<11} POST → ready p50 {pct(readies, 50) * 1000:6.1f} ms, p99 {pct(readies, 99) * 1000:6.1f} ms"
+            if starts:
+                line += (f"; created → started p50 {pct(starts, 50) * 1000:5.1f} ms, "
+                         f"p99 {pct(starts, 99) * 1000:5.1f} ms")
+            print(line, flush=True)
+        return
     sys.path.insert(0, str(ROOT / "scripts"))
     from benchimages import jpeg_bytes, photo_like
     photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(args.images)]

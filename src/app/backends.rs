@@ -27,7 +27,10 @@ pub(super) struct Backends {
     pub description: String,
 }
 
-async fn connect_redis(url: &str, patience: Duration) -> Result<ConnectionManager, AppError> {
+async fn connect_redis(
+    url: &str,
+    patience: Duration,
+) -> Result<(redis::Client, ConnectionManager), AppError> {
     let err = |reason: String| AppError::Redis {
         url: redact(url),
         reason,
@@ -36,7 +39,7 @@ async fn connect_redis(url: &str, patience: Duration) -> Result<ConnectionManage
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match client.get_connection_manager().await {
-            Ok(conn) => return Ok(conn),
+            Ok(conn) => return Ok((client, conn)),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 log::warn!("Redis not reachable yet ({e}); retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -91,13 +94,14 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
     }
     let tasks = match config.redis_url.as_ref().map(Secret::expose) {
         Some(url) => {
-            let conn = connect_redis(url, patience).await?;
-            let queue = Arc::new(RedisQueue::new(
+            let (client, conn) = connect_redis(url, patience).await?;
+            let queue = RedisQueue::new(
                 conn.clone(),
                 &config.redis_prefix,
                 config.liveness(),
                 MAX_DELIVERIES,
-            ));
+            );
+            let queue = Arc::new(queue.waking(client));
             let meta = Arc::new(RedisMeta::new(conn, &config.redis_prefix));
             TaskBackends {
                 meta: meta.clone(),
@@ -157,7 +161,7 @@ async fn open_sqlite_meta(config: &Config) -> Result<SqliteMeta, AppError> {
 pub(super) async fn tenant_store(config: &Config) -> Result<Arc<dyn TenantStore>, AppError> {
     match config.redis_url.as_ref().map(Secret::expose) {
         Some(url) => {
-            let conn = connect_redis(url, Duration::ZERO).await?;
+            let (_, conn) = connect_redis(url, Duration::ZERO).await?;
             Ok(Arc::new(RedisMeta::new(conn, &config.redis_prefix)))
         }
         None => {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use apalis_core::backend::ext::poll_strategy::{PollSnapshot, PollStrategy};
+use tokio::sync::Notify;
 
 use super::{Delivery, Handler, Outcome, ProcessImage};
 
@@ -53,24 +54,46 @@ fn to_apalis(outcome: Outcome, delivery: Delivery) -> Result<(), BoxDynError> {
     }
 }
 
-/// How often an idle worker looks for new tasks.
+/// How often an idle worker looks for new tasks enqueued by another process.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// Wakes the worker every [`POLL_EVERY`], always. apalis' own interval
-/// strategy re-arms its timer without polling it, so the fresh timer has no
-/// waker and the next tick comes only if something else polls the worker
-/// first (see the test); an idle worker then slept until its next heartbeat
-/// (seconds on an idle embedded server, for about one job in six: README,
-/// Fair scheduling). This one polls the fresh timer at once, so a wake-up is
-/// always armed.
+/// Wakes a lane's worker in this process when a task is enqueued on that
+/// lane; cheap to clone. A wake given while the worker is busy is kept for
+/// its next look (one permit), so none is lost.
+#[derive(Clone, Default)]
+pub(super) struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub(super) fn now(&self) {
+        self.0.notify_one();
+    }
+
+    fn waiting(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        let notify = self.0.clone();
+        Box::pin(async move { notify.notified().await })
+    }
+}
+
+/// When the worker looks for tasks: at once when [`Wake`] says so (a task
+/// enqueued by this process), else every [`POLL_EVERY`] (one enqueued by
+/// another). apalis' own interval strategy re-arms its timer without polling
+/// it, so the fresh timer has no waker and the next tick comes only if
+/// something else polls the worker first (see the test); an idle worker
+/// then slept until its next heartbeat (seconds on an idle embedded server,
+/// for about one job in six: README, Fair scheduling). This one polls the
+/// fresh timer at once, so a wake-up is always armed.
 pub(super) struct Tick {
     timer: Pin<Box<tokio::time::Sleep>>,
+    wake: Wake,
+    woken: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
 }
 
 impl Tick {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(wake: Wake) -> Self {
         Tick {
             timer: Box::pin(tokio::time::sleep(POLL_EVERY)),
+            woken: wake.waiting(),
+            wake,
         }
     }
 }
@@ -78,6 +101,10 @@ impl Tick {
 impl PollStrategy for Tick {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
         let mut fired = false;
+        while self.woken.as_mut().poll(cx).is_ready() {
+            fired = true;
+            self.woken = self.wake.waiting();
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
             fired = true;
             let next = tokio::time::Instant::now() + POLL_EVERY;
@@ -94,11 +121,12 @@ impl PollStrategy for Tick {
 /// Runs [`deliver`] on any apalis backend, polling for tasks pushed by other
 /// processes, until `$stop` resolves.
 macro_rules! run_apalis_worker {
-    ($backend:expr, $name:expr, $concurrency:expr, $dispatch:expr, $stop:expr) => {{
+    ($backend:expr, $wake:expr, $name:expr, $concurrency:expr, $dispatch:expr, $stop:expr) => {{
         use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
         let stop = $stop;
+        let tick = $crate::queue::deliver::Tick::new($wake);
         WorkerBuilder::new($name)
-            .backend($backend.poll_with_strategy($crate::queue::deliver::Tick::new()))
+            .backend($backend.poll_with_strategy(tick))
             .concurrency($concurrency)
             .data($dispatch)
             .build($crate::queue::deliver::deliver)
@@ -131,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_worker_is_woken_every_tick() {
-        let ticks = ticks_within(Tick::new(), POLL_EVERY * 5 + POLL_EVERY / 2).await;
+        let ticks = ticks_within(Tick::new(Wake::default()), POLL_EVERY * 5 + POLL_EVERY / 2).await;
         assert_eq!(ticks, 5);
         // apalis' interval strategy misses wake-ups: the reason for `Tick`.
         let theirs = apalis_core::backend::ext::poll_strategy::IntervalStrategy::new(POLL_EVERY);
@@ -140,6 +168,28 @@ mod tests {
             missed < 5,
             "apalis' interval strategy now wakes every tick: Tick may go"
         );
+    }
+
+    #[tokio::test]
+    async fn an_enqueue_in_this_process_wakes_the_worker_at_once() {
+        let wake = Wake::default();
+        // Given before the worker looks: kept, not lost.
+        wake.now();
+        let mut tick = Tick::new(wake.clone());
+        let started = std::time::Instant::now();
+        let first = std::future::poll_fn(|cx| tick.poll_drive(cx, &PollSnapshot::default())).await;
+        assert_eq!(first, Some(()));
+        let waker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            wake.now();
+        });
+        std::future::poll_fn(|cx| tick.poll_drive(cx, &PollSnapshot::default())).await;
+        assert!(
+            started.elapsed() < POLL_EVERY / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        waker.await.expect("waker");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use futures::StreamExt;
 
-use super::deliver::{run_apalis_worker, Dispatch};
+use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::{
     Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError, MAX_DELIVERIES,
 };
@@ -57,6 +58,8 @@ return running
 struct LaneQueue {
     storage: RedisStorage<ProcessImage>,
     config: Config,
+    /// This process's worker of the lane, woken by its own enqueues.
+    wake: Wake,
 }
 
 #[derive(Clone)]
@@ -65,6 +68,8 @@ pub struct RedisQueue {
     bulk: LaneQueue,
     conn: ConnectionManager,
     limit: u32,
+    /// For the wake-up channel's subscriptions (see [`RedisQueue::waking`]).
+    client: Option<redis::Client>,
 }
 
 fn unavailable(e: redis::RedisError) -> QueueError {
@@ -91,6 +96,7 @@ impl RedisQueue {
             LaneQueue {
                 storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
                 config,
+                wake: Wake::default(),
             }
         };
         RedisQueue {
@@ -98,7 +104,18 @@ impl RedisQueue {
             bulk: lane(""),
             conn,
             limit: limit.clamp(1, MAX_DELIVERIES),
+            client: None,
         }
+    }
+
+    /// Wakes this process's workers when another process enqueues: every
+    /// enqueue publishes on the lane's channel (`<queue>:wake`), and each
+    /// worker listens on it through a connection of its own made with
+    /// `client`. Without it workers find other processes' tasks at their
+    /// next poll (200 ms).
+    pub fn waking(mut self, client: redis::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     fn lane(&self, lane: Lane) -> &LaneQueue {
@@ -129,7 +146,20 @@ impl Producer for RedisQueue {
         storage
             .push_all(&mut futures::stream::iter(tasks))
             .await
-            .map_err(|e| QueueError::unavailable("enqueue", e))
+            .map_err(|e| QueueError::unavailable("enqueue", e))?;
+        self.lane(lane).wake.now();
+        if self.client.is_some() {
+            // Best effort: a lost wake-up costs one poll interval.
+            let published = redis::cmd("PUBLISH")
+                .arg(wake_channel(&self.lane(lane).config))
+                .arg(1)
+                .query_async::<i64>(&mut self.conn.clone())
+                .await;
+            if let Err(e) = published {
+                log::debug!("could not publish a wake-up: {e}");
+            }
+        }
+        Ok(())
     }
 
     async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
@@ -165,6 +195,30 @@ impl Producer for RedisQueue {
     }
 }
 
+fn wake_channel(config: &Config) -> String {
+    format!("{}:wake", config.queue)
+}
+
+/// Turns every message on `channel` into a wake-up of this process's
+/// worker, resubscribing after a lost connection (the poll covers the gap).
+async fn relay(client: redis::Client, channel: String, wake: Wake) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    let mut messages = pubsub.on_message();
+                    while messages.next().await.is_some() {
+                        wake.now();
+                    }
+                }
+                Err(e) => log::debug!("could not subscribe to {channel}: {e}"),
+            },
+            Err(e) => log::debug!("no connection for {channel}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 #[async_trait]
 impl Consumer for RedisQueue {
     async fn run_worker(
@@ -180,6 +234,15 @@ impl Consumer for RedisQueue {
             limit: self.limit,
         };
         let storage = self.lane(lane).storage.clone();
-        run_apalis_worker!(storage, name, concurrency, dispatch, stop)
+        let wake = self.lane(lane).wake.clone();
+        let relay = self.client.clone().map(|client| {
+            let channel = wake_channel(&self.lane(lane).config);
+            tokio::spawn(relay(client, channel, wake.clone()))
+        });
+        let ran = run_apalis_worker!(storage, wake, name, concurrency, dispatch, stop);
+        if let Some(relay) = relay {
+            relay.abort();
+        }
+        ran
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
-use super::deliver::{run_apalis_worker, Dispatch};
+use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::{Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
 
@@ -39,10 +39,18 @@ const COLUMNS: &[&str] = &[
     "lock_by",
 ];
 
+/// One lane's queue: apalis-sqlite's storage, and this process's worker of
+/// the lane, woken by its own enqueues.
+#[derive(Clone)]
+struct LaneQueue {
+    storage: SqliteStorage<ProcessImage>,
+    wake: Wake,
+}
+
 #[derive(Clone)]
 pub struct SqliteQueue {
-    priority: SqliteStorage<ProcessImage>,
-    bulk: SqliteStorage<ProcessImage>,
+    priority: LaneQueue,
+    bulk: LaneQueue,
     pool: SqlitePool,
     limit: u32,
 }
@@ -69,7 +77,10 @@ impl SqliteQueue {
                 .batch_size(1)
                 .heartbeat_interval(liveness.interval)
                 .missed_heartbeats(liveness.missed.max(1));
-            SqliteStorage::new(&pool).with_config(config)
+            LaneQueue {
+                storage: SqliteStorage::new(&pool).with_config(config),
+                wake: Wake::default(),
+            }
         };
         Ok(SqliteQueue {
             priority: storage(Lane::Priority),
@@ -79,10 +90,10 @@ impl SqliteQueue {
         })
     }
 
-    fn storage(&self, lane: Lane) -> SqliteStorage<ProcessImage> {
+    fn lane(&self, lane: Lane) -> &LaneQueue {
         match lane {
-            Lane::Priority => self.priority.clone(),
-            Lane::Bulk => self.bulk.clone(),
+            Lane::Priority => &self.priority,
+            Lane::Bulk => &self.bulk,
         }
     }
 }
@@ -134,7 +145,7 @@ impl Producer for SqliteQueue {
         if tasks.is_empty() {
             return Ok(());
         }
-        let mut storage = self.storage(lane);
+        let mut storage = self.lane(lane).storage.clone();
         let limit = self.limit as usize;
         let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
         let tasks = tasks.into_iter().map(|(id, args)| {
@@ -151,7 +162,9 @@ impl Producer for SqliteQueue {
         storage
             .push_all(&mut futures::stream::iter(tasks))
             .await
-            .map_err(|e| QueueError::unavailable("enqueue", e))
+            .map_err(|e| QueueError::unavailable("enqueue", e))?;
+        self.lane(lane).wake.now();
+        Ok(())
     }
 
     async fn forget(&self, task_ids: &[String]) -> Result<usize, QueueError> {
@@ -194,7 +207,8 @@ impl Consumer for SqliteQueue {
             handler,
             limit: self.limit,
         };
-        run_apalis_worker!(self.storage(lane), name, concurrency, dispatch, stop)
+        let LaneQueue { storage, wake } = self.lane(lane).clone();
+        run_apalis_worker!(storage, wake, name, concurrency, dispatch, stop)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{noise_png, png, Backend, Deployment, File};
 use crate::tenants::create_key_with;
+use crate::waiting::until;
 
 both_backends!(
     a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it,
@@ -123,7 +124,14 @@ async fn a_light_tenants_job_runs_beside_another_tenants_long_images(backend: Ba
         .collect();
     let job = heavy.submit_ok("ops=mode:25,mode:25,mode:25", long).await;
     let heavy_id = job["job_id"].as_str().expect("id").to_string();
-    heavy.wait_started(&heavy_id).await;
+    until("a long image to start", Duration::from_secs(60), || async {
+        let status = heavy.status(&heavy_id).await;
+        match status["progress"]["processing"].as_u64() {
+            Some(n) if n > 0 => Ok(()),
+            _ => Err(status.to_string()),
+        }
+    })
+    .await;
 
     let started = Instant::now();
     let files = vec![("small.png".to_string(), png(32, 32, 4))];

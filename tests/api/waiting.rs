@@ -59,6 +59,23 @@ pub fn images(status: &Value) -> &Vec<Value> {
     status["images"].as_array().expect("images")
 }
 
+/// How recently an image seen `processing` at a first look must have
+/// started for [`TestApp::wait_started`] to count it as just begun.
+const JUST_STARTED: Duration = Duration::from_millis(150);
+
+/// An image of `status` processing and started less than [`JUST_STARTED`]
+/// ago (the server's clock is this machine's).
+fn just_started(status: &Value) -> Option<usize> {
+    let now = chrono::Utc::now();
+    in_state(status, "processing").into_iter().find(|&i| {
+        images(status)[i]["started_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| (now - t.with_timezone(&chrono::Utc)).to_std().ok())
+            .is_some_and(|age| age < JUST_STARTED)
+    })
+}
+
 /// Indexes of the images in state `state`.
 pub fn in_state(status: &Value, state: &str) -> Vec<usize> {
     images(status)
@@ -71,13 +88,18 @@ pub fn in_state(status: &Value, state: &str) -> Vec<usize> {
 
 impl TestApp {
     /// Waits until an image of the job starts: `queued` at one look,
-    /// `processing` at the next (20 ms later). Returns its index and that
-    /// status. The image has then only just begun, so with [`slow_images`]
-    /// a kill or an outage right after certainly finds it in flight (an image
-    /// merely seen `processing` could be about to finish).
+    /// `processing` at the next (20 ms later), or, at the first look,
+    /// `processing` since less than [`JUST_STARTED`] (workers pick up a new
+    /// job's images within milliseconds). Returns its index and that status.
+    /// The image has then only just begun, so with [`slow_images`] a kill or
+    /// an outage right after certainly finds it in flight (an image merely
+    /// seen `processing` could be about to finish).
     pub async fn wait_started(&self, job_id: &str) -> (usize, Value) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut before = self.status(job_id).await;
+        if let Some(index) = just_started(&before) {
+            return (index, before);
+        }
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let now = self.status(job_id).await;
