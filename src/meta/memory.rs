@@ -87,6 +87,10 @@ impl MetaStore for MemoryMeta {
             }))
     }
 
+    async fn is_live(&self, id: JobId) -> Result<bool, MetaError> {
+        Ok(self.jobs()?.get(&id).is_some_and(|e| e.live(Utc::now())))
+    }
+
     async fn image_progress(
         &self,
         id: JobId,

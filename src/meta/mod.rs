@@ -92,6 +92,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Loads a job and all its progress in one round trip; `None` once the job
     /// has expired or been deleted, even before it is purged.
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError>;
+    /// Whether the job exists and has neither expired nor been deleted: what
+    /// `load` would say, without reading the job.
+    async fn is_live(&self, id: JobId) -> Result<bool, MetaError>;
+    /// One image's progress; `None` if the job is gone (a deleted job's may
+    /// still be there until it is purged: writes are what refuse it).
     async fn image_progress(
         &self,
         id: JobId,

@@ -252,6 +252,19 @@ impl MetaStore for RedisMeta {
         Ok(Some(JobRecord { job, progress }))
     }
 
+    async fn is_live(&self, id: JobId) -> Result<bool, MetaError> {
+        // A deleted job's record has moved away; an expired one is past its
+        // score in the expiry index until the purger takes it.
+        let (exists, expires): (bool, Option<i64>) = redis::pipe()
+            .exists(self.job_key(id))
+            .zscore(self.expiry_index(), id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let now = Utc::now().timestamp_millis();
+        Ok(exists && expires.is_none_or(|at| at > now))
+    }
+
     async fn image_progress(
         &self,
         id: JobId,

@@ -123,6 +123,18 @@ impl MetaStore for SqliteMeta {
         Ok(Some(JobRecord { job, progress }))
     }
 
+    async fn is_live(&self, id: JobId) -> Result<bool, MetaError> {
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(live.is_some())
+    }
+
     async fn image_progress(
         &self,
         id: JobId,

@@ -13,6 +13,7 @@ use futures::FutureExt;
 
 use super::budget::PixelBudget;
 use super::decide::{self, Begin, Processed, Refused};
+use super::known::KnownJobs;
 use super::pool;
 use super::retry::{retrying, Backoff, TaskError};
 use crate::backend_error::ErrorKind;
@@ -57,7 +58,13 @@ pub struct Worker {
     budget: PixelBudget,
     /// Where decode → operations → encode run (see `pool`).
     render_pool: Arc<rayon::ThreadPool>,
+    /// Job records already read.
+    known: KnownJobs,
 }
+
+/// Jobs whose records a worker keeps: more than are usually in flight at
+/// once (fair scheduling interleaves a few jobs per tenant).
+const KNOWN_JOBS: usize = 256;
 
 #[async_trait]
 impl Handler for Worker {
@@ -114,7 +121,17 @@ impl Worker {
             budget,
             settings,
             render_pool,
+            known: KnownJobs::new(KNOWN_JOBS),
         }
+    }
+
+    /// The job's record, read once per job; `None` if it is gone.
+    async fn job(&self, id: JobId) -> Result<Option<Arc<Job>>, TaskError> {
+        if let Some(job) = self.known.get(id) {
+            return Ok(Some(job));
+        }
+        let record = retrying(self.backoff(), || self.meta.load(id)).await?;
+        Ok(record.map(|r| self.known.insert(r.job)))
     }
 
     /// Best effort: records the image `failed` with `reason` (fenced like
@@ -139,13 +156,20 @@ impl Worker {
         index: usize,
         delivery: Delivery,
     ) -> Result<Outcome, TaskError> {
-        let Some(record) = retrying(self.backoff(), || self.meta.load(job_id)).await? else {
+        let gone = || {
             log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
-            return Ok(Outcome::Done);
+            Ok(Outcome::Done)
         };
-        let job = record.job;
-        let previous = record.progress.get(index).cloned().flatten();
-        let previous = previous.unwrap_or_else(ImageProgress::queued);
+        let Some(job) = self.job(job_id).await? else {
+            return gone();
+        };
+        // Only this image's progress: its job's record is known. A job
+        // deleted meanwhile is refused by the first write below.
+        let Some(previous) =
+            retrying(self.backoff(), || self.meta.image_progress(job_id, index)).await?
+        else {
+            return gone();
+        };
         let max_attempts = self.settings.max_attempts;
         let started = match decide::begin(&previous, max_attempts, Utc::now()) {
             // Re-delivered after it was already recorded (e.g. its worker died
@@ -304,7 +328,7 @@ impl Worker {
             tokio::select! {
                 rendered = &mut render => break rendered,
                 () = tokio::time::sleep(DELETION_CHECK) => {
-                    if let Ok(None) = self.meta.load(job.id).await {
+                    if let Ok(false) = self.meta.is_live(job.id).await {
                         cancel.cancel();
                     }
                 }

@@ -8,6 +8,7 @@
 //!   store → record
 //! - `pool`    the render threads, off the async runtime, at a lower priority
 //! - `budget`  the pixel budget that bounds memory across concurrent images
+//! - `known`   job records already read (a job is read once, not per image)
 //! - `retry`   backoff for transient backend errors within an attempt
 //!
 //! Deterministic failures (the image cannot be decoded) fail that image at
@@ -18,6 +19,7 @@
 mod budget;
 mod decide;
 mod handle;
+mod known;
 mod pool;
 mod retry;
 
