@@ -54,8 +54,17 @@ fn to_apalis(outcome: Outcome, delivery: Delivery) -> Result<(), BoxDynError> {
     }
 }
 
-/// How often an idle worker looks for new tasks enqueued by another process.
-const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often a worker looks for tasks enqueued by another process: soon
+/// after its last task or wake-up, less often the longer it has been idle (a
+/// quarter of its idle time, within these bounds), so that a busy worker
+/// finds the next task quickly and an idle one costs next to nothing.
+const POLL_MIN: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// The wait before the next look, `idle_for` after the last task.
+fn poll_interval(idle_for: Duration) -> Duration {
+    (idle_for / 4).clamp(POLL_MIN, POLL_MAX)
+}
 
 /// Wakes a lane's worker in this process when a task is enqueued on that
 /// lane; cheap to clone. A wake given while the worker is busy is kept for
@@ -75,8 +84,8 @@ impl Wake {
 }
 
 /// When the worker looks for tasks: at once when [`Wake`] says so (a task
-/// enqueued by this process), else every [`POLL_EVERY`] (one enqueued by
-/// another). apalis' own interval strategy re-arms its timer without polling
+/// enqueued by this process, or announced by another through Redis), else
+/// at the [`poll_interval`] (one enqueued by another process on SQLite). apalis' own interval strategy re-arms its timer without polling
 /// it, so the fresh timer has no waker and the next tick comes only if
 /// something else polls the worker first (see the test); an idle worker
 /// then slept until its next heartbeat (seconds on an idle embedded server,
@@ -86,28 +95,39 @@ pub(super) struct Tick {
     timer: Pin<Box<tokio::time::Sleep>>,
     wake: Wake,
     woken: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    /// When the worker last got a task or a wake-up, and its count of
+    /// tasks then (apalis counts them in the snapshot).
+    busy_at: tokio::time::Instant,
+    tasks: u64,
 }
 
 impl Tick {
     pub(super) fn new(wake: Wake) -> Self {
         Tick {
-            timer: Box::pin(tokio::time::sleep(POLL_EVERY)),
+            timer: Box::pin(tokio::time::sleep(POLL_MIN)),
             woken: wake.waiting(),
             wake,
+            busy_at: tokio::time::Instant::now(),
+            tasks: 0,
         }
     }
 }
 
 impl PollStrategy for Tick {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
+        let now = tokio::time::Instant::now();
+        if snapshot.total_ready != self.tasks {
+            (self.tasks, self.busy_at) = (snapshot.total_ready, now);
+        }
         let mut fired = false;
         while self.woken.as_mut().poll(cx).is_ready() {
             fired = true;
+            self.busy_at = now;
             self.woken = self.wake.waiting();
         }
         while self.timer.as_mut().poll(cx).is_ready() {
             fired = true;
-            let next = tokio::time::Instant::now() + POLL_EVERY;
+            let next = now + poll_interval(now - self.busy_at);
             self.timer.as_mut().reset(next);
         }
         if fired {
@@ -157,26 +177,53 @@ mod tests {
         fired
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_idle_worker_is_woken_every_tick() {
-        let ticks = ticks_within(Tick::new(Wake::default()), POLL_EVERY * 5 + POLL_EVERY / 2).await;
-        assert_eq!(ticks, 5);
-        // apalis' interval strategy misses wake-ups: the reason for `Tick`.
-        let theirs = apalis_core::backend::ext::poll_strategy::IntervalStrategy::new(POLL_EVERY);
-        let missed = ticks_within(theirs, POLL_EVERY * 5 + POLL_EVERY / 2).await;
+        // From its start: 50 ms apart at first (idle for less than 200 ms),
+        // then a quarter of the idle time (the tick at 250 ms comes 62 ms
+        // later), then every 500 ms.
+        let tick = Tick::new(Wake::default());
+        assert_eq!(ticks_within(tick, Duration::from_millis(320)).await, 6);
+        let tick = Tick::new(Wake::default());
+        let minute = ticks_within(tick, Duration::from_secs(60)).await;
+        assert!(
+            (125..=135).contains(&minute),
+            "{minute} looks in an idle minute"
+        );
+    }
+
+    /// apalis' interval strategy misses wake-ups: the reason for `Tick`.
+    /// (Real time: its timer is not tokio's. A slow machine only lowers
+    /// the count.)
+    #[tokio::test]
+    async fn apalis_interval_strategy_misses_ticks() {
+        let theirs = apalis_core::backend::ext::poll_strategy::IntervalStrategy::new(POLL_MIN);
+        let missed = ticks_within(theirs, POLL_MIN * 5 + POLL_MIN / 2).await;
         assert!(
             missed < 5,
             "apalis' interval strategy now wakes every tick: Tick may go"
         );
     }
 
-    #[tokio::test]
+    #[test]
+    fn an_idle_worker_looks_less_often() {
+        assert_eq!(poll_interval(Duration::ZERO), POLL_MIN);
+        assert_eq!(
+            poll_interval(Duration::from_millis(800)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(poll_interval(Duration::from_secs(60)), POLL_MAX);
+    }
+
+    // Paused time: the clock moves only when everything waits, so "before
+    // the timer" is a fact of the order of events, not of the machine's speed.
+    #[tokio::test(start_paused = true)]
     async fn an_enqueue_in_this_process_wakes_the_worker_at_once() {
         let wake = Wake::default();
         // Given before the worker looks: kept, not lost.
         wake.now();
         let mut tick = Tick::new(wake.clone());
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let first = std::future::poll_fn(|cx| tick.poll_drive(cx, &PollSnapshot::default())).await;
         assert_eq!(first, Some(()));
         let waker = tokio::spawn(async move {
@@ -184,11 +231,7 @@ mod tests {
             wake.now();
         });
         std::future::poll_fn(|cx| tick.poll_drive(cx, &PollSnapshot::default())).await;
-        assert!(
-            started.elapsed() < POLL_EVERY / 2,
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < POLL_MIN, "{:?}", started.elapsed());
         waker.await.expect("waker");
     }
 
