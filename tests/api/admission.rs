@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{client_with_key, noise_png, png, Backend, Deployment, TestApp};
+use crate::helpers::{
+    noise_png, paced, png, trickled, upload_stream, Backend, Deployment, TestApp,
+};
 use crate::waiting::until;
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
@@ -34,25 +36,16 @@ async fn assert_nothing_left(deployment: &Deployment) {
     );
 }
 
-/// A multipart upload of `file` whose bytes arrive as `chunks`, each after `pause`.
+/// A multipart upload of `file` whose bytes arrive `chunk` at a time, each after `pause`.
 fn trickle(
     app: &TestApp,
     file: Vec<u8>,
     chunk: usize,
     pause: Duration,
 ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
-    let chunks: Vec<Vec<u8>> = file.chunks(chunk).map(<[u8]>::to_vec).collect();
-    let body = futures::stream::iter(chunks).then(move |c| async move {
-        tokio::time::sleep(pause).await;
-        Ok::<_, std::io::Error>(c)
-    });
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("slow.png"),
-    );
-    let client = client_with_key(Some(&app.process.admin_key));
+    let chunks = trickled(&file, file.len().div_ceil(chunk), pause);
     let url = app.url("/process-job?filter=blur");
-    tokio::spawn(async move { client.post(url).multipart(form).send().await })
+    upload_stream(url, Some(&app.process.admin_key), &[], "slow.png", chunks)
 }
 
 async fn a_nearly_full_disk_refuses_uploads_before_writing(backend: Backend) {
@@ -74,25 +67,10 @@ async fn the_upload_budget_turns_away_what_it_cannot_hold(backend: Backend) {
     // One client holds most of the budget: 250 kB arrive, then it stalls.
     let big = noise_png(300, 300, 1);
     assert!(big.len() > 250_000);
-    let mut first = big[..250_000].to_vec();
-    let rest = big[250_000..].to_vec();
-    let held = {
-        let chunks = vec![std::mem::take(&mut first), rest];
-        let body =
-            futures::stream::iter(chunks.into_iter().enumerate()).then(|(i, c)| async move {
-                if i == 1 {
-                    tokio::time::sleep(Duration::from_secs(4)).await;
-                }
-                Ok::<_, std::io::Error>(c)
-            });
-        let form = reqwest::multipart::Form::new().part(
-            "files",
-            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("big.png"),
-        );
-        let client = client_with_key(Some(&deployment.admin_key));
-        let url = app.url("/process-job?filter=blur");
-        tokio::spawn(async move { client.post(url).multipart(form).send().await })
-    };
+    let (head, rest) = (big[..250_000].to_vec(), big[250_000..].to_vec());
+    let chunks = paced(vec![(Duration::ZERO, head), (Duration::from_secs(4), rest)]);
+    let url = app.url("/process-job?filter=blur");
+    let held = upload_stream(url, Some(&deployment.admin_key), &[], "big.png", chunks);
     until(
         "the first upload to be spooled",
         Duration::from_secs(20),

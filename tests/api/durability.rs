@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{client_with_key, png, Backend, Deployment, Process, TestApp};
+use crate::helpers::{png, trickled, upload_stream, Backend, Deployment, Process, TestApp};
 use crate::waiting::{images, in_state, slow_images, until, SLOW_FILTER, SLOW_OP};
 
 /// A deployment whose dead workers are noticed within ~3 s.
@@ -164,21 +163,9 @@ async fn sigterm_lets_the_api_finish_open_requests(backend: Backend) {
     let base = api.base_url.clone().expect("listening");
     let image = png(64, 48, 7);
     // The body trickles in over ~2 s.
-    let chunks: Vec<Vec<u8>> = image
-        .chunks(image.len() / 8 + 1)
-        .map(<[u8]>::to_vec)
-        .collect();
-    let body = futures::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("slow.png"),
-    );
+    let chunks = trickled(&image, 8, Duration::from_millis(250));
     let url = format!("{base}/process-job?filter=blur");
-    let client = client_with_key(Some(&deployment.admin_key));
-    let upload = tokio::spawn(async move { client.post(url).multipart(form).send().await });
+    let upload = upload_stream(url, Some(&deployment.admin_key), &[], "slow.png", chunks);
     // The server has begun spooling the upload: the request is open.
     until(
         "the upload to reach the API",

@@ -367,6 +367,53 @@ pub fn client_with_key(key: Option<&str>) -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// POSTs to `url`, as the key's client and with `headers`, one file field
+/// named `filename` whose bytes are what `chunks` yields, each sent when the
+/// stream gives it; from a task of its own, so the caller can act while the
+/// upload is in flight.
+pub fn upload_stream<S>(
+    url: String,
+    key: Option<&str>,
+    headers: &[(&'static str, &str)],
+    filename: &str,
+    chunks: S,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>
+where
+    S: futures::Stream<Item = Vec<u8>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let body = reqwest::Body::wrap_stream(chunks.map(Ok::<_, std::io::Error>));
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::stream(body).file_name(filename.to_string()),
+    );
+    let mut request = client_with_key(key).post(url).multipart(form);
+    for (name, value) in headers {
+        request = request.header(*name, value.to_string());
+    }
+    tokio::spawn(async move { request.send().await })
+}
+
+/// `chunks`, each after its own pause.
+pub fn paced(chunks: Vec<(Duration, Vec<u8>)>) -> impl futures::Stream<Item = Vec<u8>> + Send {
+    use futures::StreamExt;
+    futures::stream::iter(chunks).then(|(pause, chunk)| async move {
+        tokio::time::sleep(pause).await;
+        chunk
+    })
+}
+
+/// `data` in `pieces` chunks, each `pause` after the one before (the first
+/// too).
+pub fn trickled(
+    data: &[u8],
+    pieces: usize,
+    pause: Duration,
+) -> impl futures::Stream<Item = Vec<u8>> + Send {
+    let size = data.len().div_ceil(pieces.max(1)).max(1);
+    paced(data.chunks(size).map(|c| (pause, c.to_vec())).collect())
+}
+
 pub struct TestApp {
     pub process: Process,
     pub base: String,

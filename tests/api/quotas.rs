@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use serde_json::Value;
 
-use crate::helpers::{client_with_key, noise_png, png, Backend, Deployment, File, TestApp};
+use crate::helpers::{noise_png, png, upload_stream, Backend, Deployment, File, TestApp};
 use crate::tenants::create_key_with;
 use crate::waiting::until;
 
@@ -263,21 +263,16 @@ async fn one_tenants_submissions_in_progress_are_capped(backend: Backend) {
     let image = noise_png(300, 300, 1);
     let (head, tail) = (image[..250_000].to_vec(), image[250_000..].to_vec());
     let (go, release) = tokio::sync::oneshot::channel::<()>();
-    let body = futures::stream::iter([(head, None), (tail, Some(release))]).then(
+    let chunks = futures::stream::iter([(head, None), (tail, Some(release))]).then(
         |(chunk, wait)| async move {
             if let Some(wait) = wait {
                 let _ = wait.await;
             }
-            Ok::<_, std::io::Error>(chunk)
+            chunk
         },
     );
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("slow.png"),
-    );
     let url = app.url("/process-job?filter=blur");
-    let client = client_with_key(Some(&a));
-    let first = tokio::spawn(async move { client.post(url).multipart(form).send().await });
+    let first = upload_stream(url, Some(&a), &[], "slow.png", chunks);
     until(
         "the first upload to arrive",
         Duration::from_secs(20),

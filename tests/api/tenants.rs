@@ -8,10 +8,9 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{client_with_key, png, required_env, Backend, Deployment, TestApp};
+use crate::helpers::{png, required_env, trickled, upload_stream, Backend, Deployment, TestApp};
 use crate::waiting::until;
 
 /// `imgpipe keys create …`: returns (id, key). The key is the last line.
@@ -463,28 +462,10 @@ async fn a_duplicate_during_the_upload_is_told_to_wait(backend: Backend) {
     let deployment = Deployment::new(backend);
     let app = deployment.serve();
     let image = png(64, 48, 7);
-    let chunks: Vec<Vec<u8>> = image
-        .chunks(image.len() / 8 + 1)
-        .map(<[u8]>::to_vec)
-        .collect();
-    let body = futures::stream::iter(chunks).then(|chunk| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("a.png"),
-    );
-    let client = client_with_key(Some(&deployment.admin_key));
+    let chunks = trickled(&image, 8, Duration::from_millis(300));
     let url = app.url("/process-job?filter=blur");
-    let slow = tokio::spawn(async move {
-        client
-            .post(url)
-            .header("Idempotency-Key", "slow-1")
-            .multipart(form)
-            .send()
-            .await
-    });
+    let headers = [("Idempotency-Key", "slow-1")];
+    let slow = upload_stream(url, Some(&deployment.admin_key), &headers, "a.png", chunks);
     until(
         "the upload to be spooled",
         Duration::from_secs(20),
