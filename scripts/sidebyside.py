@@ -212,6 +212,25 @@ def multipart(files):
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def post_and_wait(conn, path, body, ctype, poll):
+    """POSTs a job and polls its status every `poll` s until it is ready:
+    (POST seconds, POST → ready seconds, job id, last status)."""
+    started = time.perf_counter()
+    conn.request("POST", path, body=body, headers={"Content-Type": ctype})
+    resp = conn.getresponse()
+    answer = resp.read()
+    posted = time.perf_counter()
+    if resp.status != 202:
+        raise SystemExit(f"POST {path} answered {resp.status} {answer[:200]!r}")
+    job = json.loads(answer)["job_id"]
+    while True:
+        conn.request("GET", f"/status-job/{job}")
+        status = json.loads(conn.getresponse().read())
+        if status.get("all_ready"):
+            return posted - started, time.perf_counter() - started, job, status
+        time.sleep(poll)
+
+
 def query(args, kind):
     q = f"filter={args.ops}"
     if args.quality:
@@ -232,23 +251,10 @@ def light_run(url, args, kind, body, ctype):
                 if not jobs:
                     return
                 jobs.pop()
-            started = time.perf_counter()
-            conn.request("POST", f"/process-job?{query(args, kind)}", body=body, headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            answer = resp.read()
-            posted = time.perf_counter()
-            if resp.status != 202:
-                raise SystemExit(f"{kind}: POST answered {resp.status} {answer[:200]!r}")
-            job = json.loads(answer)["job_id"]
-            while True:
-                conn.request("GET", f"/status-job/{job}")
-                status = json.loads(conn.getresponse().read())
-                if status.get("all_ready"):
-                    break
-                time.sleep(0.05)
+            post, done, job, _ = post_and_wait(conn, f"/process-job?{query(args, kind)}", body, ctype, 0.05)
             with lock:
-                posts.append(posted - started)
-                dones.append(time.perf_counter() - started)
+                posts.append(post)
+                dones.append(done)
                 ids.append(job)
 
     with futures.ThreadPoolExecutor(args.clients) as pool:
@@ -348,22 +354,10 @@ def pickup(kind, args):
         conn = http.client.HTTPConnection(*deployment.url.split(":"), timeout=60)
         for i in range(args.pickup + 5):
             time.sleep(0.05)  # idle between jobs
-            began = time.perf_counter()
-            conn.request("POST", "/process-job?filter=blur", body=body, headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            answer = resp.read()
-            if resp.status != 202:
-                raise SystemExit(f"{kind}: POST answered {resp.status} {answer[:200]!r}")
-            job = json.loads(answer)["job_id"]
-            while True:
-                conn.request("GET", f"/status-job/{job}")
-                status = json.loads(conn.getresponse().read())
-                if status.get("all_ready"):
-                    break
-                time.sleep(0.002)
+            _, ready, _, status = post_and_wait(conn, "/process-job?filter=blur", body, ctype, 0.002)
             if i < 5:
                 continue  # warm-up
-            readies.append(time.perf_counter() - began)
+            readies.append(ready)
             image = (status.get("images") or [{}])[0]
             if image.get("started_at") and status.get("created_at"):
                 starts.append(parse_time(image["started_at"]) - parse_time(status["created_at"]))

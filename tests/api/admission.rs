@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::helpers::{
     noise_png, paced, png, trickled, upload_stream, Backend, Deployment, TestApp,
 };
-use crate::waiting::until;
+use crate::waiting::{until, until_spooling};
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -71,17 +71,7 @@ async fn the_upload_budget_turns_away_what_it_cannot_hold(backend: Backend) {
     let chunks = paced(vec![(Duration::ZERO, head), (Duration::from_secs(4), rest)]);
     let url = app.url("/process-job?filter=blur");
     let held = upload_stream(url, Some(&deployment.admin_key), &[], "big.png", chunks);
-    until(
-        "the first upload to be spooled",
-        Duration::from_secs(20),
-        || async {
-            match deployment.spooled_files() {
-                0 => Err("not yet".to_string()),
-                _ => Ok(()),
-            }
-        },
-    )
-    .await;
+    until_spooling(&deployment).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The next one does not wait behind it: refused at once.
     let started = Instant::now();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::{png, trickled, upload_stream, Backend, Deployment, Process, TestApp};
-use crate::waiting::{images, in_state, slow_images, until, SLOW_FILTER, SLOW_OP};
+use crate::waiting::{images, in_state, slow_images, until_spooling, SLOW_FILTER, SLOW_OP};
 
 /// A deployment whose dead workers are noticed within ~3 s.
 fn deployment(backend: Backend) -> Deployment {
@@ -167,17 +167,7 @@ async fn sigterm_lets_the_api_finish_open_requests(backend: Backend) {
     let url = format!("{base}/process-job?filter=blur");
     let upload = upload_stream(url, Some(&deployment.admin_key), &[], "slow.png", chunks);
     // The server has begun spooling the upload: the request is open.
-    until(
-        "the upload to reach the API",
-        Duration::from_secs(30),
-        || async {
-            match deployment.spooled_files() {
-                0 => Err("nothing spooled yet".to_string()),
-                _ => Ok(()),
-            }
-        },
-    )
-    .await;
+    until_spooling(&deployment).await;
     assert!(!upload.is_finished(), "the upload is still in flight");
     let exit = tokio::task::spawn_blocking(move || {
         let exit = api.terminate();

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::helpers::{noise_png, png, upload_stream, Backend, Deployment, File, TestApp};
 use crate::tenants::create_key_with;
-use crate::waiting::until;
+use crate::waiting::{until, until_spooling};
 
 crate::both_backends!(
     a_tenant_over_its_submission_quota_gets_429,
@@ -273,17 +273,7 @@ async fn one_tenants_submissions_in_progress_are_capped(backend: Backend) {
     );
     let url = app.url("/process-job?filter=blur");
     let first = upload_stream(url, Some(&a), &[], "slow.png", chunks);
-    until(
-        "the first upload to arrive",
-        Duration::from_secs(20),
-        || async {
-            match deployment.spooled_files() {
-                0 => Err("not yet".to_string()),
-                _ => Ok(()),
-            }
-        },
-    )
-    .await;
+    until_spooling(&deployment).await;
 
     let (eager, other) = (app.as_caller(Some(&a)), app.as_caller(Some(&b)));
     let started = Instant::now();

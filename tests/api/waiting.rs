@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{noise_png, File, TestApp};
+use crate::helpers::{noise_png, Deployment, File, TestApp};
 
 /// How often a condition is checked.
 const EVERY: Duration = Duration::from_millis(50);
@@ -117,4 +117,20 @@ impl TestApp {
             before = now;
         }
     }
+}
+
+/// Waits until the API has begun spooling an upload: a request is open and
+/// its body arriving.
+pub async fn until_spooling(deployment: &Deployment) {
+    until(
+        "an upload to be spooled",
+        Duration::from_secs(30),
+        || async {
+            match deployment.spooled_files() {
+                0 => Err("nothing spooled yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
 }
