@@ -7,6 +7,7 @@ decode -> operation -> encode against Pillow's and libvips' (pyvips).
     python3 scripts/compare.py ~/photos/*.jpg         # your own images
     python3 scripts/compare.py --ops blur,median:5,resize:800x600 --seconds 5 --rounds 5
     python3 scripts/compare.py --format png                     # PNG out (--png-compression fast|1..9)
+    python3 scripts/compare.py --ops all --rounds 1 --seconds 1 # every operation of GET /filters
 
 For every operation each tool decodes every image from memory, applies the
 operation and encodes a JPEG at --quality (75) (or --format png, each at
@@ -167,11 +168,38 @@ def machine():
     return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 
+# `--ops all`: every operation of `GET /filters` (src/ops/table.rs), with
+# arguments a photo would get.
+EVERY_OP = {
+    "blur": "blur", "sharpen": "sharpen", "smooth": "smooth", "edges": "edges", "grayscale": "grayscale",
+    "contour": "contour", "detail": "detail", "edge_enhance": "edge_enhance",
+    "edge_enhance_more": "edge_enhance_more", "emboss": "emboss", "smooth_more": "smooth_more",
+    "invert": "invert", "solarize": "solarize:128", "autocontrast": "autocontrast:2", "equalize": "equalize",
+    "mirror": "mirror", "flip": "flip", "gaussian_blur": "gaussian_blur:2", "box_blur": "box_blur:2",
+    "unsharp_mask": "unsharp_mask:2,150,3", "median": "median:3", "min": "min:3", "max": "max:3",
+    "mode": "mode:3", "posterize": "posterize:3", "rotate": "rotate:33:bicubic",
+    "crop": "crop:100,100,800,600", "resize": "resize:960x540:exact:bicubic",
+    "thumbnail": "thumbnail:640x640:lanczos",
+}
+
+
+def every_op():
+    """EVERY_OP's chains, after checking it names every operation the table has."""
+    import re
+    table = (ROOT / "src" / "ops" / "table.rs").read_text()
+    names = re.findall(r'\bop\(\s*"([a-z_]+)"', table)
+    missing = [n for n in names if n not in EVERY_OP]
+    if missing:
+        raise SystemExit(f"compare.py's EVERY_OP lacks {missing}: add an example for each")
+    return [EVERY_OP[n] for n in names]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", help="images (default: 8 generated 1920x1080 JPEGs)")
     p.add_argument("--ops", default="blur,sharpen,edges,smooth,grayscale",
-                   help="comma-separated operations; use ';' between them if an operation has comma arguments")
+                   help="comma-separated operations; use ';' between them if an operation has comma "
+                        "arguments; 'all': every operation of GET /filters")
     p.add_argument("--quality", type=int, default=75)
     p.add_argument("--format", choices=["jpeg", "png"], default="jpeg")
     p.add_argument("--png-compression", default="6", help="imgpipe's, as IMGPIPE_PNG_COMPRESSION")
@@ -185,7 +213,10 @@ def main():
     ]
     inputs = [f.read_bytes() for f in files]
     binary = build(args)
-    op_list = [o for o in (args.ops.split(";") if ";" in args.ops else args.ops.split(",")) if o]
+    if args.ops == "all":
+        op_list = every_op()
+    else:
+        op_list = [o for o in (args.ops.split(";") if ";" in args.ops else args.ops.split(",")) if o]
     sizes = sorted({Image.open(f).size for f in files})
     print(f"# {len(files)} images {', '.join(f'{w}x{h}' for w, h in sizes)}; JPEG q{args.quality}; "
           f"one thread each; median of {args.rounds} rounds x {args.seconds:g} s; output {args.format}")
