@@ -1,5 +1,6 @@
 //! Fair scheduling's I/O: handing each tenant's images to the shared queue
-//! a few at a time, by the rule in `jobs::pacing`. Three callers: submission
+//! of its job's lane a few at a time, by the rule in `jobs::pacing`. Three
+//! callers: submission
 //! (a new job joins its tenant's turns), every first delivery of a task (the
 //! [`Paced`] wrapper around the worker: the image just taken is replaced by
 //! the tenant's next one), and a periodic sweep that repairs a release lost
