@@ -21,16 +21,8 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         .foreign_keys(true)
         // Another process (api + worker on one host) may hold the write lock.
         .busy_timeout(Duration::from_secs(10));
-    // One connection per process and database. SQLite takes one writer at a
-    // time anyway; with several connections, a writer that finds the lock
-    // taken sleeps in SQLite's busy handler in steps of 1 to 100 ms, long
-    // after the lock is free, where a pool of one queues this process's
-    // statements in order and runs each the moment the last ends (measured:
-    // POST p50 26-33 → 21-27 ms under load, 10 % less CPU per image).
-    // Nothing here holds a connection while it asks for another. Other
-    // processes on the same files still meet the busy timeout above.
     SqlitePoolOptions::new()
-        .max_connections(1)
+        .max_connections(8)
         .connect_with(options)
         .await
 }
