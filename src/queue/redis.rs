@@ -112,7 +112,7 @@ impl RedisQueue {
     /// enqueue publishes on the lane's channel (`<queue>:wake`), and each
     /// worker listens on it through a connection of its own made with
     /// `client`. Without it workers find other processes' tasks at their
-    /// next poll (200 ms).
+    /// next poll (50 to 500 ms, see `deliver::Tick`).
     pub fn waking(mut self, client: redis::Client) -> Self {
         self.client = Some(client);
         self
