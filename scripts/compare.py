@@ -5,6 +5,7 @@ decode -> operation -> encode against Pillow's and libvips' (pyvips).
     pip install pillow==13.0.0 pyvips pyvips-binary   # pyvips-binary bundles libvips
     python3 scripts/compare.py                        # 8 generated photo-like 1080p JPEGs
     python3 scripts/compare.py ~/photos/*.jpg         # your own images
+    python3 scripts/compare.py --input webp --ops "mirror;grayscale"   # WebP in, JPEG out
     python3 scripts/compare.py --ops blur,median:5,resize:800x600 --seconds 5 --rounds 5
     python3 scripts/compare.py --format png                     # PNG out (--png-compression fast|1..9)
     python3 scripts/compare.py --ops all --rounds 1 --seconds 1 # every operation of GET /filters
@@ -194,6 +195,20 @@ def every_op():
     return [EVERY_OP[n] for n in names]
 
 
+def generated(fmt):
+    """The 8 generated photos, as JPEGs or re-saved by Pillow in `fmt`."""
+    jpegs = [Path(f) for f in write_set(str(ROOT / "target" / "bench-images"), 8)]
+    if fmt == "jpeg":
+        return jpegs
+    out = []
+    for jpeg in jpegs:
+        path = jpeg.with_suffix("." + fmt)
+        if not path.exists():
+            Image.open(jpeg).save(path, **({"quality": 80} if fmt == "webp" else {}))
+        out.append(path)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", help="images (default: 8 generated 1920x1080 JPEGs)")
@@ -206,11 +221,11 @@ def main():
     p.add_argument("--seconds", type=float, default=3.0, help="per tool, per operation, per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--bench-bin", help="a built pipeline-bench binary")
+    p.add_argument("--input", choices=["jpeg", "webp", "png"], default="jpeg",
+                   help="format of the generated images (Pillow re-saves the JPEGs; webp at quality 80)")
     args = p.parse_args()
 
-    files = [Path(f) for f in args.files] or [
-        Path(f) for f in write_set(str(ROOT / "target" / "bench-images"), 8)
-    ]
+    files = [Path(f) for f in args.files] or generated(args.input)
     inputs = [f.read_bytes() for f in files]
     binary = build(args)
     if args.ops == "all":
@@ -218,7 +233,8 @@ def main():
     else:
         op_list = [o for o in (args.ops.split(";") if ";" in args.ops else args.ops.split(",")) if o]
     sizes = sorted({Image.open(f).size for f in files})
-    print(f"# {len(files)} images {', '.join(f'{w}x{h}' for w, h in sizes)}; JPEG q{args.quality}; "
+    print(f"# {len(files)} images {', '.join(f'{w}x{h}' for w, h in sizes)} "
+          f"({', '.join(sorted({Image.open(f).format for f in files}))}); q{args.quality}; "
           f"one thread each; median of {args.rounds} rounds x {args.seconds:g} s; output {args.format}")
     print(f"# {machine()}; Pillow {Image.__version__}; "
           f"libvips {'%d.%d.%d' % tuple(pyvips.version(i) for i in range(3)) if pyvips else 'not installed'}")

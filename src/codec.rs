@@ -15,6 +15,7 @@ pub use tiff::{Structure as TiffStructure, StructureProblem as TiffProblem};
 mod jpeg;
 mod lab;
 mod tiff_pixels;
+mod webp;
 
 use std::io::Cursor;
 
@@ -191,6 +192,14 @@ fn decode_as(
     if format == InputFormat::Bmp {
         return bmp::decode(bytes, max_pixels);
     }
+    if format == InputFormat::Webp {
+        let mut img = webp::decode(bytes, max_pixels)?;
+        img.apply_orientation(orientation::resolve(
+            orientation::webp_chunk(bytes, b"EXIF"),
+            orientation::webp_chunk(bytes, b"XMP "),
+        ));
+        return Ok(img);
+    }
     if format == InputFormat::Tiff {
         let (mut img, orientation) =
             tiff::decode(Cursor::new(bytes), bytes.len() as u64, max_pixels)
@@ -220,9 +229,6 @@ fn decode_as(
                 .and_then(orientation::raw_profile_exif);
             let exif = exif_block.or_else(|| meta.exif.clone()).or(raw_profile);
             orientation::resolve(exif.as_deref(), meta.xmp.as_deref())
-        }
-        None if format == InputFormat::Webp => {
-            orientation::resolve(exif_block.as_deref(), orientation::webp_xmp(bytes))
         }
         None => orientation::resolve(exif_block.as_deref(), None),
     };
@@ -450,9 +456,9 @@ pub fn encode_with(
                 (img.to_rgb8().into_raw(), false)
             };
             let encoder = if layout_alpha {
-                webp::Encoder::from_rgba(&rgba, w, h)
+                ::webp::Encoder::from_rgba(&rgba, w, h)
             } else {
-                webp::Encoder::from_rgb(&rgba, w, h)
+                ::webp::Encoder::from_rgb(&rgba, w, h)
             };
             encoder
                 .encode_simple(lossless, f32::from(quality.clamp(1, 100)))

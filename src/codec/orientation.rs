@@ -63,14 +63,15 @@ pub fn raw_profile_exif(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A WebP's `XMP ` chunk (Pillow's `info["xmp"]`).
-pub fn webp_xmp(bytes: &[u8]) -> Option<&[u8]> {
+/// A WebP's chunk of this kind: `EXIF` (Pillow's `info["exif"]`) or
+/// `XMP ` (`info["xmp"]`).
+pub fn webp_chunk<'a>(bytes: &'a [u8], fourcc: &[u8; 4]) -> Option<&'a [u8]> {
     let mut at = 12;
     while at + 8 <= bytes.len() {
         let kind = &bytes[at..at + 4];
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?) as usize;
         let data = bytes.get(at + 8..at + 8 + len)?;
-        if kind == b"XMP " {
+        if kind == fourcc {
             return Some(data);
         }
         at += 8 + len + (len & 1);

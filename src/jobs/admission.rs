@@ -41,7 +41,7 @@ impl TooCostly {
     }
 }
 
-/// Decoding, per input pixel (PNG and WebP are the slow ones).
+/// Decoding, per input pixel.
 const DECODE_NS: f64 = 30.0;
 
 /// Encoding, per output pixel: PNG at zlib level 6 (the default) dominates
