@@ -136,8 +136,11 @@ class Deployment:
     """One deployment's processes: `own` (its service) and `infra` (Redis,
     S3), started on free ports and stopped on exit."""
 
-    def __init__(self, kind, args):
+    def __init__(self, label, args):
+        # "embedded=PATH" runs another imgpipe binary: A/B two builds in one run.
+        kind, _, binary = label.partition("=")
         self.kind, self.args = kind, args
+        self.binary = str(Path(binary).resolve()) if binary else str(BIN / "imgpipe")
         self.dir = Path(tempfile.mkdtemp(prefix=f"sidebyside-{kind}-"))
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
@@ -164,7 +167,7 @@ class Deployment:
         for var in ("REDIS_URL", "S3_ENDPOINT", "IMGPIPE_BOOTSTRAP_KEY"):
             env.pop(var, None)
         if self.kind == "embedded":
-            proc, log = self.spawn("serve", [str(BIN / "imgpipe"), "serve"], env)
+            proc, log = self.spawn("serve", [self.binary, "serve"], env)
             wait_port(self.port, "imgpipe serve", proc, log)
         elif self.kind == "distributed":
             s3_port = free_port()
@@ -176,9 +179,9 @@ class Deployment:
             wait_port(s3_port, "s3s-fs", proc, log)
             env.update(S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", S3_ACCESS_KEY="bench",
                        S3_SECRET_KEY="bench-secret")
-            api, log = self.spawn("api", [str(BIN / "imgpipe"), "api"], env)
+            api, log = self.spawn("api", [self.binary, "api"], env)
             wait_port(self.port, "imgpipe api", api, log)
-            self.spawn("worker", [str(BIN / "imgpipe"), "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
+            self.spawn("worker", [self.binary, "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
         else:
             (self.dir / "data").mkdir()
             penv = dict(os.environ, PEER_REDIS_URL=self.redis(), PEER_DATA_DIR=str(self.dir / "data"))
@@ -393,7 +396,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own, 90 and 75)")
     ap.add_argument("--client", default="light,httpx")
-    ap.add_argument("--deployments", default="embedded,distributed,peer")
+    ap.add_argument("--deployments", default="embedded,distributed,peer",
+                    help="comma-separated; embedded=PATH or distributed=PATH runs another imgpipe build")
     ap.add_argument("--pickup", type=int, default=0, metavar="N",
                     help="only time N single-image jobs on each idle deployment")
     args = ap.parse_args()
@@ -444,9 +448,9 @@ def main():
     if floor:
         print(f"\ncodec floor (pipeline-bench, one thread, same photos): {floor:.1f} ms CPU per image")
         for kind in ("embedded", "distributed"):
-            mine = [r["cpu"] for r in rows if r["kind"] == kind]
-            if mine:
-                print(f"  {kind}: {statistics.median(mine) / floor:.2f}x the floor (median over runs)")
+            for label in dict.fromkeys(r["kind"] for r in rows if r["kind"].partition("=")[0] == kind):
+                mine = [r["cpu"] for r in rows if r["kind"] == label]
+                print(f"  {label}: {statistics.median(mine) / floor:.2f}x the floor (median over runs)")
 
 
 if __name__ == "__main__":
