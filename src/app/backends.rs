@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 
 use super::AppError;
 use crate::config::{Config, Secret};
-use crate::meta::{MetaStore, RedisMeta, SqliteMeta, TenantStore};
+use crate::meta::{EventLog, MetaStore, RedisMeta, SqliteMeta, TenantStore};
 use crate::queue::{Consumer, Producer, RedisQueue, SqliteQueue, MAX_DELIVERIES};
 use crate::store::{LocalStore, ObjectStore, S3Store};
 
@@ -19,6 +19,8 @@ pub(super) struct Backends {
     pub meta: Arc<dyn MetaStore>,
     /// Keys and idempotency records, in the metadata store's backend.
     pub tenants: Arc<dyn TenantStore>,
+    /// Jobs' events, in the metadata store's backend.
+    pub events: Arc<dyn EventLog>,
     /// The queue's two sides (one backend): enqueueing for the API, running
     /// workers for the worker processes.
     pub producer: Arc<dyn Producer>,
@@ -78,6 +80,7 @@ async fn connect_s3(
 struct TaskBackends {
     meta: Arc<dyn MetaStore>,
     tenants: Arc<dyn TenantStore>,
+    events: Arc<dyn EventLog>,
     producer: Arc<dyn Producer>,
     consumer: Arc<dyn Consumer>,
     name: String,
@@ -101,11 +104,12 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
                 config.liveness(),
                 MAX_DELIVERIES,
             );
-            let queue = Arc::new(queue.waking(client));
-            let meta = Arc::new(RedisMeta::new(conn, &config.redis_prefix));
+            let queue = Arc::new(queue.waking(client.clone()));
+            let meta = Arc::new(RedisMeta::new(conn, &config.redis_prefix).watching(client));
             TaskBackends {
                 meta: meta.clone(),
-                tenants: meta,
+                tenants: meta.clone(),
+                events: meta,
                 producer: queue.clone(),
                 consumer: queue,
                 name: format!("Redis at {}", redact(url)),
@@ -123,7 +127,8 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             let queue = Arc::new(queue);
             TaskBackends {
                 meta: meta.clone(),
-                tenants: meta,
+                tenants: meta.clone(),
+                events: meta,
                 producer: queue.clone(),
                 consumer: queue,
                 name: format!("SQLite in {}", data_dir.display()),
@@ -145,6 +150,7 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
         store,
         meta: tasks.meta,
         tenants: tasks.tenants,
+        events: tasks.events,
         producer: tasks.producer,
         consumer: tasks.consumer,
         description: format!("queue and metadata: {}; objects: {store_name}", tasks.name),

@@ -48,6 +48,7 @@ fn job_service(config: &Config, backends: &Backends, signer: LinkSigner) -> JobS
         backends.meta.clone(),
         backends.tenants.clone(),
         backends.producer.clone(),
+        crate::service::EventHub::new(backends.events.clone()),
         config.limits(),
         Duration::from_secs(config.job_ttl_secs),
         Arc::new(http::ApiLinks::new(

@@ -41,6 +41,12 @@ pub enum ApiError {
     },
     #[error("invalid query string: {0}")]
     BadQuery(String),
+    #[error("invalid {name} header: {given:?} ({expected})")]
+    BadHeader {
+        name: &'static str,
+        given: String,
+        expected: &'static str,
+    },
     #[error("could not spool upload: {0}")]
     Spool(String),
     #[error(transparent)]
@@ -127,6 +133,7 @@ impl ApiError {
             ApiError::NoRoute(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
+            ApiError::BadHeader { .. } => "invalid_header",
             ApiError::Spool(_) => "service_unavailable",
             ApiError::Denied(denied) => match denied {
                 Denied::MissingKey => "missing_key",
@@ -250,7 +257,8 @@ impl ResponseError for ApiError {
             ApiError::Multipart(_)
             | ApiError::UnexpectedField(_)
             | ApiError::BadField { .. }
-            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadQuery(_)
+            | ApiError::BadHeader { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadPath { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,

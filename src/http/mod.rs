@@ -4,7 +4,7 @@
 //! checked in `auth.rs`; request ids and the access log are `request_id.rs`.
 //!
 //! Scopes per route: `POST /process-job` and `DELETE /jobs/{id}` need
-//! `submit`; `GET /status-job/{id}` needs `read`; `GET /download/{id}` and
+//! `submit`; `GET /status-job/{id}` and `GET /jobs/{id}/events` need `read`; `GET /download/{id}` and
 //! `GET /images/{id}/{n}` need `read` or a signed link; `/healthz`,
 //! `/readyz` (details for `admin` only), `/filters`, `/openapi.yaml` and
 //! `/docs` are public.
@@ -12,6 +12,7 @@
 mod auth;
 mod body;
 mod error;
+mod events;
 mod jobs;
 mod request_id;
 mod results;
@@ -95,6 +96,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/jobs/{job_id}",
         "DELETE",
         web::delete().to(jobs::delete_job),
+    ))
+    .service(only(
+        "/jobs/{job_id}/events",
+        "GET",
+        web::get().to(events::job_events),
     ))
     .service(only(
         "/download/{job_id}",

@@ -11,6 +11,7 @@
 //! - `status`  the per-image states → one status
 
 pub mod admission;
+pub mod events;
 pub mod intake;
 pub mod names;
 pub mod pacing;

@@ -3,7 +3,7 @@
 //! come from [`Links`], which the HTTP layer implements.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ImageProgress, ImageState, Job, JobId};
 use crate::codec::OutputFormat;
@@ -45,7 +45,7 @@ impl std::fmt::Display for JobState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub total: usize,
     pub queued: usize,
@@ -111,7 +111,8 @@ pub fn job_state(progress: &Progress, started: bool) -> JobState {
     }
 }
 
-fn count(states: &[ImageState]) -> Progress {
+/// The progress of a job whose images are in these states.
+pub fn count(states: &[ImageState]) -> Progress {
     let n = |s: ImageState| states.iter().filter(|&&x| x == s).count();
     let total = states.len();
     let (succeeded, failed) = (n(ImageState::Succeeded), n(ImageState::Failed));

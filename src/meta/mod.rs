@@ -6,9 +6,11 @@
 #[cfg(test)]
 pub mod memory;
 mod redis;
+mod redis_events;
 mod redis_pace;
 mod redis_tenants;
 mod sqlite;
+mod sqlite_events;
 mod sqlite_tenants;
 mod tenants;
 
@@ -16,12 +18,14 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 
 pub use self::redis::RedisMeta;
 pub use self::sqlite::SqliteMeta;
 pub use self::tenants::TenantStore;
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Tenant;
+use crate::jobs::events::Event;
 use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
@@ -143,4 +147,25 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes a job's records for good (the last step of purging it).
     async fn remove(&self, id: JobId) -> Result<(), MetaError>;
     async fn check(&self) -> Result<(), MetaError>;
+}
+
+/// Reading a job's events back (the stores append them themselves, in the
+/// same atomic step as each state change: see `jobs::events`).
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Up to `limit` of the job's events with `seq > after`, in order (none
+    /// once the job is purged).
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, MetaError>;
+    /// The job's last event's `seq` (0: none yet).
+    async fn last_seq(&self, id: JobId) -> Result<u64, MetaError>;
+    /// Batches of ids of jobs that have new events, as soon as the store can
+    /// tell, for as long as the stream is held (a job may be named when it
+    /// has nothing new). The stream ends if the store's connection is lost:
+    /// ask again.
+    async fn changes(&self) -> Result<BoxStream<'static, Vec<JobId>>, MetaError>;
 }

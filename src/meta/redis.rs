@@ -11,7 +11,7 @@
 //! and `<prefix>:tenant:<tenant>:queue` its jobs with images still waiting or
 //! held back, scored by when each was last served (its turn). A
 //! job without a pace hash (recorded before these) has nothing to release
-//! and counts for no quota.
+//! and counts for no quota. Events: see `redis_events`.
 
 use std::ops::Range;
 
@@ -30,6 +30,9 @@ use crate::jobs::{ImageProgress, Job, JobId};
 pub struct RedisMeta {
     pub(super) conn: ConnectionManager,
     pub(super) prefix: String,
+    /// For the event stream's subscription (`changes`); `None` where no
+    /// process watches events (`imgpipe keys`).
+    pub(super) client: Option<redis::Client>,
 }
 
 /// Keys outlive their job by this much in case no imgpipe process is running
@@ -46,37 +49,9 @@ pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaErr
     move |e| MetaError::with_source(ErrorKind::Corrupt, what, e)
 }
 
-/// Writes a progress field under the rules of `MetaStore::set_image_progress`:
-/// only while the job exists and has not expired (its expiry-index score, in
-/// ms, is after ARGV[5], the writer's clock), never over a terminal state,
-/// never over a later attempt. Returns 1 when written, 0 when refused. A
-/// terminal state (ARGV[6] is 1) is counted in the job's pace hash (KEYS[4]),
-/// with its result's size (ARGV[7]), once: a terminal state is never
-/// written over.
-const SET_PROGRESS: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
-if not expires or tonumber(expires) <= tonumber(ARGV[5]) then return 0 end
-local current = redis.call('HGET', KEYS[2], ARGV[1])
-if current then
-  local ok, stored = pcall(cjson.decode, current)
-  if ok then
-    if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
-    if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
-  end
-end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('HINCRBY', KEYS[4], 'settled', 1)
-  redis.call('HINCRBY', KEYS[4], 'output_bytes', tonumber(ARGV[7]))
-end
-return 1
-";
-
 /// Hides a job from readers and workers in one step (see `mark_deleted`):
-/// returns its JSON, or nil if it does not exist.
+/// returns its JSON, or nil if it does not exist. A job that had not ended
+/// gets its `job.deleted` event (ARGV[3]) in its events (KEYS[7]), once.
 const MARK_DELETED: &str = r"
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
@@ -90,12 +65,18 @@ if tenant then
   redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
 end
 redis.call('DEL', KEYS[6])
+if redis.call('EXISTS', KEYS[8]) == 1 and not redis.call('HGET', KEYS[8], 'final') then
+  redis.call('HSET', KEYS[8], 'final', 'job.deleted')
+  redis.call('RPUSH', KEYS[7], ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[1])
+end
 return json
 ";
 
 /// Removes a job's keys for good, and the job from the indexes it is in
 /// (its tenant's is named in its pace hash, KEYS[4]). KEYS: job, images,
-/// deleted record, pace hash, expiry index, unreleased index; ARGV: the job
+/// deleted record, pace hash, expiry index, unreleased index, events,
+/// counts; ARGV: the job
 /// id, the tenant index prefix.
 const REMOVE: &str = r"
 local tenant = redis.call('HGET', KEYS[4], 'tenant')
@@ -103,7 +84,7 @@ if tenant then
   redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
   redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], KEYS[8])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
@@ -114,7 +95,14 @@ impl RedisMeta {
         RedisMeta {
             conn,
             prefix: prefix.to_string(),
+            client: None,
         }
+    }
+
+    /// Lets this store's event stream subscribe through `client`.
+    pub fn watching(mut self, client: redis::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     pub(super) fn job_key(&self, id: JobId) -> String {
@@ -220,6 +208,7 @@ impl MetaStore for RedisMeta {
                 .expire_at(self.tenant_jobs(&job.tenant), expire_at)
                 .ignore();
         }
+        self.record_queued(&mut pipe, job, expire_at)?;
         pipe.expire_at(self.job_key(job.id), expire_at)
             .ignore()
             .expire_at(self.images_key(job.id), expire_at)
@@ -288,11 +277,14 @@ impl MetaStore for RedisMeta {
     ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
-        let written: i64 = redis::Script::new(SET_PROGRESS)
+        let (event, now, channel) = self.progress_event_args(index, progress)?;
+        let written: i64 = redis::Script::new(super::redis_events::SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))
             .key(self.expiry_index())
             .key(self.pace_key(id))
+            .key(self.events_key(id))
+            .key(self.counts_key(id))
             .arg(index)
             .arg(json)
             .arg(progress.attempts)
@@ -304,6 +296,10 @@ impl MetaStore for RedisMeta {
                 "0"
             })
             .arg(progress.output_bytes.unwrap_or(0))
+            .arg(event)
+            .arg(now)
+            .arg(channel)
+            .arg(progress.state.name())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -318,8 +314,12 @@ impl MetaStore for RedisMeta {
             .key(self.expiry_index())
             .key(self.unreleased_index())
             .key(self.pace_key(id))
+            .key(self.events_key(id))
+            .key(self.counts_key(id))
             .arg(id.to_string())
             .arg(self.tenant_index_prefix())
+            .arg(self.deleted_event()?)
+            .arg(self.events_channel())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -407,6 +407,8 @@ impl MetaStore for RedisMeta {
             .key(self.pace_key(id))
             .key(self.expiry_index())
             .key(self.unreleased_index())
+            .key(self.events_key(id))
+            .key(self.counts_key(id))
             .arg(id.to_string())
             .arg(self.tenant_index_prefix())
             .invoke_async::<i64>(&mut self.conn.clone())

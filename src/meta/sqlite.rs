@@ -84,6 +84,7 @@ impl MetaStore for SqliteMeta {
             .await
             .map_err(unavailable)?;
         }
+        super::sqlite_events::queued(&mut tx, job).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -357,6 +358,7 @@ impl MetaStore for SqliteMeta {
         for statement in [
             "DELETE FROM images WHERE job_id = ?",
             "DELETE FROM jobs WHERE id = ?",
+            "DELETE FROM job_events WHERE job_id = ?",
         ] {
             sqlx::query(statement)
                 .bind(id.to_string())

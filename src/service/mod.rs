@@ -7,6 +7,7 @@
 //! - `idempotency` claiming an `Idempotency-Key` when a submission starts
 //! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
+//! - `events`    the process's hub of live job events; `watch` one watcher
 //! - `keys`      API keys: authenticating a token; managing keys
 //! - `slots`     the caps on ZIPs streamed and uploads received at once,
 //!   overall and per tenant
@@ -16,20 +17,24 @@
 //! is answered exactly as a job that does not exist.
 
 mod error;
+mod events;
 mod idempotency;
 pub mod keys;
 mod purge;
 mod release;
 mod slots;
 mod submit;
+mod watch;
 
 pub use error::JobError;
+pub use events::EventHub;
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};
 pub use slots::Slot;
 use slots::{Busy, Slots};
 pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
+pub use watch::{Frame, KEEP_ALIVE};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +82,7 @@ pub struct JobService {
     /// One slot per submission being received and recorded, per tenant (or
     /// client address in open mode).
     submissions: Arc<Slots<String>>,
+    events: EventHub,
 }
 
 impl JobService {
@@ -88,11 +94,13 @@ impl JobService {
         meta: Arc<dyn MetaStore>,
         tenants: Arc<dyn TenantStore>,
         queue: Arc<dyn Producer>,
+        events: EventHub,
         limits: Limits,
         ttl: Duration,
         links: Arc<dyn Links>,
     ) -> Self {
         JobService {
+            events,
             release: Releaser::new(meta.clone(), queue.clone(), limits.queued_per_tenant),
             store,
             meta,

@@ -1,0 +1,213 @@
+//! Job events in Redis: `<prefix>:job:<id>:events` is a list of the job's
+//! events as JSON (an event's `seq` is its position, from 1) and
+//! `<prefix>:job:<id>:counts` the job's images per state (`total`,
+//! `queued`, `processing`, `succeeded`, `failed`) plus `final` once the
+//! final event is written. Both are written by the same script as the
+//! progress they describe, which then publishes the job's id on
+//! `<prefix>:events`: one subscription per API process hears every job.
+//! Jobs recorded before events have no counts hash and make no events.
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use futures::stream::{BoxStream, StreamExt};
+use redis::AsyncCommands;
+
+use super::redis::{corrupt, unavailable, RedisMeta};
+use super::{EventLog, MetaError};
+use crate::jobs::events::{Event, EventKind};
+use crate::jobs::status::count;
+use crate::jobs::{ImageProgress, ImageState, Job, JobId};
+
+/// Writes a progress field under the rules of `MetaStore::set_image_progress`:
+/// only while the job exists and has not expired (its expiry-index score, in
+/// ms, is after ARGV[5], the writer's clock), never over a terminal state,
+/// never over a later attempt. Returns 1 when written, 0 when refused. A
+/// terminal state (ARGV[6] is 1) is counted in the job's pace hash (KEYS[4]),
+/// with its result's size (ARGV[7]), once: a terminal state is never
+/// written over. Then the events: the image's (ARGV[8]), the job's progress
+/// from the counts (KEYS[6]) and, when every image has settled, the final
+/// event, once; the job's id is published on ARGV[10]. ARGV[9]: the time,
+/// ARGV[11]: the new state's name.
+pub(super) const SET_PROGRESS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
+if not expires or tonumber(expires) <= tonumber(ARGV[5]) then return 0 end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+local before = 'queued'
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok then
+    if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
+    if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
+    if type(stored.state) == 'string' then before = stored.state end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'settled', 1)
+  redis.call('HINCRBY', KEYS[4], 'output_bytes', tonumber(ARGV[7]))
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('HINCRBY', KEYS[6], before, -1)
+  redis.call('HINCRBY', KEYS[6], ARGV[11], 1)
+  redis.call('RPUSH', KEYS[5], ARGV[8])
+  local c = redis.call('HMGET', KEYS[6], 'total', 'queued', 'processing', 'succeeded', 'failed', 'final')
+  local t, q, p, s, f = tonumber(c[1]), tonumber(c[2]) or 0, tonumber(c[3]) or 0,
+    tonumber(c[4]) or 0, tonumber(c[5]) or 0
+  -- tenths, rounded half up, as status.rs does
+  local percent = math.floor(((s + f) * 2000 + t) / (2 * t)) / 10
+  redis.call('RPUSH', KEYS[5], cjson.encode({type = 'job.progress', at = ARGV[9],
+    progress = {total = t, queued = q, processing = p, succeeded = s, failed = f, percent = percent}}))
+  if s + f == t and not c[6] then
+    local kind = 'job.completed_with_errors'
+    if f == 0 then kind = 'job.completed' elseif s == 0 then kind = 'job.failed' end
+    redis.call('HSET', KEYS[6], 'final', kind)
+    redis.call('RPUSH', KEYS[5], cjson.encode({type = kind, at = ARGV[9]}))
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[5], ttl)
+    redis.call('PEXPIRE', KEYS[6], ttl)
+  end
+  redis.call('PUBLISH', ARGV[10], ARGV[4])
+end
+return 1
+";
+
+impl RedisMeta {
+    pub(super) fn events_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}:events", self.prefix)
+    }
+
+    pub(super) fn counts_key(&self, id: JobId) -> String {
+        format!("{}:job:{id}:counts", self.prefix)
+    }
+
+    pub(super) fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Adds a new job's counts and first event to its creation's pipeline.
+    pub(super) fn record_queued(
+        &self,
+        pipe: &mut redis::Pipeline,
+        job: &Job,
+        expire_at: i64,
+    ) -> Result<(), MetaError> {
+        let event = Event {
+            seq: 1,
+            kind: EventKind::JobQueued,
+            at: job.created_at,
+            index: None,
+            attempt: None,
+            error: None,
+            progress: Some(count(&vec![ImageState::Queued; job.images.len()])),
+        };
+        let json = serde_json::to_string(&event).map_err(corrupt(format!("job {}", job.id)))?;
+        let total = job.images.len();
+        pipe.rpush(self.events_key(job.id), json)
+            .ignore()
+            .hset_multiple(
+                self.counts_key(job.id),
+                &[("total", total), ("queued", total)],
+            )
+            .ignore()
+            .expire_at(self.events_key(job.id), expire_at)
+            .ignore()
+            .expire_at(self.counts_key(job.id), expire_at)
+            .ignore();
+        Ok(())
+    }
+
+    /// The arguments after ARGV[7] of [`SET_PROGRESS`].
+    pub(super) fn progress_event_args(
+        &self,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<(String, String, String), MetaError> {
+        let now = Utc::now();
+        let event = Event::of_image(index, progress, now);
+        let json = serde_json::to_string(&event).map_err(corrupt(format!("image {index}")))?;
+        Ok((
+            json,
+            now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            self.events_channel(),
+        ))
+    }
+
+    /// The `job.deleted` event, for `MARK_DELETED`.
+    pub(super) fn deleted_event(&self) -> Result<String, MetaError> {
+        let event = Event {
+            seq: 0,
+            kind: EventKind::JobDeleted,
+            at: Utc::now(),
+            index: None,
+            attempt: None,
+            error: None,
+            progress: None,
+        };
+        serde_json::to_string(&event).map_err(corrupt("job.deleted".to_string()))
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisMeta {
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, MetaError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = isize::try_from(after).unwrap_or(isize::MAX);
+        let stop = start.saturating_add(isize::try_from(limit).unwrap_or(isize::MAX) - 1);
+        let rows: Vec<String> = self
+            .conn
+            .clone()
+            .lrange(self.events_key(id), start, stop)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .enumerate()
+            .map(|(i, json)| {
+                let seq = after + 1 + i as u64;
+                let mut event: Event =
+                    serde_json::from_str(json).map_err(corrupt(format!("job {id} event {seq}")))?;
+                event.seq = seq;
+                Ok(event)
+            })
+            .collect()
+    }
+
+    async fn last_seq(&self, id: JobId) -> Result<u64, MetaError> {
+        self.conn
+            .clone()
+            .llen(self.events_key(id))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn changes(&self) -> Result<BoxStream<'static, Vec<JobId>>, MetaError> {
+        let client = self.client.clone().ok_or_else(|| {
+            MetaError::new(
+                crate::backend_error::ErrorKind::Unavailable,
+                "this Redis store was opened without a client for subscriptions",
+            )
+        })?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub
+            .subscribe(self.events_channel())
+            .await
+            .map_err(unavailable)?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|message| async move {
+                let id: String = message.get_payload().ok()?;
+                Some(vec![id.parse().ok()?])
+            })
+            .boxed())
+    }
+}

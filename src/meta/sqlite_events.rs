@@ -1,0 +1,121 @@
+//! Job events in SQLite: table `job_events`, filled by the triggers of
+//! `migrations/20261204000000_events.sql` as progress is written (and by
+//! `create` for `job.queued`). Other processes on the host (an `imgpipe
+//! worker` beside `imgpipe api`) write to the same file, so new events are
+//! found by a short poll of the table's global order, one query for every
+//! watched job; nothing polls while nobody holds the change stream.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::sqlite::{corrupt, unavailable, SqliteMeta};
+use super::{EventLog, MetaError};
+use crate::jobs::events::{Event, EventKind};
+use crate::jobs::status::count;
+use crate::jobs::{ImageState, Job, JobId};
+
+/// How often the change stream looks for new events: a bound on event
+/// latency between processes, at a few cheap queries a second.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Writes a new job's first event, in the transaction that records it.
+pub(super) async fn queued(tx: &mut Transaction<'_, Sqlite>, job: &Job) -> Result<(), MetaError> {
+    let event = Event {
+        seq: 1,
+        kind: EventKind::JobQueued,
+        at: job.created_at,
+        index: None,
+        attempt: None,
+        error: None,
+        progress: Some(count(&vec![ImageState::Queued; job.images.len()])),
+    };
+    let data = serde_json::to_string(&event).map_err(corrupt(format!("job {}", job.id)))?;
+    sqlx::query("INSERT INTO job_events (job_id, seq, type, data) VALUES (?, 1, ?, ?)")
+        .bind(job.id.to_string())
+        .bind(event.kind.name())
+        .bind(data)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventLog for SqliteMeta {
+    async fn events_after(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, MetaError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(seq, data)| {
+                let mut event: Event = serde_json::from_str(&data)
+                    .map_err(corrupt(format!("job {id} event {seq}")))?;
+                event.seq = u64::try_from(seq).unwrap_or(0);
+                Ok(event)
+            })
+            .collect()
+    }
+
+    async fn last_seq(&self, id: JobId) -> Result<u64, MetaError> {
+        let seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+                .bind(id.to_string())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    async fn changes(&self) -> Result<BoxStream<'static, Vec<JobId>>, MetaError> {
+        let pool = self.pool.clone();
+        let start: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM job_events")
+            .fetch_one(&pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(stream::unfold((pool, start), |(pool, cursor)| async move {
+            let (jobs, cursor) = next_changes(&pool, cursor).await;
+            Some((jobs, (pool, cursor)))
+        })
+        .boxed())
+    }
+}
+
+/// Waits for events past `cursor` (the table's global order) and names
+/// their jobs. A failed query is logged and tried again at the next tick.
+async fn next_changes(pool: &SqlitePool, cursor: i64) -> (Vec<JobId>, i64) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        let rows: Result<Vec<(i64, String)>, _> =
+            sqlx::query_as("SELECT id, job_id FROM job_events WHERE id > ? ORDER BY id LIMIT 1000")
+                .bind(cursor)
+                .fetch_all(pool)
+                .await;
+        match rows {
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) => {
+                let next = rows.last().map_or(cursor, |(id, _)| *id);
+                let mut jobs: Vec<JobId> = rows
+                    .iter()
+                    .filter_map(|(_, job)| job.parse().ok())
+                    .collect();
+                jobs.dedup();
+                return (jobs, next);
+            }
+            Err(e) => log::warn!("reading new job events: {e}"),
+        }
+    }
+}
