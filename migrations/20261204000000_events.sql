@@ -81,3 +81,11 @@ BEGIN
                         AND type IN ('job.completed', 'job.completed_with_errors',
                                      'job.failed', 'job.deleted'));
 END;
+
+-- Purged jobs, whose events stay a minute more: a watcher of a job deleted
+-- mid-stream still reads its `job.deleted` (see SqliteMeta::remove).
+CREATE TABLE removed_jobs (
+    job_id  TEXT    PRIMARY KEY NOT NULL,
+    at      INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX removed_jobs_by_time ON removed_jobs (at);

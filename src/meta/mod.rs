@@ -149,6 +149,10 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), MetaError>;
 }
 
+/// How long a purged job's events are kept: a watcher of a job deleted
+/// mid-stream still reads its `job.deleted`.
+pub const EVENTS_OUTLIVE_JOB: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Reading a job's events back (the stores append them themselves, in the
 /// same atomic step as each state change: see `jobs::events`).
 #[async_trait]

@@ -75,8 +75,8 @@ return json
 
 /// Removes a job's keys for good, and the job from the indexes it is in
 /// (its tenant's is named in its pace hash, KEYS[4]). KEYS: job, images,
-/// deleted record, pace hash, expiry index, unreleased index, events,
-/// counts; ARGV: the job
+/// deleted record, pace hash, expiry index, unreleased index, events and
+/// counts (which stay ARGV[3] ms more: see `EVENTS_OUTLIVE_JOB`); ARGV: the job
 /// id, the tenant index prefix.
 const REMOVE: &str = r"
 local tenant = redis.call('HGET', KEYS[4], 'tenant')
@@ -84,7 +84,9 @@ if tenant then
   redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
   redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('PEXPIRE', KEYS[7], ARGV[3])
+redis.call('PEXPIRE', KEYS[8], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
@@ -411,6 +413,7 @@ impl MetaStore for RedisMeta {
             .key(self.counts_key(id))
             .arg(id.to_string())
             .arg(self.tenant_index_prefix())
+            .arg(super::EVENTS_OUTLIVE_JOB.as_millis() as u64)
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|_| ())

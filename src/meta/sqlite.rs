@@ -358,7 +358,6 @@ impl MetaStore for SqliteMeta {
         for statement in [
             "DELETE FROM images WHERE job_id = ?",
             "DELETE FROM jobs WHERE id = ?",
-            "DELETE FROM job_events WHERE job_id = ?",
         ] {
             sqlx::query(statement)
                 .bind(id.to_string())
@@ -366,6 +365,7 @@ impl MetaStore for SqliteMeta {
                 .await
                 .map_err(unavailable)?;
         }
+        super::sqlite_events::forget_later(&mut tx, id).await?;
         tx.commit().await.map_err(unavailable)
     }
 

@@ -8,14 +8,46 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::sqlite::{corrupt, unavailable, SqliteMeta};
-use super::{EventLog, MetaError};
+use super::{EventLog, MetaError, EVENTS_OUTLIVE_JOB};
 use crate::jobs::events::{Event, EventKind};
 use crate::jobs::status::count;
 use crate::jobs::{ImageState, Job, JobId};
+
+/// Removes the events of jobs purged more than [`EVENTS_OUTLIVE_JOB`] ago,
+/// and keeps this one's until then.
+pub(super) async fn forget_later(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: JobId,
+) -> Result<(), MetaError> {
+    let now = Utc::now().timestamp_millis();
+    let before = now - i64::try_from(EVENTS_OUTLIVE_JOB.as_millis()).unwrap_or(i64::MAX);
+    for (statement, at) in [
+        (
+            "DELETE FROM job_events WHERE job_id IN
+                 (SELECT job_id FROM removed_jobs WHERE at <= ?)",
+            before,
+        ),
+        ("DELETE FROM removed_jobs WHERE at <= ?", before),
+    ] {
+        sqlx::query(statement)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    sqlx::query("INSERT OR REPLACE INTO removed_jobs (job_id, at) VALUES (?, ?)")
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
 
 /// How often the change stream looks for new events: a bound on event
 /// latency between processes, at a few cheap queries a second.

@@ -108,7 +108,17 @@ impl Watcher {
     async fn run(self, mut subscription: Subscription, after: Option<u64>) -> Option<()> {
         let log = self.service.events.log();
         let mut cursor = match after {
-            Some(seq) => seq,
+            Some(seq) => {
+                // Resuming at or past a final event: nothing follows it.
+                let last = self.log_error(log.last_seq(self.job).await)?;
+                if last > 0 && seq >= last {
+                    let tail = self.log_error(log.events_after(self.job, last - 1, 1).await)?;
+                    if tail.iter().any(|e| e.kind.is_final()) {
+                        return None;
+                    }
+                }
+                seq
+            }
             None => {
                 let seq = self.log_error(log.last_seq(self.job).await)?;
                 let status = self.status().await?;

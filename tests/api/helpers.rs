@@ -203,14 +203,36 @@ impl Deployment {
                 // the queue's own, API keys and quota counters (which expire
                 // with their minute) the tenants': not records of any job or
                 // task.
-                keys.into_iter()
-                    .filter(|k| {
-                        !k.contains(":workers")
-                            && !k.ends_with(":signal")
-                            && !k.contains(":apikey")
-                            && !k.contains(":quota:")
-                    })
-                    .collect()
+                let mut left = Vec::new();
+                for key in keys {
+                    if key.contains(":workers")
+                        || key.ends_with(":signal")
+                        || key.contains(":apikey")
+                        || key.contains(":quota:")
+                    {
+                        continue;
+                    }
+                    // A purged job's events stay a minute for its watchers.
+                    if key.ends_with(":events") || key.ends_with(":counts") {
+                        let ttl: i64 = redis::cmd("PTTL")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await
+                            .expect("PTTL");
+                        let outlive = imgpipe::meta::EVENTS_OUTLIVE_JOB.as_millis() as i64;
+                        let job = key.rsplit_once(':').map_or("", |(job, _)| job);
+                        let exists: bool = redis::cmd("EXISTS")
+                            .arg(job)
+                            .query_async(&mut conn)
+                            .await
+                            .expect("EXISTS");
+                        if !exists && (0..=outlive).contains(&ttl) {
+                            continue;
+                        }
+                    }
+                    left.push(key);
+                }
+                left
             }
             Backend::Embedded => {
                 let mut rows = Vec::new();
@@ -223,6 +245,14 @@ impl Deployment {
                     (
                         "queue.sqlite3",
                         "SELECT 'task ' || id || ' ' || status FROM Jobs",
+                    ),
+                    // A purged job's events stay a minute for its watchers
+                    // (listed in removed_jobs), and no longer.
+                    (
+                        "jobs.sqlite3",
+                        "SELECT 'event ' || job_id || '/' || seq FROM job_events
+                         WHERE job_id NOT IN (SELECT id FROM jobs)
+                           AND job_id NOT IN (SELECT job_id FROM removed_jobs)",
                     ),
                 ] {
                     let path = self.data_dir.join(file);

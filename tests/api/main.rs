@@ -31,6 +31,7 @@ macro_rules! both_backends {
 }
 
 mod durability;
+mod events;
 mod fairness;
 mod outages;
 mod pipeline;
