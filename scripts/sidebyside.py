@@ -82,7 +82,7 @@ def ensure_venv():
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(PEER / "requirements.txt")],
                        check=True)
         stamp.write_text(digest)
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    os.execv(str(python), [str(python), os.path.abspath(sys.argv[0]), *sys.argv[1:]])
 
 
 def free_port():
@@ -169,6 +169,11 @@ class Deployment:
         if self.kind == "embedded":
             proc, log = self.spawn("serve", [self.binary, "serve"], env)
             wait_port(self.port, "imgpipe serve", proc, log)
+        elif self.kind == "embedded-split":
+            # `imgpipe api` + `imgpipe worker` on one data directory (SQLite).
+            api, log = self.spawn("api", [self.binary, "api"], env)
+            wait_port(self.port, "imgpipe api", api, log)
+            self.spawn("worker", [self.binary, "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
         elif self.kind == "distributed":
             s3_port = free_port()
             (self.dir / "s3").mkdir()
@@ -397,7 +402,8 @@ def main():
     ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own, 90 and 75)")
     ap.add_argument("--client", default="light,httpx")
     ap.add_argument("--deployments", default="embedded,distributed,peer",
-                    help="comma-separated; embedded=PATH or distributed=PATH runs another imgpipe build")
+                    help="comma-separated; embedded-split: api + worker on SQLite; "
+                         "embedded=PATH or distributed=PATH runs another imgpipe build")
     ap.add_argument("--pickup", type=int, default=0, metavar="N",
                     help="only time N single-image jobs on each idle deployment")
     args = ap.parse_args()

@@ -5,10 +5,12 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
+use tokio::sync::Notify;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
@@ -19,6 +21,9 @@ use crate::jobs::{ImageProgress, Job, JobId, Lane};
 #[derive(Clone)]
 pub struct SqliteMeta {
     pub(super) pool: SqlitePool,
+    /// Rings when this process writes something that makes events, so its
+    /// own event stream reads them at once instead of at its next poll.
+    pub(super) wrote_events: Arc<Notify>,
 }
 
 pub(super) fn unavailable(e: sqlx::Error) -> MetaError {
@@ -41,7 +46,10 @@ impl SqliteMeta {
             .run(&pool)
             .await
             .map_err(|e| MetaError::unavailable(format!("migrating {}", path.display()), e))?;
-        Ok(SqliteMeta { pool })
+        Ok(SqliteMeta {
+            pool,
+            wrote_events: Arc::default(),
+        })
     }
 }
 
@@ -178,7 +186,11 @@ impl MetaStore for SqliteMeta {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(written.rows_affected() == 1)
+        let written = written.rows_affected() == 1;
+        if written {
+            self.wrote_events.notify_waiters();
+        }
+        Ok(written)
     }
 
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {
@@ -189,6 +201,9 @@ impl MetaStore for SqliteMeta {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
+        if record.is_some() {
+            self.wrote_events.notify_waiters();
+        }
         match record {
             Some((json, expires_at)) if expires_at > millis(Utc::now()) => {
                 let job = serde_json::from_str(&json).map_err(corrupt(format!("job {id}")))?;

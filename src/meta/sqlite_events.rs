@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::Notify;
 
 use super::sqlite::{corrupt, unavailable, SqliteMeta};
 use super::{EventLog, MetaError, EVENTS_OUTLIVE_JOB};
@@ -118,19 +119,26 @@ impl EventLog for SqliteMeta {
             .fetch_one(&pool)
             .await
             .map_err(unavailable)?;
-        Ok(stream::unfold((pool, start), |(pool, cursor)| async move {
-            let (jobs, cursor) = next_changes(&pool, cursor).await;
-            Some((jobs, (pool, cursor)))
-        })
-        .boxed())
+        let wrote = self.wrote_events.clone();
+        Ok(
+            stream::unfold((pool, wrote, start), |(pool, wrote, cursor)| async move {
+                let (jobs, cursor) = next_changes(&pool, &wrote, cursor).await;
+                Some((jobs, (pool, wrote, cursor)))
+            })
+            .boxed(),
+        )
     }
 }
 
 /// Waits for events past `cursor` (the table's global order) and names
-/// their jobs. A failed query is logged and tried again at the next tick.
-async fn next_changes(pool: &SqlitePool, cursor: i64) -> (Vec<JobId>, i64) {
+/// their jobs: looks when this process wrote some, or every [`POLL`] for
+/// other processes' writes. A failed query is logged and tried again.
+async fn next_changes(pool: &SqlitePool, wrote: &Notify, cursor: i64) -> (Vec<JobId>, i64) {
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = wrote.notified() => {}
+        }
         let rows: Result<Vec<(i64, String)>, _> =
             sqlx::query_as("SELECT id, job_id FROM job_events WHERE id > ? ORDER BY id LIMIT 1000")
                 .bind(cursor)
