@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::helpers::{png, png_with_corrupt_pixels, Backend, Deployment, File, TestApp};
+use crate::waiting::{slow_images, SLOW_FILTER};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -82,7 +83,8 @@ impl Watcher {
                         self.buffer
                     )
                 })?
-                .expect("stream chunk");
+                // A broken connection (its server killed) ends the stream too.
+                .ok()?;
             self.buffer
                 .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
         }
@@ -305,7 +307,49 @@ async fn failures_deletion_and_refusals(backend: Backend) {
     );
 }
 
+/// A worker killed (SIGKILL) mid-image and the API serving the stream
+/// killed and restarted: the watcher resumes from the new API with
+/// `Last-Event-ID` and still gets every event once, in order, to the end;
+/// the interrupted image starts twice.
+async fn killed_processes_lose_no_event(backend: Backend) {
+    let deployment = Deployment::new(backend)
+        .env("IMGPIPE_WORKERS", "2")
+        .env("IMGPIPE_HEARTBEAT_SECS", "1");
+    let api = TestApp::new(deployment.start("api"));
+    let mut victim = deployment.start("worker");
+    let job = api.submit_ok(SLOW_FILTER, slow_images(4)).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+
+    let mut watcher = Watcher::connect(&api, &id, Some(0)).await;
+    let mut seen = Vec::new();
+    while let Some(message) = watcher.next().await {
+        let started = message.event == "image.started";
+        seen.push(message);
+        if started {
+            break;
+        }
+    }
+    victim.kill();
+    let _survivor = deployment.start("worker");
+    // The API goes mid-stream; the watcher reconnects to its successor.
+    while seen.len() < 4 {
+        seen.push(watcher.next().await.expect("an event"));
+    }
+    drop(api);
+    let rest = watcher.rest().await;
+    seen.extend(rest);
+    let api = TestApp::new(deployment.start("api"));
+    let last = seen.last().map(|m| m.id);
+    seen.extend(Watcher::connect(&api, &id, last).await.rest().await);
+
+    assert_history(&seen, 4);
+    assert_eq!(seen.last().unwrap().event, "job.completed", "{seen:#?}");
+    let starts = seen.iter().filter(|m| m.event == "image.started").count();
+    assert!(starts > 4, "the interrupted image starts again: {seen:#?}");
+}
+
 crate::both_backends!(
+    killed_processes_lose_no_event,
     a_watcher_sees_every_event_in_order_to_the_final_one,
     resuming_with_last_event_id_gets_exactly_the_missed_events,
     fifty_watchers_all_get_the_final_event,
