@@ -18,7 +18,9 @@
 //! - [`codec`]   decoding (orientation applied) and encoding
 //! - [`ops`]     Pillow-equivalent operations, pure functions, and their registry
 //! - [`store`]   object storage (S3 or a local directory)
-//! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status
+//! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status;
+//!   each job's events, written with the state they describe
+//! - [`webhooks`] signing, address checks and retry decisions for webhook deliveries (pure)
 //! - [`backend_error`] the error shape the three backends share: a kind and a source
 //! - [`sqlite`]  opening the embedded mode's SQLite files
 //! - [`panic_guard`] running code that may panic, turning a panic into an error
@@ -43,4 +45,5 @@ pub mod render;
 pub mod service;
 pub mod sqlite;
 pub mod store;
+pub mod webhooks;
 pub mod worker;
