@@ -46,6 +46,11 @@ pub struct Config {
     )]
     pub bind: SocketAddr,
 
+    /// Where `imgpipe worker` serves GET /metrics (Prometheus); unset: no
+    /// metrics server. `serve` and `api` serve /metrics on IMGPIPE_BIND
+    #[arg(long, env = "IMGPIPE_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Where the embedded mode keeps its queue, job metadata and (without
     /// S3_ENDPOINT) objects; created if missing
     #[arg(

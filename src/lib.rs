@@ -21,6 +21,7 @@
 //! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status;
 //!   each job's events, written with the state they describe
 //! - [`webhooks`] signing, address checks and retry decisions for webhook deliveries (pure)
+//! - [`telemetry`] Prometheus metric names, the recorder and its exposition
 //! - [`backend_error`] the error shape the three backends share: a kind and a source
 //! - [`sqlite`]  opening the embedded mode's SQLite files
 //! - [`panic_guard`] running code that may panic, turning a panic into an error
@@ -45,5 +46,6 @@ pub mod render;
 pub mod service;
 pub mod sqlite;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;
 pub mod worker;

@@ -42,6 +42,31 @@ pub enum AppError {
     Runtime(String),
 }
 
+/// A worker process's only HTTP server: `GET /metrics` on `addr`.
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    service: web::Data<JobService>,
+    grace: Duration,
+) -> Result<actix_web::dev::Server, AppError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(service.clone())
+            .route("/metrics", web::get().to(http::metrics_handler))
+    })
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs())
+    .workers(1)
+    .bind(addr)
+    .map_err(|e| AppError::Bind {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    for addr in server.addrs() {
+        println!("imgpipe: metrics on http://{addr}/metrics");
+    }
+    Ok(server.run())
+}
+
 fn job_service(config: &Config, backends: &Backends, signer: LinkSigner) -> JobService {
     JobService::new(
         backends.store.clone(),
@@ -114,7 +139,20 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     } else {
         LinkSigner::new(&[0; 32])
     };
+    crate::telemetry::install();
     let backends = backends(&config, STARTUP_PATIENCE).await?;
+    crate::telemetry::build_info(
+        if config.redis_url.is_some() {
+            "redis"
+        } else {
+            "sqlite"
+        },
+        if config.s3_endpoint.is_some() {
+            "s3"
+        } else {
+            "local"
+        },
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
@@ -159,6 +197,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
                 .app_data(gate.clone())
                 .app_data(upload_guard.clone())
                 .configure(http::configure)
+                .wrap(actix_web::middleware::from_fn(http::count_requests))
                 .wrap(actix_web::middleware::from_fn(http::assign_request_id))
                 .wrap(http::access_log())
         })
@@ -174,6 +213,8 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             println!("imgpipe: listening on http://{addr}");
         }
         Some(server.run())
+    } else if let Some(addr) = config.metrics_bind {
+        Some(metrics_server(addr, service.clone(), grace)?)
     } else {
         None
     };

@@ -6,14 +6,15 @@
 //! Scopes per route: `POST /process-job` and `DELETE /jobs/{id}` need
 //! `submit`; `GET /status-job/{id}` and `GET /jobs/{id}/events` need `read`; `GET /download/{id}` and
 //! `GET /images/{id}/{n}` need `read` or a signed link; `/healthz`,
-//! `/readyz` (details for `admin` only), `/filters`, `/openapi.yaml` and
-//! `/docs` are public.
+//! `/readyz` (details for `admin` only), `/metrics`, `/filters`,
+//! `/openapi.yaml` and `/docs` are public.
 
 mod auth;
 mod body;
 mod error;
 mod events;
 mod jobs;
+mod metrics;
 mod request_id;
 mod results;
 mod system;
@@ -27,6 +28,7 @@ use chrono::Utc;
 
 pub use auth::Gate;
 pub use error::ApiError;
+pub use metrics::{count as count_requests, metrics as metrics_handler};
 pub use request_id::{access_log, assign as assign_request_id};
 pub use upload_guard::UploadGuard;
 
@@ -114,6 +116,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(only("/filters", "GET", web::get().to(system::filters)))
     .service(only("/healthz", "GET", web::get().to(system::healthz)))
+    .service(only("/metrics", "GET", web::get().to(metrics::metrics)))
     .service(only("/readyz", "GET", web::get().to(system::readyz)))
     .service(only("/openapi.yaml", "GET", web::get().to(system::openapi)))
     .service(only("/", "GET", web::get().to(system::to_docs)))

@@ -104,9 +104,29 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome;
 }
 
+/// What one lane's queue holds now (for metrics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneStats {
+    pub lane: Lane,
+    /// Tasks waiting to be taken.
+    pub depth: u64,
+    /// How long the oldest of them has existed (its id's time).
+    pub oldest_age: Option<std::time::Duration>,
+    /// Workers of the lane that beat within their liveness window.
+    pub workers_alive: u64,
+}
+
+/// The age of a task from its ULID id (minted when its job was submitted).
+pub fn task_age(id: &str, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let ulid = ulid::Ulid::from_string(id).ok()?;
+    now.duration_since(ulid.datetime()).ok()
+}
+
 /// The API's side of the queue.
 #[async_trait]
 pub trait Producer: Send + Sync + 'static {
+    /// Each lane's depth, oldest task and live workers, read from the backend.
+    async fn stats(&self) -> Result<Vec<LaneStats>, QueueError>;
     /// Enqueues tasks on `lane`, each with the id the caller chose for it. A
     /// task whose id the lane already holds is skipped, so repeating an
     /// enqueue that may or may not have happened (a lost reply, a crash)

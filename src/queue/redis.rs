@@ -17,7 +17,8 @@ use futures::StreamExt;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::{
-    Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError, MAX_DELIVERIES,
+    Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError,
+    MAX_DELIVERIES,
 };
 
 /// Removes tasks from every structure apalis-redis keeps them in, except
@@ -70,6 +71,8 @@ pub struct RedisQueue {
     limit: u32,
     /// For the wake-up channel's subscriptions (see [`RedisQueue::waking`]).
     client: Option<redis::Client>,
+    /// A worker silent this long is presumed dead (for `stats`).
+    liveness: std::time::Duration,
 }
 
 fn unavailable(e: redis::RedisError) -> QueueError {
@@ -105,6 +108,7 @@ impl RedisQueue {
             conn,
             limit: limit.clamp(1, MAX_DELIVERIES),
             client: None,
+            liveness: liveness.interval * u32::try_from(liveness.missed.max(1)).unwrap_or(1),
         }
     }
 
@@ -128,6 +132,50 @@ impl RedisQueue {
 
 #[async_trait]
 impl Producer for RedisQueue {
+    async fn stats(&self) -> Result<Vec<LaneStats>, QueueError> {
+        let now = std::time::SystemTime::now();
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let alive_since = now_secs - self.liveness.as_secs() as i64;
+        let mut stats = Vec::new();
+        for lane in Lane::ALL {
+            let c = &self.lane(lane).config;
+            // apalis-redis puts a task due now at the tail of the active
+            // list (fetched from the head: the head is the oldest) and one
+            // due later (a push stamped a moment ahead, a retry) in the
+            // scheduled set until it is due. Heartbeats are scored in Unix
+            // seconds.
+            let (active, head, scheduled, first, alive): (
+                u64,
+                Option<String>,
+                u64,
+                Vec<String>,
+                u64,
+            ) = redis::pipe()
+                .llen(c.active_jobs_list())
+                .lindex(c.active_jobs_list(), 0)
+                .zcard(c.scheduled_jobs_set())
+                .zrange(c.scheduled_jobs_set(), 0, 0)
+                .zcount(c.workers_set(), alive_since, "+inf")
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            let oldest = head
+                .into_iter()
+                .chain(first)
+                .filter_map(|id| super::task_age(&id, now))
+                .max();
+            stats.push(LaneStats {
+                lane,
+                depth: active + scheduled,
+                oldest_age: oldest,
+                workers_alive: alive,
+            });
+        }
+        Ok(stats)
+    }
+
     async fn enqueue(
         &self,
         lane: Lane,

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
-use super::{Consumer, Handler, Lane, Liveness, ProcessImage, Producer, QueueError};
+use super::{Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
 
 /// apalis-sqlite keeps every queue in one table; ours are these `job_type`s
@@ -53,6 +53,8 @@ pub struct SqliteQueue {
     bulk: LaneQueue,
     pool: SqlitePool,
     limit: u32,
+    /// A worker silent this long is presumed dead (for `stats`).
+    liveness: std::time::Duration,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -87,6 +89,7 @@ impl SqliteQueue {
             bulk: storage(Lane::Bulk),
             pool,
             limit: limit.max(1),
+            liveness: liveness.interval * u32::try_from(liveness.missed.max(1)).unwrap_or(1),
         })
     }
 
@@ -137,6 +140,39 @@ async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
 
 #[async_trait]
 impl Producer for SqliteQueue {
+    async fn stats(&self) -> Result<Vec<LaneStats>, QueueError> {
+        let now = std::time::SystemTime::now();
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let alive_since = now_secs - self.liveness.as_secs() as i64;
+        let mut stats = Vec::new();
+        for lane in Lane::ALL {
+            let (depth, oldest): (i64, Option<String>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(id) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+            )
+            .bind(queue_name(lane))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let alive: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM Workers WHERE worker_type = ? AND last_seen >= ?",
+            )
+            .bind(queue_name(lane))
+            .bind(alive_since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            stats.push(LaneStats {
+                lane,
+                depth: u64::try_from(depth).unwrap_or(0),
+                oldest_age: oldest.and_then(|id| super::task_age(&id, now)),
+                workers_alive: u64::try_from(alive).unwrap_or(0),
+            });
+        }
+        Ok(stats)
+    }
+
     async fn enqueue(
         &self,
         lane: Lane,

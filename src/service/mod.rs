@@ -18,6 +18,7 @@
 
 mod error;
 mod events;
+mod gauges;
 mod idempotency;
 pub mod keys;
 mod purge;
@@ -296,11 +297,11 @@ fn parse_job_id(id: &str) -> Result<JobId, JobError> {
         .map_err(|_| JobError::JobNotFound(id.to_string()))
 }
 
-async fn with_deadline<E: std::fmt::Display>(
-    fut: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), String> {
+async fn with_deadline<T, E: std::fmt::Display>(
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
     match tokio::time::timeout(Duration::from_secs(3), fut).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer within 3 s".to_string()),
     }

@@ -186,6 +186,9 @@ mod tests {
         async fn check(&self) -> Result<(), QueueError> {
             Ok(())
         }
+        async fn stats(&self) -> Result<Vec<crate::queue::LaneStats>, QueueError> {
+            Ok(Vec::new())
+        }
     }
 
     fn job(images: usize) -> Job {

@@ -299,6 +299,8 @@ impl JobService {
                 Err(e) => log::warn!("job {}: could not record its Idempotency-Key: {e}", job.id),
             }
         }
+        metrics::counter!(crate::telemetry::JOBS_SUBMITTED).increment(1);
+        metrics::counter!(crate::telemetry::UPLOAD_BYTES).increment(job.input_bytes());
         Ok(Submitted {
             job_id: job.id.to_string(),
             status_url: accepted.status_url,

@@ -18,7 +18,7 @@ use super::pool;
 use super::retry::{retrying, Backoff, TaskError};
 use crate::backend_error::ErrorKind;
 use crate::codec::{CodecError, PngCompression};
-use crate::jobs::{ImageProgress, Job, JobId};
+use crate::jobs::{ImageProgress, ImageState, Job, JobId};
 use crate::meta::{MetaError, MetaStore};
 use crate::ops::cancel::Cancel;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
@@ -86,7 +86,7 @@ impl Handler for Worker {
                 return self.fail_unsettled(job_id, index, reason).await;
             }
         };
-        match delivered {
+        let outcome = match delivered {
             Ok(outcome) => outcome,
             // A backend stayed down (or refused) through every try of this
             // attempt: the queue delivers the task again later...
@@ -101,8 +101,29 @@ impl Handler for Worker {
                 log::error!("job {job_id} image {index}: {reason}");
                 self.fail_unsettled(job_id, index, reason).await
             }
+        };
+        if matches!(outcome, Outcome::RetryLater(_)) {
+            metrics::counter!(crate::telemetry::IMAGES, "outcome" => "retried").increment(1);
         }
+        outcome
     }
+}
+
+/// Counts an image that this write settled (once: a settled image is
+/// never written again).
+fn count_settled(progress: &ImageProgress) {
+    let outcome = match progress.state {
+        ImageState::Succeeded => "succeeded",
+        ImageState::Failed => "failed",
+        ImageState::Queued | ImageState::Processing => return,
+    };
+    metrics::counter!(crate::telemetry::IMAGES, "outcome" => outcome).increment(1);
+}
+
+/// Records how long one stage of an image took.
+fn stage(name: &'static str, since: std::time::Instant) {
+    metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name)
+        .record(since.elapsed().as_secs_f64());
 }
 
 impl Worker {
@@ -140,7 +161,9 @@ impl Worker {
         if let Ok(Some(progress)) = self.meta.image_progress(job_id, index).await {
             if !progress.state.is_terminal() {
                 let failed = decide::failed(&progress, reason.clone(), Utc::now());
-                let _ = self.meta.set_image_progress(job_id, index, &failed).await;
+                if let Ok(true) = self.meta.set_image_progress(job_id, index, &failed).await {
+                    count_settled(&failed);
+                }
             }
         }
         Outcome::GiveUp(reason)
@@ -178,6 +201,11 @@ impl Worker {
             Begin::Exhausted => return self.settle_exhausted(&job, index, &previous).await,
             Begin::Start(started) => started,
         };
+        if started.attempts == 1 {
+            let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+            metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => "queue")
+                .record(waited.as_secs_f64());
+        }
         if !self.record(job_id, index, &started).await? {
             // Between our read and this write the image was finished, or a later
             // delivery of the same task took it over (or the job went away).
@@ -255,10 +283,14 @@ impl Worker {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, TaskError> {
-        retrying(self.backoff(), || {
+        let written = retrying(self.backoff(), || {
             self.meta.set_image_progress(id, index, progress)
         })
-        .await
+        .await?;
+        if written {
+            count_settled(progress);
+        }
+        Ok(written)
     }
 
     /// See [`decide::settle_exhausted`]: the image's result in storage, if
@@ -303,7 +335,9 @@ impl Worker {
             .ops
             .peak_pixels(entry.width as usize, entry.height as usize);
         let reserved = self.budget.reserve(peak).await;
+        let fetching = std::time::Instant::now();
         let input = retrying(self.backoff(), || self.store.get_bytes(&input_key)).await?;
+        stage("fetch", fetching);
 
         let recipe = job.recipe.clone();
         let (format, settings) = (entry.output_format, self.settings);
@@ -323,6 +357,7 @@ impl Worker {
             };
             token.scope(|| render::render(&input, output, settings.max_pixels))
         });
+        let rendering = std::time::Instant::now();
         tokio::pin!(render);
         let rendered = loop {
             tokio::select! {
@@ -341,14 +376,17 @@ impl Worker {
             return Err(TaskError::Cancelled);
         }
         let encoded = rendered.map_err(TaskError::Crashed)??;
+        stage("render", rendering);
 
         let size = encoded.len() as u64;
         let bytes = bytes::Bytes::from(encoded);
+        let storing = std::time::Instant::now();
         retrying(self.backoff(), || {
             self.store
                 .put_bytes(&output_key, bytes.clone(), format.content_type())
         })
         .await?;
+        stage("store", storing);
         Ok(size)
     }
 }

@@ -117,6 +117,10 @@ impl Deployment {
                     if let Some(addr) = line.strip_prefix("imgpipe: listening on ") {
                         base_url = Some(addr.trim().to_string());
                     }
+                    // A worker's only HTTP server: its metrics.
+                    if let Some(url) = line.strip_prefix("imgpipe: metrics on ") {
+                        base_url = Some(url.trim().trim_end_matches("/metrics").to_string());
+                    }
                     if line.starts_with("imgpipe: ready")
                         || line.starts_with("imgpipe: worker ready")
                     {

@@ -33,6 +33,7 @@ macro_rules! both_backends {
 mod durability;
 mod events;
 mod fairness;
+mod metrics;
 mod outages;
 mod pipeline;
 mod processes;

@@ -1,0 +1,134 @@
+//! Prometheus metrics: their names (dashboards and alerts rely on them),
+//! the process's recorder, and the text exposition that `GET /metrics`
+//! serves. Code anywhere records through the `metrics` facade with these
+//! names; gauges that describe the backends (queue depth, workers alive)
+//! are sampled by the service when scraped, not here.
+//!
+//! Rules (Prometheus naming): an `imgpipe_` prefix, base units (seconds,
+//! bytes), `_total` counters, and labels with few values: never a job id, a
+//! file name or a tenant.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const JOBS_SUBMITTED: &str = "imgpipe_jobs_submitted_total";
+/// `outcome`: succeeded, failed, retried.
+pub const IMAGES: &str = "imgpipe_images_total";
+/// `stage`: queue (waiting to be taken), fetch, render (decode, operations
+/// and encode: streamed together), store.
+pub const IMAGE_STAGE: &str = "imgpipe_image_stage_seconds";
+/// `lane`: priority, bulk.
+pub const QUEUE_DEPTH: &str = "imgpipe_queue_depth";
+pub const QUEUE_OLDEST_AGE: &str = "imgpipe_queue_oldest_age_seconds";
+pub const WORKERS_ALIVE: &str = "imgpipe_workers_alive";
+/// `route` (the template, e.g. `/status-job/{job_id}`), `status` (2xx …).
+pub const HTTP_REQUESTS: &str = "imgpipe_http_requests_total";
+pub const HTTP_DURATION: &str = "imgpipe_http_request_duration_seconds";
+pub const UPLOAD_BYTES: &str = "imgpipe_upload_bytes_total";
+pub const RESIDENT_MEMORY: &str = "imgpipe_process_resident_memory_bytes";
+/// `version`, `queue` (redis, sqlite), `store` (s3, local); always 1.
+pub const BUILD_INFO: &str = "imgpipe_build_info";
+
+/// Seconds: from a millisecond status poll to a multi-minute image.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs this process's recorder (once; later calls keep the first).
+/// Without it (it failed, or another recorder is installed) metrics are
+/// dropped and the exposition says so.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder);
+        match builder {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log::warn!("metrics are off: {e}");
+                None
+            }
+        }
+    });
+}
+
+/// Records what this build and process are made of.
+pub fn build_info(queue: &'static str, store: &'static str) {
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "queue" => queue,
+        "store" => store,
+    )
+    .set(1.0);
+}
+
+/// The Prometheus text format of every metric recorded so far.
+pub fn render() -> String {
+    match HANDLE.get().and_then(Option::as_ref) {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => "# metrics are off in this process (see its log)\n".to_string(),
+    }
+}
+
+/// This process's resident memory, from /proc (Linux); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// `2xx`, `4xx` …: the status label, whose values stay few.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(202), "2xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn names_follow_the_prometheus_rules() {
+        for name in [
+            JOBS_SUBMITTED,
+            IMAGES,
+            IMAGE_STAGE,
+            QUEUE_DEPTH,
+            QUEUE_OLDEST_AGE,
+            WORKERS_ALIVE,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
+            UPLOAD_BYTES,
+            RESIDENT_MEMORY,
+            BUILD_INFO,
+        ] {
+            assert!(name.starts_with("imgpipe_"), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+        }
+        assert!(resident_bytes().is_some_and(|b| b > 0));
+    }
+}
