@@ -27,6 +27,23 @@ command -v redis-server >/dev/null || { echo "== installing redis-server"; apt_i
 command -v docker-compose >/dev/null || { echo "== installing docker-compose (for config validation only)"; apt_install docker-compose; }
 # python3-venv: the virtualenv scripts/schemathesis.sh installs schemathesis into.
 python3 -c 'import ensurepip, venv' 2>/dev/null || { echo "== installing python3-venv"; apt_install python3-venv; }
+# promtool (Debian's prometheus package, unpacked into target/: the package's
+# daemon is neither installed nor started) checks the alert rules, the
+# Prometheus config and the /metrics output.
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+deb12u1
+promtool="$PWD/${CARGO_TARGET_DIR:-target}/promtool/usr/bin/promtool"
+if ! "$promtool" --version 2>&1 | grep -q "${PROMETHEUS_DEB_VERSION%%+*}"; then
+  echo "== unpacking promtool from Debian's prometheus $PROMETHEUS_DEB_VERSION"
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && { apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null \
+     || apt-get download -qq prometheus; })
+  rm -rf "$(dirname "$(dirname "$(dirname "$promtool")")")"
+  dpkg-deb -x "$deb_dir"/prometheus_*.deb "$(dirname "$(dirname "$(dirname "$promtool")")")"
+  rm -rf "$deb_dir"
+fi
+export IMGPIPE_TEST_PROMTOOL="$promtool"
+
 if ! s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then
   echo "== installing s3s-fs $S3S_VERSION (S3 server for tests)"
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --quiet
@@ -77,8 +94,13 @@ export IMGPIPE_TEST_S3_ACCESS_KEY=imgpipe-test
 export IMGPIPE_TEST_S3_SECRET_KEY=imgpipe-test-secret
 export IMGPIPE_TEST_S3_DIR="$work/s3"
 
-echo "== docker-compose config"
+echo "== docker-compose config (and its monitoring profile)"
 IMGPIPE_SIGNING_KEY=x IMGPIPE_BOOTSTRAP_KEY=y docker-compose -f docker-compose.yml config -q
+IMGPIPE_SIGNING_KEY=x IMGPIPE_BOOTSTRAP_KEY=y docker-compose -f docker-compose.yml --profile monitoring config -q
+echo "== promtool: Prometheus config, alert rules and their tests"
+"$promtool" check config deploy/prometheus/prometheus.yml >/dev/null
+(cd deploy/prometheus && "$promtool" test rules alerts_test.yml >/dev/null)
+python3 -c 'import json; json.load(open("deploy/grafana/dashboards/imgpipe.json"))'
 
 echo "== cargo test"
 cargo test --all-targets "$@"

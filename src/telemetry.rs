@@ -46,13 +46,64 @@ pub fn install() {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .and_then(PrometheusBuilder::install_recorder);
         match builder {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                describe();
+                Some(handle)
+            }
             Err(e) => {
                 log::warn!("metrics are off: {e}");
                 None
             }
         }
     });
+}
+
+/// The HELP text of every metric (Prometheus' lint wants one).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(JOBS_SUBMITTED, "Jobs accepted by this process.");
+    describe_counter!(
+        UPLOAD_BYTES,
+        Unit::Bytes,
+        "Bytes of the images accepted by this process."
+    );
+    describe_counter!(
+        IMAGES,
+        "Images settled by this process's workers (succeeded, failed), or sent back for a retry (retried)."
+    );
+    describe_histogram!(
+        IMAGE_STAGE,
+        Unit::Seconds,
+        "Time per image and stage: queue (submission to first start), fetch, render (decode, operations, encode), store."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Tasks waiting in the queue backend, per lane.");
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest waiting task, per lane (0: none waiting)."
+    );
+    describe_gauge!(
+        WORKERS_ALIVE,
+        "Workers whose heartbeat is within the liveness window, per lane."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template and status class."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time from request to response head, by route template."
+    );
+    describe_gauge!(
+        RESIDENT_MEMORY,
+        Unit::Bytes,
+        "Resident memory of this process."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Version and backend kinds of this process; always 1."
+    );
 }
 
 /// Records what this build and process are made of.

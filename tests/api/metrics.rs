@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::helpers::{png, png_with_corrupt_pixels, Backend, Deployment, TestApp};
+use crate::helpers::{png, png_with_corrupt_pixels, required_env, Backend, Deployment, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(60);
 
@@ -18,6 +18,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         "{content_type}"
     );
     let text = resp.text().await.unwrap();
+    promtool_accepts(&text);
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -28,6 +29,32 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
             )
         })
         .collect()
+}
+
+/// `promtool check metrics` (Prometheus' own linter) accepts the exposition.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(required_env("IMGPIPE_TEST_PROMTOOL"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
