@@ -46,6 +46,17 @@ pub struct Config {
     )]
     pub bind: SocketAddr,
 
+    /// Log lines: `text` (for people) or `json` (one object per line, with
+    /// the request id or the task's job, image and attempt)
+    #[arg(
+        long,
+        env = "IMGPIPE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: crate::logging::LogFormat,
+
     /// Where `imgpipe worker` serves GET /metrics (Prometheus); unset: no
     /// metrics server. `serve` and `api` serve /metrics on IMGPIPE_BIND
     #[arg(long, env = "IMGPIPE_METRICS_BIND", global = true)]

@@ -21,6 +21,7 @@
 //! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status;
 //!   each job's events, written with the state they describe
 //! - [`webhooks`] signing, address checks and retry decisions for webhook deliveries (pure)
+//! - [`logging`] env_logger set up, text or JSON lines with the task's context
 //! - [`telemetry`] Prometheus metric names, the recorder and its exposition
 //! - [`backend_error`] the error shape the three backends share: a kind and a source
 //! - [`sqlite`]  opening the embedded mode's SQLite files
@@ -37,6 +38,7 @@ pub mod codec;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod logging;
 pub mod memory;
 pub mod meta;
 pub mod ops;

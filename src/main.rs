@@ -5,10 +5,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     imgpipe::memory::tune_allocator();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let cli = imgpipe::config::Cli::parse();
+    imgpipe::logging::init(cli.config.log_format);
     match imgpipe::app::run(cli.command, cli.config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -43,7 +43,11 @@ pub async fn assign(
         .filter(|id| well_formed(id))
         .map(str::to_string)
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
-    let mut res = CURRENT.scope(id.clone(), next.call(req)).await?;
+    let context = crate::logging::Context {
+        request_id: Some(id.clone()),
+        ..Default::default()
+    };
+    let mut res = crate::logging::scope(context, CURRENT.scope(id.clone(), next.call(req))).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static(HEADER), value);

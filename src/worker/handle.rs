@@ -69,6 +69,18 @@ const KNOWN_JOBS: usize = 256;
 #[async_trait]
 impl Handler for Worker {
     async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome {
+        let context = crate::logging::Context {
+            job_id: Some(task.job_id.to_string()),
+            image: Some(task.index),
+            attempt: Some(delivery.attempt),
+            ..Default::default()
+        };
+        crate::logging::scope(context, self.handle_delivery(task, delivery)).await
+    }
+}
+
+impl Worker {
+    async fn handle_delivery(&self, task: ProcessImage, delivery: Delivery) -> Outcome {
         let (job_id, index) = (task.job_id, task.index);
         // Rendering panics are caught on the render pool; this catches the
         // rest, so that no image is left "processing" by a bug.

@@ -163,7 +163,49 @@ async fn check_command_reports_each_backend(backend: Backend) {
     assert!(err.contains(culprit), "says which backend failed: {err}");
 }
 
+/// `IMGPIPE_LOG_FORMAT=json`: every line of the log is a JSON object; a
+/// task's lines carry its job, image and attempt, a request's its id.
+async fn json_logs_carry_the_context(backend: Backend) {
+    let app = Deployment::new(backend)
+        .env("IMGPIPE_LOG_FORMAT", "json")
+        .serve();
+    let files = vec![("a.png".to_string(), crate::helpers::png(30, 20, 1))];
+    let job = app.submit_ok("filter=blur", files).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    app.wait_done(&id, std::time::Duration::from_secs(60)).await;
+    let logs = app.process.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["time"].is_string()
+        && l["level"].is_string()
+        && l["target"].is_string()
+        && l["message"].is_string()));
+    let task = lines
+        .iter()
+        .find(|l| {
+            l["job_id"] == id.as_str() && l["message"].as_str().is_some_and(|m| m.contains("done"))
+        })
+        .unwrap_or_else(|| panic!("no task line for job {id}:\n{logs}"));
+    assert_eq!(task["image"], 0);
+    assert_eq!(task["attempt"], 1);
+    let request = lines
+        .iter()
+        .find(|l| {
+            l["target"] == "imgpipe::http::request_id"
+                || l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("POST /process-job"))
+        })
+        .unwrap_or_else(|| panic!("no access-log line:\n{logs}"));
+    let request_id = request["request_id"].as_str().unwrap_or_default();
+    assert_eq!(request_id.len(), 26, "a ULID: {request}");
+}
+
 crate::both_backends!(
+    json_logs_carry_the_context,
     check_command_reports_each_backend,
     health_readiness_filters_and_docs,
     protocol_errors_are_json_too,
