@@ -326,6 +326,30 @@ def pct(values, p):
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+class Scraper:
+    """GET /metrics every `every` seconds while a run goes on, as Prometheus
+    would (what metrics cost the hot path, scraped)."""
+
+    def __init__(self, url, every):
+        self.url, self.every, self.done = url, every, threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        host, port = self.url.split(":")
+        while not self.done.wait(self.every):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200, resp.status
+            conn.close()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+
+
 def measure(kind, client, args, body, ctype):
     deployment = Deployment(kind, args).start()
     try:
@@ -334,9 +358,12 @@ def measure(kind, client, args, body, ctype):
         run(deployment.url, warm, kind, body, ctype)
         time.sleep(0.5)
         own0, infra0 = deployment.cpu()
+        scraper = Scraper(deployment.url, args.scrape) if args.scrape and kind != "peer" else None
         started = time.perf_counter()
         posts, dones, ids = run(deployment.url, args, kind, body, ctype)
         wall = time.perf_counter() - started
+        if scraper:
+            scraper.stop()
         own1, infra1 = deployment.cpu()
         verify(deployment.url, ids, args.images)
     finally:
@@ -404,6 +431,8 @@ def main():
     ap.add_argument("--deployments", default="embedded,distributed,peer",
                     help="comma-separated; embedded-split: api + worker on SQLite; "
                          "embedded=PATH or distributed=PATH runs another imgpipe build")
+    ap.add_argument("--scrape", type=float, default=0, metavar="S",
+                    help="GET /metrics every S seconds during each imgpipe run (0: never)")
     ap.add_argument("--pickup", type=int, default=0, metavar="N",
                     help="only time N single-image jobs on each idle deployment")
     args = ap.parse_args()
