@@ -4,8 +4,9 @@
 //! checked in `auth.rs`; request ids and the access log are `request_id.rs`.
 //!
 //! Scopes per route: `POST /process-job` and `DELETE /jobs/{id}` need
-//! `submit`; `GET /status-job/{id}` and `GET /jobs/{id}/events` need `read`; `GET /download/{id}` and
-//! `GET /images/{id}/{n}` need `read` or a signed link; `/healthz`,
+//! `submit`; `GET /status-job/{id}` needs `read`; `GET /download/{id}`,
+//! `GET /images/{id}/{n}` and `GET /jobs/{id}/events` need `read` or a
+//! signed link; `/healthz`,
 //! `/readyz` (details for `admin` only), `/metrics`, `/filters`,
 //! `/openapi.yaml` and `/docs` are public.
 
@@ -71,6 +72,9 @@ impl Links for ApiLinks {
     }
     fn result(&self, job: &Job, index: usize, kind: LinkKind) -> String {
         self.link(job, format!("/images/{}/{index}", job.id), kind)
+    }
+    fn events(&self, job: &Job, kind: LinkKind) -> String {
+        self.link(job, format!("/jobs/{}/events", job.id), kind)
     }
 }
 

@@ -89,6 +89,8 @@ pub struct JobStatus {
     pub finished_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub download_url: String,
+    /// The Server-Sent Events stream of the job's events.
+    pub events_url: String,
     pub images: Vec<ImageStatus>,
 }
 
@@ -147,6 +149,9 @@ pub trait Links: Send + Sync + 'static {
     fn status(&self, job: JobId) -> String;
     fn download(&self, job: &Job, kind: LinkKind) -> String;
     fn result(&self, job: &Job, index: usize, kind: LinkKind) -> String;
+    /// The job's event stream (a signed link opens it for an EventSource,
+    /// which cannot send a key).
+    fn events(&self, job: &Job, kind: LinkKind) -> String;
 }
 
 /// Builds the status report. `progress[i]` belongs to `job.images[i]`; a
@@ -205,6 +210,7 @@ pub fn aggregate(
         },
         expires_at: job.expires_at,
         download_url: links.download(job, kind),
+        events_url: links.events(job, kind),
         progress,
         images,
     }
@@ -227,6 +233,9 @@ mod tests {
         }
         fn result(&self, job: &Job, index: usize, _: LinkKind) -> String {
             format!("/images/{}/{index}", job.id)
+        }
+        fn events(&self, job: &Job, _: LinkKind) -> String {
+            format!("/jobs/{}/events", job.id)
         }
     }
     use crate::jobs::{ImageEntry, Recipe};

@@ -55,6 +55,7 @@ pub struct Accepted {
     pub ops: Chain,
     pub status_url: String,
     pub download_url: String,
+    pub events_url: String,
     pub expires_at: chrono::DateTime<Utc>,
     pub images: Vec<AcceptedImage>,
 }
@@ -249,6 +250,7 @@ impl JobService {
             ops: job.recipe.ops.clone(),
             status_url: self.links.status(job.id),
             download_url: self.links.download(&job, LinkKind::Shareable),
+            events_url: self.links.events(&job, LinkKind::Shareable),
             expires_at: job.expires_at,
             images: job
                 .images

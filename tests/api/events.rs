@@ -31,8 +31,13 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn connect(app: &TestApp, job: &str, last_event_id: Option<u64>) -> Watcher {
-        let path = format!("/jobs/{job}/events");
-        let mut request = app.client.get(app.url(&path));
+        Watcher::open(app, &format!("/jobs/{job}/events"), last_event_id).await
+    }
+
+    /// `target`: a path, with its query (a signed link's) if any.
+    pub async fn open(app: &TestApp, target: &str, last_event_id: Option<u64>) -> Watcher {
+        let path = target.split('?').next().unwrap_or(target).to_string();
+        let mut request = app.client.get(app.url(target));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -348,7 +353,37 @@ async fn killed_processes_lose_no_event(backend: Backend) {
     assert!(starts > 4, "the interrupted image starts again: {seen:#?}");
 }
 
+/// A browser's EventSource cannot send a key: the status's signed
+/// `events_url` opens the stream without one, and nothing else does.
+async fn a_signed_events_url_opens_the_stream_without_a_key(backend: Backend) {
+    let app = Deployment::new(backend).serve();
+    let job = app.submit_ok("filter=blur", images(2, 32)).await;
+    let id = job["job_id"].as_str().unwrap().to_string();
+    let signed = job["events_url"].as_str().expect("events_url").to_string();
+    assert!(
+        signed.starts_with(&format!("/jobs/{id}/events?expires=")),
+        "{signed}"
+    );
+    let anonymous = app.as_caller(None);
+    let events = Watcher::open(&anonymous, &signed, Some(0))
+        .await
+        .rest()
+        .await;
+    assert_history(&events, 2);
+
+    let refused = anonymous.get(&format!("/jobs/{id}/events")).await;
+    assert_eq!(refused.status(), 401);
+    let tampered = signed.replacen("sig=", "sig=0", 1);
+    let refused = anonymous.get(&tampered).await;
+    assert_eq!(refused.status(), 403);
+    let status = app.status(&id).await;
+    assert!(status["events_url"]
+        .as_str()
+        .is_some_and(|u| u.contains("&sig=")));
+}
+
 crate::both_backends!(
+    a_signed_events_url_opens_the_stream_without_a_key,
     killed_processes_lose_no_event,
     a_watcher_sees_every_event_in_order_to_the_final_one,
     resuming_with_last_event_id_gets_exactly_the_missed_events,

@@ -67,11 +67,11 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 /// counted; routes are templates, never ids.
 async fn metrics_count_jobs_images_and_requests(backend: Backend) {
     let app = Deployment::new(backend).serve();
-    let files = vec![
-        ("a.png".to_string(), png(40, 30, 1)),
-        ("b.png".to_string(), png(40, 30, 2)),
-        ("broken.png".to_string(), png_with_corrupt_pixels(40, 30)),
-    ];
+    // Five images, one of them broken (it passes intake, fails decoding).
+    let mut files: Vec<_> = (0..4)
+        .map(|i| (format!("{i}.png"), png(40, 30, i)))
+        .collect();
+    files.push(("broken.png".to_string(), png_with_corrupt_pixels(40, 30)));
     let job = app.submit_ok("filter=blur", files).await;
     let id = job["job_id"].as_str().unwrap().to_string();
     app.wait_done(&id, WITHIN).await;
@@ -80,19 +80,23 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
     assert_eq!(value(&samples, "imgpipe_jobs_submitted_total"), 1.0);
     assert_eq!(
         value(&samples, r#"imgpipe_images_total{outcome="succeeded"}"#),
-        2.0
+        4.0
     );
     assert_eq!(
         value(&samples, r#"imgpipe_images_total{outcome="failed"}"#),
         1.0
     );
     assert!(value(&samples, "imgpipe_upload_bytes_total") > 0.0);
-    for stage in ["queue", "fetch", "render", "store"] {
-        let count = value(
-            &samples,
-            &format!(r#"imgpipe_image_stage_seconds_count{{stage="{stage}"}}"#),
-        );
-        assert!(count >= 2.0, "{stage}: {count}");
+    // Every image waited and was fetched; only the four good ones were
+    // rendered and stored.
+    for (stage, count) in [
+        ("queue", 5.0),
+        ("fetch", 5.0),
+        ("render", 4.0),
+        ("store", 4.0),
+    ] {
+        let key = format!(r#"imgpipe_image_stage_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(value(&samples, &key), count, "{stage}");
     }
     assert_eq!(
         value(
