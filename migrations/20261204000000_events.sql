@@ -14,11 +14,40 @@ CREATE TABLE job_events (
     UNIQUE (job_id, seq)
 ) STRICT;
 
--- Every accepted write of an image's progress: the image's event, the job's
--- progress after it, and, if this was the last image to settle, the job's
--- final event (once: a final event is never followed by another).
+-- Each job's images per state, kept by the triggers below, so that an
+-- event's progress costs one small row, not a count over the job's images
+-- (nor a rewrite of the job's row, whose record may be large).
+CREATE TABLE job_counts (
+    job_id      TEXT    PRIMARY KEY NOT NULL,
+    queued      INTEGER NOT NULL,
+    processing  INTEGER NOT NULL DEFAULT 0,
+    succeeded   INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0
+) STRICT, WITHOUT ROWID;
+INSERT INTO job_counts (job_id, queued, processing, succeeded, failed)
+SELECT job_id, SUM(state = 'queued'), SUM(state = 'processing'),
+       SUM(state = 'succeeded'), SUM(state = 'failed')
+FROM images GROUP BY job_id;
+
+CREATE TRIGGER image_counted AFTER INSERT ON images
+BEGIN
+    INSERT INTO job_counts (job_id, queued) VALUES (NEW.job_id, 1)
+    ON CONFLICT (job_id) DO UPDATE SET queued = queued + 1;
+END;
+
+-- Every accepted write of an image's progress: the counts, the image's
+-- event, the job's progress after it, and, if this was the last image to
+-- settle, the job's final event (once: a final event is never followed by
+-- another).
 CREATE TRIGGER image_events AFTER UPDATE ON images
 BEGIN
+    UPDATE job_counts SET
+        queued = queued - (OLD.state = 'queued') + (NEW.state = 'queued'),
+        processing = processing - (OLD.state = 'processing') + (NEW.state = 'processing'),
+        succeeded = succeeded - (OLD.state = 'succeeded') + (NEW.state = 'succeeded'),
+        failed = failed - (OLD.state = 'failed') + (NEW.state = 'failed')
+    WHERE job_id = NEW.job_id;
+
     INSERT INTO job_events (job_id, seq, type, data)
     SELECT NEW.job_id,
            (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = NEW.job_id),
@@ -40,27 +69,26 @@ BEGIN
            'job.progress',
            json_object('type', 'job.progress',
                        'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                       'progress', json_object('total', t, 'queued', q, 'processing', p,
-                                               'succeeded', s, 'failed', f,
+                       'progress', json_object('total', t, 'queued', queued,
+                                               'processing', processing,
+                                               'succeeded', succeeded, 'failed', failed,
                                                -- tenths, rounded half up, as status.rs does
-                                               'percent', ((s + f) * 2000 + t) / (2 * t) / 10.0))
-    FROM (SELECT COUNT(*) AS t,
-                 SUM(state = 'queued') AS q, SUM(state = 'processing') AS p,
-                 SUM(state = 'succeeded') AS s, SUM(state = 'failed') AS f
-          FROM images WHERE job_id = NEW.job_id);
+                                               'percent', ((succeeded + failed) * 2000 + t) / (2 * t) / 10.0))
+    FROM (SELECT queued + processing + succeeded + failed AS t, queued, processing,
+                 succeeded, failed
+          FROM job_counts WHERE job_id = NEW.job_id);
 
     INSERT INTO job_events (job_id, seq, type, data)
     SELECT NEW.job_id,
            (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = NEW.job_id),
            kind,
            json_object('type', kind, 'at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-    FROM (SELECT CASE WHEN f = 0 THEN 'job.completed'
-                      WHEN s = 0 THEN 'job.failed'
-                      ELSE 'job.completed_with_errors' END AS kind, s, f, t
-          FROM (SELECT COUNT(*) AS t,
-                       SUM(state = 'succeeded') AS s, SUM(state = 'failed') AS f
-                FROM images WHERE job_id = NEW.job_id))
-    WHERE s + f = t
+    FROM (SELECT CASE WHEN failed = 0 THEN 'job.completed'
+                      WHEN succeeded = 0 THEN 'job.failed'
+                      ELSE 'job.completed_with_errors' END AS kind,
+                 queued + processing AS unsettled
+          FROM job_counts WHERE job_id = NEW.job_id)
+    WHERE unsettled = 0
       AND NOT EXISTS (SELECT 1 FROM job_events
                       WHERE job_id = NEW.job_id
                         AND type IN ('job.completed', 'job.completed_with_errors',

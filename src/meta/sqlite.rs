@@ -373,6 +373,7 @@ impl MetaStore for SqliteMeta {
         for statement in [
             "DELETE FROM images WHERE job_id = ?",
             "DELETE FROM jobs WHERE id = ?",
+            "DELETE FROM job_counts WHERE job_id = ?",
         ] {
             sqlx::query(statement)
                 .bind(id.to_string())

@@ -250,6 +250,7 @@ impl Deployment {
                         "queue.sqlite3",
                         "SELECT 'task ' || id || ' ' || status FROM Jobs",
                     ),
+                    ("jobs.sqlite3", "SELECT 'counts ' || job_id FROM job_counts"),
                     // A purged job's events stay a minute for its watchers
                     // (listed in removed_jobs), and no longer.
                     (
