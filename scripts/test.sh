@@ -38,8 +38,9 @@ if ! "$promtool" --version 2>&1 | grep -q "${PROMETHEUS_DEB_VERSION%%+*}"; then
   deb_dir=$(mktemp -d)
   (cd "$deb_dir" && { apt-get download -qq "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null \
      || apt-get download -qq prometheus; })
-  rm -rf "$(dirname "$(dirname "$(dirname "$promtool")")")"
-  dpkg-deb -x "$deb_dir"/prometheus_*.deb "$(dirname "$(dirname "$(dirname "$promtool")")")"
+  promtool_root=$(dirname "$(dirname "$(dirname "$promtool")")")
+  rm -rf "$promtool_root" && mkdir -p "$promtool_root"
+  dpkg-deb -x "$deb_dir"/prometheus_*.deb "$promtool_root"
   rm -rf "$deb_dir"
 fi
 export IMGPIPE_TEST_PROMTOOL="$promtool"
