@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::status::{JobState, Progress};
+use super::status::{count, JobState, Progress};
 use super::{ImageProgress, ImageState};
 
 /// The kinds of event, by the name clients see.
@@ -128,20 +128,39 @@ pub struct Event {
 }
 
 impl Event {
-    /// The event an image's progress write makes (its `seq` is the store's).
-    pub fn of_image(index: usize, progress: &ImageProgress, at: DateTime<Utc>) -> Event {
-        let kind = EventKind::of_image(progress);
+    /// A job's first event: all of its `images` queued.
+    pub fn queued(at: DateTime<Utc>, images: usize) -> Event {
+        Event {
+            progress: Some(count(&vec![ImageState::Queued; images])),
+            seq: 1,
+            ..Event::bare(EventKind::JobQueued, at)
+        }
+    }
+
+    /// An event with nothing but its kind and time (its `seq` is the store's).
+    pub fn bare(kind: EventKind, at: DateTime<Utc>) -> Event {
         Event {
             seq: 0,
             kind,
             at,
+            index: None,
+            attempt: None,
+            error: None,
+            progress: None,
+        }
+    }
+
+    /// The event an image's progress write makes (its `seq` is the store's).
+    pub fn of_image(index: usize, progress: &ImageProgress, at: DateTime<Utc>) -> Event {
+        let kind = EventKind::of_image(progress);
+        Event {
             index: Some(index),
             attempt: Some(progress.attempts),
             error: match kind {
                 EventKind::ImageFailed | EventKind::ImageRetrying => progress.error.clone(),
                 _ => None,
             },
-            progress: None,
+            ..Event::bare(kind, at)
         }
     }
 }

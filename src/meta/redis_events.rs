@@ -15,8 +15,7 @@ use redis::AsyncCommands;
 use super::redis::{corrupt, unavailable, RedisMeta};
 use super::{EventLog, MetaError};
 use crate::jobs::events::{Event, EventKind};
-use crate::jobs::status::count;
-use crate::jobs::{ImageProgress, ImageState, Job, JobId};
+use crate::jobs::{ImageProgress, Job, JobId};
 
 /// Writes a progress field under the rules of `MetaStore::set_image_progress`:
 /// only while the job exists and has not expired (its expiry-index score, in
@@ -95,15 +94,7 @@ impl RedisMeta {
         job: &Job,
         expire_at: i64,
     ) -> Result<(), MetaError> {
-        let event = Event {
-            seq: 1,
-            kind: EventKind::JobQueued,
-            at: job.created_at,
-            index: None,
-            attempt: None,
-            error: None,
-            progress: Some(count(&vec![ImageState::Queued; job.images.len()])),
-        };
+        let event = Event::queued(job.created_at, job.images.len());
         let json = serde_json::to_string(&event).map_err(corrupt(format!("job {}", job.id)))?;
         let total = job.images.len();
         pipe.rpush(self.events_key(job.id), json)
@@ -138,15 +129,7 @@ impl RedisMeta {
 
     /// The `job.deleted` event, for `MARK_DELETED`.
     pub(super) fn deleted_event(&self) -> Result<String, MetaError> {
-        let event = Event {
-            seq: 0,
-            kind: EventKind::JobDeleted,
-            at: Utc::now(),
-            index: None,
-            attempt: None,
-            error: None,
-            progress: None,
-        };
+        let event = Event::bare(EventKind::JobDeleted, Utc::now());
         serde_json::to_string(&event).map_err(corrupt("job.deleted".to_string()))
     }
 }

@@ -15,9 +15,8 @@ use tokio::sync::Notify;
 
 use super::sqlite::{corrupt, unavailable, SqliteMeta};
 use super::{EventLog, MetaError, EVENTS_OUTLIVE_JOB};
-use crate::jobs::events::{Event, EventKind};
-use crate::jobs::status::count;
-use crate::jobs::{ImageState, Job, JobId};
+use crate::jobs::events::Event;
+use crate::jobs::{Job, JobId};
 
 /// Removes the events of jobs purged more than [`EVENTS_OUTLIVE_JOB`] ago,
 /// and keeps this one's until then.
@@ -56,15 +55,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Writes a new job's first event, in the transaction that records it.
 pub(super) async fn queued(tx: &mut Transaction<'_, Sqlite>, job: &Job) -> Result<(), MetaError> {
-    let event = Event {
-        seq: 1,
-        kind: EventKind::JobQueued,
-        at: job.created_at,
-        index: None,
-        attempt: None,
-        error: None,
-        progress: Some(count(&vec![ImageState::Queued; job.images.len()])),
-    };
+    let event = Event::queued(job.created_at, job.images.len());
     let data = serde_json::to_string(&event).map_err(corrupt(format!("job {}", job.id)))?;
     sqlx::query("INSERT INTO job_events (job_id, seq, type, data) VALUES (?, 1, ?, ?)")
         .bind(job.id.to_string())
