@@ -111,6 +111,10 @@ impl Watcher {
             Some(seq) => {
                 // Resuming at or past a final event: nothing follows it.
                 let last = self.log_error(log.last_seq(self.job).await)?;
+                if last == 0 && self.status().await?.status.is_terminal() {
+                    // A job that ended before events were recorded has none.
+                    return None;
+                }
                 if last > 0 && seq >= last {
                     let tail = self.log_error(log.events_after(self.job, last - 1, 1).await)?;
                     if tail.iter().any(|e| e.kind.is_final()) {
