@@ -65,6 +65,24 @@ pub struct Liveness {
     pub missed: usize,
 }
 
+impl Liveness {
+    /// How long a worker may be silent before it is presumed dead.
+    pub fn window(&self) -> std::time::Duration {
+        self.interval * u32::try_from(self.missed.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// Now, and the Unix second from which a heartbeat counts as a live
+/// worker's (for [`Producer::stats`]).
+fn alive_since(window: std::time::Duration) -> (std::time::SystemTime, i64) {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let since = secs.saturating_sub(window.as_secs());
+    (now, i64::try_from(since).unwrap_or(i64::MAX))
+}
+
 /// Which delivery of a task this is, as the queue counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {

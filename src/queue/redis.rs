@@ -108,7 +108,7 @@ impl RedisQueue {
             conn,
             limit: limit.clamp(1, MAX_DELIVERIES),
             client: None,
-            liveness: liveness.interval * u32::try_from(liveness.missed.max(1)).unwrap_or(1),
+            liveness: liveness.window(),
         }
     }
 
@@ -133,11 +133,7 @@ impl RedisQueue {
 #[async_trait]
 impl Producer for RedisQueue {
     async fn stats(&self) -> Result<Vec<LaneStats>, QueueError> {
-        let now = std::time::SystemTime::now();
-        let now_secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let alive_since = now_secs - self.liveness.as_secs() as i64;
+        let (now, alive_since) = super::alive_since(self.liveness);
         let mut stats = Vec::new();
         for lane in Lane::ALL {
             let c = &self.lane(lane).config;

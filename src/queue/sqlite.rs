@@ -89,7 +89,7 @@ impl SqliteQueue {
             bulk: storage(Lane::Bulk),
             pool,
             limit: limit.max(1),
-            liveness: liveness.interval * u32::try_from(liveness.missed.max(1)).unwrap_or(1),
+            liveness: liveness.window(),
         })
     }
 
@@ -141,11 +141,7 @@ async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
 #[async_trait]
 impl Producer for SqliteQueue {
     async fn stats(&self) -> Result<Vec<LaneStats>, QueueError> {
-        let now = std::time::SystemTime::now();
-        let now_secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let alive_since = now_secs - self.liveness.as_secs() as i64;
+        let (now, alive_since) = super::alive_since(self.liveness);
         let mut stats = Vec::new();
         for lane in Lane::ALL {
             let (depth, oldest): (i64, Option<String>) = sqlx::query_as(
