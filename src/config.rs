@@ -4,8 +4,10 @@
 //! their own arguments are in `commands`.
 
 mod commands;
+mod webhooks;
 
 pub use commands::{Cli, Command, KeysCommand};
+pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -476,6 +478,9 @@ pub struct Config {
         global = true
     )]
     pub link_ttl_secs: u64,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 }
 
 impl Config {

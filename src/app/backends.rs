@@ -9,8 +9,8 @@ use redis::aio::ConnectionManager;
 
 use super::AppError;
 use crate::config::{Config, Secret};
-use crate::meta::{EventLog, MetaStore, RedisMeta, SqliteMeta, TenantStore};
-use crate::queue::{Consumer, Producer, RedisQueue, SqliteQueue, MAX_DELIVERIES};
+use crate::meta::{DeliveryStore, EventLog, MetaStore, RedisMeta, SqliteMeta, TenantStore};
+use crate::queue::{Consumer, Producer, RedisQueue, SqliteQueue, WebhookQueue, MAX_DELIVERIES};
 use crate::store::{LocalStore, ObjectStore, S3Store};
 
 /// The backends, chosen once; nothing else knows which they are.
@@ -21,10 +21,14 @@ pub(super) struct Backends {
     pub tenants: Arc<dyn TenantStore>,
     /// Jobs' events, in the metadata store's backend.
     pub events: Arc<dyn EventLog>,
+    /// Webhook deliveries, in the metadata store's backend.
+    pub deliveries: Arc<dyn DeliveryStore>,
     /// The queue's two sides (one backend): enqueueing for the API, running
     /// workers for the worker processes.
     pub producer: Arc<dyn Producer>,
     pub consumer: Arc<dyn Consumer>,
+    /// The webhook deliveries' queue, on the same backend.
+    pub webhooks: Arc<dyn WebhookQueue>,
     /// For the start-up message, e.g. "queue: Redis, storage: local disk".
     pub description: String,
 }
@@ -81,8 +85,10 @@ struct TaskBackends {
     meta: Arc<dyn MetaStore>,
     tenants: Arc<dyn TenantStore>,
     events: Arc<dyn EventLog>,
+    deliveries: Arc<dyn DeliveryStore>,
     producer: Arc<dyn Producer>,
     consumer: Arc<dyn Consumer>,
+    webhooks: Arc<dyn WebhookQueue>,
     name: String,
 }
 
@@ -109,9 +115,11 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             TaskBackends {
                 meta: meta.clone(),
                 tenants: meta.clone(),
-                events: meta,
+                events: meta.clone(),
+                deliveries: meta,
                 producer: queue.clone(),
-                consumer: queue,
+                consumer: queue.clone(),
+                webhooks: queue,
                 name: format!("Redis at {}", redact(url)),
             }
         }
@@ -128,9 +136,11 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
             TaskBackends {
                 meta: meta.clone(),
                 tenants: meta.clone(),
-                events: meta,
+                events: meta.clone(),
+                deliveries: meta,
                 producer: queue.clone(),
-                consumer: queue,
+                consumer: queue.clone(),
+                webhooks: queue,
                 name: format!("SQLite in {}", data_dir.display()),
             }
         }
@@ -151,8 +161,10 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
         meta: tasks.meta,
         tenants: tasks.tenants,
         events: tasks.events,
+        deliveries: tasks.deliveries,
         producer: tasks.producer,
         consumer: tasks.consumer,
+        webhooks: tasks.webhooks,
         description: format!("queue and metadata: {}; objects: {store_name}", tasks.name),
     })
 }

@@ -1,4 +1,4 @@
-//! `imgpipe keys create | list | revoke`: key management against the
+//! `imgpipe keys create | list | revoke | webhook-secret`: key management against the
 //! configured metadata store (the data directory's SQLite, or Redis), also
 //! while a server uses it. `create` prints the key alone on its last line.
 
@@ -9,6 +9,16 @@ use crate::config::{Config, KeysCommand};
 use crate::service::KeyService;
 
 pub(super) async fn run(config: &Config, action: &KeysCommand) -> Result<(), AppError> {
+    if let KeysCommand::WebhookSecret { tenant } = action {
+        let secrets = super::security::webhook_secrets(config)?;
+        let secret = secrets.of(tenant).ok_or_else(|| {
+            AppError::Runtime(
+                "no webhook secret: set IMGPIPE_WEBHOOK_SECRET or IMGPIPE_SIGNING_KEY".into(),
+            )
+        })?;
+        println!("{}", secret.to_text());
+        return Ok(());
+    }
     let keys = KeyService::new(tenant_store(config).await?);
     let failed = |e: crate::service::KeyError| AppError::Runtime(e.to_string());
     match action {
@@ -58,6 +68,7 @@ pub(super) async fn run(config: &Config, action: &KeysCommand) -> Result<(), App
             keys.revoke(id).await.map_err(failed)?;
             println!("revoked key {id}; requests with it are refused from now on");
         }
+        KeysCommand::WebhookSecret { .. } => {}
     }
     Ok(())
 }

@@ -14,12 +14,16 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 
 use self::backends::{backends, Backends};
-use self::tasks::{purge_periodically, supervise_workers, sweep_releases_periodically};
+use self::tasks::{
+    purge_periodically, relay_webhooks, supervise_webhook_workers, supervise_workers,
+    sweep_releases_periodically,
+};
 use crate::auth::links::LinkSigner;
 use crate::config::{Command, Config};
 use crate::http;
 use crate::jobs::Lane;
-use crate::service::{JobService, KeyService, Paced};
+use crate::service::{Deliverer, JobService, KeyService, Paced, WebhookParts};
+use crate::webhooks::client::Client as WebhookClient;
 use crate::worker::{self, Worker};
 
 /// How long start-up waits for Redis and S3 to answer (they may be starting too).
@@ -27,6 +31,9 @@ const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
 /// How often each process looks for a job whose next images were never
 /// released (the process releasing them died): the worst added delay then.
 const RELEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// How often each worker process hands due webhook deliveries to their
+/// queue: the most a delivery or a retry waits past its time.
+const WEBHOOK_RELAY_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -156,7 +163,13 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
-    let service = web::Data::new(job_service(&config, &backends, signer.clone()));
+    let webhook_policy = config.webhooks.policy().map_err(AppError::Runtime)?;
+    let service = web::Data::new(job_service(&config, &backends, signer.clone()).with_webhooks(
+        WebhookParts {
+            store: backends.deliveries.clone(),
+            policy: Arc::new(webhook_policy.clone()),
+        },
+    ));
     let purger = tokio::spawn(purge_periodically(
         service.clone().into_inner(),
         Duration::from_secs(config.purge_interval_secs),
@@ -244,6 +257,25 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
                 stop_rx.clone(),
             )));
         }
+        let deliverer = Arc::new(Deliverer::new(
+            backends.deliveries.clone(),
+            backends.webhooks.clone(),
+            service.get_ref().clone(),
+            WebhookClient::new(webhook_policy).map_err(AppError::Runtime)?,
+            config.webhooks.schedule(),
+            security::webhook_secrets(&config)?,
+        ));
+        lanes.push(tokio::spawn(relay_webhooks(
+            deliverer.clone(),
+            WEBHOOK_RELAY_INTERVAL,
+            stop_rx.clone(),
+        )));
+        lanes.push(tokio::spawn(supervise_webhook_workers(
+            backends.webhooks.clone(),
+            deliverer,
+            usize::try_from(config.webhooks.webhook_concurrency).unwrap_or(16),
+            stop_rx.clone(),
+        )));
         Some(futures::future::join_all(lanes))
     } else {
         None

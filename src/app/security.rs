@@ -10,7 +10,8 @@ use super::AppError;
 use crate::auth::links::{LinkSigner, MIN_SECRET_LEN};
 use crate::config::{AuthSetting, Config};
 use crate::service::keys::Bootstrap;
-use crate::service::KeyService;
+use crate::service::{KeyService, Secrets};
+use crate::webhooks::signing::Secret as WebhookSecret;
 
 /// How the API will treat requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,41 @@ pub fn signer(config: &Config) -> Result<LinkSigner, AppError> {
     let secret = kept_secret(&config.data_dir.join("signing.key"))
         .map_err(|e| AppError::Embedded(format!("link-signing key: {e}")))?;
     Ok(LinkSigner::new(secret.as_bytes()))
+}
+
+/// The secrets webhooks are signed with (see `service::Secrets`): tenant
+/// `local`'s is IMGPIPE_WEBHOOK_SECRET as given; every tenant's is derived
+/// from that, or else from the link-signing key (IMGPIPE_SIGNING_KEY, or the
+/// embedded signing.key), so every process of a deployment derives the same.
+/// A distributed worker with neither signs nothing: its deliveries fail
+/// with a reason saying so.
+pub fn webhook_secrets(config: &Config) -> Result<Secrets, AppError> {
+    if let Some(text) = &config.webhooks.webhook_secret {
+        let secret = WebhookSecret::parse(text.expose()).map_err(|_| {
+            AppError::Runtime(
+                "IMGPIPE_WEBHOOK_SECRET must be whsec_ followed by base64 of 24 to 64 bytes, \
+                 e.g. whsec_$(openssl rand -base64 32)"
+                    .into(),
+            )
+        })?;
+        return Ok(Secrets {
+            master: Some(secret.bytes().to_vec()),
+            local: Some(secret),
+        });
+    }
+    let master = match (&config.signing_key, &config.redis_url) {
+        (Some(key), _) => Some(key.expose().as_bytes().to_vec()),
+        (None, Some(_)) => None,
+        (None, None) => Some(
+            kept_secret(&config.data_dir.join("signing.key"))
+                .map_err(|e| AppError::Embedded(format!("link-signing key: {e}")))?
+                .into_bytes(),
+        ),
+    };
+    Ok(Secrets {
+        local: None,
+        master,
+    })
 }
 
 /// Reads the secret at `path`, creating it (readable by its owner only) on first use.

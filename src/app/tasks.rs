@@ -1,47 +1,74 @@
 //! The long-running loops of a process besides the HTTP server: the worker
-//! supervisor, the periodic purge and the release sweep, all ending when
-//! shutdown is requested.
+//! supervisors, the periodic purge, the release sweep and the webhook relay,
+//! all ending when shutdown is requested.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::{Consumer, Handler, Lane};
-use crate::service::{JobService, Releaser};
+use futures::future::BoxFuture;
 
-/// Runs the apalis worker until `stop`, and starts a fresh one (with a new
-/// name) whenever it ends on its own: apalis ends a worker at its first backend
-/// error, and a Redis blip must not leave this process idle while it looks
-/// healthy. The dead worker's in-flight tasks are re-queued by the heartbeat
-/// check of the live ones.
+use crate::queue::{Consumer, Handler, Lane, QueueError, WebhookHandler, WebhookQueue};
+use crate::service::{Deliverer, JobService, Releaser};
+
+/// Runs the apalis worker of `lane` until `stop`, and starts a fresh one
+/// (with a new name) whenever it ends on its own: apalis ends a worker at
+/// its first backend error, and a Redis blip must not leave this process
+/// idle while it looks healthy. The dead worker's in-flight tasks are
+/// re-queued by the heartbeat check of the live ones.
 pub(super) async fn supervise_workers(
     queue: Arc<dyn Consumer>,
     lane: Lane,
     handler: Arc<dyn Handler>,
     concurrency: usize,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    supervise(lane.name(), concurrency, stop, |name, stopped| {
+        let (queue, handler) = (queue.clone(), handler.clone());
+        async move {
+            queue
+                .run_worker(name, lane, concurrency, handler, stopped)
+                .await
+        }
+    })
+    .await
+}
+
+/// As [`supervise_workers`], for the webhook deliveries' queue.
+pub(super) async fn supervise_webhook_workers(
+    queue: Arc<dyn WebhookQueue>,
+    handler: Arc<dyn WebhookHandler>,
+    concurrency: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    supervise("webhook", concurrency, stop, |name, stopped| {
+        let (queue, handler) = (queue.clone(), handler.clone());
+        async move {
+            queue
+                .run_webhook_worker(name, concurrency, handler, stopped)
+                .await
+        }
+    })
+    .await
+}
+
+async fn supervise<F, Fut>(
+    label: &str,
+    concurrency: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    run: F,
+) where
+    F: Fn(String, BoxFuture<'static, ()>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), QueueError>>,
+{
     const MAX_DELAY: Duration = Duration::from_secs(30);
     let mut delay = Duration::from_secs(1);
     loop {
         // A unique name per worker: apalis re-queues a dead worker's tasks by
         // name, and a reused name would hide its orphans (apalis #504).
-        let name = format!(
-            "imgpipe-{}-{}-{}",
-            lane.name(),
-            hostname(),
-            ulid::Ulid::new()
-        );
+        let name = format!("imgpipe-{label}-{}-{}", hostname(), ulid::Ulid::new());
         log::info!("worker {name} starting with concurrency {concurrency}");
         let started = std::time::Instant::now();
-        let result = queue
-            .run_worker(
-                name.clone(),
-                lane,
-                concurrency,
-                handler.clone(),
-                Box::pin(stopped(stop.clone())),
-            )
-            .await;
+        let result = run(name.clone(), Box::pin(stopped(stop.clone()))).await;
         if *stop.borrow() {
             return;
         }
@@ -60,6 +87,33 @@ pub(super) async fn supervise_workers(
         }
         delay = (delay * 2).min(MAX_DELAY);
     }
+}
+
+/// Hands due webhook deliveries to their queue every `interval`, and sweeps
+/// the queue's finished tasks now and then, until shutdown.
+pub(super) async fn relay_webhooks(
+    deliverer: Arc<Deliverer>,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const SWEEP_EVERY: u32 = 240;
+    let mut passes = 0u32;
+    every(interval, stop, || {
+        passes = passes.wrapping_add(1);
+        let sweep = passes % SWEEP_EVERY == 0;
+        let deliverer = deliverer.clone();
+        async move {
+            if let Err(e) = deliverer.relay().await {
+                log::warn!("webhook relay failed (next pass retries): {e}");
+            }
+            if sweep {
+                if let Err(e) = deliverer.sweep().await {
+                    log::warn!("webhook queue sweep failed: {e}");
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Resolves once shutdown is requested.

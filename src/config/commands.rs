@@ -69,6 +69,13 @@ pub enum KeysCommand {
         /// The key's id, e.g. key_3f9a0c1b2d4e
         id: String,
     },
+    /// Print the `whsec_…` secret that signs a tenant's webhooks (derived
+    /// from IMGPIPE_WEBHOOK_SECRET or the link-signing key; never stored)
+    WebhookSecret {
+        /// The tenant (`local` for jobs submitted without keys)
+        #[arg(long, default_value = "local")]
+        tenant: String,
+    },
 }
 
 impl Command {

@@ -97,6 +97,7 @@ impl ApiError {
                     RecipeError::InvalidLossless { .. } => "invalid_lossless",
                 },
                 JobError::NoFiles => "no_files",
+                JobError::BadWebhook(_) => "invalid_webhook",
                 JobError::TooCostly { .. } => "too_costly",
                 JobError::TooManyFiles { .. } => "too_many_files",
                 JobError::BadFile { problem, .. } => match problem {
@@ -220,6 +221,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Job(e) => match e {
                 JobError::Recipe(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                JobError::BadWebhook(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::NoFiles => StatusCode::BAD_REQUEST,
                 JobError::TooCostly { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 JobError::TooManyFiles { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -26,6 +26,8 @@ pub struct Options {
     format: Option<String>,
     quality: Option<String>,
     lossless: Option<String>,
+    webhook_url: Option<String>,
+    webhook_events: Option<String>,
 }
 
 impl Options {
@@ -173,6 +175,20 @@ async fn accept(
     };
 
     let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
+    let webhook = match options.webhook_url.take() {
+        Some(url) => Some(
+            service
+                .webhook(url, options.webhook_events.as_deref())
+                .await?,
+        ),
+        None if options.webhook_events.is_some() => {
+            return Err(JobError::BadWebhook(
+                "webhook_events was given without webhook_url".into(),
+            )
+            .into())
+        }
+        None => None,
+    };
     let uploads = spooled
         .iter()
         .map(|(filename, path)| Upload {
@@ -182,7 +198,7 @@ async fn accept(
         .collect();
     // `spooled` lives until here, so the temporary files outlive the upload to storage.
     let submitted = service
-        .submit(&caller.tenant, quotas, recipe, uploads, claim)
+        .submit(&caller.tenant, quotas, recipe, webhook, uploads, claim)
         .await?;
     drop(spooled);
     let mut answer = HttpResponse::Accepted();
@@ -255,6 +271,10 @@ async fn receive(
             "format" => options.format = Some(read_text(&mut field, &name).await?),
             "quality" => options.quality = Some(read_text(&mut field, &name).await?),
             "lossless" => options.lossless = Some(read_text(&mut field, &name).await?),
+            "webhook_url" => options.webhook_url = Some(read_text(&mut field, &name).await?),
+            "webhook_events" => {
+                options.webhook_events = Some(read_text(&mut field, &name).await?)
+            }
             _ => return Err(ApiError::UnexpectedField(name)),
         }
     }

@@ -9,6 +9,7 @@
 //! - `names`   safe, unique ZIP entry names from client filenames
 //! - `pacing`  which of a job's images to hand to the queue next (fairness)
 //! - `status`  the per-image states → one status
+//! - `webhook` where a job's events are pushed, and which
 
 pub mod admission;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod pacing;
 mod recipe;
 pub mod status;
 mod tiff_check;
+pub mod webhook;
 
 pub use pacing::Lane;
 pub use recipe::{Recipe, RecipeError, RecipeOptions, DEFAULT_JPEG_QUALITY};
@@ -99,6 +101,9 @@ pub struct Job {
     /// before lanes existed are bulk.
     #[serde(default)]
     pub lane: Lane,
+    /// Where its events are pushed, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<webhook::Webhook>,
 }
 
 #[cfg(test)]
@@ -119,6 +124,7 @@ impl Job {
             tenant: Tenant::local(),
             idempotency_key: None,
             lane: Lane::Bulk,
+            webhook: None,
             images: (0..images)
                 .map(|index| ImageEntry {
                     index,

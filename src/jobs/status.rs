@@ -92,6 +92,10 @@ pub struct JobStatus {
     /// The Server-Sent Events stream of the job's events.
     pub events_url: String,
     pub images: Vec<ImageStatus>,
+    /// The job's webhook and its deliveries, if it has one (filled by the
+    /// service, which reads the deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<super::webhook::WebhookStatus>,
 }
 
 /// `started` says whether any image has been picked up at least once: a job
@@ -213,6 +217,7 @@ pub fn aggregate(
         events_url: links.events(job, kind),
         progress,
         images,
+        webhook: None,
     }
 }
 

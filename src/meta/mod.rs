@@ -3,13 +3,16 @@
 //! queue only delivers work. Two implementations (Redis, SQLite); neither holds
 //! job state in memory, so any process can answer for any job.
 
+mod deliveries;
 #[cfg(test)]
 pub mod memory;
 mod redis;
+mod redis_deliveries;
 mod redis_events;
 mod redis_pace;
 mod redis_tenants;
 mod sqlite;
+mod sqlite_deliveries;
 mod sqlite_events;
 mod sqlite_tenants;
 mod tenants;
@@ -20,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+pub use self::deliveries::{Delivery, DeliveryKey, DeliveryState, DeliveryStore, TryRecord};
 pub use self::redis::RedisMeta;
 pub use self::sqlite::SqliteMeta;
 pub use self::tenants::TenantStore;

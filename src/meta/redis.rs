@@ -51,8 +51,12 @@ pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaErr
 
 /// Hides a job from readers and workers in one step (see `mark_deleted`):
 /// returns its JSON, or nil if it does not exist. A job that had not ended
-/// gets its `job.deleted` event (ARGV[3]) in its events (KEYS[7]), once.
-const MARK_DELETED: &str = r"
+/// gets its `job.deleted` event (ARGV[3]) in its events (KEYS[7]), once,
+/// and its delivery if the job's webhook wants it (ARGV[5]: now in ms,
+/// ARGV[6]: the key prefix).
+const MARK_DELETED: &str = concat!(
+    super::redis_deliveries::schedule_webhook_lua!(),
+    r"
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
 redis.call('RENAME', KEYS[1], KEYS[3])
@@ -67,11 +71,13 @@ end
 redis.call('DEL', KEYS[6])
 if redis.call('EXISTS', KEYS[8]) == 1 and not redis.call('HGET', KEYS[8], 'final') then
   redis.call('HSET', KEYS[8], 'final', 'job.deleted')
-  redis.call('RPUSH', KEYS[7], ARGV[3])
+  local seq = redis.call('RPUSH', KEYS[7], ARGV[3])
+  schedule_webhook(KEYS[8], ARGV[6], ARGV[1], seq, 'job.deleted', ARGV[3], ARGV[5])
   redis.call('PUBLISH', ARGV[4], ARGV[1])
 end
 return json
-";
+"
+);
 
 /// Removes a job's keys for good, and the job from the indexes it is in
 /// (its tenant's is named in its pace hash, KEYS[4]). KEYS: job, images,
@@ -279,7 +285,7 @@ impl MetaStore for RedisMeta {
     ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
-        let (event, now, channel) = self.progress_event_args(index, progress)?;
+        let (event, now, channel, kind) = self.progress_event_args(index, progress)?;
         let written: i64 = redis::Script::new(super::redis_events::SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))
@@ -302,6 +308,8 @@ impl MetaStore for RedisMeta {
             .arg(now)
             .arg(channel)
             .arg(progress.state.name())
+            .arg(&self.prefix)
+            .arg(kind)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -322,6 +330,8 @@ impl MetaStore for RedisMeta {
             .arg(self.tenant_index_prefix())
             .arg(self.deleted_event()?)
             .arg(self.events_channel())
+            .arg(Utc::now().timestamp_millis())
+            .arg(&self.prefix)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

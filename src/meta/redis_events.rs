@@ -26,8 +26,12 @@ use crate::jobs::{ImageProgress, Job, JobId};
 /// written over. Then the events: the image's (ARGV[8]), the job's progress
 /// from the counts (KEYS[6]) and, when every image has settled, the final
 /// event, once; the job's id is published on ARGV[10]. ARGV[9]: the time,
-/// ARGV[11]: the new state's name.
-pub(super) const SET_PROGRESS: &str = r"
+/// ARGV[11]: the new state's name, ARGV[12]: the key prefix, ARGV[13]: the
+/// image event's name. Each event wanted by the job's webhook gets its
+/// delivery (see `redis_deliveries`).
+pub(super) const SET_PROGRESS: &str = concat!(
+    super::redis_deliveries::schedule_webhook_lua!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
 if not expires or tonumber(expires) <= tonumber(ARGV[5]) then return 0 end
@@ -51,19 +55,24 @@ end
 if redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('HINCRBY', KEYS[6], before, -1)
   redis.call('HINCRBY', KEYS[6], ARGV[11], 1)
-  redis.call('RPUSH', KEYS[5], ARGV[8])
+  local seq = redis.call('RPUSH', KEYS[5], ARGV[8])
+  schedule_webhook(KEYS[6], ARGV[12], ARGV[4], seq, ARGV[13], ARGV[8], ARGV[5])
   local c = redis.call('HMGET', KEYS[6], 'total', 'queued', 'processing', 'succeeded', 'failed', 'final')
   local t, q, p, s, f = tonumber(c[1]), tonumber(c[2]) or 0, tonumber(c[3]) or 0,
     tonumber(c[4]) or 0, tonumber(c[5]) or 0
   -- tenths, rounded half up, as status.rs does
   local percent = math.floor(((s + f) * 2000 + t) / (2 * t)) / 10
-  redis.call('RPUSH', KEYS[5], cjson.encode({type = 'job.progress', at = ARGV[9],
-    progress = {total = t, queued = q, processing = p, succeeded = s, failed = f, percent = percent}}))
+  local progress = cjson.encode({type = 'job.progress', at = ARGV[9],
+    progress = {total = t, queued = q, processing = p, succeeded = s, failed = f, percent = percent}})
+  seq = redis.call('RPUSH', KEYS[5], progress)
+  schedule_webhook(KEYS[6], ARGV[12], ARGV[4], seq, 'job.progress', progress, ARGV[5])
   if s + f == t and not c[6] then
     local kind = 'job.completed_with_errors'
     if f == 0 then kind = 'job.completed' elseif s == 0 then kind = 'job.failed' end
     redis.call('HSET', KEYS[6], 'final', kind)
-    redis.call('RPUSH', KEYS[5], cjson.encode({type = kind, at = ARGV[9]}))
+    local final = cjson.encode({type = kind, at = ARGV[9]})
+    seq = redis.call('RPUSH', KEYS[5], final)
+    schedule_webhook(KEYS[6], ARGV[12], ARGV[4], seq, kind, final, ARGV[5])
   end
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[5], ttl)
@@ -72,7 +81,8 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('PUBLISH', ARGV[10], ARGV[4])
 end
 return 1
-";
+"
+);
 
 impl RedisMeta {
     pub(super) fn events_key(&self, id: JobId) -> String {
@@ -97,7 +107,7 @@ impl RedisMeta {
         let event = Event::queued(job.created_at, job.images.len());
         let json = serde_json::to_string(&event).map_err(corrupt(format!("job {}", job.id)))?;
         let total = job.images.len();
-        pipe.rpush(self.events_key(job.id), json)
+        pipe.rpush(self.events_key(job.id), &json)
             .ignore()
             .hset_multiple(
                 self.counts_key(job.id),
@@ -108,6 +118,7 @@ impl RedisMeta {
             .ignore()
             .expire_at(self.counts_key(job.id), expire_at)
             .ignore();
+        self.record_webhook(pipe, job, &json, expire_at);
         Ok(())
     }
 
@@ -116,7 +127,7 @@ impl RedisMeta {
         &self,
         index: usize,
         progress: &ImageProgress,
-    ) -> Result<(String, String, String), MetaError> {
+    ) -> Result<(String, String, String, &'static str), MetaError> {
         let now = Utc::now();
         let event = Event::of_image(index, progress, now);
         let json = serde_json::to_string(&event).map_err(corrupt(format!("image {index}")))?;
@@ -124,6 +135,7 @@ impl RedisMeta {
             json,
             now.to_rfc3339_opts(SecondsFormat::Millis, true),
             self.events_channel(),
+            event.kind.name(),
         ))
     }
 

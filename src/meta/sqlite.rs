@@ -92,6 +92,7 @@ impl MetaStore for SqliteMeta {
             .await
             .map_err(unavailable)?;
         }
+        super::sqlite_deliveries::record_webhook(&mut tx, job).await?;
         super::sqlite_events::queued(&mut tx, job).await?;
         tx.commit().await.map_err(unavailable)
     }
@@ -382,6 +383,7 @@ impl MetaStore for SqliteMeta {
                 .map_err(unavailable)?;
         }
         super::sqlite_events::forget_later(&mut tx, id).await?;
+        super::sqlite_deliveries::forget(&mut tx, id).await?;
         tx.commit().await.map_err(unavailable)
     }
 

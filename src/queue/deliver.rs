@@ -138,10 +138,21 @@ impl PollStrategy for Tick {
     }
 }
 
-/// Runs [`deliver`] on any apalis backend, polling for tasks pushed by other
+/// Runs [`deliver`] (or the task function given) on any apalis backend, polling for tasks pushed by other
 /// processes, until `$stop` resolves.
 macro_rules! run_apalis_worker {
-    ($backend:expr, $wake:expr, $name:expr, $concurrency:expr, $dispatch:expr, $stop:expr) => {{
+    ($backend:expr, $wake:expr, $name:expr, $concurrency:expr, $dispatch:expr, $stop:expr) => {
+        $crate::queue::deliver::run_apalis_worker!(
+            $backend,
+            $wake,
+            $name,
+            $concurrency,
+            $dispatch,
+            $crate::queue::deliver::deliver,
+            $stop
+        )
+    };
+    ($backend:expr, $wake:expr, $name:expr, $concurrency:expr, $dispatch:expr, $task:path, $stop:expr) => {{
         use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
         let stop = $stop;
         let tick = $crate::queue::deliver::Tick::new($wake);
@@ -149,7 +160,7 @@ macro_rules! run_apalis_worker {
             .backend($backend.poll_with_strategy(tick))
             .concurrency($concurrency)
             .data($dispatch)
-            .build($crate::queue::deliver::deliver)
+            .build($task)
             .run_until(async move {
                 stop.await;
                 Ok::<(), std::io::Error>(())

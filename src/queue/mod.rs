@@ -17,6 +17,7 @@
 mod deliver;
 mod redis;
 mod sqlite;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
+pub use self::webhook::{DeliverWebhook, WebhookHandler, WebhookQueue};
 use crate::jobs::JobId;
 pub use crate::jobs::Lane;
 

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
+use super::webhook::{DeliverWebhook, WebhookLane};
 use super::{
     Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError,
     MAX_DELIVERIES,
@@ -67,6 +68,9 @@ struct LaneQueue {
 pub struct RedisQueue {
     priority: LaneQueue,
     bulk: LaneQueue,
+    pub(super) webhooks: WebhookLane<RedisStorage<DeliverWebhook>>,
+    /// The webhook queue's key names, for sweeping its finished tasks.
+    webhook_config: Config,
     conn: ConnectionManager,
     limit: u32,
     /// For the wake-up channel's subscriptions (see [`RedisQueue::waking`]).
@@ -102,9 +106,18 @@ impl RedisQueue {
                 wake: Wake::default(),
             }
         };
+        let webhook_config = Config::default()
+            .queue(format!("{key_prefix}:deliver-webhook"))
+            .heartbeat_interval(liveness.interval)
+            .missed_heartbeats(liveness.missed.max(1));
         RedisQueue {
             priority: lane(":priority"),
             bulk: lane(""),
+            webhooks: WebhookLane {
+                storage: RedisStorage::new(conn.clone()).with_config(webhook_config.clone()),
+                wake: Wake::default(),
+            },
+            webhook_config,
             conn,
             limit: limit.clamp(1, MAX_DELIVERIES),
             client: None,
@@ -120,6 +133,42 @@ impl RedisQueue {
     pub fn waking(mut self, client: redis::Client) -> Self {
         self.client = Some(client);
         self
+    }
+
+    /// Forgets the webhook queue's finished tasks, a batch at a time.
+    pub(super) async fn forget_finished_webhooks(&self) -> Result<usize, QueueError> {
+        let c = &self.webhook_config;
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(c.done_jobs_set())
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let dead: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(c.dead_jobs_set())
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        ids.extend(dead);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let left: usize = redis::Script::new(FORGET)
+            .key(c.workers_set())
+            .key(c.inflight_jobs_set())
+            .key(c.active_jobs_list())
+            .key(c.scheduled_jobs_set())
+            .key(c.done_jobs_set())
+            .key(c.dead_jobs_set())
+            .key(c.job_data_hash())
+            .key(c.job_meta_hash())
+            .arg(&ids)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(ids.len().saturating_sub(left))
     }
 
     fn lane(&self, lane: Lane) -> &LaneQueue {

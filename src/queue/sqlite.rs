@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
+use super::webhook::{DeliverWebhook, WebhookLane};
 use super::{Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
 
@@ -26,6 +27,9 @@ fn queue_name(lane: Lane) -> &'static str {
         Lane::Priority => "imgpipe::process-image:priority",
     }
 }
+/// The webhook deliveries' queue (see `webhook`).
+pub(super) const WEBHOOK_QUEUE: &str = "imgpipe::deliver-webhook";
+
 /// The table (named literally in the SQL below) and the columns of it that
 /// [`Producer::forget`] and the delivery limit rely on (apalis-sqlite
 /// 1.0.0's schema).
@@ -51,7 +55,8 @@ struct LaneQueue {
 pub struct SqliteQueue {
     priority: LaneQueue,
     bulk: LaneQueue,
-    pool: SqlitePool,
+    pub(super) webhooks: WebhookLane<SqliteStorage<DeliverWebhook>>,
+    pub(super) pool: SqlitePool,
     limit: u32,
     /// A worker silent this long is presumed dead (for `stats`).
     liveness: std::time::Duration,
@@ -84,9 +89,17 @@ impl SqliteQueue {
                 wake: Wake::default(),
             }
         };
+        let webhooks = Config::default()
+            .queue(WEBHOOK_QUEUE)
+            .heartbeat_interval(liveness.interval)
+            .missed_heartbeats(liveness.missed.max(1));
         Ok(SqliteQueue {
             priority: storage(Lane::Priority),
             bulk: storage(Lane::Bulk),
+            webhooks: WebhookLane {
+                storage: SqliteStorage::new(&pool).with_config(webhooks),
+                wake: Wake::default(),
+            },
             pool,
             limit: limit.max(1),
             liveness: liveness.window(),

@@ -17,6 +17,9 @@ pub enum JobError {
     Recipe(#[from] RecipeError),
     #[error("no images uploaded")]
     NoFiles,
+    /// `webhook_url` or `webhook_events` refused; the text names the rule.
+    #[error("{0}")]
+    BadWebhook(String),
     #[error("too many files: at most {limit} images per job")]
     TooManyFiles { limit: usize },
     #[error("{file}: {problem}")]

@@ -8,6 +8,7 @@
 //! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
 //! - `events`    the process's hub of live job events; `watch` one watcher
+//! - `webhooks`  a job's webhook checked; its deliveries relayed and made
 //! - `keys`      API keys: authenticating a token; managing keys
 //! - `slots`     the caps on ZIPs streamed and uploads received at once,
 //!   overall and per tenant
@@ -26,6 +27,7 @@ mod release;
 mod slots;
 mod submit;
 mod watch;
+mod webhooks;
 
 pub use error::JobError;
 pub use events::EventHub;
@@ -36,6 +38,7 @@ pub use slots::Slot;
 use slots::{Busy, Slots};
 pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
 pub use watch::{Frame, KEEP_ALIVE};
+pub use webhooks::{Deliverer, Secrets, WebhookParts};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +87,8 @@ pub struct JobService {
     /// client address in open mode).
     submissions: Arc<Slots<String>>,
     events: EventHub,
+    /// `None` where the service sends no webhooks (unit tests).
+    webhooks: Option<WebhookParts>,
 }
 
 impl JobService {
@@ -115,6 +120,7 @@ impl JobService {
             limits,
             ttl,
             links,
+            webhooks: None,
         }
     }
 
@@ -158,12 +164,14 @@ impl JobService {
 
     pub async fn status(&self, id: &str, access: &Access) -> Result<JobStatus, JobError> {
         let record = self.record(id, access).await?;
-        Ok(aggregate(
+        let mut status = aggregate(
             &record.job,
             &record.progress,
             self.links.as_ref(),
             LinkKind::Shareable,
-        ))
+        );
+        status.webhook = self.webhook_status(&record.job).await;
+        Ok(status)
     }
 
     /// One processed image, streamed from storage.

@@ -21,6 +21,7 @@ use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
 use crate::jobs::pacing;
 use crate::jobs::status::{JobState, LinkKind};
+use crate::jobs::webhook::Webhook;
 use crate::jobs::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
 use crate::meta::Doomed;
 use crate::ops::Chain;
@@ -82,6 +83,7 @@ impl JobService {
         tenant: &Tenant,
         quotas: Quotas,
         recipe: Recipe,
+        webhook: Option<Webhook>,
         uploads: Vec<Upload>,
         claim: Option<Claimed>,
     ) -> Result<Submitted, JobError> {
@@ -121,7 +123,13 @@ impl JobService {
         })
         .await
         .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
-        let fingerprint = serde_json::to_string(&recipe)
+        // A webhook is part of what was asked (jobs without one keep the
+        // fingerprint they had before webhooks).
+        let asked = match &webhook {
+            None => serde_json::to_string(&recipe),
+            Some(hook) => serde_json::to_string(&(&recipe, hook)),
+        };
+        let fingerprint = asked
             .map(|r| Fingerprint::of(&r, &digests))
             .map_err(|e| JobError::Internal(format!("recipe: {e}")))?;
         let mut claim = claim;
@@ -179,6 +187,7 @@ impl JobService {
             tenant: tenant.clone(),
             idempotency_key: claim.as_ref().map(|c| c.key.as_str().to_string()),
             lane,
+            webhook,
             images: uploads
                 .iter()
                 .zip(inspected)

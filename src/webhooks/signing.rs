@@ -42,6 +42,11 @@ impl Secret {
         Ok(Secret(bytes))
     }
 
+    /// The key's bytes (what a tenant's secret is derived from).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// A tenant's secret, derived from the server's master key: the same in
     /// every process, shown by `imgpipe keys`, never stored.
     pub fn derive(master: &[u8], tenant: &str) -> Secret {
