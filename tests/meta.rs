@@ -48,6 +48,7 @@ fn job_expiring_in(ttl: Duration) -> Job {
         tenant: imgpipe::auth::Tenant::local(),
         idempotency_key: None,
         lane: Default::default(),
+        webhook: None,
         id: JobId::new(),
         recipe: Recipe {
             ops: "resize:8x8:fit,unsharp_mask:2,150,3"

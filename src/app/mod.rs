@@ -141,10 +141,14 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         _ => {}
     }
     // Settings that would stop an API process are checked before anything starts.
-    let signer = if command.runs_api() {
-        security::signer(&config)?
-    } else {
-        LinkSigner::new(&[0; 32])
+    // A worker signs links too: those in the webhooks it sends.
+    let signer = match security::signer(&config) {
+        Ok(signer) => signer,
+        Err(e) if !command.runs_api() => {
+            log::warn!("{e}; links in this worker's webhooks will not be honoured");
+            LinkSigner::new(&[0; 32])
+        }
+        Err(e) => return Err(e),
     };
     crate::telemetry::install();
     let backends = backends(&config, STARTUP_PATIENCE).await?;
@@ -164,12 +168,12 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
 
     let webhook_policy = config.webhooks.policy().map_err(AppError::Runtime)?;
-    let service = web::Data::new(job_service(&config, &backends, signer.clone()).with_webhooks(
-        WebhookParts {
+    let service = web::Data::new(
+        job_service(&config, &backends, signer.clone()).with_webhooks(WebhookParts {
             store: backends.deliveries.clone(),
             policy: Arc::new(webhook_policy.clone()),
-        },
-    ));
+        }),
+    );
     let purger = tokio::spawn(purge_periodically(
         service.clone().into_inner(),
         Duration::from_secs(config.purge_interval_secs),

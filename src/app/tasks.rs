@@ -100,7 +100,7 @@ pub(super) async fn relay_webhooks(
     let mut passes = 0u32;
     every(interval, stop, || {
         passes = passes.wrapping_add(1);
-        let sweep = passes % SWEEP_EVERY == 0;
+        let sweep = passes.is_multiple_of(SWEEP_EVERY);
         let deliverer = deliverer.clone();
         async move {
             if let Err(e) = deliverer.relay().await {

@@ -41,7 +41,7 @@ pub struct WebhookConfig {
     pub webhook_max_age_secs: u64,
 
     /// The first retry's delay in milliseconds; each next one doubles (with
-    /// jitter), up to ten minutes
+    /// jitter), up to IMGPIPE_WEBHOOK_MAX_RETRY_SECS
     #[arg(
         long,
         env = "IMGPIPE_WEBHOOK_FIRST_RETRY_MS",
@@ -50,6 +50,16 @@ pub struct WebhookConfig {
         global = true
     )]
     pub webhook_first_retry_ms: u64,
+
+    /// The longest delay between two tries of a delivery, in seconds
+    #[arg(
+        long,
+        env = "IMGPIPE_WEBHOOK_MAX_RETRY_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub webhook_max_retry_secs: u64,
 
     /// Deliveries in flight at once per worker process
     #[arg(
@@ -66,14 +76,13 @@ impl WebhookConfig {
     pub fn schedule(&self) -> Schedule {
         Schedule {
             first: Duration::from_millis(self.webhook_first_retry_ms),
-            cap: Duration::from_secs(600),
+            cap: Duration::from_secs(self.webhook_max_retry_secs),
             max_age: Duration::from_secs(self.webhook_max_age_secs),
         }
     }
 
     /// The allowed networks; an error names the bad entry.
     pub fn policy(&self) -> Result<Policy, String> {
-        Policy::parse(&self.webhook_allow)
-            .map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
+        Policy::parse(&self.webhook_allow).map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
     }
 }

@@ -25,7 +25,7 @@ pub enum ApiError {
     /// The body is not valid multipart/form-data.
     #[error("invalid multipart body: {0}")]
     Multipart(String),
-    #[error("unexpected multipart field {0:?}; images go in \"files\", options in \"filter\", \"ops\", \"format\", \"quality\", \"lossless\"")]
+    #[error("unexpected multipart field {0:?}; images go in \"files\", options in \"filter\", \"ops\", \"format\", \"quality\", \"lossless\", \"webhook_url\", \"webhook_events\"")]
     UnexpectedField(String),
     #[error("field {field:?} is too long or not UTF-8 text")]
     BadField { field: String },

@@ -182,10 +182,9 @@ async fn accept(
                 .await?,
         ),
         None if options.webhook_events.is_some() => {
-            return Err(JobError::BadWebhook(
-                "webhook_events was given without webhook_url".into(),
+            return Err(
+                JobError::BadWebhook("webhook_events was given without webhook_url".into()).into(),
             )
-            .into())
         }
         None => None,
     };
@@ -272,9 +271,7 @@ async fn receive(
             "quality" => options.quality = Some(read_text(&mut field, &name).await?),
             "lossless" => options.lossless = Some(read_text(&mut field, &name).await?),
             "webhook_url" => options.webhook_url = Some(read_text(&mut field, &name).await?),
-            "webhook_events" => {
-                options.webhook_events = Some(read_text(&mut field, &name).await?)
-            }
+            "webhook_events" => options.webhook_events = Some(read_text(&mut field, &name).await?),
             _ => return Err(ApiError::UnexpectedField(name)),
         }
     }

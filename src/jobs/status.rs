@@ -253,6 +253,7 @@ mod tests {
             tenant: crate::auth::Tenant::local(),
             idempotency_key: None,
             lane: Default::default(),
+            webhook: None,
             id: JobId::new(),
             recipe: Recipe {
                 ops: "blur".parse().expect("a valid chain"),

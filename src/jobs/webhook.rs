@@ -50,9 +50,8 @@ impl Webhook {
             match name {
                 "all" => wanted.extend(EventKind::ALL),
                 "final" => wanted.extend(DEFAULT_EVENTS),
-                other => {
-                    wanted.push(EventKind::parse(other).ok_or_else(|| BadEvents::Unknown(other.into()))?)
-                }
+                other => wanted
+                    .push(EventKind::parse(other).ok_or_else(|| BadEvents::Unknown(other.into()))?),
             }
         }
         if wanted.is_empty() {

@@ -80,7 +80,11 @@ return redis.call('HGETALL', KEYS[1])
 /// Records the end of try ARGV[1] of delivery KEYS[1] (still pending, no
 /// later try started): state ARGV[2], HTTP status ARGV[3] and error ARGV[4]
 /// ('' for none), next try ARGV[5], body ARGV[6]; member ARGV[7] of the due
-/// set KEYS[2]; KEYS[3]: the job's counts hash. Returns 1 if recorded.
+/// set KEYS[2]; KEYS[3]: the job's counts hash. Returns 1 if recorded. A
+/// 410 (`stopped`) stops the job's webhook: no new deliveries, and its
+/// pending ones stopped too (KEYS[4]: the job's deliveries, ARGV[8]: the
+/// key prefix of a delivery of the job, `<prefix>:webhook:<job>:`, and
+/// ARGV[9]: the job's id).
 const RECORD: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'state', 'attempts')
 if h[1] ~= 'pending' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
@@ -100,6 +104,18 @@ else
     redis.call('PEXPIRE', KEYS[1], ttl)
   else
     redis.call('PEXPIRE', KEYS[1], 60000)
+  end
+end
+if ARGV[2] == 'stopped' then
+  redis.call('HDEL', KEYS[3], 'wh_events')
+  for _, seq in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    local other = ARGV[8] .. seq
+    if redis.call('HGET', other, 'state') == 'pending' then
+      redis.call('HSET', other, 'state', 'stopped')
+      redis.call('ZREM', KEYS[2], ARGV[9] .. ':' .. seq)
+      redis.call('HINCRBY', KEYS[3], 'wh_pending', -1)
+      redis.call('HINCRBY', KEYS[3], 'wh_stopped', 1)
+    end
   end
 end
 return 1
@@ -271,6 +287,7 @@ impl DeliveryStore for RedisMeta {
             .key(self.delivery_key(key))
             .key(self.due_key())
             .key(self.counts_key(key.job_id))
+            .key(self.job_deliveries_key(key.job_id))
             .arg(attempt)
             .arg(result.state.name())
             .arg(result.status.map(|s| s.to_string()).unwrap_or_default())
@@ -278,6 +295,8 @@ impl DeliveryStore for RedisMeta {
             .arg(result.next_at.timestamp_millis())
             .arg(&result.body)
             .arg(member(key))
+            .arg(format!("{}:webhook:{}:", self.prefix, key.job_id))
+            .arg(key.job_id.to_string())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -290,7 +309,9 @@ impl DeliveryStore for RedisMeta {
         limit: usize,
     ) -> Result<(Vec<Delivery>, Vec<(DeliveryState, u64)>), MetaError> {
         let mut conn = self.conn.clone();
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         let seqs: Vec<u64> = conn
             .zrevrange(self.job_deliveries_key(job), 0, stop)
             .await

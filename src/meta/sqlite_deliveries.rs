@@ -81,8 +81,21 @@ fn bad(what: String) -> MetaError {
 }
 
 fn delivery(row: Row) -> Result<Delivery, MetaError> {
-    let (job_id, seq, kind, url, tenant, event, made_at, state, attempts, next_at, status, error, body) =
-        row;
+    let (
+        job_id,
+        seq,
+        kind,
+        url,
+        tenant,
+        event,
+        made_at,
+        state,
+        attempts,
+        next_at,
+        status,
+        error,
+        body,
+    ) = row;
     let job_id = job_id
         .parse()
         .map_err(|_| bad(format!("webhook delivery of job {job_id:?}")))?;
@@ -205,6 +218,20 @@ impl DeliveryStore for SqliteMeta {
         .map_err(unavailable)?
         .rows_affected()
             == 1;
+        if done && result.state == DeliveryState::Stopped {
+            // 410 Gone: nothing more goes to this job's webhook.
+            for statement in [
+                "DELETE FROM job_webhooks WHERE job_id = ?",
+                "UPDATE webhook_deliveries SET state = 'stopped'
+                 WHERE job_id = ? AND state = 'pending'",
+            ] {
+                sqlx::query(statement)
+                    .bind(key.job_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
         // An ended delivery of a purged job has nobody left to show it to.
         sqlx::query(
             "DELETE FROM webhook_deliveries WHERE job_id = ? AND seq = ? AND state != 'pending'

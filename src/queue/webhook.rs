@@ -110,7 +110,15 @@ impl WebhookQueue for RedisQueue {
     ) -> Result<(), QueueError> {
         let WebhookLane { storage, wake } = self.webhooks.clone();
         let dispatch = WebhookDispatch { handler };
-        run_apalis_worker!(storage, wake, name, concurrency, dispatch, deliver_webhook, stop)
+        run_apalis_worker!(
+            storage,
+            wake,
+            name,
+            concurrency,
+            dispatch,
+            deliver_webhook,
+            stop
+        )
     }
 
     async fn sweep(&self) -> Result<usize, QueueError> {
@@ -142,17 +150,24 @@ impl WebhookQueue for SqliteQueue {
     ) -> Result<(), QueueError> {
         let WebhookLane { storage, wake } = self.webhooks.clone();
         let dispatch = WebhookDispatch { handler };
-        run_apalis_worker!(storage, wake, name, concurrency, dispatch, deliver_webhook, stop)
+        run_apalis_worker!(
+            storage,
+            wake,
+            name,
+            concurrency,
+            dispatch,
+            deliver_webhook,
+            stop
+        )
     }
 
     async fn sweep(&self) -> Result<usize, QueueError> {
-        let done = sqlx::query(
-            "DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed')",
-        )
-        .bind(super::sqlite::WEBHOOK_QUEUE)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| QueueError::with_source(ErrorKind::Unavailable, "SQLite", e))?;
+        let done =
+            sqlx::query("DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed')")
+                .bind(super::sqlite::WEBHOOK_QUEUE)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| QueueError::with_source(ErrorKind::Unavailable, "SQLite", e))?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }

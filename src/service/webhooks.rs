@@ -29,11 +29,12 @@ use crate::webhooks::retry::{self, Next, Schedule};
 use crate::webhooks::signing::Secret;
 use crate::webhooks::target::Policy;
 
-/// How long a try may hold its delivery: the try's own limit and then some.
-const TRY_LEASE: Duration = Duration::from_secs(60);
+/// How long a try may hold its delivery: the address check's and the
+/// request's limits, and then some.
+const TRY_LEASE: Duration = Duration::from_secs(40);
 /// How long a task handed to the queue may wait to be started before the
 /// relay hands the try over again (the claim keeps it from being made twice).
-const QUEUE_LEASE: Duration = Duration::from_secs(300);
+const QUEUE_LEASE: Duration = Duration::from_secs(60);
 /// Deliveries handed to the queue per relay pass.
 const RELAY_BATCH: usize = 200;
 /// The latest deliveries shown in a job's status.
@@ -273,19 +274,13 @@ impl Deliverer {
             retry::Attempt::Answered { status, .. } => Some(format!("HTTP {status}")),
             retry::Attempt::Failed(reason) => Some(reason.clone()),
         };
-        let (state, next_at) = match retry::next(
-            self.schedule,
-            attempt,
-            &outcome,
-            d.made_at,
-            now,
-            jitter(),
-        ) {
-            Next::Delivered => (DeliveryState::Delivered, now),
-            Next::Stop => (DeliveryState::Stopped, now),
-            Next::RetryAt(at) => (DeliveryState::Pending, at),
-            Next::GiveUp(_) => (DeliveryState::Failed, now),
-        };
+        let (state, next_at) =
+            match retry::next(self.schedule, attempt, &outcome, d.made_at, now, jitter()) {
+                Next::Delivered => (DeliveryState::Delivered, now),
+                Next::Stop => (DeliveryState::Stopped, now),
+                Next::RetryAt(at) => (DeliveryState::Pending, at),
+                Next::GiveUp(_) => (DeliveryState::Failed, now),
+            };
         Ok(TryRecord {
             state,
             status,

@@ -62,8 +62,15 @@ impl Resolve for Checked {
     }
 }
 
+/// The system resolver, within [`TRY_TIMEOUT`].
 async fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    match tokio::time::timeout(TRY_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(found) => Ok(found?.collect()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no DNS answer in time",
+        )),
+    }
 }
 
 /// Checks `url` and every address its host has now: what a job's
@@ -122,9 +129,7 @@ impl Client {
         let url = match check(request.url, &self.policy).await {
             Ok(url) => url,
             Err(CheckError::Refused(r)) => return Err(Unsent::Refused(r)),
-            Err(CheckError::Unresolved(e)) => {
-                return Ok(Attempt::Failed(format!("DNS: {e}")))
-            }
+            Err(CheckError::Unresolved(e)) => return Ok(Attempt::Failed(format!("DNS: {e}"))),
         };
         let sent = self
             .http
@@ -203,7 +208,10 @@ mod tests {
             "{refused:?}"
         );
         let refused = check("http://localhost:9/hook", &closed).await;
-        assert!(matches!(refused, Err(CheckError::Refused(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(CheckError::Refused(_))),
+            "{refused:?}"
+        );
         let open = Policy::parse("127.0.0.0/8,::1").expect("valid");
         assert!(check("http://localhost:9/hook", &open).await.is_ok());
         let bad = check("ftp://example.com/", &open).await;

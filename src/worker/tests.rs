@@ -41,6 +41,7 @@ fn job(ttl: chrono::Duration) -> Job {
         tenant: crate::auth::Tenant::local(),
         idempotency_key: None,
         lane: Default::default(),
+        webhook: None,
         id: JobId::new(),
         recipe: Recipe {
             ops: "invert".parse().expect("chain"),

@@ -43,3 +43,4 @@ mod retention;
 mod system;
 mod tenants;
 mod waiting;
+mod webhooks;
