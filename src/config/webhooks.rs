@@ -26,8 +26,8 @@ pub struct WebhookConfig {
     /// Networks (comma-separated CIDRs) webhooks may reach although they are
     /// not public: loopback, private, link-local and metadata addresses are
     /// refused otherwise, e.g. `127.0.0.1/32` for a receiver on this host
-    #[arg(long, env = "IMGPIPE_WEBHOOK_ALLOW", default_value = "", global = true)]
-    pub webhook_allow: String,
+    #[arg(long, env = "IMGPIPE_WEBHOOK_ALLOW", global = true)]
+    pub webhook_allow: Option<String>,
 
     /// How long an event's delivery is retried, in seconds from the event;
     /// after that it is given up
@@ -83,6 +83,6 @@ impl WebhookConfig {
 
     /// The allowed networks; an error names the bad entry.
     pub fn policy(&self) -> Result<Policy, String> {
-        Policy::parse(&self.webhook_allow).map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
+        Policy::parse(self.webhook_allow.as_deref().unwrap_or_default()).map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
     }
 }
