@@ -83,6 +83,7 @@ impl WebhookConfig {
 
     /// The allowed networks; an error names the bad entry.
     pub fn policy(&self) -> Result<Policy, String> {
-        Policy::parse(self.webhook_allow.as_deref().unwrap_or_default()).map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
+        Policy::parse(self.webhook_allow.as_deref().unwrap_or_default())
+            .map_err(|e| format!("IMGPIPE_WEBHOOK_ALLOW: {e}"))
     }
 }

@@ -86,40 +86,48 @@ macro_rules! tasks {
     };
 }
 
+/// `push` and `run_webhook_worker`, the same on both backends (their
+/// storages share apalis' traits, not a type).
+macro_rules! push_and_run {
+    () => {
+        async fn push(&self, list: Vec<DeliverWebhook>) -> Result<(), QueueError> {
+            if list.is_empty() {
+                return Ok(());
+            }
+            let mut storage = self.webhooks.storage.clone();
+            storage
+                .push_all(&mut futures::stream::iter(tasks!(list)))
+                .await
+                .map_err(|e| QueueError::unavailable("enqueue", e))?;
+            self.webhooks.wake.now();
+            Ok(())
+        }
+
+        async fn run_webhook_worker(
+            &self,
+            name: String,
+            concurrency: usize,
+            handler: Arc<dyn WebhookHandler>,
+            stop: BoxFuture<'static, ()>,
+        ) -> Result<(), QueueError> {
+            let WebhookLane { storage, wake } = self.webhooks.clone();
+            let dispatch = WebhookDispatch { handler };
+            run_apalis_worker!(
+                storage,
+                wake,
+                name,
+                concurrency,
+                dispatch,
+                deliver_webhook,
+                stop
+            )
+        }
+    };
+}
+
 #[async_trait]
 impl WebhookQueue for RedisQueue {
-    async fn push(&self, list: Vec<DeliverWebhook>) -> Result<(), QueueError> {
-        if list.is_empty() {
-            return Ok(());
-        }
-        let mut storage = self.webhooks.storage.clone();
-        storage
-            .push_all(&mut futures::stream::iter(tasks!(list)))
-            .await
-            .map_err(|e| QueueError::unavailable("enqueue", e))?;
-        self.webhooks.wake.now();
-        Ok(())
-    }
-
-    async fn run_webhook_worker(
-        &self,
-        name: String,
-        concurrency: usize,
-        handler: Arc<dyn WebhookHandler>,
-        stop: BoxFuture<'static, ()>,
-    ) -> Result<(), QueueError> {
-        let WebhookLane { storage, wake } = self.webhooks.clone();
-        let dispatch = WebhookDispatch { handler };
-        run_apalis_worker!(
-            storage,
-            wake,
-            name,
-            concurrency,
-            dispatch,
-            deliver_webhook,
-            stop
-        )
-    }
+    push_and_run!();
 
     async fn sweep(&self) -> Result<usize, QueueError> {
         self.forget_finished_webhooks().await
@@ -128,38 +136,7 @@ impl WebhookQueue for RedisQueue {
 
 #[async_trait]
 impl WebhookQueue for SqliteQueue {
-    async fn push(&self, list: Vec<DeliverWebhook>) -> Result<(), QueueError> {
-        if list.is_empty() {
-            return Ok(());
-        }
-        let mut storage = self.webhooks.storage.clone();
-        storage
-            .push_all(&mut futures::stream::iter(tasks!(list)))
-            .await
-            .map_err(|e| QueueError::unavailable("enqueue", e))?;
-        self.webhooks.wake.now();
-        Ok(())
-    }
-
-    async fn run_webhook_worker(
-        &self,
-        name: String,
-        concurrency: usize,
-        handler: Arc<dyn WebhookHandler>,
-        stop: BoxFuture<'static, ()>,
-    ) -> Result<(), QueueError> {
-        let WebhookLane { storage, wake } = self.webhooks.clone();
-        let dispatch = WebhookDispatch { handler };
-        run_apalis_worker!(
-            storage,
-            wake,
-            name,
-            concurrency,
-            dispatch,
-            deliver_webhook,
-            stop
-        )
-    }
+    push_and_run!();
 
     async fn sweep(&self) -> Result<usize, QueueError> {
         let done =
