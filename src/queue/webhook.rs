@@ -86,65 +86,61 @@ macro_rules! tasks {
     };
 }
 
-/// `push` and `run_webhook_worker`, the same on both backends (their
-/// storages share apalis' traits, not a type).
-macro_rules! push_and_run {
-    () => {
-        async fn push(&self, list: Vec<DeliverWebhook>) -> Result<(), QueueError> {
-            if list.is_empty() {
-                return Ok(());
+/// The queue on one backend: `push` and `run_webhook_worker` are the same
+/// on both (their storages share apalis' traits, not a type); `sweep`, the
+/// expression given, is the backend's own.
+macro_rules! webhook_queue {
+    ($queue:ty, $this:ident => $sweep:expr) => {
+        #[async_trait]
+        impl WebhookQueue for $queue {
+            async fn push(&self, list: Vec<DeliverWebhook>) -> Result<(), QueueError> {
+                if list.is_empty() {
+                    return Ok(());
+                }
+                let mut storage = self.webhooks.storage.clone();
+                storage
+                    .push_all(&mut futures::stream::iter(tasks!(list)))
+                    .await
+                    .map_err(|e| QueueError::unavailable("enqueue", e))?;
+                self.webhooks.wake.now();
+                Ok(())
             }
-            let mut storage = self.webhooks.storage.clone();
-            storage
-                .push_all(&mut futures::stream::iter(tasks!(list)))
-                .await
-                .map_err(|e| QueueError::unavailable("enqueue", e))?;
-            self.webhooks.wake.now();
-            Ok(())
-        }
 
-        async fn run_webhook_worker(
-            &self,
-            name: String,
-            concurrency: usize,
-            handler: Arc<dyn WebhookHandler>,
-            stop: BoxFuture<'static, ()>,
-        ) -> Result<(), QueueError> {
-            let WebhookLane { storage, wake } = self.webhooks.clone();
-            let dispatch = WebhookDispatch { handler };
-            run_apalis_worker!(
-                storage,
-                wake,
-                name,
-                concurrency,
-                dispatch,
-                deliver_webhook,
-                stop
-            )
+            async fn run_webhook_worker(
+                &self,
+                name: String,
+                concurrency: usize,
+                handler: Arc<dyn WebhookHandler>,
+                stop: BoxFuture<'static, ()>,
+            ) -> Result<(), QueueError> {
+                let WebhookLane { storage, wake } = self.webhooks.clone();
+                let dispatch = WebhookDispatch { handler };
+                run_apalis_worker!(
+                    storage,
+                    wake,
+                    name,
+                    concurrency,
+                    dispatch,
+                    deliver_webhook,
+                    stop
+                )
+            }
+
+            async fn sweep(&self) -> Result<usize, QueueError> {
+                let $this = self;
+                $sweep
+            }
         }
     };
 }
 
-#[async_trait]
-impl WebhookQueue for RedisQueue {
-    push_and_run!();
+webhook_queue!(RedisQueue, queue => queue.forget_finished_webhooks().await);
 
-    async fn sweep(&self) -> Result<usize, QueueError> {
-        self.forget_finished_webhooks().await
-    }
-}
-
-#[async_trait]
-impl WebhookQueue for SqliteQueue {
-    push_and_run!();
-
-    async fn sweep(&self) -> Result<usize, QueueError> {
-        let done =
-            sqlx::query("DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed')")
-                .bind(super::sqlite::WEBHOOK_QUEUE)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| QueueError::with_source(ErrorKind::Unavailable, "SQLite", e))?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
-}
+webhook_queue!(SqliteQueue, queue => {
+    let done = sqlx::query("DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed')")
+        .bind(super::sqlite::WEBHOOK_QUEUE)
+        .execute(&queue.pool)
+        .await
+        .map_err(|e| QueueError::with_source(ErrorKind::Unavailable, "SQLite", e))?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+});
