@@ -25,7 +25,9 @@ command -v nasm >/dev/null || { echo "== installing nasm"; apt_install nasm; }
 [ -e /usr/include/lcms2.h ] || { echo "== installing liblcms2-dev"; apt_install liblcms2-dev; }
 command -v redis-server >/dev/null || { echo "== installing redis-server"; apt_install redis-server; }
 command -v docker-compose >/dev/null || { echo "== installing docker-compose (for config validation only)"; apt_install docker-compose; }
-# python3-venv: the virtualenv scripts/schemathesis.sh installs schemathesis into.
+# chromium: the web page is tested in a real headless browser (scripts/browser.sh).
+command -v chromium >/dev/null || { echo "== installing chromium"; apt_install chromium; }
+# python3-venv: the virtualenvs scripts/schemathesis.sh and scripts/browser.sh install into.
 python3 -c 'import ensurepip, venv' 2>/dev/null || { echo "== installing python3-venv"; apt_install python3-venv; }
 # promtool (Debian's prometheus package, unpacked into target/: the package's
 # daemon is neither installed nor started) checks the alert rules, the
@@ -110,4 +112,6 @@ cargo test --all-targets "$@"
 if [ $# -eq 0 ]; then
   echo "== schemathesis"
   "$(dirname "$0")/schemathesis.sh" "${CARGO_TARGET_DIR:-target}/debug/imgpipe"
+  echo "== web page in headless Chromium"
+  "$(dirname "$0")/browser.sh" "${CARGO_TARGET_DIR:-target}/debug/imgpipe"
 fi

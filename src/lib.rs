@@ -20,7 +20,8 @@
 //! - [`store`]   object storage (S3 or a local directory)
 //! - [`meta`]    job metadata (Redis or SQLite), the source of truth for status;
 //!   each job's events, written with the state they describe
-//! - [`webhooks`] signing, address checks and retry decisions for webhook deliveries (pure)
+//! - [`webhooks`] webhook deliveries' signing, address checks, retry decisions, and the HTTP try
+//! - [`cli`]     the command-line client (`imgpipe submit …`): the public API over HTTP only
 //! - [`logging`] env_logger set up, text or JSON lines with the task's context
 //! - [`telemetry`] Prometheus metric names, the recorder and its exposition
 //! - [`backend_error`] the error shape the three backends share: a kind and a source
@@ -34,6 +35,7 @@ pub mod app;
 pub mod archive;
 pub mod auth;
 pub mod backend_error;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod http;

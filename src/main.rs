@@ -1,4 +1,5 @@
-//! `imgpipe serve | api | worker | check`: parses the configuration and hands over to `app`.
+//! `imgpipe serve | api | worker | check | keys`: parses the configuration and
+//! hands over to `app`; `submit | status | download | watch` go to the client, `cli`.
 
 use clap::Parser;
 
@@ -6,6 +7,9 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     imgpipe::memory::tune_allocator();
     let cli = imgpipe::config::Cli::parse();
+    if let Some(client) = cli.command.client() {
+        return std::process::ExitCode::from(imgpipe::cli::run(client).await);
+    }
     imgpipe::logging::init(cli.config.log_format);
     match imgpipe::app::run(cli.command, cli.config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

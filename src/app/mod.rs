@@ -138,7 +138,9 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
     match &command {
         Command::Check => return check(&config).await,
         Command::Keys { action } => return keys::run(&config, action).await,
-        _ => {}
+        Command::Serve | Command::Api | Command::Worker => {}
+        // Clients (`cli`) are run by main before this.
+        _ => return Err(AppError::Runtime("not a server command".into())),
     }
     // Settings that would stop an API process are checked before anything starts.
     // A worker signs links too: those in the webhooks it sends.
@@ -296,7 +298,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
             "imgpipe: worker ready ({} workers per lane)",
             config.worker_concurrency()
         ),
-        Command::Check | Command::Keys { .. } => {}
+        _ => {}
     }
 
     let server_handle = server.as_ref().map(|s| s.handle());

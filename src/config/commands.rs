@@ -1,10 +1,13 @@
 //! The command line: which part of imgpipe to run (`serve`, `api`,
-//! `worker`, `check`, `keys …`) and each command's own arguments. The
+//! `worker`, `check`, `keys …`) or which client command (`submit`,
+//! `status`, `download`, `watch`) and each command's own arguments. The
 //! settings every command shares are [`Config`]'s.
 
 use clap::{Parser, Subcommand};
 
 use super::Config;
+use crate::cli::args::{FetchArgs, JobArgs, SubmitArgs};
+use crate::cli::ClientCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +40,15 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Send images and folders to a server with a chain of operations,
+    /// follow them with progress bars, and save the results
+    Submit(SubmitArgs),
+    /// Print jobs' status
+    Status(JobArgs),
+    /// Save finished jobs' results (a ZIP, or files under --out-dir)
+    Download(FetchArgs),
+    /// Follow running jobs to their end (e.g. after Ctrl-C), then save with --out or --out-dir
+    Watch(FetchArgs),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -79,6 +91,17 @@ pub enum KeysCommand {
 }
 
 impl Command {
+    /// The client commands, which talk to a server over HTTP.
+    pub fn client(&self) -> Option<ClientCommand> {
+        Some(match self {
+            Command::Submit(a) => ClientCommand::Submit(a.clone()),
+            Command::Status(a) => ClientCommand::Status(a.clone()),
+            Command::Download(a) => ClientCommand::Download(a.clone()),
+            Command::Watch(a) => ClientCommand::Watch(a.clone()),
+            _ => return None,
+        })
+    }
+
     pub fn runs_api(&self) -> bool {
         matches!(self, Command::Serve | Command::Api)
     }

@@ -8,7 +8,7 @@
 //! `GET /images/{id}/{n}` and `GET /jobs/{id}/events` need `read` or a
 //! signed link; `/healthz`,
 //! `/readyz` (details for `admin` only), `/metrics`, `/filters`,
-//! `/openapi.yaml` and `/docs` are public.
+//! `/openapi.yaml`, `/docs` and the page (`/`, `/ui/…`) are public.
 
 mod auth;
 mod body;
@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod jobs;
 mod metrics;
+mod page;
 mod request_id;
 mod results;
 mod system;
@@ -123,7 +124,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(only("/metrics", "GET", web::get().to(metrics::metrics)))
     .service(only("/readyz", "GET", web::get().to(system::readyz)))
     .service(only("/openapi.yaml", "GET", web::get().to(system::openapi)))
-    .service(only("/", "GET", web::get().to(system::to_docs)))
+    .service(only("/", "GET", web::get().to(page::index)))
+    .service(only("/ui/{asset}", "GET", web::get().to(page::asset)))
     .service(only("/docs", "GET", web::get().to(system::to_docs)))
     .service(only(
         "/docs/{asset:.*}",

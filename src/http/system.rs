@@ -1,4 +1,4 @@
-//! Self-description and health: `/filters`, `/healthz`, `/readyz`,
+//! Self-description and health: `/filters` (operations and limits), `/healthz`, `/readyz`,
 //! `/openapi.yaml` and Swagger UI at `/docs/`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,7 +15,8 @@ use crate::service::JobService;
 /// spec it was built with.
 const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-pub async fn filters() -> HttpResponse {
+pub async fn filters(service: web::Data<JobService>) -> HttpResponse {
+    let limits = service.limits();
     HttpResponse::Ok().json(json!({
         "filters": SPECS
             .iter()
@@ -32,6 +33,12 @@ pub async fn filters() -> HttpResponse {
         },
         "input_formats": InputFormat::ALL.iter().map(|f| f.name()).collect::<Vec<_>>(),
         "output_formats": OutputFormat::ALL,
+        // What a client can check before uploading (the page and the CLI do).
+        "limits": {
+            "max_files": limits.max_files,
+            "max_file_bytes": limits.max_file_bytes,
+            "max_pixels": limits.max_pixels,
+        },
     }))
 }
 

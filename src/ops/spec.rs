@@ -44,8 +44,8 @@ pub struct ArgSpec {
     /// `None`: the argument must be given.
     pub default: Option<&'static str>,
     pub description: &'static str,
-    /// The separator written before this argument in canonical form.
-    #[serde(skip)]
+    /// The separator written before this argument in canonical form
+    /// (`:`, or `,` between the numbers of one argument group).
     pub lead: char,
 }
 

@@ -3,6 +3,7 @@
 //! real Redis and S3 servers that `scripts/test.sh` starts).
 
 mod admission;
+mod cli;
 mod contract;
 mod helpers;
 

@@ -129,7 +129,10 @@ async fn deleting_a_running_job_discards_its_results(backend: Backend) {
         WITHIN,
         || async {
             let logs = app.process.logs();
-            if logs.contains("result discarded") {
+            // Discarded after it finished, or stopped mid-render by the
+            // deletion check (which comes first depends on the machine's load).
+            if logs.contains("result discarded") || logs.contains("cancelled: the job was deleted")
+            {
                 Ok(())
             } else {
                 Err(format!("log:\n{logs}"))
