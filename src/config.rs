@@ -620,10 +620,20 @@ mod tests {
         let table = readme_table();
         let command = Cli::command();
         let mut from_cli = Vec::new();
-        for arg in command.get_arguments() {
+        // The server's settings, and the client commands' own (`submit …`).
+        let args = command.get_arguments().map(|a| (a, help.clone())).chain(
+            command.get_subcommands().flat_map(|sub| {
+                let help = sub.clone().render_long_help().to_string();
+                sub.get_arguments().map(move |a| (a, help.clone()))
+            }),
+        );
+        for (arg, help) in args {
             let Some(var) = arg.get_env().and_then(|v| v.to_str()) else {
                 continue;
             };
+            if from_cli.iter().any(|v| v == var) {
+                continue;
+            }
             from_cli.push(var.to_string());
             assert!(help.contains(var), "{var} missing from --help");
             let Some((_, default_cell)) = table.iter().find(|(name, _)| name == var) else {

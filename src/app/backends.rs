@@ -9,7 +9,9 @@ use redis::aio::ConnectionManager;
 
 use super::AppError;
 use crate::config::{Config, Secret};
-use crate::meta::{DeliveryStore, EventLog, MetaStore, RedisMeta, SqliteMeta, TenantStore};
+use crate::meta::{
+    AdminView, DeliveryStore, EventLog, MetaStore, RedisMeta, SqliteMeta, TenantStore,
+};
 use crate::queue::{Consumer, Producer, RedisQueue, SqliteQueue, WebhookQueue, MAX_DELIVERIES};
 use crate::store::{LocalStore, ObjectStore, S3Store};
 
@@ -23,6 +25,8 @@ pub(super) struct Backends {
     pub events: Arc<dyn EventLog>,
     /// Webhook deliveries, in the metadata store's backend.
     pub deliveries: Arc<dyn DeliveryStore>,
+    /// The operator's view of the metadata.
+    pub admin: Arc<dyn AdminView>,
     /// The queue's two sides (one backend): enqueueing for the API, running
     /// workers for the worker processes.
     pub producer: Arc<dyn Producer>,
@@ -86,6 +90,7 @@ struct TaskBackends {
     tenants: Arc<dyn TenantStore>,
     events: Arc<dyn EventLog>,
     deliveries: Arc<dyn DeliveryStore>,
+    admin: Arc<dyn AdminView>,
     producer: Arc<dyn Producer>,
     consumer: Arc<dyn Consumer>,
     webhooks: Arc<dyn WebhookQueue>,
@@ -116,7 +121,8 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
                 meta: meta.clone(),
                 tenants: meta.clone(),
                 events: meta.clone(),
-                deliveries: meta,
+                deliveries: meta.clone(),
+                admin: meta,
                 producer: queue.clone(),
                 consumer: queue.clone(),
                 webhooks: queue,
@@ -137,7 +143,8 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
                 meta: meta.clone(),
                 tenants: meta.clone(),
                 events: meta.clone(),
-                deliveries: meta,
+                deliveries: meta.clone(),
+                admin: meta,
                 producer: queue.clone(),
                 consumer: queue.clone(),
                 webhooks: queue,
@@ -162,6 +169,7 @@ pub(super) async fn backends(config: &Config, patience: Duration) -> Result<Back
         tenants: tasks.tenants,
         events: tasks.events,
         deliveries: tasks.deliveries,
+        admin: tasks.admin,
         producer: tasks.producer,
         consumer: tasks.consumer,
         webhooks: tasks.webhooks,

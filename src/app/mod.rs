@@ -171,10 +171,12 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
 
     let webhook_policy = config.webhooks.policy().map_err(AppError::Runtime)?;
     let service = web::Data::new(
-        job_service(&config, &backends, signer.clone()).with_webhooks(WebhookParts {
-            store: backends.deliveries.clone(),
-            policy: Arc::new(webhook_policy.clone()),
-        }),
+        job_service(&config, &backends, signer.clone())
+            .with_webhooks(WebhookParts {
+                store: backends.deliveries.clone(),
+                policy: Arc::new(webhook_policy.clone()),
+            })
+            .with_admin(backends.admin.clone()),
     );
     let purger = tokio::spawn(purge_periodically(
         service.clone().into_inner(),

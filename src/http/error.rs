@@ -111,6 +111,7 @@ impl ApiError {
                 },
                 JobError::JobNotFound(_) => "job_not_found",
                 JobError::ImageNotFound { .. } => "image_not_found",
+                JobError::NotRetryable { .. } => "not_retryable",
                 JobError::ImageNotReady { .. } => "image_not_ready",
                 JobError::ImageFailed { .. } => "image_failed",
                 JobError::NotFinished(_) => "job_not_finished",
@@ -236,6 +237,7 @@ impl ResponseError for ApiError {
                     | FileProblem::Unreadable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 },
                 JobError::JobNotFound(_) | JobError::ImageNotFound { .. } => StatusCode::NOT_FOUND,
+                JobError::NotRetryable { .. } => StatusCode::CONFLICT,
                 JobError::ImageNotReady { .. } | JobError::NotFinished(_) => StatusCode::CONFLICT,
                 // The request is fine, but this image has no result and never will.
                 JobError::ImageFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -8,8 +8,10 @@
 //! `GET /images/{id}/{n}` and `GET /jobs/{id}/events` need `read` or a
 //! signed link; `/healthz`,
 //! `/readyz` (details for `admin` only), `/metrics`, `/filters`,
-//! `/openapi.yaml`, `/docs` and the page (`/`, `/ui/…`) are public.
+//! `/openapi.yaml`, `/docs` and the pages (`/`, `/admin`, `/ui/…`) are
+//! public; `/admin/api/…` needs `admin`.
 
+mod admin;
 mod auth;
 mod body;
 mod error;
@@ -126,6 +128,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(only("/openapi.yaml", "GET", web::get().to(system::openapi)))
     .service(only("/", "GET", web::get().to(page::index)))
     .service(only("/ui/{asset}", "GET", web::get().to(page::asset)))
+    .service(only("/admin", "GET", web::get().to(page::admin)))
+    .service(only(
+        "/admin/api/overview",
+        "GET",
+        web::get().to(admin::overview),
+    ))
+    .service(only(
+        "/admin/api/jobs/{job_id}/cancel",
+        "POST",
+        web::post().to(admin::cancel),
+    ))
+    .service(only(
+        "/admin/api/jobs/{job_id}/images/{index}/retry",
+        "POST",
+        web::post().to(admin::retry),
+    ))
     .service(only("/docs", "GET", web::get().to(system::to_docs)))
     .service(only(
         "/docs/{asset:.*}",

@@ -15,7 +15,7 @@ use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
-use crate::jobs::{ImageProgress, Job, JobId};
+use crate::jobs::{ImageProgress, ImageState, Job, JobId};
 
 struct Entry {
     job: Job,
@@ -123,6 +123,25 @@ impl MetaStore for MemoryMeta {
         }
         *slot = Some(progress.clone());
         Ok(true)
+    }
+
+    async fn reopen_image(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let mut jobs = self.jobs()?;
+        let Some(entry) = jobs.get_mut(&id).filter(|e| e.live(Utc::now())) else {
+            return Ok(false);
+        };
+        match entry.progress.get_mut(index) {
+            Some(slot) if slot.as_ref().is_some_and(|p| p.state == ImageState::Failed) => {
+                *slot = Some(progress.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {

@@ -3,15 +3,18 @@
 //! queue only delivers work. Two implementations (Redis, SQLite); neither holds
 //! job state in memory, so any process can answer for any job.
 
+pub mod admin;
 mod deliveries;
 #[cfg(test)]
 pub mod memory;
 mod redis;
+mod redis_admin;
 mod redis_deliveries;
 mod redis_events;
 mod redis_pace;
 mod redis_tenants;
 mod sqlite;
+mod sqlite_admin;
 mod sqlite_deliveries;
 mod sqlite_events;
 mod sqlite_tenants;
@@ -23,6 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
+pub use self::admin::AdminView;
 pub use self::deliveries::{Delivery, DeliveryKey, DeliveryState, DeliveryStore, TryRecord};
 pub use self::redis::RedisMeta;
 pub use self::sqlite::SqliteMeta;
@@ -118,6 +122,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// (`attempts` is the fencing token: a stalled worker cannot overwrite the
     /// attempt that replaced it).
     async fn set_image_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError>;
+    /// An operator's retry of a failed image: writes `progress` (queued,
+    /// attempts 0) over its `failed` state, and over nothing else; `false`
+    /// if the image is not failed or the job is gone. The job's final event,
+    /// if it had one, stays its only one.
+    async fn reopen_image(
         &self,
         id: JobId,
         index: usize,

@@ -117,7 +117,7 @@ impl RedisMeta {
         format!("{}:job:{id}", self.prefix)
     }
 
-    fn images_key(&self, id: JobId) -> String {
+    pub(super) fn images_key(&self, id: JobId) -> String {
         format!("{}:job:{id}:images", self.prefix)
     }
 
@@ -125,7 +125,7 @@ impl RedisMeta {
         format!("{}:job:{id}:deleted", self.prefix)
     }
 
-    fn expiry_index(&self) -> String {
+    pub(super) fn expiry_index(&self) -> String {
         format!("{}:jobs:expiry", self.prefix)
     }
 
@@ -283,37 +283,16 @@ impl MetaStore for RedisMeta {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError> {
-        let json =
-            serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
-        let (event, now, channel, kind) = self.progress_event_args(index, progress)?;
-        let written: i64 = redis::Script::new(super::redis_events::SET_PROGRESS)
-            .key(self.job_key(id))
-            .key(self.images_key(id))
-            .key(self.expiry_index())
-            .key(self.pace_key(id))
-            .key(self.events_key(id))
-            .key(self.counts_key(id))
-            .arg(index)
-            .arg(json)
-            .arg(progress.attempts)
-            .arg(id.to_string())
-            .arg(Utc::now().timestamp_millis())
-            .arg(if progress.state.is_terminal() {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(progress.output_bytes.unwrap_or(0))
-            .arg(event)
-            .arg(now)
-            .arg(channel)
-            .arg(progress.state.name())
-            .arg(&self.prefix)
-            .arg(kind)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
+        self.write_progress(id, index, progress, false).await
+    }
+
+    async fn reopen_image(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        self.write_progress(id, index, progress, true).await
     }
 
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {

@@ -28,7 +28,9 @@ use crate::jobs::{ImageProgress, Job, JobId};
 /// event, once; the job's id is published on ARGV[10]. ARGV[9]: the time,
 /// ARGV[11]: the new state's name, ARGV[12]: the key prefix, ARGV[13]: the
 /// image event's name. Each event wanted by the job's webhook gets its
-/// delivery (see `redis_deliveries`).
+/// delivery (see `redis_deliveries`). ARGV[14] is 1 for an operator's retry
+/// (`reopen_image`): then only a failed image is written over, whatever its
+/// attempts, and it counts as unsettled again.
 pub(super) const SET_PROGRESS: &str = concat!(
     super::redis_deliveries::schedule_webhook_lua!(),
     r"
@@ -40,10 +42,16 @@ local before = 'queued'
 if current then
   local ok, stored = pcall(cjson.decode, current)
   if ok then
-    if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
-    if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
+    if ARGV[14] == '1' then
+      if stored.state ~= 'failed' then return 0 end
+    else
+      if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
+      if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
+    end
     if type(stored.state) == 'string' then before = stored.state end
   end
+elseif ARGV[14] == '1' then
+  return 0
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
@@ -51,6 +59,22 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HINCRBY', KEYS[4], 'settled', 1)
   redis.call('HINCRBY', KEYS[4], 'output_bytes', tonumber(ARGV[7]))
+end
+if ARGV[14] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'settled', -1)
+end
+if ARGV[6] == '1' then
+  -- The admin view (see `redis_admin`): settled per minute, failures.
+  local settled = ARGV[12] .. ':settled:' .. math.floor(tonumber(ARGV[5]) / 60000)
+  redis.call('HINCRBY', settled, ARGV[11], 1)
+  redis.call('EXPIRE', settled, 90000)
+  if ARGV[11] == 'failed' then
+    local ok, p = pcall(cjson.decode, ARGV[2])
+    local why = (ok and type(p.error) == 'string' and p.error) or 'failed'
+    redis.call('LPUSH', ARGV[12] .. ':failures', cjson.encode({job_id = ARGV[4],
+      index = tonumber(ARGV[1]), error = why, at = ARGV[9]}))
+    redis.call('LTRIM', ARGV[12] .. ':failures', 0, 499)
+  end
 end
 if redis.call('EXISTS', KEYS[6]) == 1 then
   redis.call('HINCRBY', KEYS[6], before, -1)
@@ -137,6 +161,48 @@ impl RedisMeta {
             self.events_channel(),
             event.kind.name(),
         ))
+    }
+
+    /// Runs [`SET_PROGRESS`]: a worker's write, or (`reopen`) an operator's retry.
+    pub(super) async fn write_progress(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+        reopen: bool,
+    ) -> Result<bool, MetaError> {
+        let json =
+            serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
+        let (event, now, channel, kind) = self.progress_event_args(index, progress)?;
+        let written: i64 = redis::Script::new(SET_PROGRESS)
+            .key(self.job_key(id))
+            .key(self.images_key(id))
+            .key(self.expiry_index())
+            .key(self.pace_key(id))
+            .key(self.events_key(id))
+            .key(self.counts_key(id))
+            .arg(index)
+            .arg(json)
+            .arg(progress.attempts)
+            .arg(id.to_string())
+            .arg(Utc::now().timestamp_millis())
+            .arg(if progress.state.is_terminal() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(progress.output_bytes.unwrap_or(0))
+            .arg(event)
+            .arg(now)
+            .arg(channel)
+            .arg(progress.state.name())
+            .arg(&self.prefix)
+            .arg(kind)
+            .arg(if reopen { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
     }
 
     /// The `job.deleted` event, for `MARK_DELETED`.

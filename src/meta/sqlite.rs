@@ -194,6 +194,37 @@ impl MetaStore for SqliteMeta {
         Ok(written)
     }
 
+    async fn reopen_image(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let json =
+            serde_json::to_string(progress).map_err(corrupt(format!("job {id} image {index}")))?;
+        // The counts and the `image.retrying` event follow from the triggers.
+        let written = sqlx::query(
+            "UPDATE images SET state = ?1, attempts = ?2, progress = ?3
+             WHERE job_id = ?4 AND idx = ?5 AND state = 'failed'
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)",
+        )
+        .bind(progress.state.name())
+        .bind(i64::from(progress.attempts))
+        .bind(json)
+        .bind(id.to_string())
+        .bind(index as i64)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected()
+            == 1;
+        if written {
+            self.wrote_events.notify_waiters();
+        }
+        Ok(written)
+    }
+
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {
         let record: Option<(String, i64)> = sqlx::query_as(
             "UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING record, expires_at",

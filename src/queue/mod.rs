@@ -18,6 +18,7 @@ mod deliver;
 mod redis;
 mod sqlite;
 mod webhook;
+mod workers;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
 pub use self::webhook::{DeliverWebhook, WebhookHandler, WebhookQueue};
+pub use self::workers::WorkerInfo;
 use crate::jobs::JobId;
 pub use crate::jobs::Lane;
 
@@ -147,6 +149,8 @@ pub fn task_age(id: &str, now: std::time::SystemTime) -> Option<std::time::Durat
 pub trait Producer: Send + Sync + 'static {
     /// Each lane's depth, oldest task and live workers, read from the backend.
     async fn stats(&self) -> Result<Vec<LaneStats>, QueueError>;
+    /// The workers seen lately, newest heartbeat first (for the admin page).
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
     /// Enqueues tasks on `lane`, each with the id the caller chose for it. A
     /// task whose id the lane already holds is skipped, so repeating an
     /// enqueue that may or may not have happened (a lost reply, a crash)

@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::webhook::{DeliverWebhook, WebhookLane};
+use super::workers::WorkerInfo;
 use super::{
     Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError,
     MAX_DELIVERIES,
@@ -70,13 +71,13 @@ pub struct RedisQueue {
     bulk: LaneQueue,
     pub(super) webhooks: WebhookLane<RedisStorage<DeliverWebhook>>,
     /// The webhook queue's key names, for sweeping its finished tasks.
-    webhook_config: Config,
-    conn: ConnectionManager,
+    pub(super) webhook_config: Config,
+    pub(super) conn: ConnectionManager,
     limit: u32,
     /// For the wake-up channel's subscriptions (see [`RedisQueue::waking`]).
     client: Option<redis::Client>,
     /// A worker silent this long is presumed dead (for `stats`).
-    liveness: std::time::Duration,
+    pub(super) liveness: std::time::Duration,
 }
 
 fn unavailable(e: redis::RedisError) -> QueueError {
@@ -169,6 +170,10 @@ impl RedisQueue {
             .await
             .map_err(unavailable)?;
         Ok(ids.len().saturating_sub(left))
+    }
+
+    pub(super) fn lane_config(&self, lane: Lane) -> &Config {
+        &self.lane(lane).config
     }
 
     fn lane(&self, lane: Lane) -> &LaneQueue {
@@ -277,6 +282,10 @@ impl Producer for RedisQueue {
                 .map_err(unavailable)?;
         }
         Ok(running)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        self.list_workers().await
     }
 
     async fn check(&self) -> Result<(), QueueError> {

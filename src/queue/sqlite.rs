@@ -16,6 +16,7 @@ use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::webhook::{DeliverWebhook, WebhookLane};
+use super::workers::WorkerInfo;
 use super::{Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
 
@@ -59,7 +60,7 @@ pub struct SqliteQueue {
     pub(super) pool: SqlitePool,
     limit: u32,
     /// A worker silent this long is presumed dead (for `stats`).
-    liveness: std::time::Duration,
+    pub(super) liveness: std::time::Duration,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -227,6 +228,10 @@ impl Producer for SqliteQueue {
         .await
         .map(|_| 0)
         .map_err(unavailable)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        self.list_workers().await
     }
 
     async fn check(&self) -> Result<(), QueueError> {

@@ -34,6 +34,13 @@ pub enum JobError {
     JobNotFound(String),
     #[error("job {job} has no image {index}")]
     ImageNotFound { job: JobId, index: usize },
+    /// An operator's retry of an image that has not failed.
+    #[error("image {index} of job {job} is {state}: only a failed image can be retried")]
+    NotRetryable {
+        job: JobId,
+        index: usize,
+        state: ImageState,
+    },
     #[error("image {index} of job {job} is {state}, not finished yet; retry later")]
     ImageNotReady {
         job: JobId,

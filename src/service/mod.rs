@@ -9,6 +9,7 @@
 //! - `purge`     deleting a job; purging expired or deleted ones
 //! - `events`    the process's hub of live job events; `watch` one watcher
 //! - `webhooks`  a job's webhook checked; its deliveries relayed and made
+//! - `admin`     the operator's view (workers, queues, jobs, failures) and actions
 //! - `keys`      API keys: authenticating a token; managing keys
 //! - `slots`     the caps on ZIPs streamed and uploads received at once,
 //!   overall and per tenant
@@ -17,6 +18,7 @@
 //! Every operation on an existing job takes an [`Access`]: a job outside it
 //! is answered exactly as a job that does not exist.
 
+mod admin;
 mod error;
 mod events;
 mod gauges;
@@ -29,6 +31,7 @@ mod submit;
 mod watch;
 mod webhooks;
 
+pub use admin::{Cancelled, FailureGroup, Overview, QueueInfo};
 pub use error::JobError;
 pub use events::EventHub;
 pub use idempotency::Claimed;
@@ -89,6 +92,8 @@ pub struct JobService {
     events: EventHub,
     /// `None` where the service sends no webhooks (unit tests).
     webhooks: Option<WebhookParts>,
+    /// The operator's view (`admin`); `None` in unit tests.
+    admin: Option<Arc<dyn crate::meta::AdminView>>,
 }
 
 impl JobService {
@@ -121,6 +126,7 @@ impl JobService {
             ttl,
             links,
             webhooks: None,
+            admin: None,
         }
     }
 

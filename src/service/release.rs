@@ -189,6 +189,9 @@ mod tests {
         async fn stats(&self) -> Result<Vec<crate::queue::LaneStats>, QueueError> {
             Ok(Vec::new())
         }
+        async fn workers(&self) -> Result<Vec<crate::queue::WorkerInfo>, QueueError> {
+            Ok(Vec::new())
+        }
     }
 
     fn job(images: usize) -> Job {

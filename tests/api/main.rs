@@ -2,6 +2,7 @@
 //! embedded one (SQLite and a data directory) and the distributed one (the
 //! real Redis and S3 servers that `scripts/test.sh` starts).
 
+mod admin;
 mod admission;
 mod cli;
 mod contract;

@@ -3,7 +3,8 @@ Playwright), as a new user would use it against `imgpipe serve` with keys
 on: a bad file and a bad argument shown where they are, three images through
 a two-operation chain watched to 100 %, results compared and downloaded as a
 ZIP, the job reopened from the recent list after a reload, on a desktop and
-a phone-sized screen. Screenshots of each step go to the directory given.
+a phone-sized screen; then the operator's page at /admin. Screenshots of
+each step go to the directory given.
 
     python tests/browser/page_test.py BINARY SCREENSHOT_DIR
 
@@ -43,6 +44,17 @@ def png(width, height, seed):
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def broken_png():
+    """A PNG whose header is fine and whose pixel data is not: accepted at
+    submission, failed by the worker."""
+    good = png(40, 30, 9)
+    at = good.index(b"IDAT") + 4
+    data = bytearray(good)
+    for i in range(at + 20, at + 60):
+        data[i] ^= 0x5A
+    return bytes(data)
 
 
 def free_port():
@@ -162,6 +174,32 @@ def scenario(browser, base, work, viewport, prefix):
     context.close()
 
 
+def admin(browser, base, work):
+    """The operator's page: the key asked once, workers alive, queues, the
+    throughput chart, recent jobs, a failure grouped by its reason."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    answer = context.request.post(base + "/process-job?filter=blur",
+                                  headers={"Authorization": f"Bearer {KEY}"},
+                                  multipart={"files": {"name": "broken.png", "mimeType": "image/png",
+                                                       "buffer": broken_png()}})
+    assert answer.status == 202, answer.text()
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/admin")
+    expect(page.locator("#key-dialog")).to_be_visible()
+    page.fill("#key-input", KEY)
+    page.click("#key-dialog button[value=ok]")
+    expect(page.locator("#workers tr[data-alive=true]")).to_have_count(3)
+    expect(page.locator("#queues tr")).to_have_count(2)
+    expect(page.locator("#jobs tr").first).to_be_visible()
+    expect(page.locator("#failures .failure-group").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#throughput svg rect").first).to_be_attached()
+    shot(page, "admin")
+    assert not errors, f"script errors on the admin page: {errors}"
+    context.close()
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="imgpipe-browser-") as tmp:
@@ -173,6 +211,7 @@ def main():
                 print(f"page test: Chromium {browser.version}, {base}", flush=True)
                 scenario(browser, base, work, {"width": 1280, "height": 900}, "desktop-")
                 scenario(browser, base, work, {"width": 390, "height": 844}, "phone-")
+                admin(browser, base, work)
                 browser.close()
         except Exception:
             print((work / "server.log").read_text()[-4000:], file=sys.stderr)
