@@ -4,6 +4,8 @@
 //! everything else is decoded whole. Both give the same bytes. Pure CPU
 //! work: callers run it off the async runtime; it does no I/O.
 
+use std::time::{Duration, Instant};
+
 use crate::codec::{self, CodecError, OutputFormat, PngCompression, RowFilter};
 use crate::ops::{Chain, RowStream, SizeError};
 
@@ -26,28 +28,50 @@ pub struct Output<'a> {
 }
 
 pub fn render(input: &[u8], out: Output<'_>, max_pixels: u64) -> Result<Vec<u8>, RenderError> {
+    render_timed(input, out, max_pixels).map(|(bytes, _)| bytes)
+}
+
+/// Where a render's time went, for the per-stage metrics: `decode`, `ops`
+/// and `encode` when the image is decoded whole, `transcode` (all three in
+/// strips) when it streams.
+pub type Timings = Vec<(&'static str, Duration)>;
+
+/// [`render`], with its [`Timings`].
+pub fn render_timed(
+    input: &[u8],
+    out: Output<'_>,
+    max_pixels: u64,
+) -> Result<(Vec<u8>, Timings), RenderError> {
     if out.format == OutputFormat::Jpeg {
+        let started = Instant::now();
         let streamed = codec::transcode_jpeg(input, max_pixels, out.quality, |w, h, channels| {
             out.ops.row_stream(w, h, channels).map(Streamed)
         })?;
         if let Some(bytes) = streamed {
-            return Ok(bytes);
+            return Ok((bytes, vec![("transcode", started.elapsed())]));
         }
     }
     render_whole(input, out, max_pixels)
 }
 
 /// Decode the whole image, apply the chain, encode.
-fn render_whole(input: &[u8], out: Output<'_>, max_pixels: u64) -> Result<Vec<u8>, RenderError> {
+fn render_whole(
+    input: &[u8],
+    out: Output<'_>,
+    max_pixels: u64,
+) -> Result<(Vec<u8>, Timings), RenderError> {
+    let started = Instant::now();
     let img = codec::decode(input, max_pixels)?;
+    let decoded = Instant::now();
     let result = out.ops.apply(img, max_pixels)?;
-    Ok(codec::encode_with(
-        &result,
-        out.format,
-        out.quality,
-        out.lossless,
-        out.png,
-    )?)
+    let applied = Instant::now();
+    let bytes = codec::encode_with(&result, out.format, out.quality, out.lossless, out.png)?;
+    let timings = vec![
+        ("decode", decoded - started),
+        ("ops", applied - decoded),
+        ("encode", applied.elapsed()),
+    ];
+    Ok((bytes, timings))
 }
 
 struct Streamed(RowStream);
@@ -123,7 +147,7 @@ mod tests {
                 })
                 .unwrap()
                 .expect("streamable");
-                let whole = render_whole(input, out, u64::MAX).unwrap();
+                let (whole, _) = render_whole(input, out, u64::MAX).unwrap();
                 assert!(
                     streamed == whole,
                     "{text}, input {i}: streamed and whole results differ"

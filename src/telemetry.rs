@@ -15,9 +15,20 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const JOBS_SUBMITTED: &str = "imgpipe_jobs_submitted_total";
 /// `outcome`: succeeded, failed, retried.
 pub const IMAGES: &str = "imgpipe_images_total";
-/// `stage`: queue (waiting to be taken), fetch, render (decode, operations
-/// and encode: streamed together), store.
+/// `stage`: queue (waiting to be taken), fetch, render (all of the CPU work),
+/// and within it decode, ops and encode (an image decoded whole) or
+/// transcode (a JPEG streamed in strips: the three at once); store.
 pub const IMAGE_STAGE: &str = "imgpipe_image_stage_seconds";
+/// `status`: completed, completed_with_errors, failed; counted by the
+/// process whose write settled the job's last image.
+pub const JOBS_FINISHED: &str = "imgpipe_jobs_finished_total";
+/// Bytes of ZIPs streamed to clients.
+pub const ZIP_BYTES: &str = "imgpipe_zip_bytes_total";
+/// The pixel budget: `state` capacity, in_use; and reservations waiting.
+pub const PIXEL_BUDGET: &str = "imgpipe_pixel_budget_pixels";
+pub const PIXEL_BUDGET_WAITING: &str = "imgpipe_pixel_budget_waiting";
+/// Render threads running an image now (both lanes).
+pub const RENDER_BUSY: &str = "imgpipe_render_threads_busy";
 /// `lane`: priority, bulk.
 pub const QUEUE_DEPTH: &str = "imgpipe_queue_depth";
 pub const QUEUE_OLDEST_AGE: &str = "imgpipe_queue_oldest_age_seconds";
@@ -74,7 +85,28 @@ fn describe() {
     describe_histogram!(
         IMAGE_STAGE,
         Unit::Seconds,
-        "Time per image and stage: queue (submission to first start), fetch, render (decode, operations, encode), store."
+        "Time per image and stage: queue (submission to first start), fetch, render (all CPU work; within it decode, ops, encode, or transcode for streamed JPEG), store."
+    );
+    describe_counter!(
+        JOBS_FINISHED,
+        "Jobs whose last image this process settled, by final status."
+    );
+    describe_counter!(
+        ZIP_BYTES,
+        Unit::Bytes,
+        "Bytes of ZIP archives streamed by this process."
+    );
+    describe_gauge!(
+        PIXEL_BUDGET,
+        "This process's pixel budget (IMGPIPE_MAX_PIXELS_IN_FLIGHT): capacity, and pixels reserved by images decoding or rendering (in_use)."
+    );
+    describe_gauge!(
+        PIXEL_BUDGET_WAITING,
+        "Images waiting for pixels of this process's budget."
+    );
+    describe_gauge!(
+        RENDER_BUSY,
+        "Render threads of this process running an image now."
     );
     describe_gauge!(QUEUE_DEPTH, "Tasks waiting in the queue backend, per lane.");
     describe_gauge!(

@@ -17,6 +17,7 @@ mod sqlite;
 mod sqlite_admin;
 mod sqlite_deliveries;
 mod sqlite_events;
+mod sqlite_settle;
 mod sqlite_tenants;
 mod tenants;
 

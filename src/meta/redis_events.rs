@@ -27,7 +27,8 @@ use crate::jobs::{ImageProgress, Job, JobId};
 /// from the counts (KEYS[6]) and, when every image has settled, the final
 /// event, once; the job's id is published on ARGV[10]. ARGV[9]: the time,
 /// ARGV[11]: the new state's name, ARGV[12]: the key prefix, ARGV[13]: the
-/// image event's name. Each event wanted by the job's webhook gets its
+/// image event's name. Returns the final event's name instead of 1 when
+/// this write settled the job. Each event wanted by the job's webhook gets its
 /// delivery (see `redis_deliveries`). ARGV[14] is 1 for an operator's retry
 /// (`reopen_image`): then only a failed image is written over, whatever its
 /// attempts, and it counts as unsettled again.
@@ -35,6 +36,7 @@ pub(super) const SET_PROGRESS: &str = concat!(
     super::redis_deliveries::schedule_webhook_lua!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local wrote_final = nil
 local expires = redis.call('ZSCORE', KEYS[3], ARGV[4])
 if not expires or tonumber(expires) <= tonumber(ARGV[5]) then return 0 end
 local current = redis.call('HGET', KEYS[2], ARGV[1])
@@ -94,6 +96,7 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
     local kind = 'job.completed_with_errors'
     if f == 0 then kind = 'job.completed' elseif s == 0 then kind = 'job.failed' end
     redis.call('HSET', KEYS[6], 'final', kind)
+    wrote_final = kind
     local final = cjson.encode({type = kind, at = ARGV[9]})
     seq = redis.call('RPUSH', KEYS[5], final)
     schedule_webhook(KEYS[6], ARGV[12], ARGV[4], seq, kind, final, ARGV[5])
@@ -104,6 +107,7 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
   end
   redis.call('PUBLISH', ARGV[10], ARGV[4])
 end
+if wrote_final then return wrote_final end
 return 1
 "
 );
@@ -174,7 +178,7 @@ impl RedisMeta {
         let json =
             serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
         let (event, now, channel, kind) = self.progress_event_args(index, progress)?;
-        let written: i64 = redis::Script::new(SET_PROGRESS)
+        let written: redis::Value = redis::Script::new(SET_PROGRESS)
             .key(self.job_key(id))
             .key(self.images_key(id))
             .key(self.expiry_index())
@@ -202,7 +206,21 @@ impl RedisMeta {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(written == 1)
+        match written {
+            redis::Value::Int(n) => Ok(n == 1),
+            // The final event's name: this write settled the job.
+            redis::Value::BulkString(kind) => {
+                let status = String::from_utf8_lossy(&kind)
+                    .trim_start_matches("job.")
+                    .to_string();
+                metrics::counter!(crate::telemetry::JOBS_FINISHED, "status" => status).increment(1);
+                Ok(true)
+            }
+            other => Err(MetaError::new(
+                crate::backend_error::ErrorKind::Corrupt,
+                format!("the progress script answered {other:?}"),
+            )),
+        }
     }
 
     /// The `job.deleted` event, for `MARK_DELETED`.

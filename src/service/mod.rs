@@ -46,6 +46,7 @@ pub use webhooks::{Deliverer, Secrets, WebhookParts};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::archive;
@@ -276,7 +277,12 @@ impl JobService {
             manifest,
             self.limits.download_pace,
             permit,
-        );
+        )
+        .inspect(|chunk| {
+            if let Ok(bytes) = chunk {
+                metrics::counter!(crate::telemetry::ZIP_BYTES).increment(bytes.len() as u64);
+            }
+        });
         Ok((status, stream))
     }
 

@@ -32,12 +32,46 @@ impl PixelBudget {
 
     /// Owned, so that the CPU work can carry it: if the task is cancelled
     /// (its worker stopped), the render still holds its pixels until it ends.
-    pub async fn reserve(&self, pixels: u64) -> Option<OwnedSemaphorePermit> {
-        self.permits
+    pub async fn reserve(&self, pixels: u64) -> Option<Reserved> {
+        let waiting = metrics::gauge!(crate::telemetry::PIXEL_BUDGET_WAITING);
+        waiting.increment(1.0);
+        let permit = self
+            .permits
             .clone()
             .acquire_many_owned(self.permits_for(pixels))
             .await
-            .ok()
+            .ok();
+        waiting.decrement(1.0);
+        let permit = permit?;
+        let reserved = Reserved {
+            permit,
+            budget: self.clone(),
+        };
+        self.report();
+        Some(reserved)
+    }
+
+    /// The budget's gauges, as of now.
+    fn report(&self) {
+        let name = crate::telemetry::PIXEL_BUDGET;
+        let free = self.permits.available_permits() as f64;
+        metrics::gauge!(name, "state" => "capacity").set(f64::from(self.capacity));
+        metrics::gauge!(name, "state" => "in_use").set(f64::from(self.capacity) - free);
+    }
+}
+
+/// Pixels held until dropped (the render carries it to its end).
+pub struct Reserved {
+    permit: OwnedSemaphorePermit,
+    budget: PixelBudget,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        // The permit goes back after this body: count it as gone already.
+        let name = crate::telemetry::PIXEL_BUDGET;
+        let free = (self.budget.permits.available_permits() + self.permit.num_permits()) as f64;
+        metrics::gauge!(name, "state" => "in_use").set(f64::from(self.budget.capacity) - free);
     }
 }
 

@@ -367,7 +367,7 @@ impl Worker {
                 lossless: recipe.lossless,
                 png: settings.png_compression,
             };
-            token.scope(|| render::render(&input, output, settings.max_pixels))
+            token.scope(|| render::render_timed(&input, output, settings.max_pixels))
         });
         let rendering = std::time::Instant::now();
         tokio::pin!(render);
@@ -387,8 +387,12 @@ impl Worker {
         if cancel.is_cancelled() {
             return Err(TaskError::Cancelled);
         }
-        let encoded = rendered.map_err(TaskError::Crashed)??;
+        let (encoded, timings) = rendered.map_err(TaskError::Crashed)??;
         stage("render", rendering);
+        for (name, took) in timings {
+            metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name)
+                .record(took.as_secs_f64());
+        }
 
         let size = encoded.len() as u64;
         let bytes = bytes::Bytes::from(encoded);

@@ -52,7 +52,10 @@ pub async fn run<T: Send + 'static>(
 ) -> Result<T, String> {
     let (done, result) = tokio::sync::oneshot::channel();
     pool.spawn(move || {
+        let busy = metrics::gauge!(crate::telemetry::RENDER_BUSY);
+        busy.increment(1.0);
         let _ = done.send(panic_guard::catch(work));
+        busy.decrement(1.0);
     });
     match result.await {
         Ok(outcome) => outcome,

@@ -93,6 +93,10 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
         ("queue", 5.0),
         ("fetch", 5.0),
         ("render", 4.0),
+        // PNG in, PNG out: decoded whole, so the three parts of render.
+        ("decode", 4.0),
+        ("ops", 4.0),
+        ("encode", 4.0),
         ("store", 4.0),
     ] {
         let key = format!(r#"imgpipe_image_stage_seconds_count{{stage="{stage}"}}"#);
@@ -137,6 +141,25 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
         );
     }
     assert!(value(&samples, "imgpipe_process_resident_memory_bytes") > 1e6);
+    assert_eq!(
+        value(
+            &samples,
+            r#"imgpipe_jobs_finished_total{status="completed_with_errors"}"#
+        ),
+        1.0
+    );
+    assert!(value(&samples, r#"imgpipe_pixel_budget_pixels{state="capacity"}"#) > 0.0);
+    assert_eq!(
+        value(&samples, r#"imgpipe_pixel_budget_pixels{state="in_use"}"#),
+        0.0,
+        "every render has ended"
+    );
+    assert_eq!(value(&samples, "imgpipe_pixel_budget_waiting"), 0.0);
+    assert_eq!(value(&samples, "imgpipe_render_threads_busy"), 0.0);
+    let zip = app.download(&id, "").await;
+    assert!(!zip.is_empty());
+    let after = scrape(&app).await;
+    assert!(value(&after, "imgpipe_zip_bytes_total") > 1000.0);
     let (queue, store) = match backend {
         Backend::Embedded => ("sqlite", "local"),
         Backend::Distributed => ("redis", "s3"),
