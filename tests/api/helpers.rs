@@ -205,14 +205,17 @@ impl Deployment {
                     .expect("KEYS");
                 // Worker registrations and the queue's wake-up signal are
                 // the queue's own, API keys and quota counters (which expire
-                // with their minute) the tenants': not records of any job or
-                // task.
+                // with their minute) the tenants', the images settled per
+                // minute (kept a day) and the latest failures (capped) the
+                // admin page's: not records of any job or task.
                 let mut left = Vec::new();
                 for key in keys {
                     if key.contains(":workers")
                         || key.ends_with(":signal")
                         || key.contains(":apikey")
                         || key.contains(":quota:")
+                        || key.contains(":settled:")
+                        || key.ends_with(":failures")
                     {
                         continue;
                     }
