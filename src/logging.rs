@@ -1,14 +1,18 @@
 //! Logging through env_logger (`RUST_LOG` filters), human-readable or, with
 //! `IMGPIPE_LOG_FORMAT=json`, one JSON object per line for log pipelines:
 //! `time`, `level`, `target`, `message`, and where known the request id
-//! (`request_id`) or the task's `job_id`, `image` and `attempt`.
+//! (`request_id`) and `tenant`, or the task's `job_id`, `image`, `attempt`
+//! and the seconds its stages took so far (`stages`).
 //!
 //! The context comes from task-locals that the HTTP layer (a request) and
 //! the worker (one delivery of a task) set around their work, so log calls
 //! need not repeat it. Must not: decide what is logged.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -32,15 +36,31 @@ pub struct Context {
     pub job_id: Option<String>,
     pub image: Option<usize>,
     pub attempt: Option<u32>,
+    pub tenant: Option<String>,
 }
 
 tokio::task_local! {
     static CONTEXT: Context;
+    /// The stages the task has timed so far (see [`note_stage`]).
+    static STAGES: RefCell<BTreeMap<&'static str, f64>>;
 }
 
 /// Runs `work` with `context` attached to its log lines.
 pub async fn scope<F: Future>(context: Context, work: F) -> F::Output {
-    CONTEXT.scope(context, work).await
+    CONTEXT
+        .scope(context, STAGES.scope(RefCell::default(), work))
+        .await
+}
+
+/// Notes how long a stage of the task took, for its later log lines.
+pub fn note_stage(name: &'static str, time: Duration) {
+    let _ = STAGES.try_with(|stages| stages.borrow_mut().insert(name, time.as_secs_f64()));
+}
+
+fn stages() -> BTreeMap<&'static str, f64> {
+    STAGES
+        .try_with(|stages| stages.borrow().clone())
+        .unwrap_or_default()
 }
 
 /// The context of the task running now, if any.
@@ -64,6 +84,11 @@ pub fn init(format: LogFormat) {
                     .rsplit_once(" id=")
                     .map(|(_, id)| id.to_string())
                     .filter(|id| id != "-");
+                context.tenant = message
+                    .split_once(" tenant=")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .filter(|t| *t != "-")
+                    .map(str::to_string);
             }
             let line = json_line(
                 chrono::Utc::now(),
@@ -71,6 +96,7 @@ pub fn init(format: LogFormat) {
                 record.target(),
                 &message,
                 context,
+                stages(),
             );
             writeln!(out, "{line}")
         }),
@@ -92,6 +118,11 @@ struct Line<'a> {
     image: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
+    /// Seconds per stage, as far as the task has come.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    stages: BTreeMap<&'static str, f64>,
 }
 
 fn json_line(
@@ -100,6 +131,7 @@ fn json_line(
     target: &str,
     message: &str,
     context: Context,
+    stages: BTreeMap<&'static str, f64>,
 ) -> String {
     let line = Line {
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -110,6 +142,8 @@ fn json_line(
         job_id: context.job_id,
         image: context.image,
         attempt: context.attempt,
+        tenant: context.tenant,
+        stages,
     };
     // Strings, numbers and options only: serialising cannot fail.
     serde_json::to_string(&line).unwrap_or_default()
@@ -133,6 +167,7 @@ mod tests {
             "imgpipe::worker",
             "failed: \"bad\"\nnext line",
             context,
+            BTreeMap::from([("fetch", 0.002)]),
         );
         assert!(!line.contains('\n'));
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -143,6 +178,7 @@ mod tests {
             (Some("6f1e7963"), Some(3))
         );
         assert_eq!(value["attempt"], 2);
+        assert_eq!(value["stages"]["fetch"], 0.002);
         assert!(value.get("request_id").is_none());
     }
 
@@ -154,9 +190,14 @@ mod tests {
                 request_id: Some("r1".into()),
                 ..Context::default()
             },
-            async { context() },
+            async {
+                note_stage("fetch", Duration::from_millis(5));
+                (context(), stages())
+            },
         )
         .await;
-        assert_eq!(inside.and_then(|c| c.request_id).as_deref(), Some("r1"));
+        assert_eq!(inside.0.and_then(|c| c.request_id).as_deref(), Some("r1"));
+        assert_eq!(inside.1.get("fetch"), Some(&0.005));
+        assert!(stages().is_empty(), "outside the task: none");
     }
 }

@@ -22,6 +22,11 @@ pub const IMAGE_STAGE: &str = "imgpipe_image_stage_seconds";
 /// `status`: completed, completed_with_errors, failed; counted by the
 /// process whose write settled the job's last image.
 pub const JOBS_FINISHED: &str = "imgpipe_jobs_finished_total";
+/// `reason`: the class of a failed image's error (see `worker::retry::failure_class`).
+pub const IMAGES_FAILED: &str = "imgpipe_images_failed_total";
+/// `queue`: priority, bulk, webhook; tasks taken by live workers of every
+/// process (read from the queue backend when scraped).
+pub const TASKS_RUNNING: &str = "imgpipe_tasks_running";
 /// Bytes of ZIPs streamed to clients.
 pub const ZIP_BYTES: &str = "imgpipe_zip_bytes_total";
 /// The pixel budget: `state` capacity, in_use; and reservations waiting.
@@ -90,6 +95,14 @@ fn describe() {
     describe_counter!(
         JOBS_FINISHED,
         "Jobs whose last image this process settled, by final status."
+    );
+    describe_counter!(
+        IMAGES_FAILED,
+        "Images failed by this process's workers, by the class of their error (decode, limits, timeout, cancelled, crashed, backend, other)."
+    );
+    describe_gauge!(
+        TASKS_RUNNING,
+        "Tasks taken and not finished by the live workers of every process, per queue."
     );
     describe_counter!(
         ZIP_BYTES,

@@ -22,6 +22,19 @@ impl JobService {
             }
             Err(e) => log::warn!("metrics: reading the queue's state: {e}"),
         }
+        match super::with_deadline(self.queue.workers()).await {
+            Ok(workers) => {
+                for queue in ["priority", "bulk", "webhook"] {
+                    let running: u64 = workers
+                        .iter()
+                        .filter(|w| w.alive && w.queue == queue)
+                        .map(|w| w.running)
+                        .sum();
+                    metrics::gauge!(telemetry::TASKS_RUNNING, "queue" => queue).set(running as f64);
+                }
+            }
+            Err(e) => log::warn!("metrics: reading the workers: {e}"),
+        }
         if let Some(bytes) = telemetry::resident_bytes() {
             metrics::gauge!(telemetry::RESIDENT_MEMORY).set(bytes as f64);
         }

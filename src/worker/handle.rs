@@ -130,12 +130,21 @@ fn count_settled(progress: &ImageProgress) {
         ImageState::Queued | ImageState::Processing => return,
     };
     metrics::counter!(crate::telemetry::IMAGES, "outcome" => outcome).increment(1);
+    if progress.state == ImageState::Failed {
+        let class = super::retry::failure_class(progress.error.as_deref().unwrap_or(""));
+        metrics::counter!(crate::telemetry::IMAGES_FAILED, "reason" => class).increment(1);
+    }
 }
 
 /// Records how long one stage of an image took.
 fn stage(name: &'static str, since: std::time::Instant) {
-    metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name)
-        .record(since.elapsed().as_secs_f64());
+    took(name, since.elapsed());
+}
+
+/// Records one stage's time: its histogram, and the task's log lines.
+fn took(name: &'static str, time: std::time::Duration) {
+    metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name).record(time.as_secs_f64());
+    crate::logging::note_stage(name, time);
 }
 
 impl Worker {
@@ -215,8 +224,7 @@ impl Worker {
         };
         if started.attempts == 1 {
             let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
-            metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => "queue")
-                .record(waited.as_secs_f64());
+            took("queue", waited);
         }
         if !self.record(job_id, index, &started).await? {
             // Between our read and this write the image was finished, or a later
@@ -389,9 +397,8 @@ impl Worker {
         }
         let (encoded, timings) = rendered.map_err(TaskError::Crashed)??;
         stage("render", rendering);
-        for (name, took) in timings {
-            metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name)
-                .record(took.as_secs_f64());
+        for (name, time) in timings {
+            took(name, time);
         }
 
         let size = encoded.len() as u64;

@@ -27,6 +27,29 @@ impl Backoff {
     }
 }
 
+/// The class of a failed image's reason, for the failure metric (a label
+/// with few values): read from the start of the messages this module's
+/// [`TaskError`] and the decisions in `decide` write.
+pub fn failure_class(reason: &str) -> &'static str {
+    let reason = reason.to_ascii_lowercase();
+    let has = |s: &str| reason.contains(s);
+    if has("cancelled") {
+        "cancelled"
+    } else if has("timed out") {
+        "timeout"
+    } else if has("processing crashed") {
+        "crashed"
+    } else if has("gave up after") || has("unavailable") || has("storage") {
+        "backend"
+    } else if has("too large") || has("pixels") || has("empty") {
+        "limits"
+    } else if has("decode") || has("corrupt") || has("truncated") || has("unsupported") {
+        "decode"
+    } else {
+        "other"
+    }
+}
+
 /// Why one attempt at an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {

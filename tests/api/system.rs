@@ -191,6 +191,9 @@ async fn json_logs_carry_the_context(backend: Backend) {
         .unwrap_or_else(|| panic!("no task line for job {id}:\n{logs}"));
     assert_eq!(task["image"], 0);
     assert_eq!(task["attempt"], 1);
+    for stage in ["queue", "fetch", "render", "store"] {
+        assert!(task["stages"][stage].is_f64(), "{stage} missing: {task}");
+    }
     let request = lines
         .iter()
         .find(|l| {
@@ -202,6 +205,7 @@ async fn json_logs_carry_the_context(backend: Backend) {
         .unwrap_or_else(|| panic!("no access-log line:\n{logs}"));
     let request_id = request["request_id"].as_str().unwrap_or_default();
     assert_eq!(request_id.len(), 26, "a ULID: {request}");
+    assert_eq!(request["tenant"], "local", "{request}");
 }
 
 crate::both_backends!(
