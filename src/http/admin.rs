@@ -29,12 +29,13 @@ pub async fn cancel(
 
 pub async fn retry(
     req: HttpRequest,
-    path: web::Path<(String, usize)>,
+    path: web::Path<(String, String)>,
     service: web::Data<JobService>,
     gate: web::Data<Gate>,
 ) -> Result<HttpResponse, ApiError> {
     gate.require(&req, Scope::Admin).await?;
     let (job, index) = path.into_inner();
+    let index = super::results::image_index(&index)?;
     service.retry(&job, index).await?;
     Ok(HttpResponse::Accepted()
         .json(serde_json::json!({"job_id": job, "index": index, "state": "queued"})))

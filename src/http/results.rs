@@ -39,6 +39,18 @@ pub async fn download(
         .streaming(stream))
 }
 
+/// An image's index in a path: plain digits only (`usize::from_str` would
+/// also take "+1"); anything else is a JSON `404 invalid_path`.
+pub(super) fn image_index(text: &str) -> Result<usize, ApiError> {
+    Some(text)
+        .filter(|i| i.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| ApiError::BadPath {
+            what: "image index",
+            given: text.to_string(),
+        })
+}
+
 pub async fn image(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -47,14 +59,7 @@ pub async fn image(
 ) -> Result<HttpResponse, ApiError> {
     let access = gate.reader(&req).await?;
     let (id, index) = path.into_inner();
-    // Plain digits only: `usize::from_str` would also take "+1".
-    let index: usize = Some(&index)
-        .filter(|i| i.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|i| i.parse().ok())
-        .ok_or_else(|| ApiError::BadPath {
-            what: "image index",
-            given: index.clone(),
-        })?;
+    let index = image_index(&index)?;
     let (object, entry) = service.result_image(&id, index, &access).await?;
     Ok(HttpResponse::Ok()
         .content_type(entry.output_format.content_type())

@@ -201,6 +201,15 @@ async fn the_admin_scope(backend: Backend) {
         )
         .await;
     assert_eq!(missing.status(), 404);
+    let bad_index = app
+        .send(app.client.post(app.url(&format!(
+            "/admin/api/jobs/{}/images/-1/retry",
+            uuid::Uuid::new_v4()
+        ))))
+        .await;
+    assert_eq!(bad_index.status(), 404);
+    let body: Value = bad_index.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "invalid_path");
 }
 
 crate::both_backends!(
