@@ -156,7 +156,14 @@ impl RedisQueue {
         if ids.is_empty() {
             return Ok(0);
         }
-        let left: usize = redis::Script::new(FORGET)
+        let left = self.forget_in(c, &ids).await?;
+        Ok(ids.len().saturating_sub(left))
+    }
+
+    /// Runs [`FORGET`] on one queue's keys; returns how many were left
+    /// (running).
+    async fn forget_in(&self, c: &Config, task_ids: &[String]) -> Result<usize, QueueError> {
+        redis::Script::new(FORGET)
             .key(c.workers_set())
             .key(c.inflight_jobs_set())
             .key(c.active_jobs_list())
@@ -165,11 +172,10 @@ impl RedisQueue {
             .key(c.dead_jobs_set())
             .key(c.job_data_hash())
             .key(c.job_meta_hash())
-            .arg(&ids)
-            .invoke_async(&mut conn)
+            .arg(task_ids)
+            .invoke_async::<usize>(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        Ok(ids.len().saturating_sub(left))
+            .map_err(unavailable)
     }
 
     pub(super) fn lane_config(&self, lane: Lane) -> &Config {
@@ -266,20 +272,7 @@ impl Producer for RedisQueue {
         }
         let mut running = 0;
         for lane in Lane::ALL {
-            let c = &self.lane(lane).config;
-            running += redis::Script::new(FORGET)
-                .key(c.workers_set())
-                .key(c.inflight_jobs_set())
-                .key(c.active_jobs_list())
-                .key(c.scheduled_jobs_set())
-                .key(c.done_jobs_set())
-                .key(c.dead_jobs_set())
-                .key(c.job_data_hash())
-                .key(c.job_meta_hash())
-                .arg(task_ids)
-                .invoke_async::<usize>(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
+            running += self.forget_in(&self.lane(lane).config, task_ids).await?;
         }
         Ok(running)
     }
