@@ -174,16 +174,16 @@ impl MetaStore for SqliteMeta {
         }
         // The rules of `MetaStore::set_image_progress` as one statement, so
         // they hold however many processes write at once.
-        let written = sqlx::query(super::sqlite_settle::WRITE_PROGRESS)
-            .bind(progress.state.name())
-            .bind(i64::from(progress.attempts))
-            .bind(json)
-            .bind(id.to_string())
-            .bind(index as i64)
-            .bind(millis(Utc::now()))
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let written = super::sqlite_settle::progress_write(
+            super::sqlite_settle::WRITE_PROGRESS,
+            id,
+            index,
+            progress,
+            json,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         let written = written.rows_affected() == 1;
         if written {
             self.wrote_events.notify_waiters();
@@ -200,17 +200,13 @@ impl MetaStore for SqliteMeta {
         let json =
             serde_json::to_string(progress).map_err(corrupt(format!("job {id} image {index}")))?;
         // The counts and the `image.retrying` event follow from the triggers.
-        let written = sqlx::query(
-            "UPDATE images SET state = ?1, attempts = ?2, progress = ?3
-             WHERE job_id = ?4 AND idx = ?5 AND state = 'failed'
-               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)",
+        let written = super::sqlite_settle::progress_write(
+            super::sqlite_settle::REOPEN,
+            id,
+            index,
+            progress,
+            json,
         )
-        .bind(progress.state.name())
-        .bind(i64::from(progress.attempts))
-        .bind(json)
-        .bind(id.to_string())
-        .bind(index as i64)
-        .bind(millis(Utc::now()))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?

@@ -15,6 +15,29 @@ pub(super) const WRITE_PROGRESS: &str = "UPDATE images SET state = ?1, attempts 
        AND attempts <= ?2
        AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)";
 
+/// An operator's retry: a failed image back to queued (`reopen_image`);
+/// the counts and the `image.retrying` event follow from the triggers.
+pub(super) const REOPEN: &str = "UPDATE images SET state = ?1, attempts = ?2, progress = ?3
+     WHERE job_id = ?4 AND idx = ?5 AND state = 'failed'
+       AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)";
+
+/// [`WRITE_PROGRESS`] or [`REOPEN`] with its six parameters bound.
+pub(super) fn progress_write(
+    sql: &'static str,
+    id: JobId,
+    index: usize,
+    progress: &ImageProgress,
+    json: String,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(sql)
+        .bind(progress.state.name())
+        .bind(i64::from(progress.attempts))
+        .bind(json)
+        .bind(id.to_string())
+        .bind(index as i64)
+        .bind(millis(Utc::now()))
+}
+
 const FINAL_EVENT: &str = "SELECT type FROM job_events WHERE job_id = ?
      AND type IN ('job.completed', 'job.completed_with_errors', 'job.failed')";
 
@@ -42,13 +65,7 @@ impl SqliteMeta {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let written = sqlx::query(WRITE_PROGRESS)
-            .bind(progress.state.name())
-            .bind(i64::from(progress.attempts))
-            .bind(json)
-            .bind(id.to_string())
-            .bind(index as i64)
-            .bind(millis(Utc::now()))
+        let written = progress_write(WRITE_PROGRESS, id, index, progress, json)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?
