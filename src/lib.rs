@@ -38,6 +38,7 @@ pub mod backend_error;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod direct_io;
 pub mod http;
 pub mod jobs;
 pub mod logging;

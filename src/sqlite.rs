@@ -23,6 +23,10 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         .busy_timeout(Duration::from_secs(10));
     SqlitePoolOptions::new()
         .max_connections(8)
+        // A local file does not hang up: no ping before every statement
+        // (sqlx still pings on release, which rolls back what a dropped
+        // future left open).
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }

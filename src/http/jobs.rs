@@ -6,15 +6,14 @@ use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 
 use super::body::SharedBody;
+use super::spool::spool;
 use super::upload_guard::{Share, UploadGuard};
 use super::{ApiError, Gate, UploadDir};
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
 use crate::jobs::admission;
-use crate::jobs::intake::FileProblem;
 use crate::jobs::{Recipe, RecipeOptions};
 use crate::service::{JobError, JobService, Upload};
 
@@ -277,44 +276,6 @@ async fn receive(
     }
 
     Ok(spooled)
-}
-
-/// Streams one file field to a temporary file, enforcing the size limit as bytes arrive.
-async fn spool(
-    field: &mut Field,
-    filename: &str,
-    dir: &std::path::Path,
-    max_bytes: u64,
-    share: &mut Share,
-) -> Result<tempfile::TempPath, ApiError> {
-    let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
-    let temp = tempfile::Builder::new()
-        .prefix("imgpipe-upload-")
-        .tempfile_in(dir)
-        .map_err(spool_err)?;
-    let (std_file, path) = temp.into_parts();
-    // Multipart chunks are small; each write to a tokio file is a trip to
-    // tokio's blocking threads, so they are gathered into 256 KiB writes.
-    let mut file =
-        tokio::io::BufWriter::with_capacity(256 << 10, tokio::fs::File::from_std(std_file));
-    let mut written: u64 = 0;
-    while let Some(chunk) = field.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Multipart(format!("{filename}: {e}")))?;
-        written += chunk.len() as u64;
-        if written > max_bytes {
-            return Err(JobError::BadFile {
-                file: filename.to_string(),
-                problem: FileProblem::TooLarge { limit: max_bytes },
-            }
-            .into());
-        }
-        if !share.grow(chunk.len() as u64) {
-            return Err(ApiError::UploadsBusy);
-        }
-        file.write_all(&chunk).await.map_err(spool_err)?;
-    }
-    file.flush().await.map_err(spool_err)?;
-    Ok(path)
 }
 
 async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {

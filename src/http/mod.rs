@@ -21,6 +21,7 @@ mod metrics;
 mod page;
 mod request_id;
 mod results;
+mod spool;
 mod system;
 mod upload_guard;
 

@@ -77,10 +77,11 @@ pub struct Inspected {
 
 /// Checks one spooled upload against the limits.
 pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
-    let mut file = File::open(path).map_err(|e| FileProblem::Corrupt {
+    let cannot_read = |e: std::io::Error| FileProblem::Corrupt {
         format: "upload",
         reason: format!("cannot read spooled upload: {e}"),
-    })?;
+    };
+    let file = File::open(path).map_err(cannot_read)?;
     let size_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size_bytes == 0 {
         return Err(FileProblem::Empty);
@@ -89,6 +90,29 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         return Err(FileProblem::TooLarge {
             limit: limits.max_file_bytes,
         });
+    }
+    // An upload of usual size is read whole, straight from the disk: it was
+    // spooled past the page cache, and reading it through the cache would
+    // cost what writing it that way saved (see `direct_io`).
+    if size_bytes <= READ_WHOLE {
+        drop(file);
+        let bytes = crate::direct_io::read_all(path).map_err(cannot_read)?;
+        let size_bytes = bytes.len() as u64;
+        return inspect_reader(std::io::Cursor::new(bytes), size_bytes, limits);
+    }
+    inspect_reader(file, size_bytes, limits)
+}
+
+/// Uploads up to this size are inspected from memory.
+const READ_WHOLE: u64 = 16 << 20;
+
+fn inspect_reader<R: Read + Seek>(
+    mut file: R,
+    size_bytes: u64,
+    limits: &Limits,
+) -> Result<Inspected, FileProblem> {
+    if size_bytes == 0 {
+        return Err(FileProblem::Empty);
     }
     let mut head = [0u8; 64];
     let n = read_up_to(&mut file, &mut head);
@@ -110,8 +134,8 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
 
 /// [`inspect`] once the format is known: each format's own reader gives
 /// the size and whether the file is whole; the checks after are common.
-fn inspect_as(
-    file: &mut File,
+fn inspect_as<R: Read + Seek>(
+    file: &mut R,
     format: InputFormat,
     head: &[u8],
     size_bytes: u64,
@@ -321,7 +345,7 @@ fn jpeg_complete(r: &mut impl Read, dims: &mut Option<(u32, u32)>) -> bool {
 }
 
 /// Walks the chunk list until `IEND`; every chunk must fit inside the file.
-fn png_complete(file: &mut File, size: u64) -> bool {
+fn png_complete(file: &mut (impl Read + Seek), size: u64) -> bool {
     let mut pos = 8u64;
     loop {
         if file.seek(SeekFrom::Start(pos)).is_err() {
@@ -343,7 +367,7 @@ fn png_complete(file: &mut File, size: u64) -> bool {
     }
 }
 
-fn last_byte(file: &mut File, size: u64) -> Option<u8> {
+fn last_byte(file: &mut (impl Read + Seek), size: u64) -> Option<u8> {
     file.seek(SeekFrom::Start(size - 1)).ok()?;
     read_byte(file)
 }

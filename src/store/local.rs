@@ -11,9 +11,6 @@ use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio_util::io::ReaderStream;
 
 use super::{ObjectStore, ObjectStream, StoreError};
 use crate::backend_error::ErrorKind;
@@ -83,64 +80,76 @@ impl LocalStore {
         Ok(self.root.join(relative))
     }
 
-    /// Writes `bytes` (or copies `source`) to a temporary file, then renames it into place.
-    async fn write(&self, key: &str, content: Content<'_>) -> Result<(), StoreError> {
+    /// Writes `bytes` (or links or copies `source`) to a temporary file,
+    /// then renames it into place: all of it in one trip to the blocking
+    /// threads (each `tokio::fs` call would be a trip of its own).
+    async fn write(&self, key: &str, content: Content) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = self.tmp_dir().join(ulid::Ulid::new().to_string());
-        let written = async {
-            match content {
-                Content::Bytes(bytes) => {
-                    let mut file = tokio::fs::File::create(&tmp).await?;
-                    file.write_all(&bytes).await?;
-                    file.flush().await?;
-                }
-                Content::File(source) => {
-                    // A spooled upload on the same filesystem is linked, not
-                    // copied (4 MB less to write per 8-image POST); the
-                    // caller still owns, and later removes, its own name.
-                    if tokio::fs::hard_link(source, &tmp).await.is_err() {
-                        tokio::fs::copy(source, &tmp).await?;
-                    }
-                }
+        blocking(key, move || {
+            let written = place(&content, &tmp, &dir, &path);
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            // A delete elsewhere removes directories it leaves empty, which
-            // may include a parent this write has just created (`jobs/` when
-            // the last other job goes): create them again and retry.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let placed = match tokio::fs::create_dir_all(&dir).await {
-                    Ok(()) => tokio::fs::rename(&tmp, &path).await,
-                    Err(e) => Err(e),
-                };
-                match placed {
-                    // NotFound: a parent went before the rename; AlreadyExists:
-                    // create_dir_all found a directory that went before it looked.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
-                        ) && attempt < 5 =>
-                    {
-                        continue
-                    }
-                    other => break other,
-                }
-            }
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_error(key, e));
-        }
-        Ok(())
+            written
+        })
+        .await
     }
 }
 
-enum Content<'a> {
+/// `content` to `tmp`, then `tmp` renamed to `path` (in `dir`).
+fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<()> {
+    match content {
+        Content::Bytes(bytes) => crate::direct_io::write_new(tmp, bytes)?,
+        Content::File(source) => {
+            // A spooled upload on the same filesystem is linked, not
+            // copied (4 MB less to write per 8-image POST); the caller
+            // still owns, and later removes, its own name.
+            if std::fs::hard_link(source, tmp).is_err() {
+                std::fs::copy(source, tmp)?;
+            }
+        }
+    }
+    // A delete elsewhere removes directories it leaves empty, which may
+    // include a parent this write has just created (`jobs/` when the last
+    // other job goes): create them again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let placed = std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(tmp, path));
+        match placed {
+            // NotFound: a parent went before the rename; AlreadyExists:
+            // create_dir_all found a directory that went before it looked.
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists)
+                    && attempt < 5 => {}
+            other => return other,
+        }
+    }
+}
+
+/// Runs `f`'s file system calls on the blocking threads, as one trip.
+async fn blocking<T: Send + 'static>(
+    key: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(done) => done.map_err(|e| io_error(key, e)),
+        Err(e) => Err(StoreError::new(
+            ErrorKind::Unavailable,
+            format!("{key}: file system call crashed: {e}"),
+        )),
+    }
+}
+
+/// How much of a file one read of an object stream takes: the default of
+/// 4 KiB would make a trip to the blocking threads for every 4 KiB.
+const READ_CHUNK: usize = 256 << 10;
+
+enum Content {
     Bytes(Bytes),
-    File(&'a Path),
+    File(PathBuf),
 }
 
 /// A missing file is a missing object; a full or failing disk may recover and
@@ -162,7 +171,7 @@ impl ObjectStore for LocalStore {
         path: &Path,
         _content_type: &str,
     ) -> Result<(), StoreError> {
-        self.write(key, Content::File(path)).await
+        self.write(key, Content::File(path.to_path_buf())).await
     }
 
     async fn put_bytes(
@@ -176,40 +185,63 @@ impl ObjectStore for LocalStore {
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.path(key)?;
-        tokio::fs::read(&path)
-            .await
-            .map(Bytes::from)
-            .map_err(|e| io_error(key, e))
+        blocking(key, move || crate::direct_io::read_all(&path)).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
         let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path)
+        let (file, size) = blocking(key, move || {
+            let file = crate::direct_io::open_read(&path)?;
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        })
+        .await?;
+        // One trip to the blocking threads per chunk, past the page cache
+        // as the object was written (see `direct_io`).
+        let stream = futures::stream::try_unfold(Some(file), |file| async move {
+            let Some(mut file) = file else {
+                return Ok(None);
+            };
+            let read = tokio::task::spawn_blocking(move || {
+                crate::direct_io::read_chunk(&mut file, READ_CHUNK).map(|chunk| (chunk, file))
+            })
             .await
-            .map_err(|e| io_error(key, e))?;
-        let size = file.metadata().await.map_err(|e| io_error(key, e))?.len();
+            .map_err(|e| io::Error::other(format!("file read crashed: {e}")))?;
+            let (chunk, file) = read?;
+            Ok(if chunk.is_empty() {
+                None
+            } else {
+                // A short chunk is the last.
+                let more = (chunk.len() == READ_CHUNK).then_some(file);
+                Some((chunk, more))
+            })
+        });
         Ok(ObjectStream {
             size,
-            stream: Box::pin(ReaderStream::new(file).map_ok(Bytes::from)),
+            stream: Box::pin(stream),
         })
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(key, e)),
-            _ => {}
-        }
-        // Leave no empty directories behind (a job's last object takes its
-        // directories with it); one that is not empty stays.
-        let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| *d != self.root) {
-            if tokio::fs::remove_dir(d).await.is_err() {
-                break;
+        let root = self.root.clone();
+        blocking(key, move || {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
             }
-            dir = d.parent();
-        }
-        Ok(())
+            // Leave no empty directories behind (a job's last object takes its
+            // directories with it); one that is not empty stays.
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != root) {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -227,6 +259,7 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt;
 
     /// One job's delete removes the `jobs/` directory it leaves empty while
     /// another job's write is creating it: the write must still land.

@@ -1,0 +1,83 @@
+//! Receiving one file field of a multipart upload into a temporary file,
+//! enforcing the size limit and the upload budget as bytes arrive. Knows
+//! nothing of what the file holds: inspection comes after.
+//!
+//! The file is written past the page cache (`direct_io`), in blocks: each
+//! block is one trip to tokio's blocking threads, and a photo of usual size
+//! is a few of them, written while the rest of it arrives.
+
+use actix_multipart::Field;
+use futures::StreamExt;
+
+use super::upload_guard::Share;
+use super::ApiError;
+use crate::direct_io::{self, AlignedBuf};
+use crate::jobs::intake::FileProblem;
+use crate::service::JobError;
+
+/// Bytes gathered before a write.
+const BLOCK: usize = 256 << 10;
+
+/// Streams `field` to a new temporary file in `dir`; refuses it past `max_bytes`.
+pub async fn spool(
+    field: &mut Field,
+    filename: &str,
+    dir: &std::path::Path,
+    max_bytes: u64,
+    share: &mut Share,
+) -> Result<tempfile::TempPath, ApiError> {
+    let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
+    let temp = tempfile::Builder::new()
+        .prefix("imgpipe-upload-")
+        .tempfile_in(dir)
+        .map_err(spool_err)?;
+    let (mut file, path) = temp.into_parts();
+    let direct = direct_io::try_direct(&file);
+    let mut buf = AlignedBuf::with_capacity(BLOCK);
+    let mut written: u64 = 0;
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Multipart(format!("{filename}: {e}")))?;
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(JobError::BadFile {
+                file: filename.to_string(),
+                problem: FileProblem::TooLarge { limit: max_bytes },
+            }
+            .into());
+        }
+        if !share.grow(chunk.len() as u64) {
+            return Err(ApiError::UploadsBusy);
+        }
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let n = rest.len().min(buf.spare());
+            buf.extend(&rest[..n]);
+            rest = &rest[n..];
+            if buf.spare() == 0 {
+                (file, buf) = on_blocking_threads(move || {
+                    let whole = direct_io::write_aligned(&mut file, &buf, direct)?;
+                    buf.consume(whole);
+                    Ok((file, buf))
+                })
+                .await
+                .map_err(spool_err)?;
+            }
+        }
+    }
+    on_blocking_threads(move || {
+        let whole = direct_io::write_aligned(&mut file, &buf, direct)?;
+        buf.consume(whole);
+        direct_io::write_tail(&mut file, &buf, direct)
+    })
+    .await
+    .map_err(spool_err)?;
+    Ok(path)
+}
+
+async fn on_blocking_threads<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spool write crashed: {e}"))))
+}
