@@ -122,8 +122,10 @@ fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<(
             // NotFound: a parent went before the rename; AlreadyExists:
             // create_dir_all found a directory that went before it looked.
             Err(e)
-                if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists)
-                    && attempt < 5 => {}
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                ) && attempt < 5 => {}
             other => return other,
         }
     }

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Where an imgpipe process spends its CPU, per image, by thread.
+
+Starts each given build of `imgpipe serve` fresh (as sidebyside.py does),
+drives it with sidebyside's light client (J jobs x 8 photo-like 1080p
+JPEGs, 4 clients, status polled every 50 ms, no ZIP downloads), and reads
+every thread's user + system time and context switches from /proc before
+and after the clock. Threads are grouped by name: the render pools
+(imgpipe-priority, imgpipe-bulk), tokio's runtime and blocking threads
+(tokio-rt-worker), sqlx's SQLite connection threads and actix's workers.
+Builds alternate within each round, so A/B figures share the machine's
+state.
+
+    cargo build --release
+    python3 scripts/cost_breakdown.py                                   # target/release/imgpipe
+    python3 scripts/cost_breakdown.py --builds target/imgpipe-old,target/release/imgpipe --rounds 3
+    python3 scripts/cost_breakdown.py --ops sharpen --jobs 40
+
+Needs Pillow to make the photos; runs in sidebyside.py's virtualenv
+(target/peer-venv), which it creates if needed. Loopback only.
+"""
+
+import argparse
+import collections
+import concurrent.futures as futures
+import http.client
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sidebyside as sbs  # noqa: E402
+
+
+def threads(pid):
+    """{thread group: [CPU seconds, context switches]} of process `pid`."""
+    out = collections.defaultdict(lambda: [0.0, 0])
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+            status = open(f"/proc/{pid}/task/{tid}/status").read()
+        except FileNotFoundError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789-")
+        fields = stat[stat.rindex(")") + 2:].split()
+        group = out[name]
+        group[0] += (int(fields[11]) + int(fields[12])) / sbs.TICK
+        group[1] += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+    return out
+
+
+def measure(build, args, body, ctype):
+    deployment = sbs.Deployment(f"embedded={build}", args).start()
+    try:
+        pid = deployment.own[0].pid
+        jobs, lock, posts = list(range(args.jobs)), threading.Lock(), []
+
+        def client():
+            conn = http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=600)
+            while True:
+                with lock:
+                    if not jobs:
+                        return
+                    jobs.pop()
+                post, _, _, _ = sbs.post_and_wait(conn, f"/process-job?filter={args.ops}", body, ctype, 0.05)
+                with lock:
+                    posts.append(post)
+
+        before, started = threads(pid), time.perf_counter()
+        with futures.ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(client) for _ in range(4)]:
+                f.result()
+        after, wall = threads(pid), time.perf_counter() - started
+    finally:
+        deployment.stop()
+    images = args.jobs * 8
+    rows = {name: ((cpu - before.get(name, [0, 0])[0]) * 1000 / images,
+                   (switches - before.get(name, [0, 0])[1]) / images)
+            for name, (cpu, switches) in after.items()}
+    return images / wall, sorted(posts)[len(posts) // 2] * 1000, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--builds", default=str(sbs.BIN / "imgpipe"), help="comma-separated imgpipe binaries")
+    ap.add_argument("--ops", default="blur")
+    ap.add_argument("--jobs", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    sbs.ensure_venv()
+    from benchimages import jpeg_bytes, photo_like
+    photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(8)]
+    body, ctype = sbs.multipart(photos)
+    print(f"{args.jobs} jobs x 8 photo-like 1080p JPEGs, 4 clients, ops {args.ops}; per image:")
+    for r in range(args.rounds):
+        for build in args.builds.split(","):
+            img_s, post50, rows = measure(build, args, body, ctype)
+            total = sum(cpu for cpu, _ in rows.values())
+            print(f"round {r + 1} {build}: {img_s:.1f} img/s, POST p50 {post50:.0f} ms, CPU {total:.2f} ms")
+            for name, (cpu, switches) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
+                if cpu >= 0.01 or switches >= 0.5:
+                    print(f"    {name:<18} {cpu:6.2f} ms  {switches:6.1f} context switches")
+
+
+if __name__ == "__main__":
+    main()
