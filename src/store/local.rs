@@ -145,10 +145,6 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// How much of a file one read of an object stream takes: the default of
-/// 4 KiB would make a trip to the blocking threads for every 4 KiB.
-const READ_CHUNK: usize = 256 << 10;
-
 enum Content {
     Bytes(Bytes),
     File(PathBuf),
@@ -192,36 +188,9 @@ impl ObjectStore for LocalStore {
 
     async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
         let path = self.path(key)?;
-        let (file, size) = blocking(key, move || {
-            let file = crate::direct_io::open_read(&path)?;
-            let size = file.metadata()?.len();
-            Ok((file, size))
-        })
-        .await?;
-        // One trip to the blocking threads per chunk, past the page cache
-        // as the object was written (see `direct_io`).
-        let stream = futures::stream::try_unfold(Some(file), |file| async move {
-            let Some(mut file) = file else {
-                return Ok(None);
-            };
-            let read = tokio::task::spawn_blocking(move || {
-                crate::direct_io::read_chunk(&mut file, READ_CHUNK).map(|chunk| (chunk, file))
-            })
+        super::file_stream::open(&path)
             .await
-            .map_err(|e| io::Error::other(format!("file read crashed: {e}")))?;
-            let (chunk, file) = read?;
-            Ok(if chunk.is_empty() {
-                None
-            } else {
-                // A short chunk is the last.
-                let more = (chunk.len() == READ_CHUNK).then_some(file);
-                Some((chunk, more))
-            })
-        });
-        Ok(ObjectStream {
-            size,
-            stream: Box::pin(stream),
-        })
+            .map_err(|e| io_error(key, e))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

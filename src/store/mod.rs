@@ -6,6 +6,7 @@
 //! a whole upload or archive, and none may retry on its own (the worker owns
 //! retry policy).
 
+mod file_stream;
 mod local;
 #[cfg(test)]
 pub mod memory;

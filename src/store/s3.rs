@@ -14,7 +14,6 @@ use minio::s3::minio_error_response::MinioErrorCode;
 use minio::s3::response::GetObjectResponse;
 use minio::s3::types::S3Api;
 use minio::s3::{MinioClient, MinioClientBuilder};
-use tokio_util::io::ReaderStream;
 
 use super::{ObjectStore, ObjectStream, StoreError};
 use crate::backend_error::ErrorKind;
@@ -216,28 +215,14 @@ fn classify(context: &str, e: MinioError) -> StoreError {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError> {
-        let file = tokio::fs::File::open(path).await.map_err(|e| {
+        let object = super::file_stream::open(path).await.map_err(|e| {
             StoreError::with_source(
                 ErrorKind::Refused,
-                format!("cannot open {}", path.display()),
+                format!("cannot read {}", path.display()),
                 e,
             )
         })?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| {
-                StoreError::with_source(
-                    ErrorKind::Refused,
-                    format!("cannot stat {}", path.display()),
-                    e,
-                )
-            })?
-            .len();
-        let content = ObjectContent::new_from_stream(
-            ReaderStream::with_capacity(file, 256 * 1024),
-            Some(size),
-        );
+        let content = ObjectContent::new_from_stream(object.stream, Some(object.size));
         self.put_content(key, content, content_type).await
     }
 
