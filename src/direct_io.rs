@@ -1,6 +1,7 @@
 //! Whole-file I/O that bypasses the page cache (`O_DIRECT`), for the
-//! local object store, the upload spool and the inspection of uploads. Blocking calls: callers run
-//! them on blocking threads. Nothing here knows about keys or jobs.
+//! local object store, the upload spool and the inspection of uploads.
+//! Blocking calls: async callers run them through [`on_blocking_threads`].
+//! Nothing here knows about keys or jobs.
 //!
 //! Why: an object is written once and read once or twice soon after, so
 //! caching it buys little, and a buffered write or a cold buffered read
@@ -21,6 +22,17 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use bytes::Bytes;
+
+/// Runs `f`'s file system calls on tokio's blocking threads, as one trip
+/// (each `tokio::fs` call would be a trip of its own); a panic in `f` is an
+/// error like any other.
+pub async fn on_blocking_threads<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("file system call crashed: {e}"))))
+}
 
 /// Alignment of buffers, offsets and lengths for direct I/O.
 pub const ALIGN: usize = 4096;

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::upload_guard::Share;
 use super::ApiError;
-use crate::direct_io::{self, AlignedBuf};
+use crate::direct_io::{self, on_blocking_threads, AlignedBuf};
 use crate::jobs::intake::FileProblem;
 use crate::service::JobError;
 
@@ -72,12 +72,4 @@ pub async fn spool(
     .await
     .map_err(spool_err)?;
     Ok(path)
-}
-
-async fn on_blocking_threads<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spool write crashed: {e}"))))
 }

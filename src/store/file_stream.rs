@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::ObjectStream;
-use crate::direct_io;
+use crate::direct_io::{self, on_blocking_threads};
 
 /// Bytes per chunk: tokio's default of 4 KiB would make a trip to the
 /// blocking threads for every 4 KiB.
@@ -16,7 +16,7 @@ const CHUNK: usize = 256 << 10;
 /// Opens `path` and streams it; the size is known before the first chunk.
 pub async fn open(path: &Path) -> io::Result<ObjectStream> {
     let path: PathBuf = path.to_path_buf();
-    let (file, size) = blocking(move || {
+    let (file, size) = on_blocking_threads(move || {
         let file = direct_io::open_read(&path)?;
         let size = file.metadata()?.len();
         Ok((file, size))
@@ -26,9 +26,10 @@ pub async fn open(path: &Path) -> io::Result<ObjectStream> {
         let Some(mut file) = file else {
             return Ok(None);
         };
-        let (chunk, file) =
-            blocking(move || direct_io::read_chunk(&mut file, CHUNK).map(|chunk| (chunk, file)))
-                .await?;
+        let (chunk, file) = on_blocking_threads(move || {
+            direct_io::read_chunk(&mut file, CHUNK).map(|chunk| (chunk, file))
+        })
+        .await?;
         Ok(if chunk.is_empty() {
             None
         } else {
@@ -41,12 +42,4 @@ pub async fn open(path: &Path) -> io::Result<ObjectStream> {
         size,
         stream: Box::pin(stream),
     })
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("file read crashed: {e}"))))
 }

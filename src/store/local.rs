@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::{ObjectStore, ObjectStream, StoreError};
 use crate::backend_error::ErrorKind;
+use crate::direct_io::on_blocking_threads;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -131,18 +132,12 @@ fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<(
     }
 }
 
-/// Runs `f`'s file system calls on the blocking threads, as one trip.
+/// [`on_blocking_threads`], its error that of the object `key`.
 async fn blocking<T: Send + 'static>(
     key: &str,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Result<T, StoreError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(done) => done.map_err(|e| io_error(key, e)),
-        Err(e) => Err(StoreError::new(
-            ErrorKind::Unavailable,
-            format!("{key}: file system call crashed: {e}"),
-        )),
-    }
+    on_blocking_threads(f).await.map_err(|e| io_error(key, e))
 }
 
 enum Content {
