@@ -28,7 +28,7 @@ floor is pipeline-bench's single-thread CPU per image on the same photos.
     cargo build --release
     python3 scripts/sidebyside.py                        # blur, 10 x 8, 4 clients, 2 rounds, both clients
     python3 scripts/sidebyside.py --ops sharpen --rounds 3
-    python3 scripts/sidebyside.py --quality 75           # imgpipe at Pillow's default quality too
+    python3 scripts/sidebyside.py --quality 90           # both at quality 90 (the default is each one's own: 75)
     python3 scripts/sidebyside.py --pickup 200           # only: 200 one-tiny-image jobs, one at a time, idle
 
 --pickup times single-image jobs of a 23x17 PNG on an idle server, in both
@@ -409,7 +409,7 @@ def codec_floor(args, photos):
             (d / name).write_bytes(data)
         # One thread, busy throughout: its wall time per image is its CPU time.
         cmd = [str(BIN / "pipeline-bench"), "--ops", args.ops, "--format", "jpeg", "--seconds", "3",
-               "--quality", str(args.quality or 90)]
+               "--quality", str(args.quality or 75)]
         out = subprocess.run(cmd + sorted(str(p) for p in d.iterdir()), check=True, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_image"]
     except (subprocess.CalledProcessError, ValueError, KeyError) as e:
@@ -426,7 +426,7 @@ def main():
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own, 90 and 75)")
+    ap.add_argument("--quality", type=int, help="JPEG quality for both (default: each one's own; both 75, Pillow's)")
     ap.add_argument("--client", default="light,httpx")
     ap.add_argument("--deployments", default="embedded,distributed,peer",
                     help="comma-separated; embedded-split: api + worker on SQLite; "

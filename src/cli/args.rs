@@ -41,7 +41,7 @@ pub struct SubmitArgs {
     /// Output format: jpeg, png or webp (default: each input's own)
     #[arg(long = "format", value_name = "FORMAT")]
     pub output_format: Option<String>,
-    /// JPEG/WebP quality, 1-100
+    /// JPEG/WebP quality, 1-100 (default: Pillow's, 75 for JPEG and 80 for WebP)
     #[arg(long)]
     pub quality: Option<u8>,
     #[command(flatten)]

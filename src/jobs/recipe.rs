@@ -8,7 +8,20 @@ use serde::{Deserialize, Serialize};
 use crate::codec::OutputFormat;
 use crate::ops::{Chain, SizeError, SpecError};
 
-pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+/// The quality a job gets when it names none: Pillow's own defaults
+/// (`save(f, "JPEG")` writes at 75, `save(f, "WEBP")` at 80), so that a job
+/// without options writes the bytes the Pillow code it replaces writes.
+pub const DEFAULT_JPEG_QUALITY: u8 = 75;
+pub const DEFAULT_WEBP_QUALITY: u8 = 80;
+
+/// The default quality for output `format` (`None`: the input's family,
+/// JPEG or lossless PNG, where only JPEG's quality matters).
+pub fn default_quality(format: Option<OutputFormat>) -> u8 {
+    match format {
+        Some(OutputFormat::Webp) => DEFAULT_WEBP_QUALITY,
+        _ => DEFAULT_JPEG_QUALITY,
+    }
+}
 
 /// Why a request's options do not make a recipe.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +100,7 @@ impl Recipe {
                 })?),
             };
         let quality = match options.quality.map(str::trim) {
-            None | Some("") => DEFAULT_JPEG_QUALITY,
+            None | Some("") => default_quality(format),
             Some(q) => q
                 .parse::<u8>()
                 .ok()
@@ -144,6 +157,16 @@ mod tests {
         };
         let r = Recipe::parse(&options, 100).expect("options");
         assert_eq!((r.format, r.quality), (Some(OutputFormat::Webp), 75));
+        // Without a quality, Pillow's default for the format.
+        for (format, quality) in [(Some("webp"), 80), (Some("jpeg"), 75), (None, 75)] {
+            let options = RecipeOptions {
+                filter: Some("blur"),
+                format,
+                ..RecipeOptions::default()
+            };
+            let r = Recipe::parse(&options, 100).expect("options");
+            assert_eq!(r.quality, quality, "{format:?}");
+        }
         assert!(matches!(parse(None, None), Err(RecipeError::MissingOps)));
         assert!(matches!(
             parse(Some(" "), Some("")),

@@ -17,6 +17,7 @@ mod sqlite;
 mod sqlite_admin;
 mod sqlite_deliveries;
 mod sqlite_events;
+mod sqlite_pace;
 mod sqlite_settle;
 mod sqlite_tenants;
 mod tenants;
@@ -147,6 +148,21 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Counts one more of the job's images taken by a worker (a first
     /// delivery) and returns the job's tenant; `None` once the job is gone.
     async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError>;
+    /// [`note_taken`](Self::note_taken), then the tenant's
+    /// [`backlog`](Self::backlog): what a worker's first delivery of an
+    /// image needs to release its tenant's next ones. `None` once the job is
+    /// gone. A store that can do both in one round trip does.
+    async fn take(
+        &self,
+        id: JobId,
+        limit: usize,
+    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
+        let Some(tenant) = self.note_taken(id).await? else {
+            return Ok(None);
+        };
+        let held = self.backlog(&tenant, limit).await?;
+        Ok(Some((tenant, held)))
+    }
     /// Up to `limit` of `tenant`'s live jobs that still have images waiting
     /// in the queue or held back (see `jobs::pacing`), least recently served
     /// first. Jobs recorded before fair scheduling are never among them.

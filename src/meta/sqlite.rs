@@ -9,18 +9,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqlitePool;
+use sqlx::Connection;
 use tokio::sync::Notify;
 
 use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
-use crate::jobs::{ImageProgress, Job, JobId, Lane};
+use crate::jobs::{ImageProgress, Job, JobId};
+use crate::sqlite::{Conn, Connections};
 
 #[derive(Clone)]
 pub struct SqliteMeta {
-    pub(super) pool: SqlitePool,
+    pub(super) db: Arc<Connections>,
     /// Rings when this process writes something that makes events, so its
     /// own event stream reads them at once instead of at its next poll.
     pub(super) wrote_events: Arc<Notify>,
@@ -41,15 +42,23 @@ pub(super) fn millis(t: DateTime<Utc>) -> i64 {
 impl SqliteMeta {
     /// Opens the database file at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, MetaError> {
-        let pool = crate::sqlite::open(path).await.map_err(unavailable)?;
+        let db = crate::sqlite::connections(path)
+            .await
+            .map_err(unavailable)?;
+        let meta = SqliteMeta {
+            db: Arc::new(db),
+            wrote_events: Arc::default(),
+        };
         sqlx::migrate!("./migrations")
-            .run(&pool)
+            .run(&mut *meta.conn().await?)
             .await
             .map_err(|e| MetaError::unavailable(format!("migrating {}", path.display()), e))?;
-        Ok(SqliteMeta {
-            pool,
-            wrote_events: Arc::default(),
-        })
+        Ok(meta)
+    }
+
+    /// A connection for one statement or one transaction.
+    pub(super) async fn conn(&self) -> Result<Conn<'_>, MetaError> {
+        self.db.acquire().await.map_err(unavailable)
     }
 }
 
@@ -60,7 +69,8 @@ impl MetaStore for SqliteMeta {
         let queued = ImageProgress::queued();
         let queued_json =
             serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO jobs
                  (id, record, created_at, expires_at, image_count, released, tenant, turn,
@@ -79,54 +89,49 @@ impl MetaStore for SqliteMeta {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        for image in &job.images {
-            sqlx::query(
-                "INSERT INTO images (job_id, idx, state, attempts, progress) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(job.id.to_string())
-            .bind(image.index as i64)
-            .bind(queued.state.name())
-            .bind(i64::from(queued.attempts))
-            .bind(&queued_json)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
+        // Every image in one statement (one trip to the connection's thread,
+        // however many images), its indexes as a JSON array.
+        let indexes: Vec<usize> = job.images.iter().map(|image| image.index).collect();
+        sqlx::query(
+            "INSERT INTO images (job_id, idx, state, attempts, progress)
+             SELECT ?1, value, ?2, ?3, ?4 FROM json_each(?5)",
+        )
+        .bind(job.id.to_string())
+        .bind(queued.state.name())
+        .bind(i64::from(queued.attempts))
+        .bind(&queued_json)
+        .bind(serde_json::to_string(&indexes).map_err(corrupt(format!("job {}", job.id)))?)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         super::sqlite_deliveries::record_webhook(&mut tx, job).await?;
         super::sqlite_events::queued(&mut tx, job).await?;
         tx.commit().await.map_err(unavailable)
     }
 
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError> {
-        // One read transaction: the job and its progress as of one moment.
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let record: Option<String> = sqlx::query_scalar(
-            "SELECT record FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",
+        // One statement, so one moment: the job and every image's progress,
+        // as `[[index, progress], …]`.
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT record,
+                    (SELECT json_group_array(json_array(idx, json(progress)))
+                     FROM images WHERE job_id = jobs.id)
+             FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",
         )
         .bind(id.to_string())
         .bind(millis(Utc::now()))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
-        let Some(record) = record else {
+        let Some((record, images)) = row else {
             return Ok(None);
         };
         let job: Job = serde_json::from_str(&record).map_err(corrupt(format!("job {id}")))?;
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT idx, progress FROM images WHERE job_id = ?")
-                .bind(id.to_string())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        let rows: Vec<(usize, ImageProgress)> =
+            serde_json::from_str(&images).map_err(corrupt(format!("job {id}: its images")))?;
         let mut progress = vec![None; job.images.len()];
-        for (index, json) in rows {
-            let p: ImageProgress =
-                serde_json::from_str(&json).map_err(corrupt(format!("job {id} image {index}")))?;
-            if let Some(slot) = usize::try_from(index)
-                .ok()
-                .and_then(|i| progress.get_mut(i))
-            {
+        for (index, p) in rows {
+            if let Some(slot) = progress.get_mut(index) {
                 *slot = Some(p);
             }
         }
@@ -139,7 +144,7 @@ impl MetaStore for SqliteMeta {
         )
         .bind(id.to_string())
         .bind(millis(Utc::now()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(live.is_some())
@@ -154,7 +159,7 @@ impl MetaStore for SqliteMeta {
             sqlx::query_scalar("SELECT progress FROM images WHERE job_id = ? AND idx = ?")
                 .bind(id.to_string())
                 .bind(index as i64)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await
                 .map_err(unavailable)?;
         json.map(|j| serde_json::from_str(&j).map_err(corrupt(format!("job {id} image {index}"))))
@@ -181,7 +186,7 @@ impl MetaStore for SqliteMeta {
             progress,
             json,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         let written = written.rows_affected() == 1;
@@ -207,7 +212,7 @@ impl MetaStore for SqliteMeta {
             progress,
             json,
         )
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?
         .rows_affected()
@@ -223,7 +228,7 @@ impl MetaStore for SqliteMeta {
             "UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING record, expires_at",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         if record.is_some() {
@@ -247,7 +252,7 @@ impl MetaStore for SqliteMeta {
         )
         .bind(millis(now))
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(rows
@@ -265,136 +270,40 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn note_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
-        // Jobs recorded before fair scheduling (image_count 0) have no tenant
-        // column and nothing to release.
-        let tenant: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE jobs SET taken = taken + 1
-             WHERE id = ? AND deleted = 0 AND expires_at > ? AND image_count > 0
-             RETURNING tenant",
-        )
-        .bind(id.to_string())
-        .bind(millis(Utc::now()))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        tenant
-            .flatten()
-            .map(|t| {
-                t.parse().map_err(|_| {
-                    MetaError::new(ErrorKind::Corrupt, format!("job {id}: tenant {t:?}"))
-                })
-            })
-            .transpose()
+        self.count_taken(id).await
+    }
+
+    async fn take(
+        &self,
+        id: JobId,
+        limit: usize,
+    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
+        self.take_and_read_backlog(id, limit).await
     }
 
     async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
-        let rows: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
-            "SELECT id, image_count, released, taken, lane FROM jobs
-             WHERE tenant = ? AND taken < image_count AND deleted = 0 AND expires_at > ?
-             ORDER BY turn, created_at LIMIT ?",
-        )
-        .bind(tenant.as_str())
-        .bind(millis(Utc::now()))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let count = |n: i64| usize::try_from(n).unwrap_or(0);
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, total, released, taken, lane)| {
-                Some(Held {
-                    job: id.parse().ok()?,
-                    total: count(total),
-                    released: count(released),
-                    taken: count(taken),
-                    lane: Lane::named(&lane),
-                })
-            })
-            .collect())
+        self.read_backlog(tenant, limit).await
     }
 
     async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT tenant FROM jobs
-             WHERE released < image_count AND deleted = 0 AND tenant IS NOT NULL LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+        self.list_tenants_with_backlog(limit).await
     }
 
     async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
-        // SQLite's JSON functions read the few ids out of the record without
-        // this process parsing all of it.
-        let ids: Vec<Option<String>> = sqlx::query_scalar(
-            "SELECT json_extract(image.value, '$.task_id')
-             FROM jobs, json_each(jobs.record, '$.images') AS image
-             WHERE jobs.id = ? AND image.key >= ? AND image.key < ?
-             ORDER BY image.key",
-        )
-        .bind(id.to_string())
-        .bind(range.start as i64)
-        .bind(range.end as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        ids.into_iter()
-            .map(|id| {
-                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))
-            })
-            .collect()
+        self.read_task_ids(id, range).await
     }
 
     async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
-        sqlx::query(
-            "UPDATE jobs SET released = MAX(released, MIN(?, image_count)), turn = ? WHERE id = ?",
-        )
-        .bind(upto as i64)
-        .bind(turn)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(unavailable)
+        self.write_released(id, upto, turn).await
     }
 
     async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
-        // One read transaction: both figures as of one moment.
-        let now = millis(Utc::now());
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let (active, output): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE images.state NOT IN ('succeeded', 'failed')),
-                    COALESCE(SUM(json_extract(images.progress, '$.output_bytes')), 0)
-             FROM jobs JOIN images ON images.job_id = jobs.id
-             WHERE jobs.tenant = ? AND jobs.deleted = 0 AND jobs.expires_at > ?",
-        )
-        .bind(tenant.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let input: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(input_bytes), 0) FROM jobs
-             WHERE tenant = ? AND deleted = 0 AND expires_at > ?",
-        )
-        .bind(tenant.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(Usage {
-            active_images: count(active),
-            stored_bytes: count(input).saturating_add(count(output)),
-        })
+        self.tenant_usage(tenant).await
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         for statement in [
             "DELETE FROM images WHERE job_id = ?",
             "DELETE FROM jobs WHERE id = ?",
@@ -412,8 +321,10 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn check(&self) -> Result<(), MetaError> {
+        // Every idle connection answers (or is replaced), and a statement runs.
+        self.db.check().await.map_err(unavailable)?;
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map(|_| ())
             .map_err(unavailable)

@@ -45,7 +45,7 @@ impl AdminView for SqliteMeta {
         )
         .bind(millis(Utc::now()))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(rows
@@ -72,7 +72,7 @@ impl AdminView for SqliteMeta {
             "SELECT minute, succeeded, failed FROM settled_per_minute WHERE minute >= ? ORDER BY minute",
         )
         .bind(minute_of(millis(since)))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(rows
@@ -90,7 +90,7 @@ impl AdminView for SqliteMeta {
             "SELECT job_id, idx, error, at FROM recent_failures ORDER BY id DESC LIMIT ?",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(rows

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, Transaction};
 
 use super::deliveries::{Delivery, DeliveryKey, DeliveryState, DeliveryStore, TryRecord};
 use super::sqlite::{millis, unavailable, SqliteMeta};
@@ -120,13 +120,13 @@ fn delivery(row: Row) -> Result<Delivery, MetaError> {
     })
 }
 
-async fn due_exists(pool: &SqlitePool, now: i64) -> Result<bool, MetaError> {
+async fn due_exists(meta: &SqliteMeta, now: i64) -> Result<bool, MetaError> {
     // A read first: the UPDATE below would take the write lock every poll.
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ?)",
     )
     .bind(now)
-    .fetch_one(pool)
+    .fetch_one(&mut *meta.conn().await?)
     .await
     .map_err(unavailable)
 }
@@ -139,7 +139,7 @@ impl DeliveryStore for SqliteMeta {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(DeliveryKey, u32)>, MetaError> {
-        if !due_exists(&self.pool, millis(now)).await? {
+        if !due_exists(self, millis(now)).await? {
             return Ok(Vec::new());
         }
         // One statement: two processes never take the same delivery.
@@ -153,7 +153,7 @@ impl DeliveryStore for SqliteMeta {
         .bind(millis(lease_until))
         .bind(millis(now))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         rows.into_iter()
@@ -187,7 +187,7 @@ impl DeliveryStore for SqliteMeta {
         .bind(key.job_id.to_string())
         .bind(i64::try_from(key.seq).unwrap_or(i64::MAX))
         .bind(i64::from(attempt.saturating_sub(1)))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         row.map(delivery).transpose()
@@ -199,7 +199,8 @@ impl DeliveryStore for SqliteMeta {
         attempt: u32,
         result: &TryRecord,
     ) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE webhook_deliveries
              SET state = ?, last_status = ?, last_error = ?, next_at = ?, body = ?
@@ -252,7 +253,8 @@ impl DeliveryStore for SqliteMeta {
         job: JobId,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Vec<(DeliveryState, u64)>), MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         let rows: Vec<Row> = sqlx::query_as(concat!(
             "SELECT ",
             columns!(),

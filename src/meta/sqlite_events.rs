@@ -10,13 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
 use super::sqlite::{corrupt, unavailable, SqliteMeta};
 use super::{EventLog, MetaError, EVENTS_OUTLIVE_JOB};
 use crate::jobs::events::Event;
 use crate::jobs::{Job, JobId};
+use crate::sqlite::Connections;
 
 /// Removes the events of jobs purged more than [`EVENTS_OUTLIVE_JOB`] ago,
 /// and keeps this one's until then.
@@ -81,7 +82,7 @@ impl EventLog for SqliteMeta {
         .bind(id.to_string())
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         rows.into_iter()
@@ -98,23 +99,23 @@ impl EventLog for SqliteMeta {
         let seq: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
                 .bind(id.to_string())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await
                 .map_err(unavailable)?;
         Ok(u64::try_from(seq).unwrap_or(0))
     }
 
     async fn changes(&self) -> Result<BoxStream<'static, Vec<JobId>>, MetaError> {
-        let pool = self.pool.clone();
+        let db = self.db.clone();
         let start: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM job_events")
-            .fetch_one(&pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(unavailable)?;
         let wrote = self.wrote_events.clone();
         Ok(
-            stream::unfold((pool, wrote, start), |(pool, wrote, cursor)| async move {
-                let (jobs, cursor) = next_changes(&pool, &wrote, cursor).await;
-                Some((jobs, (pool, wrote, cursor)))
+            stream::unfold((db, wrote, start), |(db, wrote, cursor)| async move {
+                let (jobs, cursor) = next_changes(&db, &wrote, cursor).await;
+                Some((jobs, (db, wrote, cursor)))
             })
             .boxed(),
         )
@@ -124,17 +125,23 @@ impl EventLog for SqliteMeta {
 /// Waits for events past `cursor` (the table's global order) and names
 /// their jobs: looks when this process wrote some, or every [`POLL`] for
 /// other processes' writes. A failed query is logged and tried again.
-async fn next_changes(pool: &SqlitePool, wrote: &Notify, cursor: i64) -> (Vec<JobId>, i64) {
+async fn next_changes(db: &Connections, wrote: &Notify, cursor: i64) -> (Vec<JobId>, i64) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             () = wrote.notified() => {}
         }
-        let rows: Result<Vec<(i64, String)>, _> =
-            sqlx::query_as("SELECT id, job_id FROM job_events WHERE id > ? ORDER BY id LIMIT 1000")
+        let rows: Result<Vec<(i64, String)>, _> = match db.acquire().await {
+            Ok(mut conn) => {
+                sqlx::query_as(
+                    "SELECT id, job_id FROM job_events WHERE id > ? ORDER BY id LIMIT 1000",
+                )
                 .bind(cursor)
-                .fetch_all(pool)
-                .await;
+                .fetch_all(&mut *conn)
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match rows {
             Ok(rows) if rows.is_empty() => {}
             Ok(rows) => {

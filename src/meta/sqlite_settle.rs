@@ -3,6 +3,7 @@
 //! of jobs finished by status, made by the one write that settled the job.
 
 use chrono::Utc;
+use sqlx::{Connection, Row};
 
 use super::sqlite::{millis, unavailable, SqliteMeta};
 use super::MetaError;
@@ -38,13 +39,27 @@ pub(super) fn progress_write(
         .bind(millis(Utc::now()))
 }
 
-const FINAL_EVENT: &str = "SELECT type FROM job_events WHERE job_id = ?
-     AND type IN ('job.completed', 'job.completed_with_errors', 'job.failed')";
+/// The write of [`WRITE_PROGRESS`] and, in the same trip to the connection's
+/// thread, whether it was made (`changes()`: the statement's own rows, not
+/// its triggers') and the type of the job's last event since. The triggers
+/// append a final event last, so a write that settled its job leaves one
+/// there; any other accepted write leaves an image event and the job's
+/// progress after whatever final event came before.
+static WRITE_AND_LOOK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{WRITE_PROGRESS};
+         SELECT changes(),
+                (SELECT type FROM job_events WHERE job_id = ?4 ORDER BY seq DESC LIMIT 1)"
+    )
+});
+
+const FINAL_EVENTS: [&str; 3] = ["job.completed", "job.completed_with_errors", "job.failed"];
 
 impl SqliteMeta {
     /// A terminal write, which may settle the job: then its final event is
-    /// counted here, by the one write that made it (inside one write
-    /// transaction, so no other writer comes between the looks).
+    /// counted here, by the one write that made it. One transaction, whose
+    /// first statement is the write (so it holds the write lock from the
+    /// start, and no other writer comes between the write and the look).
     pub(super) async fn settle(
         &self,
         id: JobId,
@@ -52,36 +67,17 @@ impl SqliteMeta {
         progress: &ImageProgress,
         json: String,
     ) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // A write first: the transaction holds the write lock from here (a
-        // read first could not be upgraded if another writer got in).
-        sqlx::query("UPDATE job_counts SET job_id = job_id WHERE job_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
+        let row = progress_write(WRITE_AND_LOOK.as_str(), id, index, progress, json)
+            .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
-        let before: Option<String> = sqlx::query_scalar(FINAL_EVENT)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let written = progress_write(WRITE_PROGRESS, id, index, progress, json)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected()
-            == 1;
-        let after: Option<String> = if written && before.is_none() {
-            sqlx::query_scalar(FINAL_EVENT)
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
-        } else {
-            None
-        };
+        let changed: i64 = row.try_get(0).map_err(unavailable)?;
+        let last: Option<String> = row.try_get(1).map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        if let Some(kind) = after {
+        let written = changed == 1;
+        if let Some(kind) = last.filter(|kind| written && FINAL_EVENTS.contains(&kind.as_str())) {
             let status = kind.trim_start_matches("job.").to_string();
             metrics::counter!(crate::telemetry::JOBS_FINISHED, "status" => status).increment(1);
         }

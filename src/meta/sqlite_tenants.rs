@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use sqlx::Connection;
+
 use super::sqlite::{corrupt, millis, unavailable, SqliteMeta};
 use super::tenants::TenantStore;
 use super::MetaError;
@@ -24,7 +26,7 @@ impl TenantStore for SqliteMeta {
         .bind(key.id.as_str())
         .bind(&key.hash)
         .bind(json)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(added.rows_affected() == 1)
@@ -33,7 +35,7 @@ impl TenantStore for SqliteMeta {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, MetaError> {
         let json: Option<String> = sqlx::query_scalar("SELECT record FROM api_keys WHERE hash = ?")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(unavailable)?;
         json.as_deref().map(parse_key).transpose()
@@ -41,7 +43,7 @@ impl TenantStore for SqliteMeta {
 
     async fn keys(&self) -> Result<Vec<ApiKey>, MetaError> {
         let rows: Vec<String> = sqlx::query_scalar("SELECT record FROM api_keys")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(unavailable)?;
         let mut keys = rows
@@ -60,7 +62,7 @@ impl TenantStore for SqliteMeta {
         )
         .bind(at.as_str().unwrap_or_default().to_string())
         .bind(id.as_str())
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(revoked.rows_affected() == 1)
@@ -74,7 +76,8 @@ impl TenantStore for SqliteMeta {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Claim, MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         // A row whose lease or job has run out counts as absent.
         let claimed = sqlx::query(
             "INSERT INTO submissions (tenant, key, claim, completed, job_id, expires_at)
@@ -141,7 +144,7 @@ impl TenantStore for SqliteMeta {
         .bind(json)
         .bind(&done.job_id)
         .bind(millis(until))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(written.rows_affected() == 1)
@@ -160,7 +163,7 @@ impl TenantStore for SqliteMeta {
         .bind(tenant.as_str())
         .bind(key.as_str())
         .bind(nonce)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
         Ok(())
@@ -173,7 +176,8 @@ impl TenantStore for SqliteMeta {
         _window_ms: i64,
         limit: u64,
     ) -> Result<(bool, u64), MetaError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut conn = self.conn().await?;
+        let mut tx = conn.begin().await.map_err(unavailable)?;
         // Past windows of this subject go as it counts in a new one.
         sqlx::query("DELETE FROM quota_windows WHERE subject = ? AND window < ?")
             .bind(subject)
@@ -218,7 +222,7 @@ impl TenantStore for SqliteMeta {
             .bind(tenant.as_str())
             .bind(key.as_str())
             .bind(job_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(())

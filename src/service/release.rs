@@ -20,7 +20,7 @@ use chrono::Utc;
 
 use super::JobError;
 use crate::auth::Tenant;
-use crate::jobs::pacing::{self, Release};
+use crate::jobs::pacing::{self, Held, Release};
 use crate::jobs::{Job, Lane};
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
@@ -58,8 +58,8 @@ impl Releaser {
     /// A worker has taken an image of job `id` (its first delivery): counts
     /// it and releases the tenant's next. Returns how many were released.
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
-        match self.meta.note_taken(task.job_id).await? {
-            Some(tenant) => self.top_up(&tenant).await,
+        match self.meta.take(task.job_id, BACKLOG_LIMIT).await? {
+            Some((_, held)) => self.release(&held).await,
             None => Ok(0),
         }
     }
@@ -79,7 +79,12 @@ impl Releaser {
     /// its jobs. Enqueues first, records second.
     async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
         let held = self.meta.backlog(tenant, BACKLOG_LIMIT).await?;
-        let plan = pacing::plan(&held, self.ahead);
+        self.release(&held).await
+    }
+
+    /// Releases what the rule allows of `held` (one tenant's backlog).
+    async fn release(&self, held: &[Held]) -> Result<usize, JobError> {
+        let plan = pacing::plan(held, self.ahead);
         if plan.is_empty() {
             return Ok(0);
         }

@@ -183,14 +183,14 @@ async fn output_format_follows_input_unless_overridden(backend: Backend) {
     let id = job["job_id"].as_str().unwrap();
     app.wait_done(id, WITHIN).await;
     let low = app.download(id, "").await[0].1.len();
-    let default_quality = jpeg_size_at_q90(&app).await;
+    let default_quality = jpeg_size_at_default(&app).await;
     assert!(
         low < default_quality,
         "quality=20 gave {low} bytes, the default {default_quality}"
     );
 }
 
-async fn jpeg_size_at_q90(app: &crate::helpers::TestApp) -> usize {
+async fn jpeg_size_at_default(app: &crate::helpers::TestApp) -> usize {
     let job = app
         .submit_ok("filter=blur", vec![("ref.jpg".into(), jpeg(64, 48, 3))])
         .await;

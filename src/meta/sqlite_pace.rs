@@ -1,0 +1,196 @@
+//! Fair scheduling's counters and the per-tenant quota figures in SQLite
+//! (columns of `jobs`; see `sqlite.rs`). Inherent methods the `MetaStore`
+//! impl delegates to; each is one statement, so each holds however many
+//! processes write at once.
+
+use std::ops::Range;
+
+use chrono::Utc;
+
+use super::sqlite::{millis, unavailable, SqliteMeta};
+use super::{MetaError, Usage};
+use crate::auth::Tenant;
+use crate::backend_error::ErrorKind;
+use crate::jobs::pacing::Held;
+use crate::jobs::{JobId, Lane};
+
+impl SqliteMeta {
+    pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
+        // Jobs recorded before fair scheduling (image_count 0) have no tenant
+        // column and nothing to release.
+        let tenant: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE jobs SET taken = taken + 1
+             WHERE id = ? AND deleted = 0 AND expires_at > ? AND image_count > 0
+             RETURNING tenant",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .fetch_optional(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        tenant.flatten().map(|t| parse_tenant(id, t)).transpose()
+    }
+
+    pub(super) async fn take_and_read_backlog(
+        &self,
+        id: JobId,
+        limit: usize,
+    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
+        // `note_taken` and `backlog` in one trip to the connection's thread:
+        // rows of one shape, the first (if the job is there) naming its
+        // tenant, the rest its tenant's backlog, read only if the count was
+        // made (`changes()`: the UPDATE's own rows).
+        let rows: Vec<(String, Option<String>, i64, i64, i64, String)> = sqlx::query_as(
+            "UPDATE jobs SET taken = taken + 1
+             WHERE id = ?1 AND deleted = 0 AND expires_at > ?2 AND image_count > 0
+             RETURNING 'taken', tenant, 0, 0, 0, '';
+             SELECT 'held', id, image_count, released, taken, lane FROM jobs
+             WHERE changes() = 1 AND tenant = (SELECT tenant FROM jobs WHERE id = ?1)
+               AND taken < image_count AND deleted = 0 AND expires_at > ?2
+             ORDER BY turn, created_at LIMIT ?3",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .bind(limit as i64)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        let mut rows = rows.into_iter();
+        let Some((_, Some(tenant), ..)) = rows.next() else {
+            return Ok(None);
+        };
+        let tenant = parse_tenant(id, tenant)?;
+        let held = rows
+            .filter_map(|(_, job, total, released, taken, lane)| {
+                held(job?, total, released, taken, &lane)
+            })
+            .collect();
+        Ok(Some((tenant, held)))
+    }
+
+    pub(super) async fn read_backlog(
+        &self,
+        tenant: &Tenant,
+        limit: usize,
+    ) -> Result<Vec<Held>, MetaError> {
+        let rows: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT id, image_count, released, taken, lane FROM jobs
+             WHERE tenant = ? AND taken < image_count AND deleted = 0 AND expires_at > ?
+             ORDER BY turn, created_at LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(millis(Utc::now()))
+        .bind(limit as i64)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, total, released, taken, lane)| {
+                held(id, total, released, taken, &lane)
+            })
+            .collect())
+    }
+
+    pub(super) async fn list_tenants_with_backlog(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Tenant>, MetaError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT tenant FROM jobs
+             WHERE released < image_count AND deleted = 0 AND tenant IS NOT NULL LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    pub(super) async fn read_task_ids(
+        &self,
+        id: JobId,
+        range: Range<usize>,
+    ) -> Result<Vec<String>, MetaError> {
+        // SQLite's JSON functions read the few ids out of the record without
+        // this process parsing all of it.
+        let ids: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT json_extract(image.value, '$.task_id')
+             FROM jobs, json_each(jobs.record, '$.images') AS image
+             WHERE jobs.id = ? AND image.key >= ? AND image.key < ?
+             ORDER BY image.key",
+        )
+        .bind(id.to_string())
+        .bind(range.start as i64)
+        .bind(range.end as i64)
+        .fetch_all(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        ids.into_iter()
+            .map(|id| {
+                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))
+            })
+            .collect()
+    }
+
+    pub(super) async fn write_released(
+        &self,
+        id: JobId,
+        upto: usize,
+        turn: i64,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "UPDATE jobs SET released = MAX(released, MIN(?, image_count)), turn = ? WHERE id = ?",
+        )
+        .bind(upto as i64)
+        .bind(turn)
+        .bind(id.to_string())
+        .execute(&mut *self.conn().await?)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+    }
+
+    pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
+        // One statement: both figures as of one moment.
+        let (active, output, input): (i64, i64, i64) = sqlx::query_as(
+            "SELECT used.active, used.output,
+                    (SELECT COALESCE(SUM(input_bytes), 0) FROM jobs
+                     WHERE tenant = ?1 AND deleted = 0 AND expires_at > ?2)
+             FROM (SELECT count(*) FILTER (WHERE images.state NOT IN ('succeeded', 'failed'))
+                              AS active,
+                          COALESCE(SUM(json_extract(images.progress, '$.output_bytes')), 0)
+                              AS output
+                   FROM jobs JOIN images ON images.job_id = jobs.id
+                   WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2) AS used",
+        )
+        .bind(tenant.as_str())
+        .bind(millis(Utc::now()))
+        .fetch_one(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Usage {
+            active_images: count(active),
+            stored_bytes: count(input).saturating_add(count(output)),
+        })
+    }
+}
+
+fn parse_tenant(id: JobId, tenant: String) -> Result<Tenant, MetaError> {
+    tenant
+        .parse()
+        .map_err(|_| MetaError::new(ErrorKind::Corrupt, format!("job {id}: tenant {tenant:?}")))
+}
+
+/// A backlog row (`None`: an id this build cannot read, skipped).
+fn held(id: String, total: i64, released: i64, taken: i64, lane: &str) -> Option<Held> {
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    Some(Held {
+        job: id.parse().ok()?,
+        total: count(total),
+        released: count(released),
+        taken: count(taken),
+        lane: Lane::named(lane),
+    })
+}

@@ -1,0 +1,189 @@
+//! A fixed set of SQLite connections, each lent to one caller at a time and
+//! taken back, as it was, when the caller drops it.
+//!
+//! Why not sqlx's pool: it pings every connection it takes back, from a task
+//! it spawns, and the ping is a round trip to the connection's thread, as
+//! every statement is. For the job metadata, which runs a dozen short
+//! statements per image, that doubled the hand-offs between threads, which
+//! cost more CPU than the statements. The ping has nothing to do on a SQLite
+//! connection: the connection's own thread rolls back a transaction whose
+//! owner, `BEGIN` or `COMMIT` was abandoned, and it runs the commands of a
+//! connection in order, so one lent again after a dropped future starts
+//! clean. A connection whose thread has stopped (it does so only if such a
+//! rollback fails) answers every statement with an error; [`Connections::check`]
+//! finds and replaces it.
+//!
+//! Must not: hold a lent connection across anything but its own statements
+//! (it is one of a few), or run blocking work.
+
+use std::sync::{Mutex, PoisonError};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub struct Connections {
+    options: SqliteConnectOptions,
+    /// Connections not lent out, the most recently returned last.
+    idle: Mutex<Vec<SqliteConnection>>,
+    /// One permit per connection that may be open at once.
+    permits: Semaphore,
+}
+
+/// A lent connection: derefs to the connection, goes back when dropped.
+pub struct Conn<'a> {
+    conn: Option<SqliteConnection>,
+    set: &'a Connections,
+    // Released after `drop` has put the connection back.
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Connections {
+    /// Opens the first connection at once (creating the file if the options
+    /// say so, and failing here if it cannot be opened), the rest as needed,
+    /// up to `max`.
+    pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<Self, sqlx::Error> {
+        let first = options.connect().await?;
+        Ok(Connections {
+            options,
+            idle: Mutex::new(vec![first]),
+            permits: Semaphore::new(max.max(1)),
+        })
+    }
+
+    /// A connection, waiting while all `max` are lent.
+    pub async fn acquire(&self) -> Result<Conn<'_>, sqlx::Error> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.options.connect().await?,
+        };
+        Ok(Conn {
+            conn: Some(conn),
+            set: self,
+            _permit: permit,
+        })
+    }
+
+    /// Pings every idle connection, replacing any that does not answer
+    /// (its thread stopped); fails only if a replacement cannot be opened.
+    pub async fn check(&self) -> Result<(), sqlx::Error> {
+        let idle = std::mem::take(&mut *self.idle());
+        let mut alive = Vec::with_capacity(idle.len());
+        for mut conn in idle {
+            match conn.ping().await {
+                Ok(()) => alive.push(conn),
+                Err(e) => log::warn!("a SQLite connection stopped answering ({e}); replacing it"),
+            }
+        }
+        if alive.is_empty() {
+            alive.push(self.options.connect().await?);
+        }
+        self.idle().extend(alive);
+        Ok(())
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SqliteConnection>> {
+        // The list is only pushed to and popped from: a panic elsewhere
+        // cannot leave it half-changed.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.set.idle().push(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn set(dir: &tempfile::TempDir, max: usize) -> Connections {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.sqlite3"))
+            .create_if_missing(true);
+        Connections::open(options, max).await.expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_and_at_most_max_are_lent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = set(&dir, 2).await;
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut *set.acquire().await.expect("conn"))
+            .await
+            .expect("create");
+        let a = set.acquire().await.expect("a");
+        let _b = set.acquire().await.expect("b");
+        assert_eq!(set.idle().len(), 0, "the second was opened on demand");
+        let third = tokio::time::timeout(Duration::from_millis(50), set.acquire()).await;
+        assert!(third.is_err(), "a third waits while two are lent");
+        drop(a);
+        let c = tokio::time::timeout(Duration::from_secs(5), set.acquire()).await;
+        assert!(c.is_ok(), "and gets the one given back");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_transaction_is_rolled_back_before_the_next_borrower() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = set(&dir, 1).await;
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut *set.acquire().await.expect("conn"))
+            .await
+            .expect("create");
+        {
+            let mut conn = set.acquire().await.expect("conn");
+            let mut tx = conn.begin().await.expect("begin");
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+            // Dropped without commit: as a cancelled request would.
+        }
+        let mut conn = set.acquire().await.expect("conn");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 0);
+        // And the connection is not left inside a transaction: this one
+        // commits for good.
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+        drop(conn);
+        set.check().await.expect("check");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *set.acquire().await.expect("conn"))
+            .await
+            .expect("count");
+        assert_eq!(n, 1);
+    }
+}
