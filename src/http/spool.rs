@@ -27,12 +27,10 @@ pub async fn spool(
     share: &mut Share,
 ) -> Result<tempfile::TempPath, ApiError> {
     let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
-    let temp = tempfile::Builder::new()
-        .prefix("imgpipe-upload-")
-        .tempfile_in(dir)
-        .map_err(spool_err)?;
-    let (mut file, path) = temp.into_parts();
-    let direct = direct_io::try_direct(&file);
+    // Created on the blocking threads with the first block written (or at
+    // the end, for a file smaller than one): creating a file is file system
+    // work, never the HTTP thread's.
+    let mut file: Option<Spooled> = None;
     let mut buf = AlignedBuf::with_capacity(BLOCK);
     let mut written: u64 = 0;
     while let Some(chunk) = field.next().await {
@@ -54,22 +52,51 @@ pub async fn spool(
             buf.extend(&rest[..n]);
             rest = &rest[n..];
             if buf.spare() == 0 {
+                let dir = dir.to_path_buf();
+                let spooled = file.take();
                 (file, buf) = on_blocking_threads(move || {
-                    let whole = direct_io::write_aligned(&mut file, &buf, direct)?;
+                    let mut spooled = Spooled::or_create(spooled, &dir)?;
+                    let whole = direct_io::write_aligned(&mut spooled.file, &buf, spooled.direct)?;
                     buf.consume(whole);
-                    Ok((file, buf))
+                    Ok((Some(spooled), buf))
                 })
                 .await
                 .map_err(spool_err)?;
             }
         }
     }
-    on_blocking_threads(move || {
-        let whole = direct_io::write_aligned(&mut file, &buf, direct)?;
+    let dir = dir.to_path_buf();
+    let spooled = on_blocking_threads(move || {
+        let mut spooled = Spooled::or_create(file, &dir)?;
+        let whole = direct_io::write_aligned(&mut spooled.file, &buf, spooled.direct)?;
         buf.consume(whole);
-        direct_io::write_tail(&mut file, &buf, direct)
+        direct_io::write_tail(&mut spooled.file, &buf, spooled.direct)?;
+        Ok(spooled)
     })
     .await
     .map_err(spool_err)?;
-    Ok(path)
+    Ok(spooled.path)
+}
+
+/// The temporary file an upload is written to (deleted when `path` drops).
+struct Spooled {
+    file: std::fs::File,
+    path: tempfile::TempPath,
+    /// Whether writes bypass the page cache (see `direct_io::try_direct`).
+    direct: bool,
+}
+
+impl Spooled {
+    /// `spooled`, or a new temporary file in `dir`. Blocking.
+    fn or_create(spooled: Option<Spooled>, dir: &std::path::Path) -> std::io::Result<Spooled> {
+        if let Some(spooled) = spooled {
+            return Ok(spooled);
+        }
+        let (file, path) = tempfile::Builder::new()
+            .prefix("imgpipe-upload-")
+            .tempfile_in(dir)?
+            .into_parts();
+        let direct = direct_io::try_direct(&file);
+        Ok(Spooled { file, path, direct })
+    }
 }
