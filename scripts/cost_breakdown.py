@@ -15,6 +15,7 @@ state.
     python3 scripts/cost_breakdown.py                                   # target/release/imgpipe
     python3 scripts/cost_breakdown.py --builds target/imgpipe-old,target/release/imgpipe --rounds 3
     python3 scripts/cost_breakdown.py --ops sharpen --jobs 40
+    python3 scripts/cost_breakdown.py --tiny --jobs 100                 # 23x17 PNGs: the fixed cost per image
 
 Needs Pillow to make the photos; runs in sidebyside.py's virtualenv
 (target/peer-venv), which it creates if needed. Loopback only.
@@ -88,12 +89,19 @@ def main():
     ap.add_argument("--ops", default="blur")
     ap.add_argument("--jobs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true",
+                    help="8 copies of a 23x17 PNG per job instead of the photos: what an image costs besides its pixels")
     args = ap.parse_args()
     sbs.ensure_venv()
     from benchimages import jpeg_bytes, photo_like
-    photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(8)]
+    if args.tiny:
+        tiny = (sbs.ROOT / "tests/fixtures/golden/in-RGB-23x17.png").read_bytes()
+        photos, what = [(f"tiny-{i}.png", tiny) for i in range(8)], "23x17 PNGs"
+    else:
+        photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(8)]
+        what = "photo-like 1080p JPEGs"
     body, ctype = sbs.multipart(photos)
-    print(f"{args.jobs} jobs x 8 photo-like 1080p JPEGs, 4 clients, ops {args.ops}; per image:")
+    print(f"{args.jobs} jobs x 8 {what}, 4 clients, ops {args.ops}; per image:")
     for r in range(args.rounds):
         for build in args.builds.split(","):
             img_s, post50, rows = measure(build, args, body, ctype)

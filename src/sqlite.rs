@@ -12,7 +12,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::SqlitePool;
 
 pub use self::connections::{Conn, Connections};
@@ -43,8 +46,41 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         // (sqlx still pings on release, which rolls back what a dropped
         // future left open).
         .test_before_acquire(false)
+        .after_connect(|conn, _| Box::pin(stable_plans(conn)))
         .connect_with(options(path)?)
         .await
+}
+
+/// Turns on SQLite's query planner stability guarantee (QPSG) for `conn`.
+///
+/// Without it, SQLite reads a bound `LIMIT ?` while planning, and so marks
+/// the prepared statement stale whenever that parameter is bound again:
+/// every statement with one (apalis-sqlite's fetch, a backlog read) was
+/// parsed and planned anew on every run, a large share of the connection
+/// threads' CPU. With it, plans never depend on bound values (which only
+/// the statistics of `ANALYZE`, never run here, or a bound `LIKE` pattern,
+/// never used here, would have informed).
+pub(crate) async fn stable_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this connection's open handle, held locked (its
+    // thread runs nothing meanwhile); the option takes an int and an
+    // optional int* for the old value, passed as null.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    if rc == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("SQLite refused the query planner stability guarantee (code {rc})").into(),
+        ))
+    }
 }
 
 /// Opens (creating if needed) the database file at `path` as a

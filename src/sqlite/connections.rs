@@ -43,7 +43,7 @@ impl Connections {
     /// say so, and failing here if it cannot be opened), the rest as needed,
     /// up to `max`.
     pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<Self, sqlx::Error> {
-        let first = options.connect().await?;
+        let first = Self::connect(&options).await?;
         Ok(Connections {
             options,
             idle: Mutex::new(vec![first]),
@@ -61,7 +61,7 @@ impl Connections {
         let idle = self.idle().pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.options.connect().await?,
+            None => Self::connect(&self.options).await?,
         };
         Ok(Conn {
             conn: Some(conn),
@@ -82,10 +82,16 @@ impl Connections {
             }
         }
         if alive.is_empty() {
-            alive.push(self.options.connect().await?);
+            alive.push(Self::connect(&self.options).await?);
         }
         self.idle().extend(alive);
         Ok(())
+    }
+
+    async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+        let mut conn = options.connect().await?;
+        super::stable_plans(&mut conn).await?;
+        Ok(conn)
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SqliteConnection>> {
