@@ -263,3 +263,35 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
         assert_eq!(meta.note_taken(job.id).await.unwrap(), None, "{name}");
     }
 }
+
+/// `take` (SQLite's one trip, Redis' note_taken + backlog) counts the image
+/// taken and then reads its tenant's backlog.
+#[tokio::test]
+async fn take_counts_then_reads_the_backlog_alike_on_both_stores() {
+    for (name, meta, _guard) in stores().await {
+        let tenant: imgpipe::auth::Tenant = format!("t{}", uuid::Uuid::new_v4().simple())
+            .parse()
+            .unwrap();
+        let (mut first, mut second) = (job(), job());
+        first.tenant = tenant.clone();
+        second.tenant = tenant.clone();
+        meta.create(&first).await.unwrap();
+        meta.create(&second).await.unwrap();
+        // The first job's one image is taken: only the second is left.
+        let held = meta.take(first.id, 10).await.unwrap().expect("live job");
+        assert_eq!(
+            held.iter().map(|h| (h.job, h.taken)).collect::<Vec<_>>(),
+            [(second.id, 0)],
+            "{name}"
+        );
+        let held = meta.take(second.id, 10).await.unwrap().expect("live job");
+        assert!(held.is_empty(), "{name}: {held:?}");
+        meta.mark_deleted(first.id).await.unwrap();
+        assert_eq!(meta.take(first.id, 10).await.unwrap(), None, "{name}");
+        assert_eq!(
+            meta.take(JobId::new(), 10).await.unwrap(),
+            None,
+            "{name}: unknown"
+        );
+    }
+}

@@ -27,10 +27,13 @@ pub async fn spool(
     share: &mut Share,
 ) -> Result<tempfile::TempPath, ApiError> {
     let spool_err = |e: std::io::Error| ApiError::Spool(e.to_string());
-    // Created on the blocking threads with the first block written (or at
-    // the end, for a file smaller than one): creating a file is file system
-    // work, never the HTTP thread's.
-    let mut file: Option<Spooled> = None;
+    // Created on the blocking threads (file system work, never the HTTP
+    // thread's), before the first byte is read: an upload in progress has
+    // its file.
+    let dir = dir.to_path_buf();
+    let mut spooled = on_blocking_threads(move || Spooled::create(&dir))
+        .await
+        .map_err(spool_err)?;
     let mut buf = AlignedBuf::with_capacity(BLOCK);
     let mut written: u64 = 0;
     while let Some(chunk) = field.next().await {
@@ -52,22 +55,17 @@ pub async fn spool(
             buf.extend(&rest[..n]);
             rest = &rest[n..];
             if buf.spare() == 0 {
-                let dir = dir.to_path_buf();
-                let spooled = file.take();
-                (file, buf) = on_blocking_threads(move || {
-                    let mut spooled = Spooled::or_create(spooled, &dir)?;
+                (spooled, buf) = on_blocking_threads(move || {
                     let whole = direct_io::write_aligned(&mut spooled.file, &buf, spooled.direct)?;
                     buf.consume(whole);
-                    Ok((Some(spooled), buf))
+                    Ok((spooled, buf))
                 })
                 .await
                 .map_err(spool_err)?;
             }
         }
     }
-    let dir = dir.to_path_buf();
     let spooled = on_blocking_threads(move || {
-        let mut spooled = Spooled::or_create(file, &dir)?;
         let whole = direct_io::write_aligned(&mut spooled.file, &buf, spooled.direct)?;
         buf.consume(whole);
         direct_io::write_tail(&mut spooled.file, &buf, spooled.direct)?;
@@ -87,11 +85,8 @@ struct Spooled {
 }
 
 impl Spooled {
-    /// `spooled`, or a new temporary file in `dir`. Blocking.
-    fn or_create(spooled: Option<Spooled>, dir: &std::path::Path) -> std::io::Result<Spooled> {
-        if let Some(spooled) = spooled {
-            return Ok(spooled);
-        }
+    /// A new temporary file in `dir`. Blocking.
+    fn create(dir: &std::path::Path) -> std::io::Result<Spooled> {
         let (file, path) = tempfile::Builder::new()
             .prefix("imgpipe-upload-")
             .tempfile_in(dir)?

@@ -152,16 +152,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// [`backlog`](Self::backlog): what a worker's first delivery of an
     /// image needs to release its tenant's next ones. `None` once the job is
     /// gone. A store that can do both in one round trip does.
-    async fn take(
-        &self,
-        id: JobId,
-        limit: usize,
-    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
-        let Some(tenant) = self.note_taken(id).await? else {
-            return Ok(None);
-        };
-        let held = self.backlog(&tenant, limit).await?;
-        Ok(Some((tenant, held)))
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
+        match self.note_taken(id).await? {
+            Some(tenant) => self.backlog(&tenant, limit).await.map(Some),
+            None => Ok(None),
+        }
     }
     /// Up to `limit` of `tenant`'s live jobs that still have images waiting
     /// in the queue or held back (see `jobs::pacing`), least recently served

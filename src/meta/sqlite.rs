@@ -273,11 +273,7 @@ impl MetaStore for SqliteMeta {
         self.count_taken(id).await
     }
 
-    async fn take(
-        &self,
-        id: JobId,
-        limit: usize,
-    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
         self.take_and_read_backlog(id, limit).await
     }
 

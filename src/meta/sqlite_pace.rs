@@ -35,11 +35,11 @@ impl SqliteMeta {
         &self,
         id: JobId,
         limit: usize,
-    ) -> Result<Option<(Tenant, Vec<Held>)>, MetaError> {
+    ) -> Result<Option<Vec<Held>>, MetaError> {
         // `note_taken` and `backlog` in one trip to the connection's thread:
-        // rows of one shape, the first (if the job is there) naming its
-        // tenant, the rest its tenant's backlog, read only if the count was
-        // made (`changes()`: the UPDATE's own rows).
+        // rows of one shape, the first (if the job is there) the counted
+        // job's tenant, the rest that tenant's backlog, read only if the
+        // count was made (`changes()`: the UPDATE's own rows).
         let rows: Vec<(String, Option<String>, i64, i64, i64, String)> = sqlx::query_as(
             "UPDATE jobs SET taken = taken + 1
              WHERE id = ?1 AND deleted = 0 AND expires_at > ?2 AND image_count > 0
@@ -56,16 +56,16 @@ impl SqliteMeta {
         .await
         .map_err(unavailable)?;
         let mut rows = rows.into_iter();
-        let Some((_, Some(tenant), ..)) = rows.next() else {
+        // No tenant row: the job is gone (or has no tenant to pace).
+        let Some((_, Some(_tenant), ..)) = rows.next() else {
             return Ok(None);
         };
-        let tenant = parse_tenant(id, tenant)?;
-        let held = rows
-            .filter_map(|(_, job, total, released, taken, lane)| {
+        Ok(Some(
+            rows.filter_map(|(_, job, total, released, taken, lane)| {
                 held(job?, total, released, taken, &lane)
             })
-            .collect();
-        Ok(Some((tenant, held)))
+            .collect(),
+        ))
     }
 
     pub(super) async fn read_backlog(

@@ -59,7 +59,7 @@ impl Releaser {
     /// it and releases the tenant's next. Returns how many were released.
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
         match self.meta.take(task.job_id, BACKLOG_LIMIT).await? {
-            Some((_, held)) => self.release(&held).await,
+            Some(held) => self.release(&held).await,
             None => Ok(0),
         }
     }
