@@ -26,8 +26,10 @@ pub struct Connections {
     options: SqliteConnectOptions,
     /// Connections not lent out, the most recently returned last.
     idle: Mutex<Vec<SqliteConnection>>,
-    /// One permit per connection that may be open at once.
+    /// One permit per connection that may be lent at once.
     permits: Semaphore,
+    /// How many connections are kept.
+    max: usize,
 }
 
 /// A lent connection: derefs to the connection, goes back when dropped.
@@ -44,10 +46,12 @@ impl Connections {
     /// up to `max`.
     pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<Self, sqlx::Error> {
         let first = Self::connect(&options).await?;
+        let max = max.max(1);
         Ok(Connections {
             options,
             idle: Mutex::new(vec![first]),
-            permits: Semaphore::new(max.max(1)),
+            permits: Semaphore::new(max),
+            max,
         })
     }
 
@@ -84,7 +88,12 @@ impl Connections {
         if alive.is_empty() {
             alive.push(Self::connect(&self.options).await?);
         }
-        self.idle().extend(alive);
+        // Connections opened by borrowers while these were out may make more
+        // than `max`: the oldest go (closed as they drop).
+        let mut idle = self.idle();
+        idle.splice(0..0, alive);
+        let excess = idle.len().saturating_sub(self.max);
+        idle.drain(..excess);
         Ok(())
     }
 
@@ -151,6 +160,18 @@ mod tests {
         drop(a);
         let c = tokio::time::timeout(Duration::from_secs(5), set.acquire()).await;
         assert!(c.is_ok(), "and gets the one given back");
+        drop(c);
+        drop(_b);
+        // One opened by a borrower while `check` had the others out: the
+        // check keeps no more than `max`.
+        let extra = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.sqlite3"))
+            .connect()
+            .await
+            .expect("extra");
+        set.idle().push(extra);
+        set.check().await.expect("check");
+        assert_eq!(set.idle().len(), 2);
     }
 
     #[tokio::test]
