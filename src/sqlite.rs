@@ -42,8 +42,8 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
     SqlitePoolOptions::new()
         .max_connections(MAX_CONNECTIONS as u32)
         // A local file does not hang up: no ping before every statement
-        // (sqlx still pings on release, which rolls back what a dropped
-        // future left open).
+        // (sqlx still pings each connection it takes back; this pool is
+        // apalis-sqlite's, the job metadata uses `Connections`).
         .test_before_acquire(false)
         .after_connect(|conn, _| Box::pin(stable_plans(conn)))
         .connect_with(options(path)?)

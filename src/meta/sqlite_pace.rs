@@ -4,6 +4,7 @@
 //! processes write at once.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use chrono::Utc;
 
@@ -16,19 +17,20 @@ use crate::jobs::{JobId, Lane};
 
 impl SqliteMeta {
     pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
-        // Jobs recorded before fair scheduling (image_count 0) have no tenant
-        // column and nothing to release.
-        let tenant: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE jobs SET taken = taken + 1
-             WHERE id = ? AND deleted = 0 AND expires_at > ? AND image_count > 0
-             RETURNING tenant",
-        )
-        .bind(id.to_string())
-        .bind(millis(Utc::now()))
-        .fetch_optional(&mut *self.conn().await?)
-        .await
-        .map_err(unavailable)?;
-        tenant.flatten().map(|t| parse_tenant(id, t)).transpose()
+        let tenant: Option<Option<String>> = sqlx::query_scalar(NOTE_TAKEN)
+            .bind(id.to_string())
+            .bind(millis(Utc::now()))
+            .fetch_optional(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        tenant
+            .flatten()
+            .map(|t| {
+                t.parse().map_err(|_| {
+                    MetaError::new(ErrorKind::Corrupt, format!("job {id}: tenant {t:?}"))
+                })
+            })
+            .transpose()
     }
 
     pub(super) async fn take_and_read_backlog(
@@ -36,36 +38,15 @@ impl SqliteMeta {
         id: JobId,
         limit: usize,
     ) -> Result<Option<Vec<Held>>, MetaError> {
-        // `note_taken` and `backlog` in one trip to the connection's thread:
-        // rows of one shape, the first (if the job is there) the counted
-        // job's tenant, the rest that tenant's backlog, read only if the
-        // count was made (`changes()`: the UPDATE's own rows).
-        let rows: Vec<(String, Option<String>, i64, i64, i64, String)> = sqlx::query_as(
-            "UPDATE jobs SET taken = taken + 1
-             WHERE id = ?1 AND deleted = 0 AND expires_at > ?2 AND image_count > 0
-             RETURNING 'taken', tenant, 0, 0, 0, '';
-             SELECT 'held', id, image_count, released, taken, lane FROM jobs
-             WHERE changes() = 1 AND tenant = (SELECT tenant FROM jobs WHERE id = ?1)
-               AND taken < image_count AND deleted = 0 AND expires_at > ?2
-             ORDER BY turn, created_at LIMIT ?3",
-        )
-        .bind(id.to_string())
-        .bind(millis(Utc::now()))
-        .bind(limit as i64)
-        .fetch_all(&mut *self.conn().await?)
-        .await
-        .map_err(unavailable)?;
+        let rows = self
+            .backlog_rows(TAKE.as_str(), id.to_string(), limit)
+            .await?;
         let mut rows = rows.into_iter();
-        // No tenant row: the job is gone (or has no tenant to pace).
-        let Some((_, Some(_tenant), ..)) = rows.next() else {
+        // No first row: the job is gone (or has no tenant to pace).
+        let Some((Some(_tenant), ..)) = rows.next() else {
             return Ok(None);
         };
-        Ok(Some(
-            rows.filter_map(|(_, job, total, released, taken, lane)| {
-                held(job?, total, released, taken, &lane)
-            })
-            .collect(),
-        ))
+        Ok(Some(held(rows)))
     }
 
     pub(super) async fn read_backlog(
@@ -73,23 +54,26 @@ impl SqliteMeta {
         tenant: &Tenant,
         limit: usize,
     ) -> Result<Vec<Held>, MetaError> {
-        let rows: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
-            "SELECT id, image_count, released, taken, lane FROM jobs
-             WHERE tenant = ? AND taken < image_count AND deleted = 0 AND expires_at > ?
-             ORDER BY turn, created_at LIMIT ?",
-        )
-        .bind(tenant.as_str())
-        .bind(millis(Utc::now()))
-        .bind(limit as i64)
-        .fetch_all(&mut *self.conn().await?)
-        .await
-        .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, total, released, taken, lane)| {
-                held(id, total, released, taken, &lane)
-            })
-            .collect())
+        let rows = self
+            .backlog_rows(BACKLOG.as_str(), tenant.as_str().to_string(), limit)
+            .await?;
+        Ok(held(rows.into_iter()))
+    }
+
+    /// Runs [`BACKLOG`] or [`TAKE`] with its three parameters.
+    async fn backlog_rows(
+        &self,
+        sql: &'static str,
+        first: String,
+        limit: usize,
+    ) -> Result<Vec<BacklogRow>, MetaError> {
+        sqlx::query_as(sql)
+            .bind(first)
+            .bind(millis(Utc::now()))
+            .bind(limit as i64)
+            .fetch_all(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)
     }
 
     pub(super) async fn list_tenants_with_backlog(
@@ -177,20 +161,52 @@ impl SqliteMeta {
     }
 }
 
-fn parse_tenant(id: JobId, tenant: String) -> Result<Tenant, MetaError> {
-    tenant
-        .parse()
-        .map_err(|_| MetaError::new(ErrorKind::Corrupt, format!("job {id}: tenant {tenant:?}")))
+/// Counts one more image of live job `?1` taken (`?2` is now) and returns
+/// its tenant. Jobs recorded before fair scheduling (image_count 0) have no
+/// tenant column and nothing to release.
+const NOTE_TAKEN: &str = "UPDATE jobs SET taken = taken + 1
+     WHERE id = ?1 AND deleted = 0 AND expires_at > ?2 AND image_count > 0
+     RETURNING tenant";
+
+/// A backlog row: job id, image count, released, taken, lane.
+type BacklogRow = (Option<String>, i64, i64, i64, String);
+
+/// `MetaStore::backlog`'s read for the tenant that the SQL `tenant` names
+/// (`?2` is now, `?3` the limit).
+fn backlog_of(tenant: &str) -> String {
+    format!(
+        "SELECT id, image_count, released, taken, lane FROM jobs
+         WHERE tenant = {tenant} AND taken < image_count AND deleted = 0 AND expires_at > ?2
+         ORDER BY turn, created_at LIMIT ?3"
+    )
 }
 
-/// A backlog row (`None`: an id this build cannot read, skipped).
-fn held(id: String, total: i64, released: i64, taken: i64, lane: &str) -> Option<Held> {
+/// The backlog of tenant `?1`.
+static BACKLOG: LazyLock<String> = LazyLock::new(|| backlog_of("?1"));
+
+/// [`NOTE_TAKEN`] and the backlog in one trip to the connection's thread:
+/// rows of one shape, the first (if job `?1` is there and was counted) its
+/// tenant, the rest that tenant's backlog, read only if the count was made
+/// (`changes()`: the UPDATE's own rows).
+static TAKE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{NOTE_TAKEN}, 0, 0, 0, '';
+         {}",
+        backlog_of("(SELECT tenant FROM jobs WHERE id = ?1) AND changes() = 1")
+    )
+});
+
+/// Backlog rows as `Held` (a row whose id this build cannot read is skipped).
+fn held(rows: impl Iterator<Item = BacklogRow>) -> Vec<Held> {
     let count = |n: i64| usize::try_from(n).unwrap_or(0);
-    Some(Held {
-        job: id.parse().ok()?,
-        total: count(total),
-        released: count(released),
-        taken: count(taken),
-        lane: Lane::named(lane),
+    rows.filter_map(|(id, total, released, taken, lane)| {
+        Some(Held {
+            job: id?.parse().ok()?,
+            total: count(total),
+            released: count(released),
+            taken: count(taken),
+            lane: Lane::named(&lane),
+        })
     })
+    .collect()
 }

@@ -137,21 +137,23 @@ mod tests {
 
     use super::*;
 
+    /// A set of at most `max` on a new file holding an empty table `t`.
     async fn set(dir: &tempfile::TempDir, max: usize) -> Connections {
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("t.sqlite3"))
             .create_if_missing(true);
-        Connections::open(options, max).await.expect("open")
+        let set = Connections::open(options, max).await.expect("open");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut *set.acquire().await.expect("conn"))
+            .await
+            .expect("create");
+        set
     }
 
     #[tokio::test]
     async fn a_connection_is_reused_and_at_most_max_are_lent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let set = set(&dir, 2).await;
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&mut *set.acquire().await.expect("conn"))
-            .await
-            .expect("create");
         let a = set.acquire().await.expect("a");
         let _b = set.acquire().await.expect("b");
         assert_eq!(set.idle().len(), 0, "the second was opened on demand");
@@ -178,10 +180,6 @@ mod tests {
     async fn an_abandoned_transaction_is_rolled_back_before_the_next_borrower() {
         let dir = tempfile::tempdir().expect("tempdir");
         let set = set(&dir, 1).await;
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&mut *set.acquire().await.expect("conn"))
-            .await
-            .expect("create");
         {
             let mut conn = set.acquire().await.expect("conn");
             let mut tx = conn.begin().await.expect("begin");
