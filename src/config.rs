@@ -124,6 +124,12 @@ pub struct Config {
     #[arg(long, env = "IMGPIPE_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
 
+    /// Tasks each lane's worker takes beyond its IMGPIPE_WORKERS render
+    /// threads, waiting for a free one, so that one image's reads and
+    /// writes overlap another's render (0 = one task per thread)
+    #[arg(long, env = "IMGPIPE_PREFETCH", default_value_t = 1, global = true)]
+    pub prefetch: usize,
+
     /// Fair scheduling: images of one tenant waiting in the shared queue at
     /// once; the rest are released as workers take these, so tenants, and
     /// each tenant's jobs, take turns (0 = release every image at
@@ -530,6 +536,12 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         }
+    }
+
+    /// Tasks each lane's worker holds at once: a render thread each, and
+    /// IMGPIPE_PREFETCH more waiting for one.
+    pub fn worker_tasks(&self) -> usize {
+        self.worker_concurrency().saturating_add(self.prefetch)
     }
 
     pub fn backoff(&self) -> Backoff {

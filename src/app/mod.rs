@@ -247,7 +247,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         let budget = settings.budget();
         let mut lanes = Vec::new();
         for lane in Lane::ALL {
-            let render_pool = worker::render_pool(concurrency, lane)
+            let render_pool = worker::RenderPool::new(concurrency, lane)
                 .map_err(|e| AppError::Runtime(format!("cannot start render threads: {e}")))?;
             let worker = Arc::new(Worker::new(
                 backends.store.clone(),
@@ -261,7 +261,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
                 backends.consumer.clone(),
                 lane,
                 handler,
-                concurrency,
+                config.worker_tasks(),
                 stop_rx.clone(),
             )));
         }

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use super::budget::PixelBudget;
 use super::decide::{self, Begin, Processed, Refused};
 use super::known::KnownJobs;
-use super::pool;
+use super::pool::RenderPool;
 use super::retry::{retrying, Backoff, TaskError};
 use crate::backend_error::ErrorKind;
 use crate::codec::{CodecError, PngCompression};
@@ -57,7 +57,7 @@ pub struct Worker {
     settings: WorkerSettings,
     budget: PixelBudget,
     /// Where decode → operations → encode run (see `pool`).
-    render_pool: Arc<rayon::ThreadPool>,
+    render_pool: Arc<RenderPool>,
     /// Job records already read.
     known: KnownJobs,
 }
@@ -154,7 +154,7 @@ impl Worker {
         store: Arc<dyn ObjectStore>,
         meta: Arc<dyn MetaStore>,
         settings: WorkerSettings,
-        render_pool: Arc<rayon::ThreadPool>,
+        render_pool: Arc<RenderPool>,
         budget: PixelBudget,
     ) -> Self {
         Worker {
@@ -358,6 +358,9 @@ impl Worker {
         let fetching = std::time::Instant::now();
         let input = retrying(self.backoff(), || self.store.get_bytes(&input_key)).await?;
         stage("fetch", fetching);
+        // Wait for a free render thread only now, with the input at hand: the
+        // thread is never idle while a task reads. The deadline starts here.
+        let turn = self.render_pool.turn().await.map_err(TaskError::Crashed)?;
 
         let recipe = job.recipe.clone();
         let (format, settings) = (entry.output_format, self.settings);
@@ -366,7 +369,7 @@ impl Worker {
         // memory reservation are free again.
         let cancel = Cancel::until(Some(std::time::Instant::now() + settings.task_timeout));
         let token = cancel.clone();
-        let render = pool::run(&self.render_pool, move || {
+        let render = self.render_pool.run(turn, move || {
             let _reserved = reserved;
             let output = render::Output {
                 ops: &recipe.ops,

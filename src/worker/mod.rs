@@ -6,7 +6,8 @@
 //!   settle an exhausted image), pure and unit-tested
 //! - `handle`  one delivery's I/O around those decisions: fetch → render →
 //!   store → record
-//! - `pool`    the render threads, off the async runtime, at a lower priority
+//! - `pool`    the render threads, off the async runtime, at a lower
+//!   priority, and the turns that hand them to tasks
 //! - `budget`  the pixel budget that bounds memory across concurrent images
 //! - `known`   job records already read (a job is read once, not per image)
 //! - `retry`   backoff for transient backend errors within an attempt
@@ -25,7 +26,7 @@ mod retry;
 
 pub use budget::PixelBudget;
 pub use handle::{Worker, WorkerSettings};
-pub use pool::render_pool;
+pub use pool::RenderPool;
 pub use retry::Backoff;
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::{render_pool, Backoff, Worker, WorkerSettings};
+use super::{Backoff, RenderPool, Worker, WorkerSettings};
 use crate::codec::{InputFormat, OutputFormat, PngCompression};
 use crate::jobs::{ImageEntry, ImageProgress, ImageState, Job, JobId, Lane, Recipe};
 use crate::meta::memory::MemoryMeta;
@@ -22,6 +22,8 @@ struct Rig {
     meta: Arc<MemoryMeta>,
     store: Arc<MemoryStore>,
     worker: Worker,
+    /// The worker's render threads (one).
+    pool: Arc<RenderPool>,
     job: Job,
 }
 
@@ -67,6 +69,10 @@ fn job(ttl: chrono::Duration) -> Job {
 
 impl Rig {
     async fn with_input(input: Vec<u8>, ttl: chrono::Duration) -> Rig {
+        Rig::build(input, ttl, Duration::from_secs(60)).await
+    }
+
+    async fn build(input: Vec<u8>, ttl: chrono::Duration, task_timeout: Duration) -> Rig {
         let meta = Arc::new(MemoryMeta::default());
         let store = Arc::new(MemoryStore::default());
         let job = job(ttl);
@@ -86,20 +92,21 @@ impl Rig {
                 tries: 2,
             },
             png_compression: PngCompression::Fast,
-            task_timeout: Duration::from_secs(60),
+            task_timeout,
         };
-        let pool = Arc::new(render_pool(1, Lane::Bulk).expect("render pool"));
+        let pool = Arc::new(RenderPool::new(1, Lane::Bulk).expect("render pool"));
         let worker = Worker::new(
             store.clone(),
             meta.clone(),
             settings,
-            pool,
+            pool.clone(),
             settings.budget(),
         );
         Rig {
             meta,
             store,
             worker,
+            pool,
             job,
         }
     }
@@ -164,6 +171,27 @@ async fn success_stores_the_result_and_records_it_once() {
     // A re-delivery (its worker died before acknowledging) changes nothing.
     assert_eq!(rig.deliver(2).await, Outcome::Done);
     assert_eq!(rig.progress().await, p);
+}
+
+#[tokio::test]
+async fn the_deadline_counts_the_render_not_the_wait_for_a_thread() {
+    let timeout = Duration::from_millis(300);
+    let rig = Rig::build(png(4, 3), chrono::Duration::hours(1), timeout).await;
+    // Another image holds the one render thread for twice the deadline.
+    let turn = rig.pool.turn().await.expect("a turn");
+    let busy = tokio::spawn({
+        let pool = rig.pool.clone();
+        async move {
+            pool.run(turn, move || std::thread::sleep(timeout * 2))
+                .await
+        }
+    });
+    let waited = std::time::Instant::now();
+    assert_eq!(rig.deliver(1).await, Outcome::Done);
+    assert!(waited.elapsed() >= timeout * 2, "it waited for the thread");
+    assert_eq!(busy.await.expect("the other render"), Ok(()));
+    let p = rig.progress().await;
+    assert_eq!((p.state, p.error), (ImageState::Succeeded, None));
 }
 
 #[tokio::test]
