@@ -24,6 +24,10 @@ every process of the deployment and its children (read from /proc before
 and after the clock; the client excluded). Redis' and the S3 server's CPU
 are shown apart. Ratios are against the peer in the same round. The codec
 floor is pipeline-bench's single-thread CPU per image on the same photos.
+Also shown: the client's own CPU per image (this process) and how much of
+the machine stayed idle during the clock (/proc/stat): with little idle,
+images/s is bound by the CPU that server and client share, so it depends
+on the client.
 
     cargo build --release
     python3 scripts/sidebyside.py                        # blur, 10 x 8, 4 clients, 2 rounds, both clients
@@ -350,6 +354,20 @@ class Scraper:
         self.thread.join()
 
 
+def machine_ticks():
+    """(idle, all) clock ticks of every CPU so far, from /proc/stat (idle
+    counts iowait too; guest time is already in user)."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def client_seconds():
+    """User + system CPU of this process (the client's threads or event loop)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def measure(kind, client, args, body, ctype):
     deployment = Deployment(kind, args).start()
     try:
@@ -358,10 +376,12 @@ def measure(kind, client, args, body, ctype):
         run(deployment.url, warm, kind, body, ctype)
         time.sleep(0.5)
         own0, infra0 = deployment.cpu()
+        client0, ticks0 = client_seconds(), machine_ticks()
         scraper = Scraper(deployment.url, args.scrape) if args.scrape and kind != "peer" else None
         started = time.perf_counter()
         posts, dones, ids = run(deployment.url, args, kind, body, ctype)
         wall = time.perf_counter() - started
+        client1, ticks1 = client_seconds(), machine_ticks()
         if scraper:
             scraper.stop()
         own1, infra1 = deployment.cpu()
@@ -371,7 +391,9 @@ def measure(kind, client, args, body, ctype):
     n = args.jobs * args.images
     return {"kind": kind, "client": client, "img_s": n / wall, "post50": pct(posts, 50) * 1000,
             "post95": pct(posts, 95) * 1000, "done50": pct(dones, 50), "done95": pct(dones, 95),
-            "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000}
+            "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000,
+            "client_cpu": (client1 - client0) / n * 1000,
+            "idle": 100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1])}
 
 
 def parse_time(text):
@@ -468,10 +490,11 @@ def main():
                 rows.append(row)
                 print(f"  round {r + 1} {client:<5} {kind:<11} {row['img_s']:6.1f} img/s  "
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
-                      f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra)", flush=True)
+                      f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
+                      f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle)", flush=True)
     floor = codec_floor(args, photos)
     print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
-          f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}")
+          f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}{'client':>7}{'idle':>6}")
     for row in rows:
         peer = next((p for p in rows if p["kind"] == "peer" and p["round"] == row["round"]
                      and p["client"] == row["client"]), None)
@@ -479,7 +502,7 @@ def main():
         cpu = f"{peer['cpu'] / row['cpu']:.1f}x" if peer and row is not peer else ""
         print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<12}{row['img_s']:7.1f}{speed:>7}"
               f"{row['post50']:9.0f}{row['post95']:7.0f}{row['done50']:10.2f}{row['done95']:7.2f}"
-              f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}")
+              f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}{row['client_cpu']:7.1f}{row['idle']:5.0f}%")
     if floor:
         print(f"\ncodec floor (pipeline-bench, one thread, same photos): {floor:.1f} ms CPU per image")
         for kind in ("embedded", "distributed"):

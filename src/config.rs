@@ -125,10 +125,12 @@ pub struct Config {
     pub workers: usize,
 
     /// Tasks each lane's worker takes beyond its IMGPIPE_WORKERS render
-    /// threads, waiting for a free one, so that one image's reads and
-    /// writes overlap another's render (0 = one task per thread)
-    #[arg(long, env = "IMGPIPE_PREFETCH", default_value_t = 1, global = true)]
-    pub prefetch: usize,
+    /// threads, reading their uploads while they wait for a free one, so
+    /// that no thread idles while an image is read, stored or recorded
+    /// (0 = one task per thread; unset: 1 with local storage, twice
+    /// IMGPIPE_WORKERS with S3, whose reads take tens of milliseconds)
+    #[arg(long, env = "IMGPIPE_PREFETCH", global = true)]
+    pub prefetch: Option<usize>,
 
     /// Fair scheduling: images of one tenant waiting in the shared queue at
     /// once; the rest are released as workers take these, so tenants, and
@@ -541,7 +543,13 @@ impl Config {
     /// Tasks each lane's worker holds at once: a render thread each, and
     /// IMGPIPE_PREFETCH more waiting for one.
     pub fn worker_tasks(&self) -> usize {
-        self.worker_concurrency().saturating_add(self.prefetch)
+        let threads = self.worker_concurrency();
+        let prefetch = self.prefetch.unwrap_or(if self.s3_endpoint.is_some() {
+            threads.saturating_mul(2)
+        } else {
+            1
+        });
+        threads.saturating_add(prefetch)
     }
 
     pub fn backoff(&self) -> Backoff {
@@ -669,6 +677,19 @@ mod tests {
             from_cli.len() >= 18,
             "expected every setting to have an env var: {from_cli:?}"
         );
+    }
+
+    #[test]
+    fn a_worker_takes_a_task_per_thread_and_its_prefetch() {
+        let tasks = |args: &[&str]| {
+            let argv = [&["imgpipe", "worker", "--workers", "2"], args].concat();
+            Cli::try_parse_from(argv).unwrap().config.worker_tasks()
+        };
+        assert_eq!(tasks(&[]), 3, "local storage: one more");
+        let s3 = ["--s3-endpoint", "http://127.0.0.1:9000"];
+        assert_eq!(tasks(&s3), 6, "S3: twice the threads more");
+        assert_eq!(tasks(&[&s3[..], &["--prefetch", "1"]].concat()), 3);
+        assert_eq!(tasks(&["--prefetch", "0"]), 2, "0: a task per thread");
     }
 
     #[test]

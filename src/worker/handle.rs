@@ -348,25 +348,26 @@ impl Worker {
         let entry = job.images.get(index).ok_or_else(no_image)?;
         let output_key = job.output_key(index).ok_or_else(no_image)?;
         let input_key = job.input_key(index);
-        // Held until the image is encoded: fetch, decode, the operations and
-        // encode all scale with the largest image the chain makes of it.
+        let fetching = std::time::Instant::now();
+        let input = retrying(self.backoff(), || self.store.get_bytes(&input_key)).await?;
+        stage("fetch", fetching);
+        // A free render thread only now, with the input at hand: no thread
+        // idles while a task reads. Then the pixels, held until the image
+        // is encoded (decode, the operations and encode all scale with the
+        // largest image the chain makes of it): reserved by a task that
+        // waits for a thread, they would only keep others from decoding.
+        let turn = self.render_pool.turn().await.map_err(TaskError::Crashed)?;
         let peak = job
             .recipe
             .ops
             .peak_pixels(entry.width as usize, entry.height as usize);
         let reserved = self.budget.reserve(peak).await;
-        let fetching = std::time::Instant::now();
-        let input = retrying(self.backoff(), || self.store.get_bytes(&input_key)).await?;
-        stage("fetch", fetching);
-        // Wait for a free render thread only now, with the input at hand: the
-        // thread is never idle while a task reads. The deadline starts here.
-        let turn = self.render_pool.turn().await.map_err(TaskError::Crashed)?;
 
         let recipe = job.recipe.clone();
         let (format, settings) = (entry.output_format, self.settings);
-        // Trips at the task deadline, or when the job is deleted meanwhile:
-        // the operations stop at their next row, and the slot and the
-        // memory reservation are free again.
+        // Trips at the task deadline (counted from here), or when the job is
+        // deleted meanwhile: the operations stop at their next row, and the
+        // thread and the memory reservation are free again.
         let cancel = Cancel::until(Some(std::time::Instant::now() + settings.task_timeout));
         let token = cancel.clone();
         let render = self.render_pool.run(turn, move || {
