@@ -95,10 +95,13 @@ async fn a_killed_serve_finishes_the_job_after_restart(backend: Backend) {
     assert_processed_again(&app.status(&id).await, &interrupted);
 }
 
-/// SIGTERM: the worker stops taking tasks, finishes the ones it is running,
-/// and exits 0; nothing it had not started is lost.
+/// SIGTERM: the worker stops taking tasks, finishes the ones it has taken
+/// (one rendering, one read ahead waiting for the thread), and exits 0;
+/// nothing it had not taken is lost.
 async fn sigterm_finishes_running_images_and_exits_cleanly(backend: Backend) {
-    let deployment = deployment(backend).env("IMGPIPE_WORKERS", "1");
+    let deployment = deployment(backend)
+        .env("IMGPIPE_WORKERS", "1")
+        .env("IMGPIPE_PREFETCH", "1");
     let api = TestApp::new(deployment.start("api"));
     let mut worker = deployment.start("worker");
     // Slow images, SIGTERM just as one starts: it is certainly still running
