@@ -15,7 +15,7 @@ use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
 use crate::jobs::admission;
 use crate::jobs::{Recipe, RecipeOptions};
-use crate::service::{JobError, JobService, Upload};
+use crate::service::{JobError, JobService, Received, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
@@ -168,8 +168,9 @@ async fn accept(
             }
         }
     };
+    let hash = claim.is_some();
     let spooled = tokio::select! {
-        spooled = receive(multipart, &mut options, intake, &mut share) => spooled?,
+        spooled = receive(multipart, &mut options, intake, &mut share, hash) => spooled?,
         too_slow = watch => return Err(ApiError::UploadTooSlow(too_slow)),
     };
 
@@ -187,18 +188,13 @@ async fn accept(
         }
         None => None,
     };
-    let uploads = spooled
-        .iter()
-        .map(|(filename, path)| Upload {
-            filename: filename.clone(),
-            path: path.to_path_buf(),
-        })
-        .collect();
-    // `spooled` lives until here, so the temporary files outlive the upload to storage.
+    let (files, received): (Vec<tempfile::TempPath>, Vec<Received>) = spooled.into_iter().unzip();
+    // `files` lives until here, so the temporary files outlive their
+    // examination and the upload to storage.
     let submitted = service
-        .submit(&caller.tenant, quotas, recipe, webhook, uploads, claim)
+        .submit(&caller.tenant, quotas, recipe, webhook, received, claim)
         .await?;
-    drop(spooled);
+    drop(files);
     let mut answer = HttpResponse::Accepted();
     answer
         .insert_header(("Location", submitted.status_url))
@@ -219,10 +215,11 @@ async fn receive(
     options: &mut Options,
     intake: &Intake<'_>,
     share: &mut Share,
-) -> Result<Vec<(String, tempfile::TempPath)>, ApiError> {
+    hash: bool,
+) -> Result<Vec<(tempfile::TempPath, Received)>, ApiError> {
     let limits = intake.service.limits();
     let upload_dir = intake.upload_dir;
-    let mut spooled: Vec<(String, tempfile::TempPath)> = Vec::new();
+    let mut spooled: Vec<(tempfile::TempPath, Received)> = Vec::new();
     let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
         let mut field = match field {
@@ -262,7 +259,13 @@ async fn receive(
                     share,
                 )
                 .await?;
-                spooled.push((filename, path));
+                // Examined now, while the next file arrives.
+                let upload = Upload {
+                    filename,
+                    path: path.to_path_buf(),
+                };
+                let received = intake.service.receive(upload, hash);
+                spooled.push((path, received));
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
             "ops" => options.ops = Some(read_text(&mut field, &name).await?),

@@ -21,6 +21,7 @@
 mod admin;
 mod error;
 mod events;
+mod examine;
 mod gauges;
 mod idempotency;
 pub mod keys;
@@ -34,12 +35,13 @@ mod webhooks;
 pub use admin::{Cancelled, FailureGroup, Overview, QueueInfo};
 pub use error::JobError;
 pub use events::EventHub;
+pub use examine::{Received, Upload};
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};
 pub use slots::Slot;
 use slots::{Busy, Slots};
-pub use submit::{Accepted, AcceptedImage, Submitted, Upload};
+pub use submit::{Accepted, AcceptedImage, Submitted};
 pub use watch::{Frame, KEEP_ALIVE};
 pub use webhooks::{Deliverer, Secrets, WebhookParts};
 

@@ -1,15 +1,16 @@
-//! Submitting a job: every upload checked, then stored, the job recorded and
-//! its first tasks enqueued (one per image; the rest follow, see `release`). All or nothing: a refused submission leaves
-//! nothing behind (what it stored is removed in the background).
+//! Submitting a job: every upload checked (examined as it arrived, see
+//! `examine`), then stored, the job recorded and its first tasks enqueued
+//! (one per image; the rest follow, see `release`). All or nothing: a
+//! refused submission leaves nothing behind (what it stored is removed in
+//! the background).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use super::examine::{Received, Upload};
 use super::idempotency::Claimed;
 use super::JobError;
 use super::{delete_all, JobService};
@@ -17,7 +18,6 @@ use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
 use crate::auth::{Caller, Tenant};
 use crate::codec::OutputFormat;
 use crate::jobs::admission::{self, Quotas};
-use crate::jobs::intake;
 use crate::jobs::names::unique_entry_names;
 use crate::jobs::pacing;
 use crate::jobs::status::{JobState, LinkKind};
@@ -29,12 +29,6 @@ use crate::queue::new_task_id;
 
 /// How many uploads are sent to storage at once for one request.
 const UPLOAD_CONCURRENCY: usize = 4;
-
-/// One upload, already spooled to a temporary file by the HTTP layer.
-pub struct Upload {
-    pub filename: String,
-    pub path: PathBuf,
-}
 
 /// The answer to a submission: the 202 body, exactly as first sent (a
 /// repeated `Idempotency-Key` gets the same bytes again).
@@ -84,45 +78,30 @@ impl JobService {
         quotas: Quotas,
         recipe: Recipe,
         webhook: Option<Webhook>,
-        uploads: Vec<Upload>,
+        received: Vec<Received>,
         claim: Option<Claimed>,
     ) -> Result<Submitted, JobError> {
-        if uploads.is_empty() {
+        if received.is_empty() {
             return Err(JobError::NoFiles);
         }
-        if uploads.len() > self.limits.max_files {
+        if received.len() > self.limits.max_files {
             return Err(JobError::TooManyFiles {
                 limit: self.limits.max_files,
             });
         }
         let limits = self.limits;
-        let paths: Vec<(String, PathBuf)> = uploads
-            .iter()
-            .map(|u| (u.filename.clone(), u.path.clone()))
-            .collect();
-        let hash_files = claim.is_some();
-        let (inspected, digests) = tokio::task::spawn_blocking(move || {
-            let digests = if hash_files {
-                paths
-                    .iter()
-                    .map(|(name, path)| Ok((name.clone(), sha256_file(path)?)))
-                    .collect::<Result<Vec<_>, JobError>>()?
-            } else {
-                Vec::new()
-            };
-            let inspected = paths
-                .iter()
-                .map(|(name, path)| {
-                    intake::inspect(path, &limits).map_err(|problem| JobError::BadFile {
-                        file: name.clone(),
-                        problem,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, JobError>((inspected, digests))
-        })
-        .await
-        .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
+        // Each was examined as it arrived; the first problem, in the files'
+        // order, refuses the job.
+        let mut uploads = Vec::with_capacity(received.len());
+        let (mut inspected, mut digests) = (Vec::new(), Vec::new());
+        for one in received {
+            let (upload, examined) = one.examined().await?;
+            if let Some(digest) = examined.digest {
+                digests.push((upload.filename.clone(), digest));
+            }
+            inspected.push(examined.inspected);
+            uploads.push(upload);
+        }
         // A webhook is part of what was asked (jobs without one keep the
         // fingerprint they had before webhooks).
         let asked = match &webhook {
@@ -432,21 +411,4 @@ impl JobService {
 
 fn input_keys(job: &Job) -> Vec<String> {
     job.images.iter().map(|i| job.input_key(i.index)).collect()
-}
-
-/// SHA-256 of a spooled upload (for idempotency fingerprints).
-fn sha256_file(path: &Path) -> Result<[u8; 32], JobError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
-    }
 }

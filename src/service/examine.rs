@@ -1,0 +1,81 @@
+//! Examining a spooled upload: its format, size and completeness
+//! (`jobs::intake`), and its digest when an `Idempotency-Key` asks for one.
+//! It runs on tokio's blocking threads and starts as soon as a file is
+//! spooled, so that it overlaps the rest of the upload instead of following
+//! it; `submit` takes the results in the files' order. Decides nothing: a
+//! problem is reported, and `submit` refuses the job.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use super::{JobError, JobService};
+use crate::jobs::intake::{self, Inspected};
+
+/// One upload, already spooled to a temporary file by the HTTP layer.
+pub struct Upload {
+    pub filename: String,
+    pub path: PathBuf,
+}
+
+/// An upload whose examination has started ([`JobService::receive`]).
+pub struct Received {
+    upload: Upload,
+    examining: JoinHandle<Result<Examined, JobError>>,
+}
+
+/// What examining one upload found.
+pub(super) struct Examined {
+    pub inspected: Inspected,
+    /// With an `Idempotency-Key` only.
+    pub digest: Option<[u8; 32]>,
+}
+
+impl JobService {
+    /// Starts examining `upload` (and hashing it if `hash`); its spooled
+    /// file must outlive the submission it is given to.
+    pub fn receive(&self, upload: Upload, hash: bool) -> Received {
+        let (name, path, limits) = (upload.filename.clone(), upload.path.clone(), self.limits());
+        let examining = tokio::task::spawn_blocking(move || {
+            let digest = hash.then(|| sha256_file(&path)).transpose()?;
+            let inspected =
+                intake::inspect(&path, &limits).map_err(|problem| JobError::BadFile {
+                    file: name,
+                    problem,
+                })?;
+            Ok(Examined { inspected, digest })
+        });
+        Received { upload, examining }
+    }
+}
+
+impl Received {
+    /// Waits for the examination: the upload and what it found, or the
+    /// file's problem.
+    pub(super) async fn examined(self) -> Result<(Upload, Examined), JobError> {
+        let examined = self
+            .examining
+            .await
+            .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
+        Ok((self.upload, examined))
+    }
+}
+
+/// SHA-256 of a spooled upload (for idempotency fingerprints).
+fn sha256_file(path: &Path) -> Result<[u8; 32], JobError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| JobError::Internal(format!("reading a spooled upload: {e}")))?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
