@@ -6,10 +6,11 @@
 //!
 //! A worker takes a few more tasks than it has render threads (see
 //! `IMGPIPE_PREFETCH`), so that one image's reads and writes overlap
-//! another's render. A task waits for its [`Turn`] (a free thread) before
-//! its image is marked processing, and gives it back the moment its render
-//! ends, before its result is stored: a thread is never idle while a task
-//! that could use it waits on the network or the disk.
+//! another's render. A task reads its upload, then waits for its [`Turn`]
+//! (a free thread, first come first served), and gives it back the moment
+//! its render ends, before its result is stored: a thread is never idle
+//! while a task that could use it waits on the network or the disk. What
+//! to do while waiting is the caller's; this module only hands out turns.
 
 use std::sync::Arc;
 
