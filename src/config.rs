@@ -233,6 +233,17 @@ pub struct Config {
     )]
     pub max_inflight_upload_bytes: u64,
 
+    /// Bytes of uploads held in memory at once, across requests, instead of
+    /// being written to a temporary file as they arrive (each file up to
+    /// 16 MiB; larger ones, and any beyond this budget, go to disk; 0: all)
+    #[arg(
+        long,
+        env = "IMGPIPE_UPLOAD_MEMORY_BYTES",
+        default_value_t = 128 << 20,
+        global = true
+    )]
+    pub upload_memory_bytes: u64,
+
     /// Free space kept on the spool disk (and the data directory's, for
     /// local objects); below it uploads are refused with 507 before anything
     /// is written

@@ -138,9 +138,14 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     let whole = bytes.len() / ALIGN * ALIGN;
     if whole > 0 {
-        let mut aligned = AlignedBuf::with_capacity(whole);
-        aligned.extend(&bytes[..whole]);
-        file.write_all(aligned.as_slice())?;
+        // Bytes that came from an `AlignedBuf` are written as they are.
+        if bytes.as_ptr().align_offset(ALIGN) == 0 {
+            file.write_all(&bytes[..whole])?;
+        } else {
+            let mut aligned = AlignedBuf::with_capacity(whole);
+            aligned.extend(&bytes[..whole]);
+            file.write_all(aligned.as_slice())?;
+        }
     }
     let mut tail = AlignedBuf::with_capacity(bytes.len() - whole);
     tail.extend(&bytes[whole..]);
@@ -253,6 +258,18 @@ mod tests {
             write_new(&path, &bytes).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "written, {len} bytes");
             assert_eq!(read_all(&path).unwrap(), bytes, "read, {len} bytes");
+            // The same bytes from an aligned buffer, written without a copy.
+            let mut aligned = AlignedBuf::with_capacity(len);
+            aligned.extend(&bytes);
+            let aligned = aligned.into_bytes();
+            assert_eq!(aligned.as_ptr().align_offset(ALIGN), 0);
+            let path = dir.path().join(format!("a{len}"));
+            write_new(&path, &aligned).unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "written aligned, {len} bytes"
+            );
         }
     }
 

@@ -199,6 +199,7 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         }
         let upload_guard = web::Data::new(http::UploadGuard::new(
             config.max_inflight_upload_bytes,
+            config.upload_memory_bytes,
             config.upload_pace(),
             config.min_free_disk_bytes,
             disks,

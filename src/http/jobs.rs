@@ -8,14 +8,14 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::body::SharedBody;
-use super::spool::spool;
+use super::spool::{spool, Spooled};
 use super::upload_guard::{Share, UploadGuard};
 use super::{ApiError, Gate, UploadDir};
 use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
 use crate::jobs::admission;
 use crate::jobs::{Recipe, RecipeOptions};
-use crate::service::{JobError, JobService, Received, Upload};
+use crate::service::{Content, JobError, JobService, Received, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
@@ -188,9 +188,9 @@ async fn accept(
         }
         None => None,
     };
-    let (files, received): (Vec<tempfile::TempPath>, Vec<Received>) = spooled.into_iter().unzip();
-    // `files` lives until here, so the temporary files outlive their
-    // examination and the upload to storage.
+    let (files, received): (Vec<Spooled>, Vec<Received>) = spooled.into_iter().unzip();
+    // `files` lives until here, so the temporary files (and the memory
+    // budget's shares) outlive their examination and the upload to storage.
     let submitted = service
         .submit(&caller.tenant, quotas, recipe, webhook, received, claim)
         .await?;
@@ -208,18 +208,18 @@ async fn accept(
 /// How often an upload's pace is checked.
 const PACE_CHECK: Duration = Duration::from_millis(250);
 
-/// Reads the multipart body: files spooled to temporary files, options
-/// into `options`.
+/// Reads the multipart body: files into memory or temporary files (see
+/// `spool`), options into `options`.
 async fn receive(
     multipart: &mut Multipart,
     options: &mut Options,
     intake: &Intake<'_>,
     share: &mut Share,
     hash: bool,
-) -> Result<Vec<(tempfile::TempPath, Received)>, ApiError> {
+) -> Result<Vec<(Spooled, Received)>, ApiError> {
     let limits = intake.service.limits();
     let upload_dir = intake.upload_dir;
-    let mut spooled: Vec<(tempfile::TempPath, Received)> = Vec::new();
+    let mut spooled: Vec<(Spooled, Received)> = Vec::new();
     let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
         let mut field = match field {
@@ -251,21 +251,22 @@ async fn receive(
                     .filter(|name| !name.trim().is_empty())
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
-                let path = spool(
+                let file = spool(
                     &mut field,
                     &filename,
                     &upload_dir.0,
                     limits.max_file_bytes,
                     share,
+                    intake.guard.memory(),
                 )
                 .await?;
-                // Examined now, while the next file arrives.
-                let upload = Upload {
-                    filename,
-                    path: path.to_path_buf(),
+                let content = match &file {
+                    Spooled::Memory { bytes, .. } => Content::Memory(bytes.clone()),
+                    Spooled::File(path) => Content::File(path.to_path_buf()),
                 };
-                let received = intake.service.receive(upload, hash);
-                spooled.push((path, received));
+                // Examined now, while the next file arrives.
+                let received = intake.service.receive(Upload { filename, content }, hash);
+                spooled.push((file, received));
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
             "ops" => options.ops = Some(read_text(&mut field, &name).await?),

@@ -4,6 +4,10 @@
 //! anything is written), and a watch on each upload's pace (408 for a
 //! client too slow to finish). The pace rule itself is
 //! `jobs::admission::Pace`.
+//!
+//! A second budget bounds the uploads held in memory rather than spooled
+//! to disk (`spool`); running out of it refuses nothing, the next bytes go
+//! to disk.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +20,9 @@ pub struct UploadGuard {
     /// Bytes of request bodies being received right now, across requests.
     inflight: Arc<AtomicU64>,
     max_inflight: u64,
+    /// Bytes of uploads held in memory right now, across requests.
+    in_memory: Arc<AtomicU64>,
+    max_in_memory: u64,
     pub pace: Pace,
     min_free_disk: u64,
     /// Where uploads land: the spool, and the object directory when
@@ -24,7 +31,8 @@ pub struct UploadGuard {
     pub max_fields: usize,
 }
 
-/// This request's share of the budget, given back when it is dropped.
+/// This request's (or file's) share of a budget, given back when it is
+/// dropped.
 pub struct Share {
     inflight: Arc<AtomicU64>,
     max: u64,
@@ -34,6 +42,7 @@ pub struct Share {
 impl UploadGuard {
     pub fn new(
         max_inflight: u64,
+        max_in_memory: u64,
         pace: Pace,
         min_free_disk: u64,
         disks: Vec<PathBuf>,
@@ -42,6 +51,8 @@ impl UploadGuard {
         UploadGuard {
             inflight: Arc::default(),
             max_inflight,
+            in_memory: Arc::default(),
+            max_in_memory,
             pace,
             min_free_disk,
             disks,
@@ -53,6 +64,15 @@ impl UploadGuard {
         Share {
             inflight: self.inflight.clone(),
             max: self.max_inflight,
+            held: 0,
+        }
+    }
+
+    /// A share of the budget of uploads held in memory.
+    pub fn memory(&self) -> Share {
+        Share {
+            inflight: self.in_memory.clone(),
+            max: self.max_in_memory,
             held: 0,
         }
     }
@@ -85,11 +105,17 @@ impl Share {
         }
         taken
     }
+
+    /// Gives back everything held.
+    pub fn release(&mut self) {
+        self.inflight.fetch_sub(self.held, Ordering::AcqRel);
+        self.held = 0;
+    }
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.inflight.fetch_sub(self.held, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -115,7 +141,7 @@ mod tests {
             min_bytes_per_sec: 0,
             grace: Duration::from_secs(1),
         };
-        UploadGuard::new(max, pace, min_free, vec![std::env::temp_dir()], 10)
+        UploadGuard::new(max, max / 2, pace, min_free, vec![std::env::temp_dir()], 10)
     }
 
     #[test]
@@ -129,6 +155,18 @@ mod tests {
         drop(a);
         let mut c = g.share();
         assert!(c.grow(60), "a's share came back");
+    }
+
+    #[test]
+    fn memory_has_a_budget_of_its_own() {
+        let g = guard(100, 0);
+        let mut bodies = g.share();
+        assert!(bodies.grow(100), "the bodies' budget is whole");
+        let mut a = g.memory();
+        assert!(a.grow(50));
+        assert!(!g.memory().grow(1), "memory's is 50");
+        a.release();
+        assert!(g.memory().grow(50), "released before being dropped");
     }
 
     #[test]

@@ -97,10 +97,20 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
     if size_bytes <= READ_WHOLE {
         drop(file);
         let bytes = crate::direct_io::read_all(path).map_err(cannot_read)?;
-        let size_bytes = bytes.len() as u64;
-        return inspect_reader(std::io::Cursor::new(bytes), size_bytes, limits);
+        return inspect_bytes(&bytes, limits);
     }
     inspect_reader(file, size_bytes, limits)
+}
+
+/// [`inspect`] for an upload held in memory.
+pub fn inspect_bytes(bytes: &[u8], limits: &Limits) -> Result<Inspected, FileProblem> {
+    let size_bytes = bytes.len() as u64;
+    if size_bytes > limits.max_file_bytes {
+        return Err(FileProblem::TooLarge {
+            limit: limits.max_file_bytes,
+        });
+    }
+    inspect_reader(std::io::Cursor::new(bytes), size_bytes, limits)
 }
 
 /// Uploads up to this size are inspected from memory.
@@ -419,10 +429,18 @@ mod tests {
         out.into_inner()
     }
 
+    /// Every case is inspected twice, as a spooled file and from memory
+    /// (an upload the spool kept), and the two must agree.
     fn check(bytes: &[u8]) -> Result<Inspected, FileProblem> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
-        inspect(f.path(), &LIMITS)
+        let from_file = inspect(f.path(), &LIMITS);
+        assert_eq!(
+            from_file,
+            inspect_bytes(bytes, &LIMITS),
+            "file and memory agree"
+        );
+        from_file
     }
 
     /// Tiled TIFFs with one plane per channel made the tiff crate panic

@@ -1,5 +1,6 @@
-//! Examining a spooled upload: its format, size and completeness
-//! (`jobs::intake`), and its digest when an `Idempotency-Key` asks for one.
+//! Examining a received upload, held in memory or spooled to a file: its
+//! format, size and completeness (`jobs::intake`), and its digest when an
+//! `Idempotency-Key` asks for one.
 //! It runs on tokio's blocking threads and starts as soon as a file is
 //! spooled, so that it overlaps the rest of the upload instead of following
 //! it; `submit` takes the results in the files' order. Decides nothing: a
@@ -8,16 +9,27 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{JobError, JobService};
 use crate::jobs::intake::{self, Inspected};
 
-/// One upload, already spooled to a temporary file by the HTTP layer.
+/// One upload, as the HTTP layer received it.
 pub struct Upload {
     pub filename: String,
-    pub path: PathBuf,
+    pub content: Content,
+}
+
+/// Where an upload's bytes are.
+#[derive(Clone)]
+pub enum Content {
+    /// Kept in memory (a usual-size file, while memory allows).
+    Memory(Bytes),
+    /// Spooled to a temporary file, which the HTTP layer owns and keeps
+    /// until the submission is answered.
+    File(PathBuf),
 }
 
 /// An upload whose examination has started ([`JobService::receive`]).
@@ -34,17 +46,29 @@ pub(super) struct Examined {
 }
 
 impl JobService {
-    /// Starts examining `upload` (and hashing it if `hash`); its spooled
+    /// Starts examining `upload` (and hashing it if `hash`); a spooled
     /// file must outlive the submission it is given to.
     pub fn receive(&self, upload: Upload, hash: bool) -> Received {
-        let (name, path, limits) = (upload.filename.clone(), upload.path.clone(), self.limits());
+        let (name, content, limits) = (
+            upload.filename.clone(),
+            upload.content.clone(),
+            self.limits(),
+        );
         let examining = tokio::task::spawn_blocking(move || {
-            let digest = hash.then(|| sha256_file(&path)).transpose()?;
-            let inspected =
-                intake::inspect(&path, &limits).map_err(|problem| JobError::BadFile {
-                    file: name,
-                    problem,
-                })?;
+            let (digest, inspected) = match &content {
+                Content::Memory(bytes) => (
+                    hash.then(|| Sha256::digest(bytes).into()),
+                    intake::inspect_bytes(bytes, &limits),
+                ),
+                Content::File(path) => (
+                    hash.then(|| sha256_file(path)).transpose()?,
+                    intake::inspect(path, &limits),
+                ),
+            };
+            let inspected = inspected.map_err(|problem| JobError::BadFile {
+                file: name,
+                problem,
+            })?;
             Ok(Examined { inspected, digest })
         });
         Received { upload, examining }

@@ -35,7 +35,7 @@ mod webhooks;
 pub use admin::{Cancelled, FailureGroup, Overview, QueueInfo};
 pub use error::JobError;
 pub use events::EventHub;
-pub use examine::{Received, Upload};
+pub use examine::{Content, Received, Upload};
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};

@@ -4,13 +4,11 @@
 //! refused submission leaves nothing behind (what it stored is removed in
 //! the background).
 
-use std::path::PathBuf;
-
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::examine::{Received, Upload};
+use super::examine::{Content, Received, Upload};
 use super::idempotency::Claimed;
 use super::JobError;
 use super::{delete_all, JobService};
@@ -359,20 +357,22 @@ impl JobService {
 
     async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
         // Owned pairs: the stream lives in a spawned task (see `submit`).
-        let pairs: Vec<(String, PathBuf)> = job
+        let pairs: Vec<(String, Content)> = job
             .images
             .iter()
             .zip(uploads)
-            .map(|(image, upload)| (job.input_key(image.index), upload.path.clone()))
+            .map(|(image, upload)| (job.input_key(image.index), upload.content.clone()))
             .collect();
         let store = self.store.clone();
         futures::stream::iter(pairs)
-            .map(move |(key, path)| {
+            .map(move |(key, content)| {
                 let store = store.clone();
                 async move {
-                    store
-                        .put_file(&key, &path, "application/octet-stream")
-                        .await
+                    let kind = "application/octet-stream";
+                    match content {
+                        Content::Memory(bytes) => store.put_bytes(&key, bytes, kind).await,
+                        Content::File(path) => store.put_file(&key, &path, kind).await,
+                    }
                 }
             })
             .buffer_unordered(UPLOAD_CONCURRENCY)

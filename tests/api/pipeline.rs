@@ -355,12 +355,50 @@ async fn uploads_larger_than_one_storage_part_round_trip(backend: Backend) {
     assert_eq!(out.dimensions(), (1800, 1800));
     // Grayscale of the decoded input, which only survives if every part of
     // the upload arrived intact and in order.
-    let pillow_luma = |p: &image::Rgb<u8>| {
+    assert_eq!(out.to_luma8().as_raw(), &pillow_grayscale(&input));
+}
+
+/// Pillow's `convert("L")` of `input`.
+fn pillow_grayscale(input: &image::RgbImage) -> Vec<u8> {
+    let luma = |p: &image::Rgb<u8>| {
         ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000)
             >> 16) as u8
     };
-    let want: Vec<u8> = input.pixels().map(pillow_luma).collect();
-    assert_eq!(out.to_luma8().as_raw(), &want);
+    input.pixels().map(luma).collect()
+}
+
+/// Uploads are kept in memory while `IMGPIPE_UPLOAD_MEMORY_BYTES` allows
+/// and spooled to disk beyond it: a file that outgrows the budget midway is
+/// moved to disk and goes on there, the next file fits in memory again, and
+/// with a budget of 0 every file is spooled. Every byte arrives either way
+/// (noise PNGs: a lost or reordered byte fails decoding or the pixels).
+async fn uploads_held_in_memory_or_spooled_arrive_whole(backend: Backend) {
+    let inputs: Vec<(String, Vec<u8>)> = vec![
+        ("small-1.png".into(), noise_png(300, 200, 1)),
+        ("big.png".into(), noise_png(1200, 1200, 2)),
+        ("small-2.png".into(), noise_png(200, 300, 3)),
+    ];
+    assert!(inputs[1].1.len() > 4_000_000, "{} bytes", inputs[1].1.len());
+    for budget in ["3000000", "0"] {
+        let app = Deployment::new(backend)
+            .env("IMGPIPE_UPLOAD_MEMORY_BYTES", budget)
+            .serve();
+        let job = app.submit_ok("filter=grayscale", inputs.clone()).await;
+        let id = job["job_id"].as_str().unwrap();
+        let status = app.wait_done(id, WITHIN).await;
+        assert_eq!(status["status"], "completed", "budget {budget}: {status}");
+        let entries = app.download(id, "").await;
+        for ((name, input), (got_name, got)) in inputs.iter().zip(&entries) {
+            assert_eq!(name, got_name);
+            let input = image::load_from_memory(input).unwrap().to_rgb8();
+            let got = image::load_from_memory(got).unwrap().to_luma8();
+            assert_eq!(got.dimensions(), input.dimensions(), "budget {budget}: {name}");
+            assert!(
+                got.as_raw() == &pillow_grayscale(&input),
+                "budget {budget}: {name} differs"
+            );
+        }
+    }
 }
 
 /// `ops=` chains run in order, in one task per image, pixel-identical to
@@ -463,4 +501,5 @@ crate::both_backends!(
     files_from_other_tools_are_processed,
     hostile_filenames_are_neutralised_in_the_archive,
     uploads_larger_than_one_storage_part_round_trip,
+    uploads_held_in_memory_or_spooled_arrive_whole,
 );
