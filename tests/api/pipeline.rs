@@ -392,7 +392,11 @@ async fn uploads_held_in_memory_or_spooled_arrive_whole(backend: Backend) {
             assert_eq!(name, got_name);
             let input = image::load_from_memory(input).unwrap().to_rgb8();
             let got = image::load_from_memory(got).unwrap().to_luma8();
-            assert_eq!(got.dimensions(), input.dimensions(), "budget {budget}: {name}");
+            assert_eq!(
+                got.dimensions(),
+                input.dimensions(),
+                "budget {budget}: {name}"
+            );
             assert!(
                 got.as_raw() == &pillow_grayscale(&input),
                 "budget {budget}: {name} differs"
