@@ -26,7 +26,7 @@ use crate::ops::Chain;
 use crate::queue::new_task_id;
 
 /// How many uploads are sent to storage at once for one request.
-const UPLOAD_CONCURRENCY: usize = 4;
+const UPLOAD_CONCURRENCY: usize = 8;
 
 /// The answer to a submission: the 202 body, exactly as first sent (a
 /// repeated `Idempotency-Key` gets the same bytes again).
