@@ -78,6 +78,7 @@ pub async fn spool(
         memory.release();
         let on_disk = OnDisk::create(dir).await?.append(buf.as_slice()).await?;
         disk = Some(on_disk.append(&chunk).await?);
+        // The memory buffer goes with its share of the budget.
         buf = AlignedBuf::with_capacity(0);
     }
     match disk {

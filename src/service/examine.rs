@@ -2,7 +2,7 @@
 //! format, size and completeness (`jobs::intake`), and its digest when an
 //! `Idempotency-Key` asks for one.
 //! It runs on tokio's blocking threads and starts as soon as a file is
-//! spooled, so that it overlaps the rest of the upload instead of following
+//! received, so that it overlaps the rest of the upload instead of following
 //! it; `submit` takes the results in the files' order. Decides nothing: a
 //! problem is reported, and `submit` refuses the job.
 
