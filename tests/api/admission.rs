@@ -62,7 +62,9 @@ async fn a_nearly_full_disk_refuses_uploads_before_writing(backend: Backend) {
 }
 
 async fn the_upload_budget_turns_away_what_it_cannot_hold(backend: Backend) {
-    let deployment = Deployment::new(backend).env("IMGPIPE_MAX_INFLIGHT_UPLOAD_BYTES", "300000");
+    let deployment = Deployment::new(backend)
+        .spooling()
+        .env("IMGPIPE_MAX_INFLIGHT_UPLOAD_BYTES", "300000");
     let app = deployment.serve();
     // One client holds most of the budget: 250 kB arrive, then it stalls.
     let big = noise_png(300, 300, 1);

@@ -164,7 +164,7 @@ fn without_link_signatures(mut status: Value) -> Value {
 /// connections, but the open request is finished and answered (202, the job
 /// is real), and the process then exits 0.
 async fn sigterm_lets_the_api_finish_open_requests(backend: Backend) {
-    let deployment = deployment(backend);
+    let deployment = deployment(backend).spooling();
     let mut api = deployment.start("api");
     let base = api.base_url.clone().expect("listening");
     let image = png(64, 48, 7);

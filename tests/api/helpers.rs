@@ -81,6 +81,19 @@ impl Deployment {
         self
     }
 
+    /// Every upload spooled to disk as it arrives (none held in memory), so
+    /// that one in progress shows as a file ([`Self::spooled_files`]).
+    pub fn spooling(self) -> Self {
+        self.env("IMGPIPE_UPLOAD_MEMORY_BYTES", "0")
+    }
+
+    /// Whether [`Self::spooling`] was asked for.
+    pub fn spools_every_upload(&self) -> bool {
+        self.extra_env
+            .iter()
+            .any(|(k, v)| k == "IMGPIPE_UPLOAD_MEMORY_BYTES" && v == "0")
+    }
+
     /// Starts processes without `key` in their environment.
     pub fn without(mut self, key: &str) -> Self {
         self.unset_env.push(key.to_string());

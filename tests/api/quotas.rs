@@ -255,7 +255,9 @@ async fn a_tenant_over_its_stored_bytes_gets_429_until_a_job_goes(backend: Backe
 /// at once (the cap is 1 here), another tenant's is not, and the slot is
 /// free again once the first is answered.
 async fn one_tenants_submissions_in_progress_are_capped(backend: Backend) {
-    let deployment = Deployment::new(backend).env("IMGPIPE_MAX_SUBMISSIONS_PER_TENANT", "1");
+    let deployment = Deployment::new(backend)
+        .spooling()
+        .env("IMGPIPE_MAX_SUBMISSIONS_PER_TENANT", "1");
     let app = deployment.serve();
     let (_, a) = create_key_with(&deployment, "eager", "submit,read", &[]);
     let (_, b) = create_key_with(&deployment, "other", "submit,read", &[]);

@@ -459,7 +459,7 @@ async fn an_idempotency_key_never_makes_a_second_job(backend: Backend) {
 /// told so at once (409); once the first has answered, the duplicate gets
 /// its answer.
 async fn a_duplicate_during_the_upload_is_told_to_wait(backend: Backend) {
-    let deployment = Deployment::new(backend);
+    let deployment = Deployment::new(backend).spooling();
     let app = deployment.serve();
     let image = png(64, 48, 7);
     let chunks = trickled(&image, 8, Duration::from_millis(300));

@@ -120,8 +120,13 @@ impl TestApp {
 }
 
 /// Waits until the API has begun spooling an upload: a request is open and
-/// its body arriving.
+/// its body arriving. Needs a deployment that spools every upload
+/// ([`Deployment::spooling`]): one held in memory leaves no file to see.
 pub async fn until_spooling(deployment: &Deployment) {
+    assert!(
+        deployment.spools_every_upload(),
+        "until_spooling needs Deployment::spooling()"
+    );
     until(
         "an upload to be spooled",
         Duration::from_secs(30),
