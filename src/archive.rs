@@ -1,9 +1,11 @@
 //! Streams a job's results as a ZIP without building it in memory.
 //!
 //! The `zip` writer is synchronous, so it runs on a blocking thread, pulls each
-//! object from storage chunk by chunk and pushes 64 KiB pieces into a bounded
-//! channel that the HTTP body drains: a slow client slows the writer down
-//! instead of growing a buffer. A client that reads too slowly on average,
+//! object from storage chunk by chunk and pushes 256 KiB pieces into a
+//! bounded channel that the HTTP body drains: a slow client slows the writer
+//! down instead of growing a buffer. Pieces are large because each is a
+//! hand-off between threads, which costs more than copying its bytes (see
+//! the README's Performance section). A client that reads too slowly on average,
 //! or for too long (the `Pace` given), or not at all for a minute, is cut
 //! off rather than holding the thread; so is a storage read that stalls.
 //! The caller's permit (the cap on concurrent downloads) is held until the
@@ -25,8 +27,8 @@ use zip::{CompressionMethod, ZipWriter};
 use crate::jobs::admission::Pace;
 use crate::store::ObjectStore;
 
-const CHUNK: usize = 64 * 1024;
-const CHANNEL_DEPTH: usize = 4;
+const CHUNK: usize = 256 * 1024;
+const CHANNEL_DEPTH: usize = 2;
 /// How long a download may stall (client reading nothing) before it is cut.
 const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
