@@ -233,9 +233,10 @@ pub struct Config {
     )]
     pub max_inflight_upload_bytes: u64,
 
-    /// Bytes of uploads held in memory at once, across requests, instead of
-    /// being written to a temporary file as they arrive (each file up to
-    /// 16 MiB; larger ones, and any beyond this budget, go to disk; 0: all)
+    /// Memory for uploads held in memory at once, across requests (their
+    /// buffers as allocated), instead of being written to a temporary file
+    /// as they arrive (each file up to 16 MiB; larger ones, and any beyond
+    /// this budget, go to disk; 0: all)
     #[arg(
         long,
         env = "IMGPIPE_UPLOAD_MEMORY_BYTES",

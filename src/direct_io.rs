@@ -61,6 +61,11 @@ impl AlignedBuf {
         self.len() == 0
     }
 
+    /// Bytes it holds without moving, from its aligned start.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity() - self.start
+    }
+
     /// Room left before the buffer would have to move (and lose its alignment).
     pub fn spare(&self) -> usize {
         self.buf.capacity() - self.buf.len()

@@ -37,7 +37,8 @@ pub enum Spooled {
 }
 
 /// Receives `field`; refuses it past `max_bytes`. `memory` is the file's
-/// share of the memory budget, grown as bytes are kept.
+/// share of the memory budget, which counts the buffer it is kept in (what
+/// the process holds), not only its bytes.
 pub async fn spool(
     field: &mut Field,
     filename: &str,
@@ -46,7 +47,8 @@ pub async fn spool(
     share: &mut Share,
     mut memory: Share,
 ) -> Result<Spooled, ApiError> {
-    let mut buf = AlignedBuf::with_capacity(FIRST);
+    // Allocated with the first byte kept, and counted from then on.
+    let mut buf: Option<AlignedBuf> = None;
     let mut disk: Option<OnDisk> = None;
     let mut received: u64 = 0;
     while let Some(chunk) = field.next().await {
@@ -66,37 +68,67 @@ pub async fn spool(
             disk = Some(on_disk.append(&chunk).await?);
             continue;
         }
-        let keep = buf.len() + chunk.len() <= MEMORY_FILE_MAX && memory.grow(chunk.len() as u64);
-        if keep {
-            if buf.spare() < chunk.len() {
-                buf = grown(buf, chunk.len());
+        match room(buf.take(), chunk.len(), &mut memory) {
+            Ok(mut kept) => {
+                kept.extend(&chunk);
+                buf = Some(kept);
             }
-            buf.extend(&chunk);
-            continue;
+            // From here on, to disk: what was kept first, then the rest;
+            // the memory goes back to the budget.
+            Err(kept) => {
+                memory.release();
+                let mut on_disk = OnDisk::create(dir).await?;
+                if let Some(kept) = kept {
+                    on_disk = on_disk.append(kept.as_slice()).await?;
+                }
+                disk = Some(on_disk.append(&chunk).await?);
+            }
         }
-        // From here on, to disk: what was kept first, then the rest.
-        memory.release();
-        let on_disk = OnDisk::create(dir).await?.append(buf.as_slice()).await?;
-        disk = Some(on_disk.append(&chunk).await?);
-        // The memory buffer goes with its share of the budget.
-        buf = AlignedBuf::with_capacity(0);
     }
     match disk {
         Some(disk) => disk.finish().await.map(Spooled::File),
         None => Ok(Spooled::Memory {
-            bytes: buf.into_bytes(),
+            bytes: buf.map(AlignedBuf::into_bytes).unwrap_or_default(),
             _held: memory,
         }),
     }
 }
 
-/// `buf` moved to a buffer with room for `more` bytes (twice as large at
-/// least, so that a file is copied about once in all).
-fn grown(buf: AlignedBuf, more: usize) -> AlignedBuf {
-    let need = buf.len() + more;
-    let mut bigger = AlignedBuf::with_capacity(need.max(2 * buf.len()).next_power_of_two());
-    bigger.extend(buf.as_slice());
-    bigger
+/// `buf` (none yet: an empty file) with room for `more` bytes, moved to a
+/// larger buffer if need be (at least twice as large, so that a file is
+/// copied about once in all), the growth taken from `memory`; `Err(buf)`
+/// when the file would outgrow [`MEMORY_FILE_MAX`] or the budget.
+fn room(
+    buf: Option<AlignedBuf>,
+    more: usize,
+    memory: &mut Share,
+) -> Result<AlignedBuf, Option<AlignedBuf>> {
+    match buf {
+        Some(buf) if buf.len() + more > MEMORY_FILE_MAX => Err(Some(buf)),
+        Some(buf) if buf.spare() >= more => Ok(buf),
+        buf => grown(buf, more, memory),
+    }
+}
+
+/// [`room`] when `buf` has too little.
+fn grown(
+    buf: Option<AlignedBuf>,
+    more: usize,
+    memory: &mut Share,
+) -> Result<AlignedBuf, Option<AlignedBuf>> {
+    let (len, capacity) = buf.as_ref().map_or((0, 0), |b| (b.len(), b.capacity()));
+    let size = (len + more)
+        .max(2 * capacity)
+        .max(FIRST)
+        .next_power_of_two();
+    if size > MEMORY_FILE_MAX || !memory.grow((size - capacity) as u64) {
+        return Err(buf);
+    }
+    let mut bigger = AlignedBuf::with_capacity(size);
+    if let Some(buf) = buf {
+        bigger.extend(buf.as_slice());
+    }
+    Ok(bigger)
 }
 
 fn spool_err(e: std::io::Error) -> ApiError {
@@ -176,5 +208,66 @@ impl FileSpool {
             .into_parts();
         let direct = direct_io::try_direct(&file);
         Ok(FileSpool { file, path, direct })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::upload_guard::UploadGuard;
+    use crate::jobs::admission::Pace;
+    use std::time::Duration;
+
+    fn budget(bytes: u64) -> UploadGuard {
+        let pace = Pace {
+            timeout: Duration::from_secs(1),
+            min_bytes_per_sec: 0,
+            grace: Duration::from_secs(1),
+        };
+        UploadGuard::new(u64::MAX, bytes, pace, 0, Vec::new(), 10)
+    }
+
+    fn filled(buf: Result<AlignedBuf, Option<AlignedBuf>>, bytes: usize) -> AlignedBuf {
+        let mut buf = buf.unwrap_or_else(|_| panic!("room for {bytes} more bytes"));
+        buf.extend(&vec![7; bytes]);
+        buf
+    }
+
+    #[test]
+    fn the_budget_counts_buffers_and_a_file_that_outgrows_it_is_refused_memory() {
+        let guard = budget(1 << 20);
+        let mut memory = guard.memory();
+        let buf = filled(room(None, 10, &mut memory), 10);
+        assert!(buf.capacity() >= FIRST, "the first buffer");
+        let buf = filled(room(Some(buf), 600_000, &mut memory), 600_000);
+        assert!(buf.capacity() >= 1 << 20);
+        assert!(
+            !guard.memory().grow(1 << 12),
+            "the 1 MiB buffer holds the budget"
+        );
+        let kept = room(Some(buf), 600_000, &mut memory)
+            .err()
+            .expect("past the budget");
+        assert_eq!(
+            kept.map(|b| b.len()),
+            Some(600_010),
+            "what was kept comes back whole"
+        );
+        memory.release();
+        assert!(guard.memory().grow(1 << 20), "given back");
+    }
+
+    #[test]
+    fn with_no_budget_not_even_the_first_byte_is_kept() {
+        let guard = budget(0);
+        assert!(room(None, 1, &mut guard.memory()).is_err());
+    }
+
+    #[test]
+    fn no_file_is_kept_past_its_own_cap() {
+        let guard = budget(u64::MAX);
+        let mut memory = guard.memory();
+        let buf = filled(room(None, MEMORY_FILE_MAX, &mut memory), MEMORY_FILE_MAX);
+        assert!(room(Some(buf), 1, &mut memory).is_err());
     }
 }
