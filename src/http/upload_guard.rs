@@ -20,7 +20,8 @@ pub struct UploadGuard {
     /// Bytes of request bodies being received right now, across requests.
     inflight: Arc<AtomicU64>,
     max_inflight: u64,
-    /// Bytes of uploads held in memory right now, across requests.
+    /// Memory holding uploads right now (their buffers as allocated),
+    /// across requests.
     in_memory: Arc<AtomicU64>,
     max_in_memory: u64,
     pub pace: Pace,
@@ -34,7 +35,8 @@ pub struct UploadGuard {
 /// This request's (or file's) share of a budget, given back when it is
 /// dropped.
 pub struct Share {
-    inflight: Arc<AtomicU64>,
+    /// The budget's use, across its shares.
+    used: Arc<AtomicU64>,
     max: u64,
     held: u64,
 }
@@ -62,7 +64,7 @@ impl UploadGuard {
 
     pub fn share(&self) -> Share {
         Share {
-            inflight: self.inflight.clone(),
+            used: self.inflight.clone(),
             max: self.max_inflight,
             held: 0,
         }
@@ -71,7 +73,7 @@ impl UploadGuard {
     /// A share of the budget of uploads held in memory.
     pub fn memory(&self) -> Share {
         Share {
-            inflight: self.in_memory.clone(),
+            used: self.in_memory.clone(),
             max: self.max_in_memory,
             held: 0,
         }
@@ -91,11 +93,11 @@ impl UploadGuard {
 }
 
 impl Share {
-    /// Takes `bytes` more for this request; `false` (nothing taken) when the
+    /// Takes `bytes` more for this share; `false` (nothing taken) when the
     /// process-wide budget would be exceeded.
     pub fn grow(&mut self, bytes: u64) -> bool {
         let taken = self
-            .inflight
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
                 now.checked_add(bytes).filter(|total| *total <= self.max)
             })
@@ -108,7 +110,7 @@ impl Share {
 
     /// Gives back everything held.
     pub fn release(&mut self) {
-        self.inflight.fetch_sub(self.held, Ordering::AcqRel);
+        self.used.fetch_sub(self.held, Ordering::AcqRel);
         self.held = 0;
     }
 }
