@@ -295,3 +295,54 @@ async fn take_counts_then_reads_the_backlog_alike_on_both_stores() {
         );
     }
 }
+
+/// A backlog read for a plan of `limit` images holds the tenant's jobs with
+/// images waiting, wherever they are in turn order, and the first `limit`
+/// with images held back: the plan over it is the plan over the whole
+/// backlog (SQLite reads just those, through two indexes; Redis more).
+#[tokio::test]
+async fn a_bounded_backlog_read_plans_as_the_whole_backlog_does() {
+    use imgpipe::jobs::pacing::plan;
+    for (name, meta, _guard) in stores().await {
+        let tenant: imgpipe::auth::Tenant = format!("t{}", uuid::Uuid::new_v4().simple())
+            .parse()
+            .unwrap();
+        let mut jobs = Vec::new();
+        for turn in 0..6 {
+            let mut job = job();
+            job.tenant = tenant.clone();
+            for index in 1..3 {
+                let mut image = job.images[0].clone();
+                image.index = index;
+                image.task_id = format!("t{index}");
+                job.images.push(image);
+            }
+            meta.create(&job).await.unwrap();
+            meta.mark_released(job.id, 0, 1_000 + turn).await.unwrap();
+            jobs.push(job.id);
+        }
+        // The last two were served last: one has images waiting, the other
+        // had its one released image taken.
+        meta.mark_released(jobs[5], 2, 5_000).await.unwrap();
+        meta.note_taken(jobs[5]).await.unwrap();
+        meta.mark_released(jobs[4], 1, 4_000).await.unwrap();
+        meta.note_taken(jobs[4]).await.unwrap();
+
+        let bounded = meta.backlog(&tenant, 2).await.unwrap();
+        let ids: Vec<JobId> = bounded.iter().map(|h| h.job).collect();
+        for must in [jobs[0], jobs[1], jobs[5]] {
+            assert!(ids.contains(&must), "{name}: {ids:?}");
+        }
+        let position = |id| ids.iter().position(|j| *j == id);
+        assert!(
+            position(jobs[1]) < position(jobs[5]),
+            "{name}: in turn order"
+        );
+        let whole = meta.backlog(&tenant, 100).await.unwrap();
+        assert_eq!(whole.len(), 6, "{name}");
+        assert_eq!(plan(&bounded, 2), plan(&whole, 2), "{name}");
+        // One waits: the plan tops the tenant up from the first held back.
+        let first: Vec<JobId> = plan(&bounded, 2).iter().map(|r| r.job).collect();
+        assert_eq!(first, [jobs[0]], "{name}");
+    }
+}

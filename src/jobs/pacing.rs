@@ -115,8 +115,9 @@ impl Held {
 }
 
 /// The images to release now for one tenant whose jobs are `held`, least
-/// recently served first: enough to bring the tenant's waiting images back
-/// to `ahead`, one from each job in turn, in index order within a job.
+/// recently served first: once no more than half of `ahead` wait, enough to
+/// bring the tenant's waiting images back to `ahead`, one from each job in
+/// turn, in index order within a job.
 /// `ahead == 0` turns pacing off: everything at once. Both lanes count
 /// against `ahead`: the tenant's turn is the same whichever lane serves it.
 pub fn plan(held: &[Held], ahead: usize) -> Vec<Release> {
@@ -125,6 +126,13 @@ pub fn plan(held: &[Held], ahead: usize) -> Vec<Release> {
         next = held.iter().map(|h| h.total).collect();
     } else {
         let mut waiting: usize = held.iter().map(Held::waiting).sum();
+        // Topped up once half of `ahead` has been taken rather than after
+        // every take: each release is a lookup, an enqueue and a record, and
+        // this way one serves `ahead / 2` images. At most `ahead` still wait,
+        // and at least half of it while the tenant has more.
+        if waiting > refill_at(ahead) {
+            return Vec::new();
+        }
         'rounds: while waiting < ahead {
             let mut gave = false;
             for (h, n) in held.iter().zip(next.iter_mut()) {
@@ -151,6 +159,12 @@ pub fn plan(held: &[Held], ahead: usize) -> Vec<Release> {
             lane: h.lane,
         })
         .collect()
+}
+
+/// A tenant's waiting images are topped up to `ahead` once no more than
+/// this many are left (with `ahead` 1 or 2: after every take).
+fn refill_at(ahead: usize) -> usize {
+    ahead / 2
 }
 
 /// Images `images` of `job`, to be enqueued on `lane`.
@@ -221,10 +235,18 @@ mod tests {
     }
 
     #[test]
-    fn each_image_taken_is_replaced_by_the_next() {
+    fn images_taken_are_replaced_once_half_of_ahead_is_taken() {
         assert!(plan(&[held(400, 4, 0)], 4).is_empty(), "four already wait");
-        assert_eq!(ranges(plan(&[held(400, 4, 1)], 4)), vec![4..5]);
-        assert_eq!(ranges(plan(&[held(400, 5, 3)], 4)), vec![5..7]);
+        assert!(plan(&[held(400, 4, 1)], 4).is_empty(), "three still wait");
+        assert_eq!(ranges(plan(&[held(400, 4, 2)], 4)), vec![4..6]);
+        assert_eq!(ranges(plan(&[held(400, 5, 4)], 4)), vec![5..8]);
+        // With 1 or 2 ahead, after every take.
+        assert_eq!(ranges(plan(&[held(400, 2, 1)], 2)), vec![2..3]);
+        assert_eq!(ranges(plan(&[held(400, 1, 1)], 1)), vec![1..2]);
+        assert!(plan(&[held(400, 2, 1)], 1).is_empty());
+        // An odd `ahead` refills at its lower half.
+        assert!(plan(&[held(400, 3, 1)], 3).is_empty());
+        assert_eq!(ranges(plan(&[held(400, 3, 2)], 3)), vec![3..5]);
     }
 
     #[test]
@@ -249,7 +271,10 @@ mod tests {
         }
         assert!(plan(&burst, 4).is_empty());
         burst[0].taken = 1;
-        assert_eq!(pairs(plan(&burst, 4)), vec![(burst[4].job, 0..1)]);
+        assert!(plan(&burst, 4).is_empty(), "three still wait");
+        burst[1].taken = 1;
+        let next = vec![(burst[4].job, 0..1), (burst[5].job, 0..1)];
+        assert_eq!(pairs(plan(&burst, 4)), next);
     }
 
     #[test]

@@ -179,7 +179,14 @@ impl MetaStore for MemoryMeta {
             .filter(|e| e.live(now) && &e.job.tenant == tenant && e.held.taken < e.held.total)
             .collect();
         held.sort_by_key(|e| (e.turn, e.job.created_at));
-        Ok(held.iter().take(limit).map(|e| e.held).collect())
+        let mut held_back = 0;
+        held.retain(|e| {
+            let waiting = e.held.taken < e.held.released;
+            let first_held_back = e.held.released < e.held.total && held_back < limit;
+            held_back += usize::from(e.held.released < e.held.total);
+            waiting || first_held_back
+        });
+        Ok(held.iter().map(|e| e.held).collect())
     }
 
     async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {

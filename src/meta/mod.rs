@@ -158,9 +158,12 @@ pub trait MetaStore: Send + Sync + 'static {
             None => Ok(None),
         }
     }
-    /// Up to `limit` of `tenant`'s live jobs that still have images waiting
-    /// in the queue or held back (see `jobs::pacing`), least recently served
-    /// first. Jobs recorded before fair scheduling are never among them.
+    /// `tenant`'s live jobs with images waiting in the queue, and the first
+    /// `limit` (least recently served first) with images held back (see
+    /// `jobs::pacing`), in turn order: what `pacing::plan` needs to release
+    /// up to `limit` images. A store may return more of the tenant's
+    /// unfinished jobs (the plan is the same). Jobs recorded before fair
+    /// scheduling are never among them.
     async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError>;
     /// Up to `limit` tenants with images held back (for the sweep that
     /// repairs a release lost to a crash).

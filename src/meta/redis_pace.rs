@@ -102,6 +102,9 @@ end
 return {active, bytes}
 ";
 
+/// How much of a tenant's queue a backlog read covers at least.
+const BACKLOG_SCAN: usize = 256;
+
 impl RedisMeta {
     pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
         let tenant: Option<String> = redis::Script::new(NOTE_TAKEN)
@@ -120,9 +123,12 @@ impl RedisMeta {
         tenant: &Tenant,
         limit: usize,
     ) -> Result<Vec<Held>, MetaError> {
+        // No index finds the jobs with images waiting (they were served
+        // last, so sit at the queue's far end): the first `BACKLOG_SCAN` are
+        // read, more than the plan needs.
         let flat: Vec<redis::Value> = redis::Script::new(BACKLOG)
             .key(self.tenant_queue(tenant))
-            .arg(limit.max(1))
+            .arg(limit.max(BACKLOG_SCAN))
             .arg(format!("{}:job:", self.prefix))
             .invoke_async(&mut self.conn.clone())
             .await

@@ -172,12 +172,23 @@ const NOTE_TAKEN: &str = "UPDATE jobs SET taken = taken + 1
 type BacklogRow = (Option<String>, i64, i64, i64, String);
 
 /// `MetaStore::backlog`'s read for the tenant that the SQL `tenant` names
-/// (`?2` is now, `?3` the limit).
+/// (`?2` is now, `?3` the limit): the jobs with images waiting, and the
+/// first `?3` in turn order with images held back, each half through its own
+/// index (see the migration `bounded_backlog`), so the read does not grow
+/// with the tenant's backlog.
 fn backlog_of(tenant: &str) -> String {
     format!(
-        "SELECT id, image_count, released, taken, lane FROM jobs
-         WHERE tenant = {tenant} AND taken < image_count AND deleted = 0 AND expires_at > ?2
-         ORDER BY turn, created_at LIMIT ?3"
+        "SELECT id, image_count, released, taken, lane FROM (
+             SELECT id, image_count, released, taken, lane, turn, created_at FROM jobs
+             WHERE tenant = {tenant} AND taken < released AND taken < image_count
+               AND deleted = 0 AND expires_at > ?2
+             UNION
+             SELECT * FROM (
+                 SELECT id, image_count, released, taken, lane, turn, created_at FROM jobs
+                 WHERE tenant = {tenant} AND released < image_count
+                   AND deleted = 0 AND expires_at > ?2
+                 ORDER BY turn, created_at LIMIT ?3))
+         ORDER BY turn, created_at"
     )
 }
 

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,17 +70,68 @@ fn poll_interval(idle_for: Duration) -> Duration {
 /// Wakes a lane's worker in this process when a task is enqueued on that
 /// lane; cheap to clone. A wake given while the worker is busy is kept for
 /// its next look (one permit), so none is lost.
+///
+/// It also keeps the lane's [`Hint`]: a wake, or a tick of the worker's
+/// timer, is a reason to look in the queue again after a look found it empty.
 #[derive(Clone, Default)]
-pub(super) struct Wake(Arc<Notify>);
+pub(super) struct Wake {
+    notify: Arc<Notify>,
+    hint: Hint,
+}
 
 impl Wake {
     pub(super) fn now(&self) {
-        self.0.notify_one();
+        self.hint.give();
+        self.notify.notify_one();
+    }
+
+    /// The hint this lane's wakes and ticks give.
+    pub(super) fn hint(&self) -> Hint {
+        self.hint.clone()
     }
 
     fn waiting(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        let notify = self.0.clone();
+        let notify = self.notify.clone();
         Box::pin(async move { notify.notified().await })
+    }
+}
+
+/// Whether a look in the queue may find a task, as far as this process can
+/// tell: yes, unless the last look found nothing and nothing has happened
+/// since that could have put a task there (an enqueue in this process, a
+/// tick of the worker's timer for other processes' enqueues, a failed task
+/// that is to be delivered again, a dead worker's tasks put back).
+///
+/// apalis looks for a task whenever its worker has a free slot and is woken,
+/// and a task's end wakes it: without this, an idle lane is asked once per
+/// finished task, each time a trip to the database that finds nothing.
+#[derive(Clone, Default)]
+pub(super) struct Hint(Arc<HintState>);
+
+#[derive(Default)]
+struct HintState {
+    /// The last look found nothing.
+    dry: std::sync::atomic::AtomicBool,
+    /// Something happened since that may have added a task.
+    given: std::sync::atomic::AtomicBool,
+}
+
+impl Hint {
+    /// Something may have put a task in the queue.
+    pub(super) fn give(&self) {
+        self.0.given.store(true, Ordering::Release);
+    }
+
+    /// Whether to look now. Taking the hint here (before the look) is what
+    /// keeps it safe: a task enqueued while the look runs gives it again.
+    pub(super) fn worth_a_look(&self) -> bool {
+        let given = self.0.given.swap(false, Ordering::AcqRel);
+        given || !self.0.dry.load(Ordering::Acquire)
+    }
+
+    /// What the look found.
+    pub(super) fn found(&self, tasks: usize) {
+        self.0.dry.store(tasks == 0, Ordering::Release);
     }
 }
 
@@ -127,6 +179,8 @@ impl PollStrategy for Tick {
         }
         while self.timer.as_mut().poll(cx).is_ready() {
             fired = true;
+            // Another process may have enqueued since the last look.
+            self.wake.hint.give();
             let next = now + poll_interval(now - self.busy_at);
             self.timer.as_mut().reset(next);
         }

@@ -17,6 +17,7 @@
 mod deliver;
 mod redis;
 mod sqlite;
+mod sqlite_worker;
 mod webhook;
 mod workers;
 

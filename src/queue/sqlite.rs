@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
+use super::sqlite_worker::SqliteWorkerBackend;
 use super::webhook::{DeliverWebhook, WebhookLane};
 use super::workers::WorkerInfo;
 use super::{Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError};
@@ -44,11 +45,13 @@ const COLUMNS: &[&str] = &[
     "lock_by",
 ];
 
-/// One lane's queue: apalis-sqlite's storage, and this process's worker of
-/// the lane, woken by its own enqueues.
+/// One lane's queue: apalis-sqlite's storage (to enqueue), its settings
+/// (for the worker's backend, see `sqlite_worker`), and this process's
+/// worker of the lane, woken by its own enqueues.
 #[derive(Clone)]
 struct LaneQueue {
     storage: SqliteStorage<ProcessImage>,
+    config: Config,
     wake: Wake,
 }
 
@@ -86,7 +89,8 @@ impl SqliteQueue {
                 .heartbeat_interval(liveness.interval)
                 .missed_heartbeats(liveness.missed.max(1));
             LaneQueue {
-                storage: SqliteStorage::new(&pool).with_config(config),
+                storage: SqliteStorage::new(&pool).with_config(config.clone()),
+                config,
                 wake: Wake::default(),
             }
         };
@@ -257,8 +261,9 @@ impl Consumer for SqliteQueue {
             handler,
             limit: self.limit,
         };
-        let LaneQueue { storage, wake } = self.lane(lane).clone();
-        run_apalis_worker!(storage, wake, name, concurrency, dispatch, stop)
+        let LaneQueue { config, wake, .. } = self.lane(lane).clone();
+        let backend = SqliteWorkerBackend::<ProcessImage>::new(&self.pool, config, wake.hint());
+        run_apalis_worker!(backend, wake, name, concurrency, dispatch, stop)
     }
 }
 

@@ -57,10 +57,13 @@ fn since(window: std::time::Duration) -> i64 {
 
 impl SqliteQueue {
     pub(super) async fn list_workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        // A task locked by a worker is its worker's, whether marked
+        // `Running` or still `Queued` (imgpipe's workers do not re-mark the
+        // tasks they fetch: see `sqlite_worker`).
         let unavailable = |e| QueueError::unavailable("SQLite", e);
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT w.id, w.last_seen,
-                    (SELECT COUNT(*) FROM Jobs j WHERE j.lock_by = w.id AND j.status = 'Running')
+                    (SELECT COUNT(*) FROM Jobs j WHERE j.lock_by = w.id AND j.status IN ('Queued', 'Running'))
              FROM Workers w
              WHERE w.worker_type LIKE 'imgpipe::%' AND w.last_seen >= ?
              ORDER BY w.last_seen DESC",
@@ -79,6 +82,9 @@ impl SqliteQueue {
 
 impl RedisQueue {
     pub(super) async fn list_workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        // A task locked by a worker is its worker's, whether marked
+        // `Running` or still `Queued` (imgpipe's workers do not re-mark the
+        // tasks they fetch: see `sqlite_worker`).
         let unavailable = |e| QueueError::unavailable("Redis", e);
         let mut conn = self.conn.clone();
         let alive = since(self.liveness);

@@ -25,8 +25,8 @@ use crate::jobs::{Job, Lane};
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
 
-/// How many of one tenant's jobs a plan considers, and how many tenants one
-/// sweep visits.
+/// How many of one tenant's held-back jobs a plan considers when it
+/// releases everything (no pacing), and how many tenants one sweep visits.
 const BACKLOG_LIMIT: usize = 256;
 
 /// Releases images of jobs to the queue; cheap to clone.
@@ -48,6 +48,16 @@ impl Releaser {
         self.ahead > 0
     }
 
+    /// How many of a tenant's held-back jobs a plan needs to see: it
+    /// releases at most `ahead` images, one per job in turn.
+    fn candidates(&self) -> usize {
+        if self.paces() {
+            self.ahead
+        } else {
+            BACKLOG_LIMIT
+        }
+    }
+
     /// A just-recorded job joins its tenant's turns: releases whatever the
     /// tenant may have waiting now, this job first if it is the tenant's only
     /// one.
@@ -58,7 +68,7 @@ impl Releaser {
     /// A worker has taken an image of job `id` (its first delivery): counts
     /// it and releases the tenant's next. Returns how many were released.
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
-        match self.meta.take(task.job_id, BACKLOG_LIMIT).await? {
+        match self.meta.take(task.job_id, self.candidates()).await? {
             Some(held) => self.release(&held).await,
             None => Ok(0),
         }
@@ -78,7 +88,7 @@ impl Releaser {
     /// Brings the tenant's waiting images back to `ahead`, taking turns over
     /// its jobs. Enqueues first, records second.
     async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
-        let held = self.meta.backlog(tenant, BACKLOG_LIMIT).await?;
+        let held = self.meta.backlog(tenant, self.candidates()).await?;
         self.release(&held).await
     }
 

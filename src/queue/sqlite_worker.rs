@@ -1,0 +1,252 @@
+//! The embedded queue's worker side: apalis-core's own worker loop
+//! (`Persisted`) over apalis-sqlite's table and apalis-sqlite's own queries,
+//! with fewer trips to the database per task than `SqliteStorage` makes.
+//!
+//! Every SQLite statement is a hand-off to the connection's thread and back,
+//! and on tiny images these trips were most of a task's fixed cost.
+//! `SqliteStorage` wraps each fetch and each batch of acknowledgements in a
+//! BEGIN … COMMIT of its own (three trips for one statement), marks each task
+//! `Running` in a separate statement after the fetch has already locked it to
+//! the worker, and looks in the queue whenever the worker has a free slot,
+//! which on a lane that has run dry means once per finished task. Here:
+//! - a single statement runs on its own (SQLite makes it atomic by itself);
+//! - tasks are not re-marked when they start: a fetched task is `Queued` and
+//!   locked by its worker until acknowledged, which is all apalis-sqlite's
+//!   recovery needs (it puts back a dead worker's `Queued` and `Running`
+//!   tasks alike; see `workers` for the admin page's count);
+//! - the queue is looked in only when [`Hint`] says a task may be there.
+//!
+//! What must not change here: the rows, the queries and their meaning are
+//! apalis-sqlite's, so a task enqueued by `SqliteStorage`, or fetched by
+//! another imgpipe process, is the same task. This file adds no SQL.
+
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use apalis_core::backend::finalize::Durable;
+use apalis_core::backend::persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer};
+use apalis_core::backend::{Backend, BackendConfig, WireFormatBackend, WorkerFilter};
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
+use apalis_sqlite::queries;
+use apalis_sqlite::{Config, Error, JsonCodec};
+use serde_json::Value;
+use sqlx::SqlitePool;
+use ulid::Ulid;
+
+use super::deliver::Hint;
+
+/// apalis' `Persistence` for apalis-sqlite's table, in fewer trips.
+#[derive(Clone)]
+struct Trips {
+    pool: SqlitePool,
+    config: Config,
+    hint: Hint,
+}
+
+impl Persistence for Trips {
+    type Compact = Vec<u8>;
+    type Response = Value;
+    type Error = Error;
+
+    /// As apalis-sqlite does it: once per worker start.
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let dead_for = self.config.heartbeat_interval.as_secs() as i64;
+        let mut tx = self.pool.begin().await?;
+        queries::reenqueue_orphaned(
+            &mut *tx,
+            dead_for,
+            self.config.queue.as_ref(),
+            &WorkerFilter::Only(worker.name().to_owned()),
+        )
+        .await?;
+        queries::register_worker(&mut *tx, &self.config, worker, "SqliteStorage").await?;
+        tx.commit().await?;
+        // This worker's own tasks from a previous run may be back.
+        self.hint.give();
+        Ok(())
+    }
+
+    /// As apalis-sqlite does it: once per heartbeat interval.
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let config = &self.config;
+        let mut tx = self.pool.begin().await?;
+        queries::keep_alive(&mut *tx, config, worker).await?;
+        let put_back = queries::reenqueue_orphaned(
+            &mut *tx,
+            config.orphaned_duration().as_secs() as i64,
+            config.queue.as_ref(),
+            &WorkerFilter::AllExcept(worker.name().to_owned()),
+        )
+        .await?;
+        tx.commit().await?;
+        if put_back > 0 {
+            log::info!("{put_back} task(s) of a dead worker put back on the queue");
+            self.hint.give();
+        }
+        Ok(())
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, Error> {
+        if !self.hint.worth_a_look() {
+            return Ok(Vec::new());
+        }
+        let tasks = queries::fetch_next(&self.pool, &self.config, worker).await?;
+        self.hint.found(tasks.len());
+        Ok(tasks)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        // Locks are not asked for (see the module doc), so only
+        // acknowledgements arrive.
+        let acks: Vec<&queries::AckPayload> = events
+            .iter()
+            .filter_map(|event| match event {
+                TaskEvent::Complete(ack) => Some(ack),
+                _ => None,
+            })
+            .collect();
+        if acks.is_empty() {
+            return Ok(());
+        }
+        queries::ack_tasks(&self.pool, &acks, worker.name()).await?;
+        // A failed task may be delivered again at once.
+        if acks.iter().any(|ack| ack.result.is_err()) {
+            self.hint.give();
+        }
+        Ok(())
+    }
+
+    /// As apalis-sqlite does it: when a stopping worker gives back the tasks
+    /// it fetched and never started.
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Vec<u8>>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|t| t.task_id().map(ToString::to_string))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let count =
+            queries::reenqueue_abandoned(&mut *tx, self.config.queue.as_ref(), worker.name(), &ids)
+                .await?;
+        if count as usize != tasks.len() {
+            return Err(Error::ReenqueueMismatch {
+                queued: tasks.len(),
+                abandoned: count as usize,
+            });
+        }
+        tx.commit().await?;
+        self.hint.give();
+        Ok(count)
+    }
+
+    /// Not used by a worker (the API enqueues through `SqliteStorage`), but
+    /// part of the trait: as apalis-sqlite does it.
+    async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::push_tasks(&mut *tx, self.config.queue.as_ref(), &tasks).await?;
+        tx.commit().await?;
+        self.hint.give();
+        Ok(())
+    }
+}
+
+/// A worker's backend for one queue of apalis-sqlite's table (see the
+/// module doc); to apalis it is what `SqliteStorage` is.
+pub(super) struct SqliteWorkerBackend<Args> {
+    persistence: Persisted<Trips>,
+    codec: JsonCodec<Vec<u8>>,
+    args: PhantomData<Args>,
+}
+
+impl<Args> Clone for SqliteWorkerBackend<Args> {
+    fn clone(&self) -> Self {
+        SqliteWorkerBackend {
+            persistence: self.persistence.clone(),
+            codec: self.codec.clone(),
+            args: PhantomData,
+        }
+    }
+}
+
+impl<Args> SqliteWorkerBackend<Args> {
+    /// `config` names the queue and the heartbeat, as for `SqliteStorage`;
+    /// `hint` is the lane's (see [`Hint`]).
+    pub(super) fn new(pool: &SqlitePool, config: Config, hint: Hint) -> Self {
+        SqliteWorkerBackend {
+            persistence: Persisted::new(Trips {
+                pool: pool.clone(),
+                config: config.lock_tasks(false),
+                hint,
+            }),
+            codec: JsonCodec::default(),
+            args: PhantomData,
+        }
+    }
+}
+
+impl<Args> Backend for SqliteWorkerBackend<Args> {
+    type Task = Task<Vec<u8>>;
+    type Error = Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        let heartbeat = self.persistence.config.heartbeat_interval;
+        self.persistence.poll_ready(cx, worker, heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Task<Vec<u8>>, Error>>> {
+        self.persistence.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        self.persistence.poll_close(cx, worker)
+    }
+}
+
+impl<Args> BackendConfig for SqliteWorkerBackend<Args> {
+    type Args = Args;
+    type Id = Ulid;
+    type Kind = Durable;
+    type Config = Config;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &Config {
+        &self.persistence.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        let config = self.persistence.config.clone();
+        self.persistence
+            .layer(JsonCodec::default(), config.batch_size)
+            .persist_results(config.persist_results)
+            .lock_tasks(config.lock_tasks)
+    }
+}
+
+impl<Args> WireFormatBackend for SqliteWorkerBackend<Args> {
+    type Codec = JsonCodec<Vec<u8>>;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &Self::Codec {
+        &self.codec
+    }
+}
