@@ -185,7 +185,7 @@ fn backlog_of(tenant: &str) -> String {
              UNION
              SELECT * FROM (
                  SELECT id, image_count, released, taken, lane, turn, created_at FROM jobs
-                 WHERE tenant = {tenant} AND released < image_count
+                 WHERE tenant = {tenant} AND released < image_count AND taken < image_count
                    AND deleted = 0 AND expires_at > ?2
                  ORDER BY turn, created_at LIMIT ?3))
          ORDER BY turn, created_at"

@@ -301,6 +301,44 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_found_empty_is_looked_in_again_only_when_hinted() {
+        let hint = Hint::default();
+        assert!(hint.worth_a_look(), "nothing known yet");
+        hint.found(1);
+        assert!(hint.worth_a_look(), "the last look found a task");
+        hint.found(0);
+        assert!(!hint.worth_a_look(), "found empty, nothing since");
+        assert!(!hint.worth_a_look());
+        hint.give();
+        assert!(hint.worth_a_look(), "an enqueue, a tick, a failed task");
+        assert!(!hint.worth_a_look(), "one hint, one look");
+        // A hint given while a look runs is kept for the next one, whatever
+        // that look finds.
+        hint.give();
+        assert!(hint.worth_a_look());
+        hint.give();
+        hint.found(0);
+        assert!(hint.worth_a_look());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_and_a_tick_each_give_the_hint() {
+        let wake = Wake::default();
+        let hint = wake.hint();
+        hint.found(0);
+        wake.now();
+        assert!(hint.worth_a_look(), "a wake");
+        assert!(!hint.worth_a_look());
+        // A fresh lane: its first wake-up is its timer's.
+        let wake = Wake::default();
+        let hint = wake.hint();
+        hint.found(0);
+        let mut tick = Tick::new(wake);
+        std::future::poll_fn(|cx| tick.poll_drive(cx, &PollSnapshot::default())).await;
+        assert!(hint.worth_a_look(), "a tick");
+    }
+
+    #[test]
     fn outcomes_map_to_apalis_rules() {
         let first = Delivery {
             attempt: 1,
