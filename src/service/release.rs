@@ -9,8 +9,11 @@
 //! Durability: a release enqueues first and records second, so the counts
 //! never run ahead of the queue. A crash in between leaves them behind; the
 //! next plan releases the same images again, which the queue skips by task
-//! id. Two processes planning at once may release one image more than the
-//! rule says, never fewer. Nothing here decides an image's outcome; the
+//! id. A process plans one release at a time: two workers taking images at
+//! once would otherwise both read the backlog before either records, and
+//! enqueue the same images twice (skipped by the queue, but each a trip).
+//! Two processes planning at once may release one image more than the rule
+//! says, never fewer. Nothing here decides an image's outcome; the
 //! worker does.
 
 use std::sync::Arc;
@@ -36,11 +39,18 @@ pub struct Releaser {
     queue: Arc<dyn Producer>,
     /// Images of one tenant waiting in the queue at once (0: no pacing).
     ahead: usize,
+    /// Held from a plan's read of the backlog until its release is recorded.
+    planning: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Releaser {
     pub fn new(meta: Arc<dyn MetaStore>, queue: Arc<dyn Producer>, ahead: usize) -> Self {
-        Releaser { meta, queue, ahead }
+        Releaser {
+            meta,
+            queue,
+            ahead,
+            planning: Arc::default(),
+        }
     }
 
     /// Whether jobs are paced at all (`IMGPIPE_QUEUED_PER_TENANT` > 0).
@@ -68,6 +78,7 @@ impl Releaser {
     /// A worker has taken an image of job `id` (its first delivery): counts
     /// it and releases the tenant's next. Returns how many were released.
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
+        let _planning = self.planning.lock().await;
         match self.meta.take(task.job_id, self.candidates()).await? {
             Some(held) => self.release(&held).await,
             None => Ok(0),
@@ -88,6 +99,7 @@ impl Releaser {
     /// Brings the tenant's waiting images back to `ahead`, taking turns over
     /// its jobs. Enqueues first, records second.
     async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
+        let _planning = self.planning.lock().await;
         let held = self.meta.backlog(tenant, self.candidates()).await?;
         self.release(&held).await
     }
