@@ -218,7 +218,7 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
             (1, 0, 0),
             "{name}"
         );
-        meta.mark_released(job.id, 2, Utc::now().timestamp_millis())
+        meta.mark_released(&[(job.id, 2)], Utc::now().timestamp_millis())
             .await
             .unwrap();
         assert_eq!(
@@ -237,8 +237,8 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
             "{name}"
         );
         assert_eq!(
-            meta.task_ids(job.id, 0..2).await.unwrap(),
-            ["t0", "t1"],
+            meta.task_ids(&[(job.id, 0..2)]).await.unwrap(),
+            [["t0", "t1"]],
             "{name}"
         );
 
@@ -318,14 +318,16 @@ async fn a_bounded_backlog_read_plans_as_the_whole_backlog_does() {
                 job.images.push(image);
             }
             meta.create(&job).await.unwrap();
-            meta.mark_released(job.id, 0, 1_000 + turn).await.unwrap();
+            meta.mark_released(&[(job.id, 0)], 1_000 + turn)
+                .await
+                .unwrap();
             jobs.push(job.id);
         }
         // The last two were served last: one has images waiting, the other
         // had its one released image taken.
-        meta.mark_released(jobs[5], 2, 5_000).await.unwrap();
+        meta.mark_released(&[(jobs[5], 2)], 5_000).await.unwrap();
         meta.note_taken(jobs[5]).await.unwrap();
-        meta.mark_released(jobs[4], 1, 4_000).await.unwrap();
+        meta.mark_released(&[(jobs[4], 1)], 4_000).await.unwrap();
         meta.note_taken(jobs[4]).await.unwrap();
 
         let bounded = meta.backlog(&tenant, 2).await.unwrap();
@@ -344,5 +346,62 @@ async fn a_bounded_backlog_read_plans_as_the_whole_backlog_does() {
         // One waits: the plan tops the tenant up from the first held back.
         let first: Vec<JobId> = plan(&bounded, 2).iter().map(|r| r.job).collect();
         assert_eq!(first, [jobs[0]], "{name}");
+    }
+}
+
+/// One release reads the task ids of several jobs and marks them released
+/// in one call: each job gets its own ids and count, a job that is gone
+/// gets none and is left alone, and the marked jobs move to the turn given.
+#[tokio::test]
+async fn a_release_of_several_jobs_reads_and_marks_them_together() {
+    for (name, meta, _guard) in stores().await {
+        let tenant: imgpipe::auth::Tenant = format!("t{}", uuid::Uuid::new_v4().simple())
+            .parse()
+            .unwrap();
+        let mut jobs = Vec::new();
+        for n in 0..2 {
+            let mut job = job();
+            job.tenant = tenant.clone();
+            for index in 1..3 {
+                let mut image = job.images[0].clone();
+                image.index = index;
+                image.task_id = format!("j{n}t{index}");
+                job.images.push(image);
+            }
+            job.images[0].task_id = format!("j{n}t0");
+            meta.create(&job).await.unwrap();
+            jobs.push(job.id);
+        }
+        let gone = JobId::new();
+        let ids = meta
+            .task_ids(&[
+                (jobs[1], 1..3),
+                (gone, 0..1),
+                (jobs[0], 0..1),
+                (jobs[0], 2..2),
+            ])
+            .await
+            .unwrap();
+        let expected: [Vec<String>; 4] = [
+            vec!["j1t1".into(), "j1t2".into()],
+            vec![],
+            vec!["j0t0".into()],
+            vec![],
+        ];
+        assert_eq!(ids, expected, "{name}");
+
+        meta.mark_released(&[(jobs[1], 3), (gone, 1), (jobs[0], 1)], 7_000)
+            .await
+            .unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let released: Vec<(JobId, usize)> = held.iter().map(|h| (h.job, h.released)).collect();
+        assert!(released.contains(&(jobs[0], 1)), "{name}: {released:?}");
+        assert!(released.contains(&(jobs[1], 3)), "{name}: {released:?}");
+        // Never lowered; an empty release writes nothing.
+        meta.mark_released(&[(jobs[0], 0)], 8_000).await.unwrap();
+        meta.mark_released(&[], 9_000).await.unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
+        assert_eq!(first.released, 1, "{name}");
     }
 }

@@ -203,26 +203,37 @@ impl MetaStore for MemoryMeta {
         Ok(tenants)
     }
 
-    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
-        Ok(self
-            .jobs()?
-            .get(&id)
-            .filter(|e| e.live(Utc::now()))
-            .map(|e| {
-                e.job
-                    .images
-                    .iter()
-                    .filter(|i| range.contains(&i.index))
-                    .map(|i| i.task_id.clone())
-                    .collect()
+    async fn task_ids(
+        &self,
+        wanted: &[(JobId, Range<usize>)],
+    ) -> Result<Vec<Vec<String>>, MetaError> {
+        let jobs = self.jobs()?;
+        let now = Utc::now();
+        Ok(wanted
+            .iter()
+            .map(|(id, range)| {
+                jobs.get(id)
+                    .filter(|e| e.live(now))
+                    .map(|e| {
+                        e.job
+                            .images
+                            .iter()
+                            .filter(|i| range.contains(&i.index))
+                            .map(|i| i.task_id.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
             })
-            .unwrap_or_default())
+            .collect())
     }
 
-    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
-        if let Some(entry) = self.jobs()?.get_mut(&id) {
-            entry.held.released = entry.held.released.max(upto.min(entry.held.total));
-            entry.turn = turn;
+    async fn mark_released(&self, marks: &[(JobId, usize)], turn: i64) -> Result<(), MetaError> {
+        let mut jobs = self.jobs()?;
+        for (id, upto) in marks {
+            if let Some(entry) = jobs.get_mut(id) {
+                entry.held.released = entry.held.released.max((*upto).min(entry.held.total));
+                entry.turn = turn;
+            }
         }
         Ok(())
     }

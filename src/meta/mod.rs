@@ -168,13 +168,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Up to `limit` tenants with images held back (for the sweep that
     /// repairs a release lost to a crash).
     async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError>;
-    /// The task ids of the job's images in `range`, in order (empty if the
-    /// job is gone).
-    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError>;
-    /// Records that images `0..upto` of a job are in the queue (never lowers
-    /// the count) and that the job was served at `turn` (Unix ms), which
-    /// orders its tenant's backlog. A job that is gone is left alone.
-    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError>;
+    /// The task ids of each wanted job's images in its range, in order: one
+    /// list per entry, empty for a job that is gone. One release asks for
+    /// several jobs at once, so a store answers in one trip where it can.
+    async fn task_ids(
+        &self,
+        wanted: &[(JobId, Range<usize>)],
+    ) -> Result<Vec<Vec<String>>, MetaError>;
+    /// Records, for each `(job, upto)`, that images `0..upto` of the job are
+    /// in the queue (never lowers the count) and that the job was served at
+    /// `turn` (Unix ms), which orders its tenant's backlog. A job that is
+    /// gone is left alone. One write where the store allows.
+    async fn mark_released(&self, marks: &[(JobId, usize)], turn: i64) -> Result<(), MetaError>;
     /// What `tenant`'s live jobs use, for its quotas.
     async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError>;
     /// Removes a job's records for good (the last step of purging it).

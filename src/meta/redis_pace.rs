@@ -11,22 +11,29 @@ use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
 use crate::jobs::{JobId, Lane};
 
-/// Raises a job's released count (KEYS[1] is its pace hash) to ARGV[2],
-/// takes the job (ARGV[1]) out of the unreleased index (KEYS[2]) once all
-/// are released, and moves it to ARGV[3] (its turn) in its tenant's queue
-/// (ARGV[4] .. tenant .. ':queue') if it is still there. A job without a
-/// pace hash (gone) is left alone.
+/// For each job i of a release (KEYS[i] its pace hash, ARGV[2i+1] its id,
+/// ARGV[2i+2] its new count): raises its released count, takes it out of
+/// the unreleased index (the last key) once all are released, and moves it
+/// to ARGV[1] (its turn) in its tenant's queue (ARGV[2] .. tenant ..
+/// ':queue') if it is still there. A job without a pace hash (gone) is left
+/// alone. Returns how many were marked.
 const MARK_RELEASED: &str = r"
-local current = redis.call('HGET', KEYS[1], 'released')
-if not current then return 0 end
-local upto = tonumber(ARGV[2])
-if upto > tonumber(current) then redis.call('HSET', KEYS[1], 'released', upto) end
-if upto >= tonumber(redis.call('HGET', KEYS[1], 'total') or 0) then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+local index = KEYS[#KEYS]
+local marked = 0
+for i = 1, #KEYS - 1 do
+  local pace, id, upto = KEYS[i], ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2])
+  local current = redis.call('HGET', pace, 'released')
+  if current then
+    if upto > tonumber(current) then redis.call('HSET', pace, 'released', upto) end
+    if upto >= tonumber(redis.call('HGET', pace, 'total') or 0) then
+      redis.call('ZREM', index, id)
+    end
+    local tenant = redis.call('HGET', pace, 'tenant')
+    if tenant then redis.call('ZADD', ARGV[2] .. tenant .. ':queue', 'XX', ARGV[1], id) end
+    marked = marked + 1
+  end
 end
-local tenant = redis.call('HGET', KEYS[1], 'tenant')
-if tenant then redis.call('ZADD', ARGV[4] .. tenant .. ':queue', 'XX', ARGV[3], ARGV[1]) end
-return 1
+return marked
 ";
 
 /// Counts one more taken image of a live job (KEYS[1] its record, KEYS[2]
@@ -168,43 +175,64 @@ impl RedisMeta {
 
     pub(super) async fn read_task_ids(
         &self,
-        id: JobId,
-        range: Range<usize>,
-    ) -> Result<Vec<String>, MetaError> {
-        if range.is_empty() {
-            return Ok(Vec::new());
+        wanted: &[(JobId, Range<usize>)],
+    ) -> Result<Vec<Vec<String>>, MetaError> {
+        // One round trip: an HMGET per job wanted, pipelined.
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (entry, (id, range)) in wanted.iter().enumerate() {
+            if !range.is_empty() {
+                let fields: Vec<String> = range.clone().map(|i| format!("t:{i}")).collect();
+                pipe.cmd("HMGET").arg(self.pace_key(*id)).arg(fields);
+                asked.push(entry);
+            }
         }
-        let fields: Vec<String> = range.map(|i| format!("t:{i}")).collect();
-        let ids: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.pace_key(id))
-            .arg(&fields)
+        let mut ids = vec![Vec::new(); wanted.len()];
+        if asked.is_empty() {
+            return Ok(ids);
+        }
+        let answers: Vec<Vec<Option<String>>> = pipe
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        // All missing: the job is gone. Some missing: a damaged record.
-        if ids.iter().all(Option::is_none) {
-            return Ok(Vec::new());
+        for (entry, answer) in asked.into_iter().zip(answers) {
+            // All missing: the job is gone. Some missing: a damaged record.
+            if answer.iter().all(Option::is_none) {
+                continue;
+            }
+            ids[entry] = answer
+                .into_iter()
+                .map(|id| {
+                    id.ok_or_else(|| {
+                        MetaError::new(ErrorKind::Corrupt, "an image without a task id")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
-        ids.into_iter()
-            .map(|id| {
-                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))
-            })
-            .collect()
+        Ok(ids)
     }
 
     pub(super) async fn write_released(
         &self,
-        id: JobId,
-        upto: usize,
+        marks: &[(JobId, usize)],
         turn: i64,
     ) -> Result<(), MetaError> {
-        redis::Script::new(MARK_RELEASED)
-            .key(self.pace_key(id))
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let script = redis::Script::new(MARK_RELEASED);
+        let mut invocation = script.prepare_invoke();
+        for (id, _) in marks {
+            invocation.key(self.pace_key(*id));
+        }
+        invocation
             .key(self.unreleased_index())
-            .arg(id.to_string())
-            .arg(upto)
             .arg(turn)
-            .arg(self.tenant_index_prefix())
+            .arg(self.tenant_index_prefix());
+        for (id, upto) in marks {
+            invocation.arg(id.to_string()).arg(*upto);
+        }
+        invocation
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(|_| ())

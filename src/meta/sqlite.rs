@@ -285,12 +285,15 @@ impl MetaStore for SqliteMeta {
         self.list_tenants_with_backlog(limit).await
     }
 
-    async fn task_ids(&self, id: JobId, range: Range<usize>) -> Result<Vec<String>, MetaError> {
-        self.read_task_ids(id, range).await
+    async fn task_ids(
+        &self,
+        wanted: &[(JobId, Range<usize>)],
+    ) -> Result<Vec<Vec<String>>, MetaError> {
+        self.read_task_ids(wanted).await
     }
 
-    async fn mark_released(&self, id: JobId, upto: usize, turn: i64) -> Result<(), MetaError> {
-        self.write_released(id, upto, turn).await
+    async fn mark_released(&self, marks: &[(JobId, usize)], turn: i64) -> Result<(), MetaError> {
+        self.write_released(marks, turn).await
     }
 
     async fn usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {

@@ -93,42 +93,69 @@ impl SqliteMeta {
 
     pub(super) async fn read_task_ids(
         &self,
-        id: JobId,
-        range: Range<usize>,
-    ) -> Result<Vec<String>, MetaError> {
-        // SQLite's JSON functions read the few ids out of the record without
-        // this process parsing all of it.
-        let ids: Vec<Option<String>> = sqlx::query_scalar(
-            "SELECT json_extract(image.value, '$.task_id')
-             FROM jobs, json_each(jobs.record, '$.images') AS image
-             WHERE jobs.id = ? AND image.key >= ? AND image.key < ?
-             ORDER BY image.key",
+        wanted: &[(JobId, Range<usize>)],
+    ) -> Result<Vec<Vec<String>>, MetaError> {
+        let mut ids = vec![Vec::new(); wanted.len()];
+        if wanted.is_empty() {
+            return Ok(ids);
+        }
+        // One statement for every job wanted, which come as a JSON array of
+        // [id, start, end]; SQLite's JSON functions read the few ids out of
+        // each record without this process parsing all of it.
+        let wanted_json = serde_json::Value::from(
+            wanted
+                .iter()
+                .map(|(id, range)| serde_json::json!([id.to_string(), range.start, range.end]))
+                .collect::<Vec<_>>(),
         )
-        .bind(id.to_string())
-        .bind(range.start as i64)
-        .bind(range.end as i64)
+        .to_string();
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT w.key, json_extract(image.value, '$.task_id')
+             FROM json_each(?) AS w
+             JOIN jobs ON jobs.id = json_extract(w.value, '$[0]')
+             JOIN json_each(jobs.record, '$.images') AS image
+               ON image.key >= json_extract(w.value, '$[1]')
+              AND image.key < json_extract(w.value, '$[2]')
+             ORDER BY w.key, image.key",
+        )
+        .bind(wanted_json)
         .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(unavailable)?;
-        ids.into_iter()
-            .map(|id| {
-                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))
-            })
-            .collect()
+        for (entry, id) in rows {
+            let id =
+                id.ok_or_else(|| MetaError::new(ErrorKind::Corrupt, "an image without a task id"))?;
+            if let Some(list) = usize::try_from(entry).ok().and_then(|e| ids.get_mut(e)) {
+                list.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     pub(super) async fn write_released(
         &self,
-        id: JobId,
-        upto: usize,
+        marks: &[(JobId, usize)],
         turn: i64,
     ) -> Result<(), MetaError> {
-        sqlx::query(
-            "UPDATE jobs SET released = MAX(released, MIN(?, image_count)), turn = ? WHERE id = ?",
+        if marks.is_empty() {
+            return Ok(());
+        }
+        // One statement for every job of the release: [id, upto] pairs.
+        let marks_json = serde_json::Value::from(
+            marks
+                .iter()
+                .map(|(id, upto)| serde_json::json!([id.to_string(), upto]))
+                .collect::<Vec<_>>(),
         )
-        .bind(upto as i64)
+        .to_string();
+        sqlx::query(
+            "UPDATE jobs SET released = MAX(released, MIN(mark.upto, image_count)), turn = ?2
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS upto
+                   FROM json_each(?1)) AS mark
+             WHERE jobs.id = mark.id",
+        )
+        .bind(marks_json)
         .bind(turn)
-        .bind(id.to_string())
         .execute(&mut *self.conn().await?)
         .await
         .map(|_| ())

@@ -110,11 +110,12 @@ impl Releaser {
         if plan.is_empty() {
             return Ok(0);
         }
+        let wanted: Vec<_> = plan.iter().map(|r| (r.job, r.images.clone())).collect();
+        let ids = self.meta.task_ids(&wanted).await?;
         let (mut priority, mut bulk) = (Vec::new(), Vec::new());
         let mut marks = Vec::new();
-        for Release { job, images, lane } in plan {
-            let ids = self.meta.task_ids(job, images.clone()).await?;
-            // No ids: the job went away meanwhile.
+        for (Release { job, images, lane }, ids) in plan.into_iter().zip(ids) {
+            // Fewer ids: the job went away meanwhile.
             if ids.len() != images.len() {
                 continue;
             }
@@ -136,9 +137,7 @@ impl Releaser {
             }
         }
         let turn = Utc::now().timestamp_millis();
-        for (job_id, upto) in marks {
-            self.meta.mark_released(job_id, upto, turn).await?;
-        }
+        self.meta.mark_released(&marks, turn).await?;
         Ok(released)
     }
 }
