@@ -176,39 +176,38 @@ impl TenantStore for SqliteMeta {
         _window_ms: i64,
         limit: u64,
     ) -> Result<(bool, u64), MetaError> {
-        let mut conn = self.conn().await?;
-        let mut tx = conn.begin().await.map_err(unavailable)?;
-        // Past windows of this subject go as it counts in a new one.
-        sqlx::query("DELETE FROM quota_windows WHERE subject = ? AND window < ?")
-            .bind(subject)
-            .bind(window_start)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let counted = sqlx::query(
-            "INSERT INTO quota_windows (subject, window, count) VALUES (?1, ?2, 1)
+        let mut conn = self.conn().await?;
+        // One trip: past windows of this subject go as it counts in a new
+        // one, and the count comes back if it was made (the upsert is atomic
+        // by itself). A refusal returns no row; its count is read apart.
+        let counted: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM quota_windows WHERE subject = ?1 AND window < ?2;
+             INSERT INTO quota_windows (subject, window, count) VALUES (?1, ?2, 1)
              ON CONFLICT (subject, window) DO UPDATE SET count = count + 1
-             WHERE quota_windows.count < ?3",
+             WHERE quota_windows.count < ?3
+             RETURNING count",
         )
         .bind(subject)
         .bind(window_start)
         .bind(limit)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(unavailable)?
-        .rows_affected()
-            == 1
-            && limit > 0;
-        let count: i64 =
-            sqlx::query_scalar("SELECT count FROM quota_windows WHERE subject = ? AND window = ?")
+        .map_err(unavailable)?;
+        let (counted, count) = match counted {
+            Some(count) => (limit > 0, count),
+            None => {
+                let count: Option<i64> = sqlx::query_scalar(
+                    "SELECT count FROM quota_windows WHERE subject = ? AND window = ?",
+                )
                 .bind(subject)
                 .bind(window_start)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
-                .map_err(unavailable)?
-                .unwrap_or(0);
-        tx.commit().await.map_err(unavailable)?;
+                .map_err(unavailable)?;
+                (false, count.unwrap_or(0))
+            }
+        };
         Ok((counted, u64::try_from(count).unwrap_or(0)))
     }
 
