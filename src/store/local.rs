@@ -2,9 +2,10 @@
 //! `imgpipe api` and `imgpipe worker` share when they run on one host.
 //!
 //! An object is a file at `<root>/<key>`. Writes go to a temporary file in
-//! `<root>/.tmp/` and are renamed into place, so a reader never sees half an
-//! object, and a process killed mid-write leaves its debris outside the jobs'
-//! directories (swept at start-up). Keys are checked: none may leave the root.
+//! one of `<root>/.tmp/<0-f>/` and are renamed into place, so a reader never
+//! sees half an object, and a process killed mid-write leaves its debris
+//! outside the jobs' directories (swept at start-up). Keys are checked: none
+//! may leave the root.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -26,20 +27,34 @@ pub struct LocalStore {
 /// process's write in progress.
 const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Temporary files are spread over this many directories. Creating a file
+/// holds its directory's lock while the file system looks for a free inode,
+/// which ext4 without a journal makes slow (it skips every inode freed in
+/// the last minute, one lookup each): with one directory, concurrent writes
+/// queued on its lock, and the kernel's waiters spin.
+const TMP_SHARDS: u128 = 16;
+
 impl LocalStore {
     /// Creates the root directory if needed, and removes stale temporary files.
     pub async fn open(root: PathBuf) -> Result<Self, StoreError> {
         let store = LocalStore { root };
-        tokio::fs::create_dir_all(store.tmp_dir())
-            .await
-            .map_err(|e| {
+        for shard in 0..TMP_SHARDS {
+            let dir = store.tmp_dir().join(format!("{shard:x}"));
+            tokio::fs::create_dir_all(dir).await.map_err(|e| {
                 StoreError::with_source(
                     ErrorKind::Refused,
                     format!("cannot create {}", store.root.display()),
                     e,
                 )
             })?;
-        store.sweep_stale_tmp().await;
+        }
+        let tmp = store.tmp_dir();
+        // Files directly in `.tmp/` were written by an earlier version.
+        let _ = on_blocking_threads(move || {
+            sweep_stale_tmp(&tmp);
+            Ok(())
+        })
+        .await;
         Ok(store)
     }
 
@@ -47,22 +62,13 @@ impl LocalStore {
         self.root.join(".tmp")
     }
 
-    async fn sweep_stale_tmp(&self) {
-        let Ok(mut entries) = tokio::fs::read_dir(self.tmp_dir()).await else {
-            return;
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let stale = entry
-                .metadata()
-                .await
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE_TMP);
-            if stale {
-                let _ = tokio::fs::remove_file(entry.path()).await;
-            }
-        }
+    /// A new temporary file's path, in a shard picked at random.
+    fn tmp_file(&self) -> PathBuf {
+        let id = ulid::Ulid::new();
+        let shard = id.random() % TMP_SHARDS;
+        self.tmp_dir()
+            .join(format!("{shard:x}"))
+            .join(id.to_string())
     }
 
     /// The file of `key`, refusing keys that are empty, absolute, or climb out
@@ -87,7 +93,7 @@ impl LocalStore {
     async fn write(&self, key: &str, content: Content) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let tmp = self.tmp_dir().join(ulid::Ulid::new().to_string());
+        let tmp = self.tmp_file();
         blocking(key, move || {
             let written = place(&content, &tmp, &dir, &path);
             if written.is_err() {
@@ -99,18 +105,40 @@ impl LocalStore {
     }
 }
 
+/// Removes the files under `dir` (and one level of directories down) last
+/// modified over [`STALE_TMP`] ago.
+fn sweep_stale_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if dir.file_name() == Some(std::ffi::OsStr::new(".tmp")) {
+                sweep_stale_tmp(&entry.path());
+            }
+            continue;
+        }
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TMP);
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// `content` to `tmp`, then `tmp` renamed to `path` (in `dir`).
 fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<()> {
-    match content {
-        Content::Bytes(bytes) => crate::direct_io::write_new(tmp, bytes)?,
-        Content::File(source) => {
-            // A spooled upload on the same filesystem is linked, not
-            // copied (4 MB less to write per 8-image POST); the caller
-            // still owns, and later removes, its own name.
-            if std::fs::hard_link(source, tmp).is_err() {
-                std::fs::copy(source, tmp)?;
-            }
+    match create(content, tmp) {
+        // Its shard of `.tmp/` went (removed by hand): made again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(tmp.parent().unwrap_or(dir))?;
+            create(content, tmp)?;
         }
+        other => other?,
     }
     // A delete elsewhere removes directories it leaves empty, which may
     // include a parent this write has just created (`jobs/` when the last
@@ -128,6 +156,22 @@ fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<(
                     io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
                 ) && attempt < 5 => {}
             other => return other,
+        }
+    }
+}
+
+/// The temporary file `tmp`, holding `content`.
+fn create(content: &Content, tmp: &Path) -> io::Result<()> {
+    match content {
+        Content::Bytes(bytes) => crate::direct_io::write_new(tmp, bytes),
+        Content::File(source) => {
+            // A spooled upload on the same filesystem is linked, not
+            // copied (4 MB less to write per 8-image POST); the caller
+            // still owns, and later removes, its own name.
+            if std::fs::hard_link(source, tmp).is_err() {
+                std::fs::copy(source, tmp)?;
+            }
+            Ok(())
         }
     }
 }
@@ -308,8 +352,42 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("objects/.tmp"))
             .unwrap()
+            .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Debris of a killed process, in a shard or left directly in `.tmp/` by
+    /// an earlier version, is swept at start-up once stale; a write in
+    /// progress is not. A shard removed by hand is made again by a write.
+    #[tokio::test]
+    async fn stale_temporary_files_are_swept_and_missing_shards_remade() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        LocalStore::open(root.clone()).await.unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_TMP;
+        let file = |path: PathBuf, modified: Option<std::time::SystemTime>| {
+            let f = std::fs::File::create(&path).unwrap();
+            if let Some(t) = modified {
+                f.set_modified(t).unwrap();
+            }
+            path
+        };
+        let legacy = file(root.join(".tmp/01ARZ3NDEKTSV4RRFFQ69G5FAV"), Some(old));
+        let stale = file(root.join(".tmp/3/01ARZ3NDEKTSV4RRFFQ69G5FAW"), Some(old));
+        let fresh = file(root.join(".tmp/4/01ARZ3NDEKTSV4RRFFQ69G5FAX"), None);
+        let store = LocalStore::open(root.clone()).await.unwrap();
+        assert!(!legacy.exists() && !stale.exists());
+        assert!(fresh.exists());
+
+        for shard in 0..TMP_SHARDS {
+            std::fs::remove_dir_all(root.join(format!(".tmp/{shard:x}"))).ok();
+        }
+        store
+            .put_bytes("jobs/a/input/0", Bytes::from_static(b"a"), "x")
+            .await
+            .unwrap();
+        assert_eq!(&store.get_bytes("jobs/a/input/0").await.unwrap()[..], b"a");
     }
 
     #[tokio::test]
