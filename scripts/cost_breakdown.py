@@ -11,11 +11,19 @@ and after the clock. Threads are grouped by name: the render pools
 Builds alternate within each round, so A/B figures share the machine's
 state.
 
+On ext4 without a journal, creating a file skips every inode freed in the
+last minute (five if its inode table block is not yet written back), one
+lookup each, and each run deletes its data directory: a run that follows
+another within a minute pays for its predecessor's deletes, so the second
+build of a round looks worse. `--settle 65` syncs and waits that long
+before each run, so every run starts from the same state.
+
     cargo build --release
     python3 scripts/cost_breakdown.py                                   # target/release/imgpipe
     python3 scripts/cost_breakdown.py --builds target/imgpipe-old,target/release/imgpipe --rounds 3
     python3 scripts/cost_breakdown.py --ops sharpen --jobs 40
     python3 scripts/cost_breakdown.py --tiny --jobs 100                 # 23x17 PNGs: the fixed cost per image
+    python3 scripts/cost_breakdown.py --tiny --jobs 100 --settle 65     # each run from the same file system state
 
 Needs Pillow to make the photos; runs in sidebyside.py's virtualenv
 (target/peer-venv), which it creates if needed. Loopback only.
@@ -91,6 +99,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tiny", action="store_true",
                     help="8 copies of a 23x17 PNG per job instead of the photos: what an image costs besides its pixels")
+    ap.add_argument("--settle", type=float, default=0,
+                    help="sync, then wait this many seconds before each run (see above)")
     args = ap.parse_args()
     sbs.ensure_venv()
     from benchimages import jpeg_bytes, photo_like
@@ -104,6 +114,9 @@ def main():
     print(f"{args.jobs} jobs x 8 {what}, 4 clients, ops {args.ops}; per image:")
     for r in range(args.rounds):
         for build in args.builds.split(","):
+            if args.settle:
+                os.sync()
+                time.sleep(args.settle)
             img_s, post50, rows = measure(build, args, body, ctype)
             total = sum(cpu for cpu, _ in rows.values())
             print(f"round {r + 1} {build}: {img_s:.1f} img/s, POST p50 {post50:.0f} ms, CPU {total:.2f} ms")

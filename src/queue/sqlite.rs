@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
-use apalis_sqlite::{Config, SqliteStorage};
+use apalis::prelude::{TaskBuilder, TaskId};
+use apalis_sqlite::{queries, Config, SqliteStorage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqlitePool};
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::sqlite_worker::SqliteWorkerBackend;
@@ -20,6 +20,7 @@ use super::webhook::{DeliverWebhook, WebhookLane};
 use super::workers::WorkerInfo;
 use super::{Consumer, Handler, Lane, LaneStats, Liveness, ProcessImage, Producer, QueueError};
 use crate::backend_error::ErrorKind;
+use crate::sqlite::Connections;
 
 /// apalis-sqlite keeps every queue in one table; ours are these `job_type`s
 /// (the bulk lane keeps the name of the one queue before lanes).
@@ -45,12 +46,11 @@ const COLUMNS: &[&str] = &[
     "lock_by",
 ];
 
-/// One lane's queue: apalis-sqlite's storage (to enqueue), its settings
-/// (for the worker's backend, see `sqlite_worker`), and this process's
-/// worker of the lane, woken by its own enqueues.
+/// One lane's queue: its settings (for the worker's backend, see
+/// `sqlite_worker`), and this process's worker of the lane, woken by its own
+/// enqueues.
 #[derive(Clone)]
 struct LaneQueue {
-    storage: SqliteStorage<ProcessImage>,
     config: Config,
     wake: Wake,
 }
@@ -61,6 +61,9 @@ pub struct SqliteQueue {
     bulk: LaneQueue,
     pub(super) webhooks: WebhookLane<SqliteStorage<DeliverWebhook>>,
     pub(super) pool: SqlitePool,
+    /// What the image lanes' statements run on: enqueues, fetches and
+    /// acknowledgements (see `sqlite_worker` for why not the pool).
+    conns: Arc<Connections>,
     limit: u32,
     /// A worker silent this long is presumed dead (for `stats`).
     pub(super) liveness: std::time::Duration,
@@ -80,6 +83,11 @@ impl SqliteQueue {
             QueueError::unavailable(format!("setting up the queue in {}", path.display()), e)
         })?;
         check_layout(&pool).await?;
+        let conns = Arc::new(
+            crate::sqlite::connections(path)
+                .await
+                .map_err(unavailable)?,
+        );
         let storage = |lane| {
             let config = Config::default()
                 .queue(queue_name(lane))
@@ -89,7 +97,6 @@ impl SqliteQueue {
                 .heartbeat_interval(liveness.interval)
                 .missed_heartbeats(liveness.missed.max(1));
             LaneQueue {
-                storage: SqliteStorage::new(&pool).with_config(config.clone()),
                 config,
                 wake: Wake::default(),
             }
@@ -106,6 +113,7 @@ impl SqliteQueue {
                 wake: Wake::default(),
             },
             pool,
+            conns,
             limit: limit.max(1),
             liveness: liveness.window(),
         })
@@ -195,24 +203,41 @@ impl Producer for SqliteQueue {
         if tasks.is_empty() {
             return Ok(());
         }
-        let mut storage = self.lane(lane).storage.clone();
         let limit = self.limit as usize;
         let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
-        let tasks = tasks.into_iter().map(|(id, args)| {
-            TaskBuilder::new(args)
-                .task_id(TaskId::from_string(id.clone()))
-                .max_attempts(limit)
-                .priority(priority)
-                // apalis-sqlite inserts with ON CONFLICT (queue, idempotency
-                // key) DO NOTHING: a task id already held is skipped
-                // atomically, however many processes release at once.
-                .idempotency_key(&id)
-                .build()
-        });
-        storage
-            .push_all(&mut futures::stream::iter(tasks))
-            .await
-            .map_err(|e| QueueError::unavailable("enqueue", e))?;
+        // As apalis-sqlite's own sink builds them: the arguments in its JSON
+        // codec, and its insert.
+        let tasks = tasks
+            .into_iter()
+            .map(|(id, args)| {
+                let args = serde_json::to_vec(&args)
+                    .map_err(|e| QueueError::with_source(ErrorKind::Corrupt, "a task", e))?;
+                Ok(TaskBuilder::new(args)
+                    .task_id(TaskId::from_string(id.clone()))
+                    .max_attempts(limit)
+                    .priority(priority)
+                    // apalis-sqlite inserts with ON CONFLICT (queue,
+                    // idempotency key) DO NOTHING: a task id already held is
+                    // skipped atomically, however many processes release at
+                    // once.
+                    .idempotency_key(&id)
+                    .build())
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let queue = queue_name(lane);
+        let mut conn = self.conns.acquire().await.map_err(unavailable)?;
+        let pushed = if tasks.len() == 1 {
+            // One insert is atomic by itself.
+            queries::push_tasks(&mut *conn, queue, &tasks).await
+        } else {
+            let mut tx = conn.begin().await.map_err(unavailable)?;
+            match queries::push_tasks(&mut *tx, queue, &tasks).await {
+                Ok(()) => tx.commit().await.map_err(apalis_sqlite::Error::from),
+                Err(e) => Err(e),
+            }
+        };
+        drop(conn);
+        pushed.map_err(|e| QueueError::unavailable("enqueue", e))?;
         self.lane(lane).wake.now();
         Ok(())
     }
@@ -262,7 +287,8 @@ impl Consumer for SqliteQueue {
             limit: self.limit,
         };
         let LaneQueue { config, wake, .. } = self.lane(lane).clone();
-        let backend = SqliteWorkerBackend::<ProcessImage>::new(&self.pool, config, wake.hint());
+        let backend =
+            SqliteWorkerBackend::<ProcessImage>::new(self.conns.clone(), config, wake.hint());
         run_apalis_worker!(backend, wake, name, concurrency, dispatch, stop)
     }
 }

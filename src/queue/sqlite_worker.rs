@@ -14,13 +14,16 @@
 //!   locked by its worker until acknowledged, which is all apalis-sqlite's
 //!   recovery needs (it puts back a dead worker's `Queued` and `Running`
 //!   tasks alike; see `workers` for the admin page's count);
-//! - the queue is looked in only when [`Hint`] says a task may be there.
+//! - the queue is looked in only when [`Hint`] says a task may be there;
+//! - statements run on a [`Connections`] set, not on sqlx's pool, which
+//!   pings every connection it takes back (a trip of its own per statement).
 //!
 //! What must not change here: the rows, the queries and their meaning are
 //! apalis-sqlite's, so a task enqueued by `SqliteStorage`, or fetched by
 //! another imgpipe process, is the same task. This file adds no SQL.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use apalis_core::backend::finalize::Durable;
@@ -31,15 +34,16 @@ use apalis_core::worker::context::WorkerContext;
 use apalis_sqlite::queries;
 use apalis_sqlite::{Config, Error, JsonCodec};
 use serde_json::Value;
-use sqlx::SqlitePool;
+use sqlx::Connection;
 use ulid::Ulid;
 
 use super::deliver::Hint;
+use crate::sqlite::Connections;
 
 /// apalis' `Persistence` for apalis-sqlite's table, in fewer trips.
 #[derive(Clone)]
 struct Trips {
-    pool: SqlitePool,
+    db: Arc<Connections>,
     config: Config,
     hint: Hint,
 }
@@ -52,7 +56,8 @@ impl Persistence for Trips {
     /// As apalis-sqlite does it: once per worker start.
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let dead_for = self.config.heartbeat_interval.as_secs() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.db.acquire().await?;
+        let mut tx = conn.begin().await?;
         queries::reenqueue_orphaned(
             &mut *tx,
             dead_for,
@@ -70,7 +75,8 @@ impl Persistence for Trips {
     /// As apalis-sqlite does it: once per heartbeat interval.
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let config = &self.config;
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.db.acquire().await?;
+        let mut tx = conn.begin().await?;
         queries::keep_alive(&mut *tx, config, worker).await?;
         let put_back = queries::reenqueue_orphaned(
             &mut *tx,
@@ -91,7 +97,8 @@ impl Persistence for Trips {
         if !self.hint.worth_a_look() {
             return Ok(Vec::new());
         }
-        let tasks = queries::fetch_next(&self.pool, &self.config, worker).await?;
+        let mut conn = self.db.acquire().await?;
+        let tasks = queries::fetch_next(&mut *conn, &self.config, worker).await?;
         self.hint.found(tasks.len());
         Ok(tasks)
     }
@@ -113,7 +120,7 @@ impl Persistence for Trips {
         if acks.is_empty() {
             return Ok(());
         }
-        queries::ack_tasks(&self.pool, &acks, worker.name()).await?;
+        queries::ack_tasks(&mut *self.db.acquire().await?, &acks, worker.name()).await?;
         // A failed task may be delivered again at once.
         if acks.iter().any(|ack| ack.result.is_err()) {
             self.hint.give();
@@ -132,7 +139,8 @@ impl Persistence for Trips {
             .iter()
             .filter_map(|t| t.task_id().map(ToString::to_string))
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.db.acquire().await?;
+        let mut tx = conn.begin().await?;
         let count =
             queries::reenqueue_abandoned(&mut *tx, self.config.queue.as_ref(), worker.name(), &ids)
                 .await?;
@@ -150,7 +158,8 @@ impl Persistence for Trips {
     /// Not used by a worker (the API enqueues through `SqliteStorage`), but
     /// part of the trait: as apalis-sqlite does it.
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.db.acquire().await?;
+        let mut tx = conn.begin().await?;
         queries::push_tasks(&mut *tx, self.config.queue.as_ref(), &tasks).await?;
         tx.commit().await?;
         self.hint.give();
@@ -179,10 +188,10 @@ impl<Args> Clone for SqliteWorkerBackend<Args> {
 impl<Args> SqliteWorkerBackend<Args> {
     /// `config` names the queue and the heartbeat, as for `SqliteStorage`;
     /// `hint` is the lane's (see [`Hint`]).
-    pub(super) fn new(pool: &SqlitePool, config: Config, hint: Hint) -> Self {
+    pub(super) fn new(db: Arc<Connections>, config: Config, hint: Hint) -> Self {
         SqliteWorkerBackend {
             persistence: Persisted::new(Trips {
-                pool: pool.clone(),
+                db,
                 config: config.lock_tasks(false),
                 hint,
             }),
