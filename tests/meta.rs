@@ -133,6 +133,54 @@ async fn progress_writes_follow_the_fencing_rules() {
     }
 }
 
+/// A first attempt's start is written over an image never started (new, or
+/// reopened by an operator), and over nothing else: not over an attempt
+/// already made, a settled image, or a job that is gone.
+#[tokio::test]
+async fn a_first_start_is_written_only_over_an_untouched_image() {
+    for (name, meta, _guard) in stores().await {
+        let job = job();
+        meta.create(&job).await.unwrap();
+        let started = progress(ImageState::Processing, 1);
+        let start = || meta.start_untouched(job.id, 0, &started);
+        let stored = || async { meta.image_progress(job.id, 0).await.unwrap().unwrap() };
+
+        assert!(start().await.unwrap(), "{name}: a new image");
+        assert_eq!(stored().await, started, "{name}");
+        assert!(!start().await.unwrap(), "{name}: an attempt was made");
+        meta.set_image_progress(job.id, 0, &progress(ImageState::Processing, 2))
+            .await
+            .unwrap();
+        assert!(!start().await.unwrap(), "{name}");
+        assert_eq!(stored().await.attempts, 2, "{name}: left alone");
+
+        meta.set_image_progress(job.id, 0, &progress(ImageState::Failed, 2))
+            .await
+            .unwrap();
+        assert!(!start().await.unwrap(), "{name}: a settled image");
+        assert!(meta
+            .reopen_image(job.id, 0, &ImageProgress::queued())
+            .await
+            .unwrap());
+        assert!(start().await.unwrap(), "{name}: reopened by an operator");
+
+        let gone = job();
+        meta.create(&gone).await.unwrap();
+        meta.mark_deleted(gone.id).await.unwrap();
+        assert!(
+            !meta.start_untouched(gone.id, 0, &started).await.unwrap(),
+            "{name}: a deleted job"
+        );
+        assert!(
+            !meta
+                .start_untouched(JobId::new(), 0, &started)
+                .await
+                .unwrap(),
+            "{name}: an unknown job"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_deleted_job_vanishes_takes_no_more_writes_and_is_purged() {
     for (name, meta, _guard) in stores().await {

@@ -227,6 +227,13 @@ impl ImageProgress {
         !self.state.is_terminal() && self.attempts <= next.attempts
     }
 
+    /// Never started: queued with no attempt made (a new image, or one an
+    /// operator's retry reopened). The stores' `start_untouched` applies
+    /// this rule atomically.
+    pub fn is_untouched(&self) -> bool {
+        self.state == ImageState::Queued && self.attempts == 0
+    }
+
     pub fn queued() -> Self {
         ImageProgress {
             state: ImageState::Queued,

@@ -125,6 +125,25 @@ impl MetaStore for MemoryMeta {
         Ok(true)
     }
 
+    async fn start_untouched(
+        &self,
+        id: JobId,
+        index: usize,
+        started: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let mut jobs = self.jobs()?;
+        let Some(entry) = jobs.get_mut(&id).filter(|e| e.live(Utc::now())) else {
+            return Ok(false);
+        };
+        match entry.progress.get_mut(index) {
+            Some(slot) if slot.as_ref().is_none_or(ImageProgress::is_untouched) => {
+                *slot = Some(started.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn reopen_image(
         &self,
         id: JobId,

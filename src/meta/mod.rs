@@ -129,6 +129,18 @@ pub trait MetaStore: Send + Sync + 'static {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError>;
+    /// Records `started`, the first attempt's start (`decide::begin` over
+    /// `ImageProgress::queued()`), if the image was never started
+    /// ([`ImageProgress::is_untouched`]) and its job is live; `false`, with
+    /// nothing written, otherwise. A first delivery almost always finds its
+    /// image untouched, so the worker tries this before reading the image's
+    /// progress, and reads (and decides from) it only when refused.
+    async fn start_untouched(
+        &self,
+        id: JobId,
+        index: usize,
+        started: &ImageProgress,
+    ) -> Result<bool, MetaError>;
     /// An operator's retry of a failed image: writes `progress` (queued,
     /// attempts 0) over its `failed` state, and over nothing else; `false`
     /// if the image is not failed or the job is gone. The job's final event,

@@ -283,7 +283,16 @@ impl MetaStore for RedisMeta {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError> {
-        self.write_progress(id, index, progress, false).await
+        self.write_progress(id, index, progress).await
+    }
+
+    async fn start_untouched(
+        &self,
+        id: JobId,
+        index: usize,
+        started: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        self.write_start(id, index, started).await
     }
 
     async fn reopen_image(
@@ -292,7 +301,7 @@ impl MetaStore for RedisMeta {
         index: usize,
         progress: &ImageProgress,
     ) -> Result<bool, MetaError> {
-        self.write_progress(id, index, progress, true).await
+        self.write_reopen(id, index, progress).await
     }
 
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {

@@ -29,9 +29,22 @@ use crate::jobs::{ImageProgress, Job, JobId};
 /// ARGV[11]: the new state's name, ARGV[12]: the key prefix, ARGV[13]: the
 /// image event's name. Returns the final event's name instead of 1 when
 /// this write settled the job. Each event wanted by the job's webhook gets its
-/// delivery (see `redis_deliveries`). ARGV[14] is 1 for an operator's retry
-/// (`reopen_image`): then only a failed image is written over, whatever its
-/// attempts, and it counts as unsettled again.
+/// delivery (see `redis_deliveries`). ARGV[14] is the [`Rule`]: 1 for an
+/// operator's retry (`reopen_image`): then only a failed image is written
+/// over, whatever its attempts, and it counts as unsettled again; 2 for a
+/// first attempt's start (`start_untouched`): only over an image still
+/// queued with no attempt made.
+/// Which rule a progress write follows (ARGV[14] of [`SET_PROGRESS`]).
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// `set_image_progress`: never over a terminal state or a later attempt.
+    Fenced,
+    /// `reopen_image`: over a failed image only.
+    Reopen,
+    /// `start_untouched`: over an image never started only.
+    Untouched,
+}
+
 pub(super) const SET_PROGRESS: &str = concat!(
     super::redis_deliveries::schedule_webhook_lua!(),
     r"
@@ -46,6 +59,8 @@ if current then
   if ok then
     if ARGV[14] == '1' then
       if stored.state ~= 'failed' then return 0 end
+    elseif ARGV[14] == '2' then
+      if stored.state ~= 'queued' or (tonumber(stored.attempts) or 0) ~= 0 then return 0 end
     else
       if stored.state == 'succeeded' or stored.state == 'failed' then return 0 end
       if tonumber(stored.attempts) and stored.attempts > tonumber(ARGV[3]) then return 0 end
@@ -168,12 +183,43 @@ impl RedisMeta {
     }
 
     /// Runs [`SET_PROGRESS`]: a worker's write, or (`reopen`) an operator's retry.
+    /// `MetaStore::set_image_progress`.
     pub(super) async fn write_progress(
         &self,
         id: JobId,
         index: usize,
         progress: &ImageProgress,
-        reopen: bool,
+    ) -> Result<bool, MetaError> {
+        self.write_by_rule(id, index, progress, Rule::Fenced).await
+    }
+
+    /// `MetaStore::start_untouched`.
+    pub(super) async fn write_start(
+        &self,
+        id: JobId,
+        index: usize,
+        started: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        self.write_by_rule(id, index, started, Rule::Untouched)
+            .await
+    }
+
+    /// `MetaStore::reopen_image`.
+    pub(super) async fn write_reopen(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        self.write_by_rule(id, index, progress, Rule::Reopen).await
+    }
+
+    async fn write_by_rule(
+        &self,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+        rule: Rule,
     ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(progress).map_err(corrupt("encoding a record".to_string()))?;
@@ -202,7 +248,11 @@ impl RedisMeta {
             .arg(progress.state.name())
             .arg(&self.prefix)
             .arg(kind)
-            .arg(if reopen { "1" } else { "0" })
+            .arg(match rule {
+                Rule::Fenced => "0",
+                Rule::Reopen => "1",
+                Rule::Untouched => "2",
+            })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;

@@ -196,6 +196,31 @@ impl MetaStore for SqliteMeta {
         Ok(written)
     }
 
+    async fn start_untouched(
+        &self,
+        id: JobId,
+        index: usize,
+        started: &ImageProgress,
+    ) -> Result<bool, MetaError> {
+        let json =
+            serde_json::to_string(started).map_err(corrupt(format!("job {id} image {index}")))?;
+        let written = super::sqlite_settle::progress_write(
+            super::sqlite_settle::START_UNTOUCHED,
+            id,
+            index,
+            started,
+            json,
+        )
+        .execute(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        let written = written.rows_affected() == 1;
+        if written {
+            self.wrote_events.notify_waiters();
+        }
+        Ok(written)
+    }
+
     async fn reopen_image(
         &self,
         id: JobId,

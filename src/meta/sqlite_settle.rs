@@ -16,6 +16,13 @@ pub(super) const WRITE_PROGRESS: &str = "UPDATE images SET state = ?1, attempts 
        AND attempts <= ?2
        AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)";
 
+/// [`MetaStore::start_untouched`]: a first attempt's start, over an image
+/// never started ([`ImageProgress::is_untouched`]).
+pub(super) const START_UNTOUCHED: &str =
+    "UPDATE images SET state = ?1, attempts = ?2, progress = ?3
+     WHERE job_id = ?4 AND idx = ?5 AND state = 'queued' AND attempts = 0
+       AND EXISTS (SELECT 1 FROM jobs WHERE id = ?4 AND deleted = 0 AND expires_at > ?6)";
+
 /// An operator's retry: a failed image back to queued (`reopen_image`);
 /// the counts and the `image.retrying` event follow from the triggers.
 pub(super) const REOPEN: &str = "UPDATE images SET state = ?1, attempts = ?2, progress = ?3

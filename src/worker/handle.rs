@@ -15,10 +15,11 @@ use super::budget::PixelBudget;
 use super::decide::{self, Begin, Processed, Refused};
 use super::known::KnownJobs;
 use super::pool::RenderPool;
+use super::report::{count_settled, log_gone, stage, took, took_queue};
 use super::retry::{retrying, Backoff, TaskError};
 use crate::backend_error::ErrorKind;
 use crate::codec::{CodecError, PngCompression};
-use crate::jobs::{ImageProgress, ImageState, Job, JobId};
+use crate::jobs::{ImageProgress, Job, JobId};
 use crate::meta::{MetaError, MetaStore};
 use crate::ops::cancel::Cancel;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage};
@@ -121,32 +122,6 @@ impl Worker {
     }
 }
 
-/// Counts an image that this write settled (once: a settled image is
-/// never written again).
-fn count_settled(progress: &ImageProgress) {
-    let outcome = match progress.state {
-        ImageState::Succeeded => "succeeded",
-        ImageState::Failed => "failed",
-        ImageState::Queued | ImageState::Processing => return,
-    };
-    metrics::counter!(crate::telemetry::IMAGES, "outcome" => outcome).increment(1);
-    if progress.state == ImageState::Failed {
-        let class = super::retry::failure_class(progress.error.as_deref().unwrap_or(""));
-        metrics::counter!(crate::telemetry::IMAGES_FAILED, "reason" => class).increment(1);
-    }
-}
-
-/// Records how long one stage of an image took.
-fn stage(name: &'static str, since: std::time::Instant) {
-    took(name, since.elapsed());
-}
-
-/// Records one stage's time: its histogram, and the task's log lines.
-fn took(name: &'static str, time: std::time::Duration) {
-    metrics::histogram!(crate::telemetry::IMAGE_STAGE, "stage" => name).record(time.as_secs_f64());
-    crate::logging::note_stage(name, time);
-}
-
 impl Worker {
     /// `budget` is shared by every worker of the process (both lanes'), so
     /// that memory stays bounded whichever lane decodes.
@@ -200,38 +175,15 @@ impl Worker {
         index: usize,
         delivery: Delivery,
     ) -> Result<Outcome, TaskError> {
-        let gone = || {
-            log::warn!("job {job_id} image {index}: job no longer exists (expired or deleted); dropping task");
-            Ok(Outcome::Done)
-        };
         let Some(job) = self.job(job_id).await? else {
-            return gone();
+            log_gone(job_id, index);
+            return Ok(Outcome::Done);
         };
-        // Only this image's progress: its job's record is known. A job
-        // deleted meanwhile is refused by the first write below.
-        let Some(previous) =
-            retrying(self.backoff(), || self.meta.image_progress(job_id, index)).await?
-        else {
-            return gone();
+        let started = match self.begin(&job, index, delivery).await? {
+            Ok(started) => started,
+            Err(outcome) => return Ok(outcome),
         };
         let max_attempts = self.settings.max_attempts;
-        let started = match decide::begin(&previous, max_attempts, Utc::now()) {
-            // Re-delivered after it was already recorded (e.g. its worker died
-            // between recording and acknowledging): the work is done.
-            Begin::AlreadySettled => return Ok(Outcome::Done),
-            Begin::Exhausted => return self.settle_exhausted(&job, index, &previous).await,
-            Begin::Start(started) => started,
-        };
-        if started.attempts == 1 {
-            let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
-            took("queue", waited);
-        }
-        if !self.record(job_id, index, &started).await? {
-            // Between our read and this write the image was finished, or a later
-            // delivery of the same task took it over (or the job went away).
-            log::info!("job {job_id} image {index}: handled by another attempt; dropping this one");
-            return Ok(Outcome::Done);
-        }
 
         let (finished, outcome) = match self.process(&job, index).await {
             Ok(size) => decide::finish(
@@ -295,6 +247,61 @@ impl Worker {
             );
         }
         Ok(outcome)
+    }
+
+    /// This attempt's start, recorded; `Err` with what to tell the queue when
+    /// there is nothing to do: the job is gone, the image settled or its
+    /// attempts spent, or another delivery took it over.
+    async fn begin(
+        &self,
+        job: &Job,
+        index: usize,
+        delivery: Delivery,
+    ) -> Result<Result<ImageProgress, Outcome>, TaskError> {
+        let (job_id, max_attempts) = (job.id, self.settings.max_attempts);
+        // A first delivery almost always finds its image untouched: its start
+        // is recorded on that condition, which the store checks, and the
+        // image's progress is read (a trip more) only if it does not hold.
+        if delivery.attempt == 1 {
+            let fresh = decide::begin(&ImageProgress::queued(), max_attempts, Utc::now());
+            if let Begin::Start(started) = fresh {
+                let untouched = retrying(self.backoff(), || {
+                    self.meta.start_untouched(job_id, index, &started)
+                })
+                .await?;
+                if untouched {
+                    took_queue(job);
+                    return Ok(Ok(started));
+                }
+            }
+        }
+        // Only this image's progress: its job's record is known. A job
+        // deleted meanwhile is refused by the first write below.
+        let Some(previous) =
+            retrying(self.backoff(), || self.meta.image_progress(job_id, index)).await?
+        else {
+            log_gone(job_id, index);
+            return Ok(Err(Outcome::Done));
+        };
+        let started = match decide::begin(&previous, max_attempts, Utc::now()) {
+            // Re-delivered after it was already recorded (e.g. its worker died
+            // between recording and acknowledging): the work is done.
+            Begin::AlreadySettled => return Ok(Err(Outcome::Done)),
+            Begin::Exhausted => {
+                return self.settle_exhausted(job, index, &previous).await.map(Err);
+            }
+            Begin::Start(started) => started,
+        };
+        if started.attempts == 1 {
+            took_queue(job);
+        }
+        if !self.record(job_id, index, &started).await? {
+            // Between our read and this write the image was finished, or a later
+            // delivery of the same task took it over (or the job went away).
+            log::info!("job {job_id} image {index}: handled by another attempt; dropping this one");
+            return Ok(Err(Outcome::Done));
+        }
+        Ok(Ok(started))
     }
 
     async fn record(

@@ -11,6 +11,7 @@
 //! - `budget`  the pixel budget that bounds memory across concurrent images
 //! - `known`   job records already read (a job is read once, not per image)
 //! - `retry`   backoff for transient backend errors within an attempt
+//! - `report`  the stage timings and settled counts a delivery reports
 //!
 //! Deterministic failures (the image cannot be decoded) fail that image at
 //! once; transient ones (storage or metadata unreachable) are retried with
@@ -22,6 +23,7 @@ mod decide;
 mod handle;
 mod known;
 mod pool;
+mod report;
 mod retry;
 
 pub use budget::PixelBudget;

@@ -152,6 +152,24 @@ impl Rig {
     }
 }
 
+/// A task put back after its worker died may come again as a first
+/// delivery (orphan recovery does not count deliveries): the attempt its
+/// image records still counts, so a crash loop ends at the attempt limit.
+#[tokio::test]
+async fn a_first_delivery_over_an_attempt_already_made_counts_it() {
+    let rig = Rig::new().await;
+    let died = ImageProgress {
+        state: ImageState::Processing,
+        attempts: 1,
+        ..ImageProgress::queued()
+    };
+    let written = rig.meta.set_image_progress(rig.job.id, 0, &died).await;
+    assert_eq!(written.ok(), Some(true));
+    assert_eq!(rig.deliver(1).await, Outcome::Done);
+    let p = rig.progress().await;
+    assert_eq!((p.state, p.attempts), (ImageState::Succeeded, 2));
+}
+
 #[tokio::test]
 async fn success_stores_the_result_and_records_it_once() {
     let rig = Rig::new().await;
