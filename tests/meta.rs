@@ -139,27 +139,27 @@ async fn progress_writes_follow_the_fencing_rules() {
 #[tokio::test]
 async fn a_first_start_is_written_only_over_an_untouched_image() {
     for (name, meta, _guard) in stores().await {
-        let job = job();
-        meta.create(&job).await.unwrap();
+        let fresh = job();
+        meta.create(&fresh).await.unwrap();
         let started = progress(ImageState::Processing, 1);
-        let start = || meta.start_untouched(job.id, 0, &started);
-        let stored = || async { meta.image_progress(job.id, 0).await.unwrap().unwrap() };
+        let start = || meta.start_untouched(fresh.id, 0, &started);
+        let stored = || async { meta.image_progress(fresh.id, 0).await.unwrap().unwrap() };
 
         assert!(start().await.unwrap(), "{name}: a new image");
         assert_eq!(stored().await, started, "{name}");
         assert!(!start().await.unwrap(), "{name}: an attempt was made");
-        meta.set_image_progress(job.id, 0, &progress(ImageState::Processing, 2))
+        meta.set_image_progress(fresh.id, 0, &progress(ImageState::Processing, 2))
             .await
             .unwrap();
         assert!(!start().await.unwrap(), "{name}");
         assert_eq!(stored().await.attempts, 2, "{name}: left alone");
 
-        meta.set_image_progress(job.id, 0, &progress(ImageState::Failed, 2))
+        meta.set_image_progress(fresh.id, 0, &progress(ImageState::Failed, 2))
             .await
             .unwrap();
         assert!(!start().await.unwrap(), "{name}: a settled image");
         assert!(meta
-            .reopen_image(job.id, 0, &ImageProgress::queued())
+            .reopen_image(fresh.id, 0, &ImageProgress::queued())
             .await
             .unwrap());
         assert!(start().await.unwrap(), "{name}: reopened by an operator");
