@@ -12,7 +12,10 @@
 //! id. A process plans one release at a time: two workers taking images at
 //! once would otherwise both read the backlog before either records, and
 //! enqueue the same images twice (skipped by the queue, but each a trip).
-//! Two processes planning at once may release one image more than the rule
+//! A planner waits for another's release only so long ([`PLANNING_WAIT`]):
+//! a release stuck on a backend that does not answer must not stall every
+//! worker's next task, and planning at once only risks that duplicate. Two
+//! processes planning at once may release one image more than the rule
 //! says, never fewer. Nothing here decides an image's outcome; the
 //! worker does.
 
@@ -27,6 +30,10 @@ use crate::jobs::pacing::{self, Held, Release};
 use crate::jobs::{Job, Lane};
 use crate::meta::MetaStore;
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
+
+/// How long a plan waits for another one's release to be recorded before it
+/// goes ahead anyway (see the module doc).
+const PLANNING_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How many of one tenant's held-back jobs a plan considers when it
 /// releases everything (no pacing), and how many tenants one sweep visits.
@@ -68,6 +75,14 @@ impl Releaser {
         }
     }
 
+    /// This process's turn to plan, or `None` once [`PLANNING_WAIT`] has
+    /// passed without it.
+    async fn wait_for_planners(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(PLANNING_WAIT, self.planning.lock())
+            .await
+            .ok()
+    }
+
     /// A just-recorded job joins its tenant's turns: releases whatever the
     /// tenant may have waiting now, this job first if it is the tenant's only
     /// one.
@@ -78,7 +93,7 @@ impl Releaser {
     /// A worker has taken an image of job `id` (its first delivery): counts
     /// it and releases the tenant's next. Returns how many were released.
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
-        let _planning = self.planning.lock().await;
+        let _planning = self.wait_for_planners().await;
         match self.meta.take(task.job_id, self.candidates()).await? {
             Some(held) => self.release(&held).await,
             None => Ok(0),
@@ -99,7 +114,7 @@ impl Releaser {
     /// Brings the tenant's waiting images back to `ahead`, taking turns over
     /// its jobs. Enqueues first, records second.
     async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
-        let _planning = self.planning.lock().await;
+        let _planning = self.wait_for_planners().await;
         let held = self.meta.backlog(tenant, self.candidates()).await?;
         self.release(&held).await
     }
@@ -307,6 +322,62 @@ mod tests {
         assert_eq!(queue.0.lock().expect("lock").len(), 2, "no task twice");
         let held = meta.backlog(&job.tenant, 10).await.expect("backlog");
         assert_eq!(held[0].released, 2);
+    }
+
+    /// A queue whose first enqueue never answers.
+    #[derive(Default)]
+    struct FirstEnqueueHangs(Recorded, std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl Producer for FirstEnqueueHangs {
+        async fn enqueue(
+            &self,
+            lane: Lane,
+            tasks: Vec<(String, ProcessImage)>,
+        ) -> Result<(), QueueError> {
+            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.0.enqueue(lane, tasks).await
+        }
+        async fn forget(&self, ids: &[String]) -> Result<usize, QueueError> {
+            self.0.forget(ids).await
+        }
+        async fn check(&self) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn stats(&self) -> Result<Vec<crate::queue::LaneStats>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn workers(&self) -> Result<Vec<crate::queue::WorkerInfo>, QueueError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// One planner stuck on its enqueue delays the next by at most
+    /// `PLANNING_WAIT`; it does not stop it.
+    #[tokio::test(start_paused = true)]
+    async fn a_release_stuck_on_the_queue_does_not_stall_the_next() {
+        let meta = Arc::new(MemoryMeta::default());
+        let queue = Arc::new(FirstEnqueueHangs::default());
+        let releaser = Releaser::new(meta.clone(), queue.clone(), 2);
+        let (first, second) = (job(5), job(5));
+        meta.create(&first).await.expect("create");
+        meta.create(&second).await.expect("create");
+        let stuck = releaser.clone();
+        let stuck_job = first.clone();
+        tokio::spawn(async move { stuck.start(&stuck_job).await });
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        let released = tokio::time::timeout(PLANNING_WAIT * 4, releaser.taken(&task(&second, 0)))
+            .await
+            .expect("not stalled")
+            .expect("released");
+        assert!(
+            started.elapsed() >= PLANNING_WAIT,
+            "it waited its turn first"
+        );
+        assert!(released > 0);
     }
 
     #[tokio::test]
