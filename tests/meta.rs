@@ -451,5 +451,12 @@ async fn a_release_of_several_jobs_reads_and_marks_them_together() {
         let held = meta.backlog(&tenant, 10).await.unwrap();
         let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
         assert_eq!(first.released, 1, "{name}");
+        // A job named twice gets the larger count.
+        meta.mark_released(&[(jobs[0], 2), (jobs[0], 1)], 10_000)
+            .await
+            .unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
+        assert_eq!(first.released, 2, "{name}");
     }
 }

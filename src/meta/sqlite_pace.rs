@@ -102,13 +102,11 @@ impl SqliteMeta {
         // One statement for every job wanted, which come as a JSON array of
         // [id, start, end]; SQLite's JSON functions read the few ids out of
         // each record without this process parsing all of it.
-        let wanted_json = serde_json::Value::from(
+        let wanted_json = json_rows(
             wanted
                 .iter()
-                .map(|(id, range)| serde_json::json!([id.to_string(), range.start, range.end]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
+                .map(|(id, range)| serde_json::json!([id.to_string(), range.start, range.end])),
+        );
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
             "SELECT w.key, json_extract(image.value, '$.task_id')
              FROM json_each(?) AS w
@@ -140,18 +138,18 @@ impl SqliteMeta {
         if marks.is_empty() {
             return Ok(());
         }
-        // One statement for every job of the release: [id, upto] pairs.
-        let marks_json = serde_json::Value::from(
+        // One statement for every job of the release: [id, upto] pairs (a
+        // job named twice gets the larger count, as two writes would).
+        let marks_json = json_rows(
             marks
                 .iter()
-                .map(|(id, upto)| serde_json::json!([id.to_string(), upto]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
+                .map(|(id, upto)| serde_json::json!([id.to_string(), upto])),
+        );
         sqlx::query(
             "UPDATE jobs SET released = MAX(released, MIN(mark.upto, image_count)), turn = ?2
-             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS upto
-                   FROM json_each(?1)) AS mark
+             FROM (SELECT json_extract(value, '$[0]') AS id,
+                          MAX(json_extract(value, '$[1]')) AS upto
+                   FROM json_each(?1) GROUP BY 1) AS mark
              WHERE jobs.id = mark.id",
         )
         .bind(marks_json)
@@ -186,6 +184,11 @@ impl SqliteMeta {
             stored_bytes: count(input).saturating_add(count(output)),
         })
     }
+}
+
+/// Rows for a statement to read with `json_each(?)`, as one JSON array.
+fn json_rows(rows: impl Iterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(rows.collect()).to_string()
 }
 
 /// Counts one more image of live job `?1` taken (`?2` is now) and returns

@@ -19,7 +19,8 @@
 //!   pings every connection it takes back (a trip of its own per statement).
 //!
 //! What must not change here: the rows, the queries and their meaning are
-//! apalis-sqlite's, so a task enqueued by `SqliteStorage`, or fetched by
+//! apalis-sqlite's, so a task enqueued by `SqliteStorage` (or by
+//! `SqliteQueue::enqueue`, through apalis-sqlite's own insert), or fetched by
 //! another imgpipe process, is the same task. This file adds no SQL.
 
 use std::marker::PhantomData;
@@ -155,7 +156,8 @@ impl Persistence for Trips {
         Ok(count)
     }
 
-    /// Not used by a worker (the API enqueues through `SqliteStorage`), but
+    /// Not used by a worker (the API enqueues through `SqliteQueue::enqueue`,
+    /// with apalis-sqlite's same insert), but
     /// part of the trait: as apalis-sqlite does it.
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), Error> {
         let mut conn = self.db.acquire().await?;
