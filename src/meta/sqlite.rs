@@ -179,21 +179,14 @@ impl MetaStore for SqliteMeta {
         }
         // The rules of `MetaStore::set_image_progress` as one statement, so
         // they hold however many processes write at once.
-        let written = super::sqlite_settle::progress_write(
+        self.write_one(
             super::sqlite_settle::WRITE_PROGRESS,
             id,
             index,
             progress,
             json,
         )
-        .execute(&mut *self.conn().await?)
         .await
-        .map_err(unavailable)?;
-        let written = written.rows_affected() == 1;
-        if written {
-            self.wrote_events.notify_waiters();
-        }
-        Ok(written)
     }
 
     async fn start_untouched(
@@ -204,21 +197,14 @@ impl MetaStore for SqliteMeta {
     ) -> Result<bool, MetaError> {
         let json =
             serde_json::to_string(started).map_err(corrupt(format!("job {id} image {index}")))?;
-        let written = super::sqlite_settle::progress_write(
+        self.write_one(
             super::sqlite_settle::START_UNTOUCHED,
             id,
             index,
             started,
             json,
         )
-        .execute(&mut *self.conn().await?)
         .await
-        .map_err(unavailable)?;
-        let written = written.rows_affected() == 1;
-        if written {
-            self.wrote_events.notify_waiters();
-        }
-        Ok(written)
     }
 
     async fn reopen_image(
@@ -230,22 +216,8 @@ impl MetaStore for SqliteMeta {
         let json =
             serde_json::to_string(progress).map_err(corrupt(format!("job {id} image {index}")))?;
         // The counts and the `image.retrying` event follow from the triggers.
-        let written = super::sqlite_settle::progress_write(
-            super::sqlite_settle::REOPEN,
-            id,
-            index,
-            progress,
-            json,
-        )
-        .execute(&mut *self.conn().await?)
-        .await
-        .map_err(unavailable)?
-        .rows_affected()
-            == 1;
-        if written {
-            self.wrote_events.notify_waiters();
-        }
-        Ok(written)
+        self.write_one(super::sqlite_settle::REOPEN, id, index, progress, json)
+            .await
     }
 
     async fn mark_deleted(&self, id: JobId) -> Result<Option<Job>, MetaError> {

@@ -63,6 +63,30 @@ static WRITE_AND_LOOK: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 const FINAL_EVENTS: [&str; 3] = ["job.completed", "job.completed_with_errors", "job.failed"];
 
 impl SqliteMeta {
+    /// One of the single-statement progress writes ([`WRITE_PROGRESS`],
+    /// [`START_UNTOUCHED`], [`REOPEN`]): whether it was made (its own row,
+    /// not its triggers'). A write made wakes the event followers: its
+    /// triggers appended the image's events.
+    pub(super) async fn write_one(
+        &self,
+        sql: &'static str,
+        id: JobId,
+        index: usize,
+        progress: &ImageProgress,
+        json: String,
+    ) -> Result<bool, MetaError> {
+        let written = progress_write(sql, id, index, progress, json)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)?
+            .rows_affected()
+            == 1;
+        if written {
+            self.wrote_events.notify_waiters();
+        }
+        Ok(written)
+    }
+
     /// A terminal write, which may settle the job: then its final event is
     /// counted here, by the one write that made it. One transaction, whose
     /// first statement is the write (so it holds the write lock from the

@@ -194,6 +194,7 @@ impl Handler for Paced {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
 
     use super::*;
@@ -201,9 +202,10 @@ mod tests {
     use crate::queue::QueueError;
 
     /// A queue that records what it was given and skips known ids; the
-    /// second list is the lane of each.
+    /// second list is the lane of each. Once the flag is set, its next
+    /// enqueue never answers.
     #[derive(Default)]
-    struct Recorded(Mutex<Vec<String>>, Mutex<Vec<Lane>>);
+    struct Recorded(Mutex<Vec<String>>, Mutex<Vec<Lane>>, AtomicBool);
 
     #[async_trait]
     impl Producer for Recorded {
@@ -212,6 +214,9 @@ mod tests {
             lane: Lane,
             tasks: Vec<(String, ProcessImage)>,
         ) -> Result<(), QueueError> {
+            if self.2.swap(false, Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             let mut queued = self.0.lock().expect("lock");
             for (id, _) in tasks {
                 if !queued.contains(&id) {
@@ -324,42 +329,13 @@ mod tests {
         assert_eq!(held[0].released, 2);
     }
 
-    /// A queue whose first enqueue never answers.
-    #[derive(Default)]
-    struct FirstEnqueueHangs(Recorded, std::sync::atomic::AtomicBool);
-
-    #[async_trait]
-    impl Producer for FirstEnqueueHangs {
-        async fn enqueue(
-            &self,
-            lane: Lane,
-            tasks: Vec<(String, ProcessImage)>,
-        ) -> Result<(), QueueError> {
-            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            self.0.enqueue(lane, tasks).await
-        }
-        async fn forget(&self, ids: &[String]) -> Result<usize, QueueError> {
-            self.0.forget(ids).await
-        }
-        async fn check(&self) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn stats(&self) -> Result<Vec<crate::queue::LaneStats>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn workers(&self) -> Result<Vec<crate::queue::WorkerInfo>, QueueError> {
-            Ok(Vec::new())
-        }
-    }
-
     /// One planner stuck on its enqueue delays the next by at most
     /// `PLANNING_WAIT`; it does not stop it.
     #[tokio::test(start_paused = true)]
     async fn a_release_stuck_on_the_queue_does_not_stall_the_next() {
         let meta = Arc::new(MemoryMeta::default());
-        let queue = Arc::new(FirstEnqueueHangs::default());
+        let queue = Arc::new(Recorded::default());
+        queue.2.store(true, Ordering::SeqCst);
         let releaser = Releaser::new(meta.clone(), queue.clone(), 2);
         let (first, second) = (job(5), job(5));
         meta.create(&first).await.expect("create");
