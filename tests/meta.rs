@@ -74,6 +74,14 @@ fn job_expiring_in(ttl: Duration) -> Job {
     }
 }
 
+/// A job of `tenant`'s, of one image.
+fn job_of(tenant: &imgpipe::auth::Tenant) -> Job {
+    Job {
+        tenant: tenant.clone(),
+        ..job()
+    }
+}
+
 fn progress(state: ImageState, attempts: u32) -> ImageProgress {
     ImageProgress {
         state,
@@ -305,9 +313,23 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
             "{name}"
         );
         assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 120), "{name}");
+        // A failure settles the image and stores nothing.
+        assert!(
+            meta.set_image_progress(job.id, 1, &progress(ImageState::Failed, 1))
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 120), "{name}");
+        // The tenant's live jobs add up; another tenant's do not count.
+        let mut more = job_of(&tenant);
+        more.images[0].size_bytes = 7;
+        meta.create(&more).await.unwrap();
+        meta.create(&self::job()).await.unwrap();
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 127), "{name}");
 
         meta.mark_deleted(job.id).await.unwrap();
-        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 0), "{name}");
+        assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 7), "{name}");
         assert_eq!(meta.note_taken(job.id).await.unwrap(), None, "{name}");
     }
 }
@@ -459,4 +481,94 @@ async fn a_release_of_several_jobs_reads_and_marks_them_together() {
         let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
         assert_eq!(first.released, 2, "{name}");
     }
+}
+
+/// A database written before the per-job figures (migration
+/// `per_job_figures`) is brought up to date at start-up: its live jobs'
+/// usage and task ids read the same as they would have from the records.
+#[tokio::test]
+async fn an_upgrade_fills_the_per_job_figures_from_what_was_recorded() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.sqlite3");
+    let tenant: imgpipe::auth::Tenant = "upgraded".parse().unwrap();
+    let mut job = job_of(&tenant);
+    let mut second = job.images[0].clone();
+    second.index = 1;
+    second.task_id = "t1".into();
+    job.images.push(second);
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!("./migrations");
+        let kept: Vec<_> = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 20261208000000)
+            .cloned()
+            .collect();
+        before.migrations = kept.into();
+        before.run(&mut conn).await.unwrap();
+        let now = Utc::now().timestamp_millis();
+        sqlx::query(
+            "INSERT INTO jobs (id, record, created_at, expires_at, image_count, released,
+                               tenant, turn, input_bytes, lane)
+             VALUES (?, ?, ?, ?, 2, 2, ?, ?, 20, 'bulk')",
+        )
+        .bind(job.id.to_string())
+        .bind(serde_json::to_string(&job).unwrap())
+        .bind(now)
+        .bind(job.expires_at.timestamp_millis())
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // As the code of then wrote them: both queued, then one succeeded.
+        let queued = serde_json::to_string(&ImageProgress::queued()).unwrap();
+        for index in 0..2 {
+            sqlx::query(
+                "INSERT INTO images (job_id, idx, state, attempts, progress)
+                 VALUES (?, ?, 'queued', 0, ?)",
+            )
+            .bind(job.id.to_string())
+            .bind(index)
+            .bind(&queued)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        let done = ImageProgress {
+            output_bytes: Some(100),
+            ..progress(ImageState::Succeeded, 1)
+        };
+        sqlx::query(
+            "UPDATE images SET state = 'succeeded', attempts = 1, progress = ?
+             WHERE job_id = ? AND idx = 0",
+        )
+        .bind(serde_json::to_string(&done).unwrap())
+        .bind(job.id.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    let meta = SqliteMeta::open(&path).await.expect("upgrade");
+    assert_eq!(
+        meta.usage(&tenant).await.unwrap(),
+        Usage {
+            active_images: 1,
+            stored_bytes: 120,
+        }
+    );
+    assert_eq!(
+        meta.task_ids(&[(job.id, 0..2)]).await.unwrap(),
+        [["t0", "t1"]]
+    );
 }

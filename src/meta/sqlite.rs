@@ -90,17 +90,21 @@ impl MetaStore for SqliteMeta {
         .await
         .map_err(unavailable)?;
         // Every image in one statement (one trip to the connection's thread,
-        // however many images), its indexes as a JSON array.
-        let indexes: Vec<usize> = job.images.iter().map(|image| image.index).collect();
+        // however many images), as a JSON array of [index, task id].
+        let images: Vec<(usize, &str)> = job
+            .images
+            .iter()
+            .map(|image| (image.index, image.task_id.as_str()))
+            .collect();
         sqlx::query(
-            "INSERT INTO images (job_id, idx, state, attempts, progress)
-             SELECT ?1, value, ?2, ?3, ?4 FROM json_each(?5)",
+            "INSERT INTO images (job_id, idx, state, attempts, progress, task_id)
+             SELECT ?1, value ->> 0, ?2, ?3, ?4, value ->> 1 FROM json_each(?5)",
         )
         .bind(job.id.to_string())
         .bind(queued.state.name())
         .bind(i64::from(queued.attempts))
         .bind(&queued_json)
-        .bind(serde_json::to_string(&indexes).map_err(corrupt(format!("job {}", job.id)))?)
+        .bind(serde_json::to_string(&images).map_err(corrupt(format!("job {}", job.id)))?)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;

@@ -100,21 +100,20 @@ impl SqliteMeta {
             return Ok(ids);
         }
         // One statement for every job wanted, which come as a JSON array of
-        // [id, start, end]; SQLite's JSON functions read the few ids out of
-        // each record without this process parsing all of it.
+        // [id, start, end]; each image's row carries its task id (a job's
+        // record is never parsed here: see migration `per_job_figures`).
         let wanted_json = json_rows(
             wanted
                 .iter()
                 .map(|(id, range)| serde_json::json!([id.to_string(), range.start, range.end])),
         );
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT w.key, json_extract(image.value, '$.task_id')
+            "SELECT w.key, images.task_id
              FROM json_each(?) AS w
-             JOIN jobs ON jobs.id = json_extract(w.value, '$[0]')
-             JOIN json_each(jobs.record, '$.images') AS image
-               ON image.key >= json_extract(w.value, '$[1]')
-              AND image.key < json_extract(w.value, '$[2]')
-             ORDER BY w.key, image.key",
+             JOIN images ON images.job_id = w.value ->> 0
+                        AND images.idx >= w.value ->> 1
+                        AND images.idx < w.value ->> 2
+             ORDER BY w.key, images.idx",
         )
         .bind(wanted_json)
         .fetch_all(&mut *self.conn().await?)
@@ -161,17 +160,15 @@ impl SqliteMeta {
     }
 
     pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
-        // One statement: both figures as of one moment.
+        // One statement: both figures as of one moment. One row per live job
+        // (its counts kept by triggers, see migration `per_job_figures`), never
+        // one per image.
         let (active, output, input): (i64, i64, i64) = sqlx::query_as(
-            "SELECT used.active, used.output,
-                    (SELECT COALESCE(SUM(input_bytes), 0) FROM jobs
-                     WHERE tenant = ?1 AND deleted = 0 AND expires_at > ?2)
-             FROM (SELECT count(*) FILTER (WHERE images.state NOT IN ('succeeded', 'failed'))
-                              AS active,
-                          COALESCE(SUM(json_extract(images.progress, '$.output_bytes')), 0)
-                              AS output
-                   FROM jobs JOIN images ON images.job_id = jobs.id
-                   WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2) AS used",
+            "SELECT COALESCE(SUM(counts.queued + counts.processing), 0),
+                    COALESCE(SUM(counts.output_bytes), 0),
+                    COALESCE(SUM(jobs.input_bytes), 0)
+             FROM jobs LEFT JOIN job_counts AS counts ON counts.job_id = jobs.id
+             WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2",
         )
         .bind(tenant.as_str())
         .bind(millis(Utc::now()))
