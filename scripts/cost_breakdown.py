@@ -24,6 +24,7 @@ before each run, so every run starts from the same state.
     python3 scripts/cost_breakdown.py --ops sharpen --jobs 40
     python3 scripts/cost_breakdown.py --tiny --jobs 100                 # 23x17 PNGs: the fixed cost per image
     python3 scripts/cost_breakdown.py --tiny --jobs 100 --settle 65     # each run from the same file system state
+    python3 scripts/cost_breakdown.py --tiny --jobs 8 --images 100      # large jobs: does an image cost more?
 
 Needs Pillow to make the photos; runs in sidebyside.py's virtualenv
 (target/peer-venv), which it creates if needed. Loopback only.
@@ -84,7 +85,7 @@ def measure(build, args, body, ctype):
         after, wall = threads(pid), time.perf_counter() - started
     finally:
         deployment.stop()
-    images = args.jobs * 8
+    images = args.jobs * args.images
     rows = {name: ((cpu - before.get(name, [0, 0])[0]) * 1000 / images,
                    (switches - before.get(name, [0, 0])[1]) / images)
             for name, (cpu, switches) in after.items()}
@@ -97,8 +98,9 @@ def main():
     ap.add_argument("--ops", default="blur")
     ap.add_argument("--jobs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--images", type=int, default=8, help="images per job")
     ap.add_argument("--tiny", action="store_true",
-                    help="8 copies of a 23x17 PNG per job instead of the photos: what an image costs besides its pixels")
+                    help="copies of a 23x17 PNG instead of the photos: what an image costs besides its pixels")
     ap.add_argument("--settle", type=float, default=0,
                     help="sync, then wait this many seconds before each run (see above)")
     args = ap.parse_args()
@@ -106,12 +108,13 @@ def main():
     from benchimages import jpeg_bytes, photo_like
     if args.tiny:
         tiny = (sbs.ROOT / "tests/fixtures/golden/in-RGB-23x17.png").read_bytes()
-        photos, what = [(f"tiny-{i}.png", tiny) for i in range(8)], "23x17 PNGs"
+        photos, what = [(f"tiny-{i}.png", tiny) for i in range(args.images)], "23x17 PNGs"
     else:
-        photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(8)]
+        made = [jpeg_bytes(photo_like(1920, 1080, i + 1), 90) for i in range(min(args.images, 8))]
+        photos = [(f"photo-{i}.jpg", made[i % len(made)]) for i in range(args.images)]
         what = "photo-like 1080p JPEGs"
     body, ctype = sbs.multipart(photos)
-    print(f"{args.jobs} jobs x 8 {what}, 4 clients, ops {args.ops}; per image:")
+    print(f"{args.jobs} jobs x {args.images} {what}, 4 clients, ops {args.ops}; per image:")
     for r in range(args.rounds):
         for build in args.builds.split(","):
             if args.settle:

@@ -21,7 +21,9 @@
 //! What must not change here: the rows, the queries and their meaning are
 //! apalis-sqlite's, so a task enqueued by `SqliteStorage` (or by
 //! `SqliteQueue::enqueue`, through apalis-sqlite's own insert), or fetched by
-//! another imgpipe process, is the same task. This file adds no SQL.
+//! another imgpipe process, is the same task. The one statement of our own
+//! is [`ACK`], apalis-sqlite's acknowledgement with one term changed so that
+//! it finds its tasks by id (see there).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -40,6 +42,28 @@ use ulid::Ulid;
 
 use super::deliver::Hint;
 use crate::sqlite::Connections;
+
+/// apalis-sqlite's `queries/task/ack.sql`, its meaning unchanged, with
+/// `+Jobs.lock_by` for `Jobs.lock_by`: the unary plus keeps SQLite from
+/// planning the update around the index on `lock_by`, which it otherwise
+/// prefers, visiting every task this worker ever ran (an acknowledged task
+/// keeps its `lock_by`) and so making each acknowledgement slower than the
+/// last until the retention purge. With it, each acknowledged task is
+/// found by its id.
+const ACK: &str = "WITH j AS (
+    SELECT value ->> 'task_id' AS task_id,
+           value ->> 'attempt' AS attempt,
+           value ->> 'result' AS result,
+           value ->> 'status' AS status
+    FROM json_each(?1)
+)
+UPDATE Jobs
+SET status = j.status,
+    attempts = j.attempt,
+    last_result = j.result,
+    done_at = strftime('%s', 'now')
+FROM j
+WHERE Jobs.id = j.task_id AND +Jobs.lock_by = ?2";
 
 /// apalis' `Persistence` for apalis-sqlite's table, in fewer trips.
 #[derive(Clone)]
@@ -121,7 +145,13 @@ impl Persistence for Trips {
         if acks.is_empty() {
             return Ok(());
         }
-        queries::ack_tasks(&mut *self.db.acquire().await?, &acks, worker.name()).await?;
+        // The payload apalis-sqlite's own acknowledgement binds.
+        let payload = serde_json::to_string(&acks).map_err(Error::JsonError)?;
+        sqlx::query(ACK)
+            .bind(payload)
+            .bind(worker.name())
+            .execute(&mut *self.db.acquire().await?)
+            .await?;
         // A failed task may be delivered again at once.
         if acks.iter().any(|ack| ack.result.is_err()) {
             self.hint.give();
@@ -259,5 +289,84 @@ impl<Args> WireFormatBackend for SqliteWorkerBackend<Args> {
 
     fn codec(&self) -> &Self::Codec {
         &self.codec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ACK;
+    use crate::jobs::{JobId, Lane};
+    use crate::queue::{Liveness, ProcessImage, Producer, SqliteQueue};
+
+    /// The acknowledgement finds each task by its id, never through the
+    /// index on `lock_by` (which would visit every task the worker ever
+    /// ran), and acknowledges it as apalis-sqlite's own would.
+    #[tokio::test]
+    async fn an_acknowledgement_finds_its_task_by_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let liveness = Liveness {
+            interval: Duration::from_secs(1),
+            missed: 3,
+        };
+        let queue = SqliteQueue::open(&dir.path().join("q.sqlite3"), liveness, 3)
+            .await
+            .expect("open");
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {ACK}")))
+                .bind("[]")
+                .bind("w")
+                .fetch_all(&queue.pool)
+                .await
+                .expect("plan");
+        let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("SEARCH Jobs") && s.contains("(id=?)")),
+            "{steps:?}"
+        );
+        assert!(!steps.iter().any(|s| s.contains("LIdx")), "{steps:?}");
+
+        let id = crate::queue::new_task_id();
+        let task = ProcessImage {
+            job_id: JobId::new(),
+            index: 0,
+        };
+        queue
+            .enqueue(Lane::Bulk, vec![(id.clone(), task)])
+            .await
+            .expect("enqueue");
+        for statement in [
+            "INSERT INTO Workers (id, worker_type, storage_name) VALUES ('w', 't', 's')",
+            "UPDATE Jobs SET status = 'Queued', lock_by = 'w'",
+        ] {
+            sqlx::query(statement)
+                .execute(&queue.pool)
+                .await
+                .expect("set up");
+        }
+        let payload = serde_json::json!([
+            {"task_id": id, "attempt": 1, "result": "{\"Ok\":null}", "status": "Done"}
+        ]);
+        for (worker, acknowledged) in [("other", 0), ("w", 1)] {
+            let done = sqlx::query(ACK)
+                .bind(payload.to_string())
+                .bind(worker)
+                .execute(&queue.pool)
+                .await
+                .expect("ack")
+                .rows_affected();
+            assert_eq!(done, acknowledged, "acknowledged by {worker}");
+        }
+        let row: (String, i64, Option<i64>) =
+            sqlx::query_as("SELECT status, attempts, done_at FROM Jobs WHERE id = ?")
+                .bind(&id)
+                .fetch_one(&queue.pool)
+                .await
+                .expect("row");
+        assert_eq!((row.0.as_str(), row.1), ("Done", 1));
+        assert!(row.2.is_some());
     }
 }
