@@ -121,6 +121,7 @@ async fn progress_writes_follow_the_fencing_rules() {
         assert_eq!(stored().await.state, ImageState::Succeeded, "{name}");
         let record = meta.load(job.id).await.unwrap().unwrap();
         assert_eq!(record.job, job, "{name}");
+        assert_eq!(meta.job(job.id).await.unwrap(), Some(job.clone()), "{name}");
         assert_eq!(
             record.progress[0].as_ref().unwrap().state,
             ImageState::Succeeded
@@ -205,6 +206,7 @@ async fn a_deleted_job_vanishes_takes_no_more_writes_and_is_purged() {
             "{name}: only once"
         );
         assert!(meta.load(job.id).await.unwrap().is_none(), "{name}");
+        assert!(meta.job(job.id).await.unwrap().is_none(), "{name}");
         let p = progress(ImageState::Succeeded, 1);
         assert!(
             !meta.set_image_progress(job.id, 0, &p).await.unwrap(),
@@ -228,6 +230,7 @@ async fn an_expired_job_vanishes_takes_no_writes_and_is_due_for_purging() {
         meta.create(&live).await.unwrap();
         meta.create(&expired).await.unwrap();
         assert!(meta.load(expired.id).await.unwrap().is_none(), "{name}");
+        assert!(meta.job(expired.id).await.unwrap().is_none(), "{name}");
         assert!(
             !meta
                 .set_image_progress(expired.id, 0, &progress(ImageState::Succeeded, 1))

@@ -106,6 +106,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Loads a job and all its progress in one round trip; `None` once the job
     /// has expired or been deleted, even before it is purged.
     async fn load(&self, id: JobId) -> Result<Option<JobRecord>, MetaError>;
+    /// The job as recorded, without its images' progress (what a worker
+    /// needs, and cheaper than `load` on a large job); `None` when `load`
+    /// would say so.
+    async fn job(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        Ok(self.load(id).await?.map(|record| record.job))
+    }
     /// Whether the job exists and has neither expired nor been deleted: what
     /// `load` would say, without reading the job.
     async fn is_live(&self, id: JobId) -> Result<bool, MetaError>;

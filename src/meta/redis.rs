@@ -249,6 +249,17 @@ impl MetaStore for RedisMeta {
         Ok(Some(JobRecord { job, progress }))
     }
 
+    async fn job(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(self.job_key(id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let Some(json) = json else { return Ok(None) };
+        let job = parse_job(id, &json)?;
+        Ok((job.expires_at > Utc::now()).then_some(job))
+    }
+
     async fn is_live(&self, id: JobId) -> Result<bool, MetaError> {
         // A deleted job's record has moved away; an expired one is past its
         // score in the expiry index until the purger takes it.

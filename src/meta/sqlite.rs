@@ -142,6 +142,20 @@ impl MetaStore for SqliteMeta {
         Ok(Some(JobRecord { job, progress }))
     }
 
+    async fn job(&self, id: JobId) -> Result<Option<Job>, MetaError> {
+        let record: Option<String> = sqlx::query_scalar(
+            "SELECT record FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .fetch_optional(&mut *self.conn().await?)
+        .await
+        .map_err(unavailable)?;
+        record
+            .map(|json| serde_json::from_str(&json).map_err(corrupt(format!("job {id}"))))
+            .transpose()
+    }
+
     async fn is_live(&self, id: JobId) -> Result<bool, MetaError> {
         let live: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM jobs WHERE id = ? AND deleted = 0 AND expires_at > ?",

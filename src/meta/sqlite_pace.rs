@@ -160,21 +160,13 @@ impl SqliteMeta {
     }
 
     pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
-        // One statement: both figures as of one moment. One row per live job
-        // (its counts kept by triggers, see migration `per_job_figures`), never
-        // one per image.
-        let (active, output, input): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(counts.queued + counts.processing), 0),
-                    COALESCE(SUM(counts.output_bytes), 0),
-                    COALESCE(SUM(jobs.input_bytes), 0)
-             FROM jobs LEFT JOIN job_counts AS counts ON counts.job_id = jobs.id
-             WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2",
-        )
-        .bind(tenant.as_str())
-        .bind(millis(Utc::now()))
-        .fetch_one(&mut *self.conn().await?)
-        .await
-        .map_err(unavailable)?;
+        // One statement: both figures as of one moment.
+        let (active, output, input): (i64, i64, i64) = sqlx::query_as(USAGE)
+            .bind(tenant.as_str())
+            .bind(millis(Utc::now()))
+            .fetch_one(&mut *self.conn().await?)
+            .await
+            .map_err(unavailable)?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Usage {
             active_images: count(active),
@@ -187,6 +179,15 @@ impl SqliteMeta {
 fn json_rows(rows: impl Iterator<Item = serde_json::Value>) -> String {
     serde_json::Value::Array(rows.collect()).to_string()
 }
+
+/// A tenant's usage (`?1`; `?2` is now): one row per live job, its counts
+/// kept by triggers (see the migration `per_job_figures`), read through the
+/// index that covers the jobs' part, never one row per image.
+const USAGE: &str = "SELECT COALESCE(SUM(counts.queued + counts.processing), 0),
+             COALESCE(SUM(counts.output_bytes), 0),
+             COALESCE(SUM(jobs.input_bytes), 0)
+      FROM jobs LEFT JOIN job_counts AS counts ON counts.job_id = jobs.id
+      WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2";
 
 /// Counts one more image of live job `?1` taken (`?2` is now) and returns
 /// its tenant. Jobs recorded before fair scheduling (image_count 0) have no
@@ -202,16 +203,20 @@ type BacklogRow = (Option<String>, i64, i64, i64, String);
 /// (`?2` is now, `?3` the limit): the jobs with images waiting, and the
 /// first `?3` in turn order with images held back, each half through its own
 /// index (see the migration `bounded_backlog`), so the read does not grow
-/// with the tenant's backlog.
+/// with the tenant's backlog. The indexes are named: the planner would
+/// otherwise take the one by tenant and expiry (the usage read's), which
+/// covers every live job of the tenant.
 fn backlog_of(tenant: &str) -> String {
     format!(
         "SELECT id, image_count, released, taken, lane FROM (
-             SELECT id, image_count, released, taken, lane, turn, created_at FROM jobs
+             SELECT id, image_count, released, taken, lane, turn, created_at
+             FROM jobs INDEXED BY jobs_waiting
              WHERE tenant = {tenant} AND taken < released AND taken < image_count
                AND deleted = 0 AND expires_at > ?2
              UNION
              SELECT * FROM (
-                 SELECT id, image_count, released, taken, lane, turn, created_at FROM jobs
+                 SELECT id, image_count, released, taken, lane, turn, created_at
+                 FROM jobs INDEXED BY jobs_held_back
                  WHERE tenant = {tenant} AND released < image_count AND taken < image_count
                    AND deleted = 0 AND expires_at > ?2
                  ORDER BY turn, created_at LIMIT ?3))
@@ -247,4 +252,50 @@ fn held(rows: impl Iterator<Item = BacklogRow>) -> Vec<Held> {
         })
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SqliteMeta, BACKLOG, TAKE, USAGE};
+
+    /// The steps of SQLite's plan for `sql`, parameters unbound.
+    async fn plan(meta: &SqliteMeta, sql: &str) -> Vec<String> {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&mut *meta.conn().await.expect("conn"))
+                .await
+                .expect("plan");
+        rows.into_iter().map(|row| row.3).collect()
+    }
+
+    /// The reads made on every first delivery and every submission go
+    /// through the indexes meant for them, which hold a tenant's few jobs
+    /// in flight, not every live job it has.
+    #[tokio::test]
+    async fn the_pacing_and_usage_reads_use_their_own_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = SqliteMeta::open(&dir.path().join("jobs.sqlite3"))
+            .await
+            .expect("open");
+        let take_backlog = TAKE.split_once(';').expect("two statements").1;
+        for sql in [BACKLOG.as_str(), take_backlog] {
+            let steps = plan(&meta, sql).await;
+            for index in ["jobs_waiting", "jobs_held_back"] {
+                assert!(
+                    steps
+                        .iter()
+                        .any(|s| s.contains(&format!("USING INDEX {index} "))),
+                    "{index}: {steps:?}"
+                );
+            }
+        }
+        let steps = plan(&meta, USAGE).await;
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING COVERING INDEX jobs_usage")),
+            "{steps:?}"
+        );
+        assert!(!steps.iter().any(|s| s.contains("images")), "{steps:?}");
+    }
 }

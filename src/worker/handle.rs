@@ -63,9 +63,12 @@ pub struct Worker {
     known: KnownJobs,
 }
 
-/// Jobs whose records a worker keeps: more than are usually in flight at
-/// once (fair scheduling interleaves a few jobs per tenant).
-const KNOWN_JOBS: usize = 256;
+/// Images whose jobs' records a worker keeps: fair scheduling takes turns
+/// over a tenant's jobs, so with many queued, consecutive tasks are of
+/// different jobs, and the cache must hold all the jobs in turn to spare a
+/// read per image. Weighed in images, as a record's size is (a few hundred
+/// bytes each).
+const KNOWN_IMAGES: usize = 1 << 16;
 
 #[async_trait]
 impl Handler for Worker {
@@ -138,7 +141,7 @@ impl Worker {
             budget,
             settings,
             render_pool,
-            known: KnownJobs::new(KNOWN_JOBS),
+            known: KnownJobs::new(KNOWN_IMAGES),
         }
     }
 
@@ -147,8 +150,8 @@ impl Worker {
         if let Some(job) = self.known.get(id) {
             return Ok(Some(job));
         }
-        let record = retrying(self.backoff(), || self.meta.load(id)).await?;
-        Ok(record.map(|r| self.known.insert(r.job)))
+        let job = retrying(self.backoff(), || self.meta.job(id)).await?;
+        Ok(job.map(|job| self.known.insert(job)))
     }
 
     /// Best effort: records the image `failed` with `reason` (fenced like

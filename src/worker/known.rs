@@ -10,10 +10,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::jobs::{Job, JobId};
 
-/// The jobs, and their ids in the order they were added.
-type Inner = (HashMap<JobId, Arc<Job>>, VecDeque<JobId>);
+/// The jobs, their ids in the order they were added, and how many images
+/// they hold in all.
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<JobId, Arc<Job>>,
+    order: VecDeque<JobId>,
+    images: usize,
+}
 
-/// At most `capacity` jobs, the least recently added dropped first.
+/// Jobs holding at most `capacity` images in all (a job's record grows with
+/// its images), the least recently added dropped first; the latest job is
+/// kept whatever its size.
 pub struct KnownJobs {
     capacity: usize,
     inner: Mutex<Inner>,
@@ -29,19 +37,25 @@ impl KnownJobs {
 
     pub fn get(&self, id: JobId) -> Option<Arc<Job>> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.0.get(&id).cloned()
+        inner.jobs.get(&id).cloned()
     }
 
     pub fn insert(&self, job: Job) -> Arc<Job> {
         let job = Arc::new(job);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let (jobs, order) = &mut *inner;
-        if jobs.insert(job.id, job.clone()).is_none() {
-            order.push_back(job.id);
+        let inner = &mut *inner;
+        match inner.jobs.insert(job.id, job.clone()) {
+            Some(before) => inner.images -= before.images.len(),
+            None => inner.order.push_back(job.id),
         }
-        while order.len() > self.capacity {
-            if let Some(oldest) = order.pop_front() {
-                jobs.remove(&oldest);
+        inner.images += job.images.len();
+        while inner.images > self.capacity && inner.order.len() > 1 {
+            if let Some(gone) = inner
+                .order
+                .pop_front()
+                .and_then(|id| inner.jobs.remove(&id))
+            {
+                inner.images -= gone.images.len();
             }
         }
         job
@@ -53,15 +67,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_the_latest_jobs_up_to_its_capacity() {
-        let known = KnownJobs::new(2);
-        let (a, b, c) = (Job::sample(1), Job::sample(2), Job::sample(3));
+    fn keeps_the_latest_jobs_up_to_its_capacity_in_images() {
+        let known = KnownJobs::new(5);
+        let (a, b, c) = (Job::sample(2), Job::sample(2), Job::sample(3));
         known.insert(a.clone());
         known.insert(b.clone());
         known.insert(b.clone());
-        assert_eq!(known.get(a.id).map(|j| j.images.len()), Some(1));
+        assert_eq!(known.get(a.id).map(|j| j.images.len()), Some(2));
         known.insert(c.clone());
         assert!(known.get(a.id).is_none(), "the oldest went");
         assert!(known.get(b.id).is_some() && known.get(c.id).is_some());
+        // A job larger than the capacity is kept alone.
+        let d = Job::sample(9);
+        known.insert(d.clone());
+        assert!(known.get(d.id).is_some());
+        assert!(known.get(b.id).is_none() && known.get(c.id).is_none());
     }
 }
