@@ -11,8 +11,17 @@
 //! its render ends, before its result is stored: a thread is never idle
 //! while a task that could use it waits on the network or the disk. What
 //! to do while waiting is the caller's; this module only hands out turns.
+//!
+//! Each render thread is a plain thread waiting on a channel, not a rayon
+//! worker: a rayon worker that runs out of work yields the CPU some thirty
+//! times before it sleeps, which on small images cost as much CPU as the
+//! renders and as many context switches. Operations that split rows still
+//! do so with rayon: each render thread is thread 0 of a rayon pool of its
+//! own (`use_current_thread`), whose other threads, at the lane's priority,
+//! help only with that split work.
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -32,9 +41,13 @@ fn nice(lane: Lane) -> libc::c_int {
     }
 }
 
+/// One render, as a render thread runs it.
+type Render = Box<dyn FnOnce() + Send>;
+
 /// A lane's render threads, and the turns that hand them out.
 pub struct RenderPool {
-    threads: rayon::ThreadPool,
+    /// To the threads; they stop once it is dropped.
+    renders: mpsc::Sender<Render>,
     free: Arc<Semaphore>,
 }
 
@@ -46,17 +59,24 @@ pub struct Turn {
 
 impl RenderPool {
     /// `threads` threads for `lane` (the images it renders at once).
-    /// Operations that split rows run within this pool.
+    /// Operations that split rows use the thread's own rayon pool of as
+    /// many threads (see the module doc).
     pub fn new(threads: usize, lane: Lane) -> std::io::Result<Self> {
         let threads = threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(move |i| format!("imgpipe-{}-{i}", lane.name()))
-            .start_handler(move |_| lower_priority(nice(lane)))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let (renders, waiting) = mpsc::channel::<Render>();
+        let waiting = Arc::new(Mutex::new(waiting));
+        for index in 0..threads {
+            let (ready, started) = mpsc::sync_channel(1);
+            let waiting = waiting.clone();
+            std::thread::Builder::new()
+                .name(format!("imgpipe-{}-{index}", lane.name()))
+                .spawn(move || render_thread(lane, index, threads, &waiting, ready))?;
+            started
+                .recv()
+                .map_err(|_| std::io::Error::other("a render thread stopped as it started"))??;
+        }
         Ok(RenderPool {
-            threads: pool,
+            renders,
             free: Arc::new(Semaphore::new(threads)),
         })
     }
@@ -81,7 +101,7 @@ impl RenderPool {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
         let (done, result) = tokio::sync::oneshot::channel();
-        self.threads.spawn(move || {
+        let render: Render = Box::new(move || {
             let busy = metrics::gauge!(crate::telemetry::RENDER_BUSY);
             busy.increment(1.0);
             let outcome = panic_guard::catch(work);
@@ -89,9 +109,53 @@ impl RenderPool {
             busy.decrement(1.0);
             let _ = done.send(outcome);
         });
+        if self.renders.send(render).is_err() {
+            return Err("the render threads stopped".into());
+        }
         match result.await {
             Ok(outcome) => outcome,
             Err(_) => Err("the render thread stopped".into()),
+        }
+    }
+}
+
+/// One render thread: lowers its priority, becomes thread 0 of its own rayon
+/// pool (reporting on `ready` whether it could), then runs renders as they
+/// come until the pool is dropped.
+fn render_thread(
+    lane: Lane,
+    index: usize,
+    threads: usize,
+    waiting: &Mutex<mpsc::Receiver<Render>>,
+    ready: mpsc::SyncSender<std::io::Result<()>>,
+) {
+    lower_priority(nice(lane));
+    let split = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .use_current_thread()
+        .thread_name(move |i| format!("imgpipe-{}-{index}-{i}", lane.name()))
+        .start_handler(move |_| lower_priority(nice(lane)))
+        .build();
+    let _split = match split {
+        Ok(pool) => {
+            let _ = ready.send(Ok(()));
+            pool
+        }
+        Err(e) => {
+            let _ = ready.send(Err(std::io::Error::other(e)));
+            return;
+        }
+    };
+    loop {
+        // The lock is held only while waiting: one thread waits on the
+        // channel, the others on the lock, and a render runs unlocked.
+        let next = waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        match next {
+            Ok(render) => render(),
+            Err(_) => return,
         }
     }
 }
@@ -159,6 +223,36 @@ mod tests {
         assert!(
             matches!(next, Ok(Ok(Ok(())))),
             "the turn came back with the render's end"
+        );
+    }
+
+    /// Work split with rayon inside a render stays on the render thread's
+    /// own pool, all of whose threads run at the lane's priority.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn split_work_runs_on_the_render_threads_pool_at_its_priority() {
+        use rayon::prelude::*;
+
+        let pool = RenderPool::new(2, Lane::Bulk).expect("pool");
+        let seen = run_now(&pool, || {
+            let threads = (rayon::current_thread_index(), rayon::current_num_threads());
+            let nice: std::collections::BTreeSet<libc::c_int> = (0..64)
+                .into_par_iter()
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    // SAFETY: getpriority of the calling thread reads its nice value.
+                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+                })
+                .collect();
+            (threads, nice)
+        })
+        .await
+        .expect("render");
+        assert_eq!(seen.0, (Some(0), 2), "thread 0 of a pool of two");
+        assert_eq!(
+            seen.1.into_iter().collect::<Vec<_>>(),
+            [19],
+            "every thread niced"
         );
     }
 
