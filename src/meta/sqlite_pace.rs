@@ -100,19 +100,25 @@ impl SqliteMeta {
             return Ok(ids);
         }
         // One statement for every job wanted, which come as a JSON array of
-        // [id, start, end]; each image's row carries its task id (a job's
-        // record is never parsed here: see migration `per_job_figures`).
+        // [id, start, end]; each image's row carries its task id (see the
+        // migration `per_job_figures`). An image written without one, by a
+        // build from before it still running beside this one (a rolling
+        // upgrade of processes sharing the file), has its id read out of the
+        // job's record instead.
         let wanted_json = json_rows(
             wanted
                 .iter()
                 .map(|(id, range)| serde_json::json!([id.to_string(), range.start, range.end])),
         );
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT w.key, images.task_id
+            "SELECT w.key,
+                    COALESCE(images.task_id,
+                             jobs.record ->> ('$.images[' || images.idx || '].task_id'))
              FROM json_each(?) AS w
              JOIN images ON images.job_id = w.value ->> 0
                         AND images.idx >= w.value ->> 1
                         AND images.idx < w.value ->> 2
+             JOIN jobs ON jobs.id = images.job_id
              ORDER BY w.key, images.idx",
         )
         .bind(wanted_json)
