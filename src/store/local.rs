@@ -140,13 +140,20 @@ fn place(content: &Content, tmp: &Path, dir: &Path, path: &Path) -> io::Result<(
         }
         other => other?,
     }
-    // A delete elsewhere removes directories it leaves empty, which may
-    // include a parent this write has just created (`jobs/` when the last
-    // other job goes): create them again and retry.
+    // The object's directory usually exists (a job's first object made
+    // it), so the rename is tried first and the directories made only when
+    // it says they are missing. A delete elsewhere removes directories it
+    // leaves empty, which may include a parent this write has just created
+    // (`jobs/` when the last other job goes): create them again and retry.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let placed = std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(tmp, path));
+        let placed = match std::fs::rename(tmp, path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(tmp, path))
+            }
+            other => other,
+        };
         match placed {
             // NotFound: a parent went before the rename; AlreadyExists:
             // create_dir_all found a directory that went before it looked.
