@@ -149,6 +149,8 @@ class Deployment:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.own, self.infra, self.procs = [], [], []
+        # imgpipe's RUST_LOG (statements.py turns on sqlx's statement log).
+        self.rust_log = "warn"
 
     def spawn(self, name, cmd, env=None, cwd=None, infra=False):
         log = self.dir / f"{name}.log"
@@ -165,7 +167,7 @@ class Deployment:
         return f"redis://127.0.0.1:{port}"
 
     def start(self):
-        env = dict(os.environ, RUST_LOG="warn", IMGPIPE_BIND=self.url, IMGPIPE_DATA_DIR=str(self.dir / "data"),
+        env = dict(os.environ, RUST_LOG=self.rust_log, IMGPIPE_BIND=self.url, IMGPIPE_DATA_DIR=str(self.dir / "data"),
                    IMGPIPE_WORKERS="2", IMGPIPE_AUTH="off", IMGPIPE_MAX_FILES="1000",
                    IMGPIPE_SIGNING_KEY=os.urandom(32).hex(), IMGPIPE_QUOTA_JOBS_PER_MINUTE="1000000")
         for var in ("REDIS_URL", "S3_ENDPOINT", "IMGPIPE_BOOTSTRAP_KEY"):

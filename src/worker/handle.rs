@@ -232,9 +232,7 @@ impl Worker {
         }
         let recorded = self.record(job_id, index, &finished).await?;
         if !recorded && outcome == Outcome::Done {
-            let exists = retrying(self.backoff(), || self.meta.load(job_id))
-                .await?
-                .is_some();
+            let exists = retrying(self.backoff(), || self.meta.is_live(job_id)).await?;
             if decide::after_refused_success(exists) == Refused::DiscardResult {
                 if let Some(key) = job.output_key(index) {
                     retrying(self.backoff(), || self.store.delete(&key)).await?;
