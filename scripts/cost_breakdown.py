@@ -32,11 +32,8 @@ Needs Pillow to make the photos; runs in sidebyside.py's virtualenv
 
 import argparse
 import collections
-import concurrent.futures as futures
-import http.client
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -65,23 +62,8 @@ def measure(build, args, body, ctype):
     deployment = sbs.Deployment(f"embedded={build}", args).start()
     try:
         pid = deployment.own[0].pid
-        jobs, lock, posts = list(range(args.jobs)), threading.Lock(), []
-
-        def client():
-            conn = http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=600)
-            while True:
-                with lock:
-                    if not jobs:
-                        return
-                    jobs.pop()
-                post, _, _, _ = sbs.post_and_wait(conn, f"/process-job?filter={args.ops}", body, ctype, 0.05)
-                with lock:
-                    posts.append(post)
-
         before, started = threads(pid), time.perf_counter()
-        with futures.ThreadPoolExecutor(4) as pool:
-            for f in [pool.submit(client) for _ in range(4)]:
-                f.result()
+        posts, _, _ = sbs.drive(deployment.url, args.jobs, f"/process-job?filter={args.ops}", body, ctype)
         after, wall = threads(pid), time.perf_counter() - started
     finally:
         deployment.stop()

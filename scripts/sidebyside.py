@@ -252,9 +252,12 @@ def query(args, kind):
     return q
 
 
-def light_run(url, args, kind, body, ctype):
-    """C threads, each with its own keep-alive http.client connection."""
-    jobs = list(range(args.jobs))
+def drive(url, jobs, path, body, ctype, clients=4):
+    """`jobs` jobs POSTed to `path` at `url` (host:port) from `clients`
+    threads, each with its own keep-alive http.client connection and waiting
+    for its job (status every 50 ms) before the next: each job's POST and
+    POST → ready seconds, and its id."""
+    left = list(range(jobs))
     lock = threading.Lock()
     posts, dones, ids = [], [], []
 
@@ -262,19 +265,24 @@ def light_run(url, args, kind, body, ctype):
         conn = http.client.HTTPConnection(*url.split(":"), timeout=600)
         while True:
             with lock:
-                if not jobs:
+                if not left:
                     return
-                jobs.pop()
-            post, done, job, _ = post_and_wait(conn, f"/process-job?{query(args, kind)}", body, ctype, 0.05)
+                left.pop()
+            post, done, job, _ = post_and_wait(conn, path, body, ctype, 0.05)
             with lock:
                 posts.append(post)
                 dones.append(done)
                 ids.append(job)
 
-    with futures.ThreadPoolExecutor(args.clients) as pool:
-        for f in [pool.submit(client) for _ in range(args.clients)]:
+    with futures.ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
             f.result()
     return posts, dones, ids
+
+
+def light_run(url, args, kind, body, ctype):
+    """The light client: see `drive`."""
+    return drive(url, args.jobs, f"/process-job?{query(args, kind)}", body, ctype, args.clients)
 
 
 def httpx_run(url, args, kind, body, ctype):

@@ -21,11 +21,8 @@ Standard library only; loopback only. TMPDIR=/dev/shm keeps ext4 out.
 
 import argparse
 import collections
-import concurrent.futures as futures
-import http.client
 import re
 import sys
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,20 +39,7 @@ def run(args):
         tiny = (sbs.ROOT / "tests/fixtures/golden/in-RGB-23x17.png").read_bytes()
         body, ctype = sbs.multipart([(f"tiny-{i}.png", tiny) for i in range(args.images)])
         mark = log.stat().st_size
-        jobs, lock = list(range(args.jobs)), threading.Lock()
-
-        def client():
-            conn = http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=600)
-            while True:
-                with lock:
-                    if not jobs:
-                        return
-                    jobs.pop()
-                sbs.post_and_wait(conn, "/process-job?filter=blur", body, ctype, 0.05)
-
-        with futures.ThreadPoolExecutor(4) as pool:
-            for f in [pool.submit(client) for _ in range(4)]:
-                f.result()
+        sbs.drive(deployment.url, args.jobs, "/process-job?filter=blur", body, ctype)
         with open(log, "rb") as f:
             f.seek(mark)
             return f.read().decode("utf-8", "replace").splitlines()
