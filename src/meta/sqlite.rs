@@ -46,11 +46,11 @@ impl SqliteMeta {
             .await
             .map_err(unavailable)?;
         let meta = SqliteMeta {
-            db: Arc::new(db),
+            db,
             wrote_events: Arc::default(),
         };
         sqlx::migrate!("./migrations")
-            .run(&mut *meta.conn().await?)
+            .run(&mut *meta.writer().await?)
             .await
             .map_err(|e| MetaError::unavailable(format!("migrating {}", path.display()), e))?;
         Ok(meta)
@@ -59,6 +59,12 @@ impl SqliteMeta {
     /// A connection for one statement or one transaction.
     pub(super) async fn conn(&self) -> Result<Conn<'_>, MetaError> {
         self.db.acquire().await.map_err(unavailable)
+    }
+
+    /// A connection for statements that write: with this process's write
+    /// turn (see `sqlite::Connections::writer`).
+    pub(super) async fn writer(&self) -> Result<Conn<'_>, MetaError> {
+        self.db.writer().await.map_err(unavailable)
     }
 }
 
@@ -69,7 +75,7 @@ impl MetaStore for SqliteMeta {
         let queued = ImageProgress::queued();
         let queued_json =
             serde_json::to_string(&queued).map_err(corrupt(format!("job {}", job.id)))?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         sqlx::query(
             "INSERT INTO jobs
@@ -243,7 +249,7 @@ impl MetaStore for SqliteMeta {
             "UPDATE jobs SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING record, expires_at",
         )
         .bind(id.to_string())
-        .fetch_optional(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         if record.is_some() {
@@ -316,7 +322,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn remove(&self, id: JobId) -> Result<(), MetaError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         for statement in [
             "DELETE FROM images WHERE job_id = ?",

@@ -153,7 +153,7 @@ impl DeliveryStore for SqliteMeta {
         .bind(millis(lease_until))
         .bind(millis(now))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         rows.into_iter()
@@ -187,7 +187,7 @@ impl DeliveryStore for SqliteMeta {
         .bind(key.job_id.to_string())
         .bind(i64::try_from(key.seq).unwrap_or(i64::MAX))
         .bind(i64::from(attempt.saturating_sub(1)))
-        .fetch_optional(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         row.map(delivery).transpose()
@@ -199,7 +199,7 @@ impl DeliveryStore for SqliteMeta {
         attempt: u32,
         result: &TryRecord,
     ) -> Result<bool, MetaError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         let done = sqlx::query(
             "UPDATE webhook_deliveries

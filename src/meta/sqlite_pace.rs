@@ -20,7 +20,7 @@ impl SqliteMeta {
         let tenant: Option<Option<String>> = sqlx::query_scalar(NOTE_TAKEN)
             .bind(id.to_string())
             .bind(millis(Utc::now()))
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&mut *self.writer().await?)
             .await
             .map_err(unavailable)?;
         tenant
@@ -60,18 +60,24 @@ impl SqliteMeta {
         Ok(held(rows.into_iter()))
     }
 
-    /// Runs [`BACKLOG`] or [`TAKE`] with its three parameters.
+    /// Runs [`BACKLOG`] or [`TAKE`] (which writes) with its three
+    /// parameters.
     async fn backlog_rows(
         &self,
         sql: &'static str,
         first: String,
         limit: usize,
     ) -> Result<Vec<BacklogRow>, MetaError> {
+        let mut conn = if sql == TAKE.as_str() {
+            self.writer().await?
+        } else {
+            self.conn().await?
+        };
         sqlx::query_as(sql)
             .bind(first)
             .bind(millis(Utc::now()))
             .bind(limit as i64)
-            .fetch_all(&mut *self.conn().await?)
+            .fetch_all(&mut *conn)
             .await
             .map_err(unavailable)
     }
@@ -159,7 +165,7 @@ impl SqliteMeta {
         )
         .bind(marks_json)
         .bind(turn)
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.writer().await?)
         .await
         .map(|_| ())
         .map_err(unavailable)

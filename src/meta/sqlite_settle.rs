@@ -76,7 +76,7 @@ impl SqliteMeta {
         json: String,
     ) -> Result<bool, MetaError> {
         let written = progress_write(sql, id, index, progress, json)
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(unavailable)?
             .rows_affected()
@@ -98,7 +98,7 @@ impl SqliteMeta {
         progress: &ImageProgress,
         json: String,
     ) -> Result<bool, MetaError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         let row = progress_write(WRITE_AND_LOOK.as_str(), id, index, progress, json)
             .fetch_one(&mut *tx)

@@ -26,7 +26,7 @@ impl TenantStore for SqliteMeta {
         .bind(key.id.as_str())
         .bind(&key.hash)
         .bind(json)
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         Ok(added.rows_affected() == 1)
@@ -62,7 +62,7 @@ impl TenantStore for SqliteMeta {
         )
         .bind(at.as_str().unwrap_or_default().to_string())
         .bind(id.as_str())
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         Ok(revoked.rows_affected() == 1)
@@ -76,7 +76,7 @@ impl TenantStore for SqliteMeta {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Claim, MetaError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let mut tx = conn.begin().await.map_err(unavailable)?;
         // A row whose lease or job has run out counts as absent.
         let claimed = sqlx::query(
@@ -144,7 +144,7 @@ impl TenantStore for SqliteMeta {
         .bind(json)
         .bind(&done.job_id)
         .bind(millis(until))
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         Ok(written.rows_affected() == 1)
@@ -163,7 +163,7 @@ impl TenantStore for SqliteMeta {
         .bind(tenant.as_str())
         .bind(key.as_str())
         .bind(nonce)
-        .execute(&mut *self.conn().await?)
+        .execute(&mut *self.writer().await?)
         .await
         .map_err(unavailable)?;
         Ok(())
@@ -177,7 +177,7 @@ impl TenantStore for SqliteMeta {
         limit: u64,
     ) -> Result<(bool, u64), MetaError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         // One trip: past windows of this subject go as it counts in a new
         // one, and the count comes back if it was made (the upsert is atomic
         // by itself). A refusal returns no row; its count is read apart.
@@ -221,7 +221,7 @@ impl TenantStore for SqliteMeta {
             .bind(tenant.as_str())
             .bind(key.as_str())
             .bind(job_id)
-            .execute(&mut *self.conn().await?)
+            .execute(&mut *self.writer().await?)
             .await
             .map_err(unavailable)?;
         Ok(())

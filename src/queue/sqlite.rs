@@ -83,11 +83,9 @@ impl SqliteQueue {
             QueueError::unavailable(format!("setting up the queue in {}", path.display()), e)
         })?;
         check_layout(&pool).await?;
-        let conns = Arc::new(
-            crate::sqlite::connections(path)
-                .await
-                .map_err(unavailable)?,
-        );
+        let conns = crate::sqlite::connections(path)
+            .await
+            .map_err(unavailable)?;
         let storage = |lane| {
             let config = Config::default()
                 .queue(queue_name(lane))
@@ -225,7 +223,7 @@ impl Producer for SqliteQueue {
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
         let queue = queue_name(lane);
-        let mut conn = self.conns.acquire().await.map_err(unavailable)?;
+        let mut conn = self.conns.writer().await.map_err(unavailable)?;
         let pushed = if tasks.len() == 1 {
             // One insert is atomic by itself.
             queries::push_tasks(&mut *conn, queue, &tasks).await

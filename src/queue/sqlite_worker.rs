@@ -81,7 +81,7 @@ impl Persistence for Trips {
     /// As apalis-sqlite does it: once per worker start.
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let dead_for = self.config.heartbeat_interval.as_secs() as i64;
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.writer().await?;
         let mut tx = conn.begin().await?;
         queries::reenqueue_orphaned(
             &mut *tx,
@@ -100,7 +100,7 @@ impl Persistence for Trips {
     /// As apalis-sqlite does it: once per heartbeat interval.
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
         let config = &self.config;
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.writer().await?;
         let mut tx = conn.begin().await?;
         queries::keep_alive(&mut *tx, config, worker).await?;
         let put_back = queries::reenqueue_orphaned(
@@ -122,7 +122,7 @@ impl Persistence for Trips {
         if !self.hint.worth_a_look() {
             return Ok(Vec::new());
         }
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.writer().await?;
         let tasks = queries::fetch_next(&mut *conn, &self.config, worker).await?;
         self.hint.found(tasks.len());
         Ok(tasks)
@@ -150,7 +150,7 @@ impl Persistence for Trips {
         sqlx::query(ACK)
             .bind(payload)
             .bind(worker.name())
-            .execute(&mut *self.db.acquire().await?)
+            .execute(&mut *self.db.writer().await?)
             .await?;
         // A failed task may be delivered again at once.
         if acks.iter().any(|ack| ack.result.is_err()) {
@@ -170,7 +170,7 @@ impl Persistence for Trips {
             .iter()
             .filter_map(|t| t.task_id().map(ToString::to_string))
             .collect();
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.writer().await?;
         let mut tx = conn.begin().await?;
         let count =
             queries::reenqueue_abandoned(&mut *tx, self.config.queue.as_ref(), worker.name(), &ids)
@@ -190,7 +190,7 @@ impl Persistence for Trips {
     /// with apalis-sqlite's same insert), but
     /// part of the trait: as apalis-sqlite does it.
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), Error> {
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.writer().await?;
         let mut tx = conn.begin().await?;
         queries::push_tasks(&mut *tx, self.config.queue.as_ref(), &tasks).await?;
         tx.commit().await?;

@@ -13,14 +13,23 @@
 //! rollback fails) answers every statement with an error; [`Connections::check`]
 //! finds and replaces it.
 //!
+//! Writers take turns: SQLite lets one connection write at a time and
+//! makes the others wait in its busy handler, sleeping and trying again.
+//! [`Connections::writer`] lends a connection with this process's write
+//! turn, so that writers here queue on a lock that hands over the moment
+//! the write is done, and SQLite's waiting is left to writers in other
+//! processes. Reads need no turn (WAL).
+//!
 //! Must not: hold a lent connection across anything but its own statements
-//! (it is one of a few), or run blocking work.
+//! (it is one of a few), take a write turn while holding one, or run
+//! blocking work.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex as TurnLock, MutexGuard as Turn, Semaphore, SemaphorePermit};
 
 pub struct Connections {
     options: SqliteConnectOptions,
@@ -30,12 +39,20 @@ pub struct Connections {
     permits: Semaphore,
     /// How many connections are kept.
     max: usize,
+    /// Held by this process's one writer at a time (see the module doc).
+    write_turn: TurnLock<()>,
+    /// Whether a writer had a connection since the last checkpoint (see
+    /// `checkpoint`).
+    pub(super) written: AtomicBool,
 }
 
 /// A lent connection: derefs to the connection, goes back when dropped.
 pub struct Conn<'a> {
     conn: Option<SqliteConnection>,
     set: &'a Connections,
+    // The write turn, for a writer's connection; released after the
+    // connection is back.
+    _turn: Option<Turn<'a, ()>>,
     // Released after `drop` has put the connection back.
     _permit: SemaphorePermit<'a>,
 }
@@ -52,6 +69,8 @@ impl Connections {
             idle: Mutex::new(vec![first]),
             permits: Semaphore::new(max),
             max,
+            write_turn: TurnLock::new(()),
+            written: AtomicBool::new(false),
         })
     }
 
@@ -70,8 +89,19 @@ impl Connections {
         Ok(Conn {
             conn: Some(conn),
             set: self,
+            _turn: None,
             _permit: permit,
         })
+    }
+
+    /// A connection for statements that write, lent with this process's
+    /// write turn (waited for first, so that no connection sits idle in the
+    /// queue for it).
+    pub async fn writer(&self) -> Result<Conn<'_>, sqlx::Error> {
+        let turn = self.write_turn.lock().await;
+        let mut conn = self.acquire().await?;
+        conn._turn = Some(turn);
+        Ok(conn)
     }
 
     /// Pings every idle connection, replacing any that does not answer
@@ -99,7 +129,7 @@ impl Connections {
 
     async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
         let mut conn = options.connect().await?;
-        super::stable_plans(&mut conn).await?;
+        super::configure(&mut conn).await?;
         Ok(conn)
     }
 
@@ -127,6 +157,9 @@ impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.set.idle().push(conn);
+        }
+        if self._turn.is_some() {
+            self.set.written.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -210,5 +243,35 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn writers_take_turns_and_readers_do_not_wait_for_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = set(&dir, 4).await;
+        let mut first = set.writer().await.expect("first writer");
+        let mut tx = first.begin().await.expect("begin");
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        let second = tokio::time::timeout(Duration::from_millis(50), set.writer()).await;
+        assert!(second.is_err(), "a second writer waits for the turn");
+        // A reader is lent a connection at once, and sees the last commit.
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *set.acquire().await.expect("reader"))
+            .await
+            .expect("count");
+        assert_eq!(n, 0);
+        tx.commit().await.expect("commit");
+        drop(first);
+        let mut second = tokio::time::timeout(Duration::from_secs(5), set.writer())
+            .await
+            .expect("the turn is handed over")
+            .expect("second writer");
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut *second)
+            .await
+            .expect("insert");
     }
 }
