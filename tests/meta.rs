@@ -337,7 +337,7 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
     }
 }
 
-/// `take` (SQLite's one trip, Redis' note_taken + backlog) counts the image
+/// `take` (one trip on both stores) counts the image
 /// taken and then reads its tenant's backlog.
 #[tokio::test]
 async fn take_counts_then_reads_the_backlog_alike_on_both_stores() {

@@ -143,6 +143,18 @@ impl Job {
 }
 
 impl Job {
+    /// The job with its clock started at `now`: created then, and expiring
+    /// after the same lifetime. A submission stamps its job when it is
+    /// recorded, once its uploads are stored, since that is when it exists
+    /// for anyone (and its images are queued).
+    pub fn recorded_at(self, now: DateTime<Utc>) -> Job {
+        Job {
+            expires_at: now + (self.expires_at - self.created_at),
+            created_at: now,
+            ..self
+        }
+    }
+
     pub fn input_key(&self, index: usize) -> String {
         input_key(self.id, index)
     }
@@ -243,5 +255,21 @@ impl ImageProgress {
             finished_at: None,
             output_bytes: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_job_keeps_its_lifetime_from_the_moment_it_is_recorded() {
+        let job = Job::sample(1);
+        let lifetime = job.expires_at - job.created_at;
+        let later = job.created_at + chrono::Duration::milliseconds(40);
+        let recorded = job.clone().recorded_at(later);
+        assert_eq!(recorded.created_at, later);
+        assert_eq!(recorded.expires_at - recorded.created_at, lifetime);
+        assert_eq!(recorded.images, job.images);
     }
 }

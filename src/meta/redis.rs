@@ -390,6 +390,10 @@ impl MetaStore for RedisMeta {
         self.count_taken(id).await
     }
 
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
+        self.take_and_read_backlog(id, limit).await
+    }
+
     async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
         self.read_backlog(tenant, limit).await
     }

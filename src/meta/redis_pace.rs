@@ -3,6 +3,7 @@
 //! delegates to; the scripts keep each read-modify-write atomic.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use super::redis::{unavailable, RedisMeta};
 use super::{MetaError, Usage};
@@ -37,40 +38,57 @@ return marked
 ";
 
 /// Counts one more taken image of a live job (KEYS[1] its record, KEYS[2]
-/// its pace hash) and returns its tenant; once every image is taken the job
-/// leaves its tenant's queue (ARGV[1] .. tenant .. ':queue'). nil for a job
-/// that is gone or has no pace hash (recorded before fair scheduling).
-const NOTE_TAKEN: &str = r"
+/// its pace hash, ARGV[2] its id); once every image is taken the job leaves
+/// its tenant's queue (ARGV[1] .. tenant .. ':queue'). Returns nil for a job
+/// that is gone or has no pace hash (recorded before fair scheduling);
+/// otherwise goes on with `tenant` and `queue` set.
+const COUNT_TAKEN: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local tenant = redis.call('HGET', KEYS[2], 'tenant')
 if not tenant then return false end
+local queue = ARGV[1] .. tenant .. ':queue'
 local taken = redis.call('HINCRBY', KEYS[2], 'taken', 1)
 if taken >= tonumber(redis.call('HGET', KEYS[2], 'total') or 0) then
-  redis.call('ZREM', ARGV[1] .. tenant .. ':queue', ARGV[2])
+  redis.call('ZREM', queue, ARGV[2])
 end
-return tenant
 ";
 
-/// A tenant's queue (KEYS[1]: jobs with images waiting or held back, scored
-/// by turn), first ARGV[1] jobs, as flat (id, total, released, taken, lane)
-/// tuples (lane `bulk` for a job recorded before lanes). Jobs whose record or pace hash is gone leave it as they are met.
-/// ARGV[2]: the prefix of job keys.
-const BACKLOG: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'released', 'taken', 'lane')
-  if v[1] and redis.call('EXISTS', ARGV[2] .. id) == 1 then
+/// [`COUNT_TAKEN`], returning the job's tenant.
+static NOTE_TAKEN: LazyLock<String> = LazyLock::new(|| format!("{COUNT_TAKEN}return tenant"));
+
+/// Returns `out` with the first `limit` jobs of a tenant's `queue` (jobs
+/// with images waiting or held back, scored by turn) appended as flat (id,
+/// total, released, taken, lane) tuples (lane `bulk` for a job recorded
+/// before lanes); `prefix` is that of job keys. Jobs whose record or pace
+/// hash is gone leave the queue as they are met.
+const READ_BACKLOG: &str = r"
+for _, id in ipairs(redis.call('ZRANGE', queue, 0, limit - 1)) do
+  local v = redis.call('HMGET', prefix .. id .. ':pace', 'total', 'released', 'taken', 'lane')
+  if v[1] and redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, id)
     table.insert(out, tonumber(v[1]))
     table.insert(out, tonumber(v[2]) or 0)
     table.insert(out, tonumber(v[3]) or 0)
     table.insert(out, v[4] or 'bulk')
   else
-    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', queue, id)
   end
 end
 return out
 ";
+
+/// A tenant's backlog ([`READ_BACKLOG`]): KEYS[1] its queue, ARGV[1] how
+/// many jobs, ARGV[2] the prefix of job keys.
+static BACKLOG: LazyLock<String> = LazyLock::new(|| {
+    format!("local out, queue, limit, prefix = {{}}, KEYS[1], tonumber(ARGV[1]), ARGV[2]\n{READ_BACKLOG}")
+});
+
+/// A worker's take in one trip: [`COUNT_TAKEN`], then the tenant's backlog
+/// ([`READ_BACKLOG`], ARGV[3] jobs, ARGV[4] the prefix of job keys) after
+/// the tenant's name. nil for a job that is gone.
+static TAKE: LazyLock<String> = LazyLock::new(|| {
+    format!("{COUNT_TAKEN}local out, limit, prefix = {{tenant}}, tonumber(ARGV[3]), ARGV[4]\n{READ_BACKLOG}")
+});
 
 /// The distinct tenants of the first ARGV[1] jobs holding images back
 /// (KEYS[1]); jobs without a pace hash (gone) leave the index. ARGV[2]: the
@@ -114,7 +132,7 @@ const BACKLOG_SCAN: usize = 256;
 
 impl RedisMeta {
     pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
-        let tenant: Option<String> = redis::Script::new(NOTE_TAKEN)
+        let tenant: Option<String> = redis::Script::new(&NOTE_TAKEN)
             .key(self.job_key(id))
             .key(self.pace_key(id))
             .arg(self.tenant_index_prefix())
@@ -133,30 +151,36 @@ impl RedisMeta {
         // No index finds the jobs with images waiting (they were served
         // last, so sit at the queue's far end): the first `BACKLOG_SCAN` are
         // read, more than the plan needs.
-        let flat: Vec<redis::Value> = redis::Script::new(BACKLOG)
+        let flat: Vec<redis::Value> = redis::Script::new(&BACKLOG)
             .key(self.tenant_queue(tenant))
             .arg(limit.max(BACKLOG_SCAN))
             .arg(format!("{}:job:", self.prefix))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let field =
-            |v: &redis::Value| -> Option<String> { redis::from_redis_value(v.clone()).ok() };
-        let count = |v: &redis::Value| -> usize { redis::from_redis_value(v.clone()).unwrap_or(0) };
-        let lane = |v: &redis::Value| Lane::named(&field(v).unwrap_or_default());
-        Ok(flat
-            .chunks(5)
-            .filter_map(|c| match c {
-                [id, total, released, taken, lane_name] => Some(Held {
-                    job: field(id)?.parse().ok()?,
-                    total: count(total),
-                    released: count(released),
-                    taken: count(taken),
-                    lane: lane(lane_name),
-                }),
-                _ => None,
-            })
-            .collect())
+        Ok(held(&flat))
+    }
+
+    /// [`MetaStore::take`](super::MetaStore::take) in one trip ([`TAKE`]).
+    pub(super) async fn take_and_read_backlog(
+        &self,
+        id: JobId,
+        limit: usize,
+    ) -> Result<Option<Vec<Held>>, MetaError> {
+        let flat: Option<Vec<redis::Value>> = redis::Script::new(&TAKE)
+            .key(self.job_key(id))
+            .key(self.pace_key(id))
+            .arg(self.tenant_index_prefix())
+            .arg(id.to_string())
+            .arg(limit.max(BACKLOG_SCAN))
+            .arg(format!("{}:job:", self.prefix))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match flat.as_deref() {
+            None | Some([]) => None,
+            Some([_tenant, rest @ ..]) => Some(held(rest)),
+        })
     }
 
     pub(super) async fn list_tenants_with_backlog(
@@ -257,4 +281,23 @@ impl RedisMeta {
 fn parse_tenant(name: &str) -> Result<Tenant, MetaError> {
     name.parse()
         .map_err(|_| MetaError::new(ErrorKind::Corrupt, format!("a job's tenant {name:?}")))
+}
+
+/// [`READ_BACKLOG`]'s flat tuples, read.
+fn held(flat: &[redis::Value]) -> Vec<Held> {
+    let field = |v: &redis::Value| -> Option<String> { redis::from_redis_value(v.clone()).ok() };
+    let count = |v: &redis::Value| -> usize { redis::from_redis_value(v.clone()).unwrap_or(0) };
+    let lane = |v: &redis::Value| Lane::named(&field(v).unwrap_or_default());
+    flat.chunks(5)
+        .filter_map(|c| match c {
+            [id, total, released, taken, lane_name] => Some(Held {
+                job: field(id)?.parse().ok()?,
+                total: count(total),
+                released: count(released),
+                taken: count(taken),
+                lane: lane(lane_name),
+            }),
+            _ => None,
+        })
+        .collect()
 }

@@ -158,9 +158,11 @@ impl Releaser {
 }
 
 /// The worker's handler, wrapped: a task's first delivery releases the next
-/// image of its tenant before the work starts, so the tenant re-enters the
-/// queue's tail as this image leaves it. Best effort: a failed release is logged,
-/// and the next delivery or the sweep makes up for it.
+/// image of its tenant as the work starts, so the tenant re-enters the
+/// queue's tail as this image leaves it. The release runs beside the work,
+/// not before it: a task starts without waiting for the trips a release
+/// takes. Best effort: a failed release is logged, and the next delivery or
+/// the sweep makes up for it.
 pub struct Paced {
     inner: Arc<dyn Handler>,
     releaser: Releaser,
@@ -186,7 +188,9 @@ impl Handler for Paced {
     async fn handle(&self, task: ProcessImage, delivery: Delivery) -> Outcome {
         // A later delivery (a retry) was counted when first taken.
         if self.releaser.paces() && delivery.attempt == 1 {
-            self.taken(&task).await;
+            let taken = self.taken(&task);
+            let ((), outcome) = futures::join!(taken, self.inner.handle(task.clone(), delivery));
+            return outcome;
         }
         self.inner.handle(task, delivery).await
     }
@@ -354,6 +358,51 @@ mod tests {
             "it waited its turn first"
         );
         assert!(released > 0);
+    }
+
+    /// A handler that notes each task it is given and is done at once.
+    #[derive(Default)]
+    struct Noted(Mutex<Vec<ProcessImage>>);
+
+    #[async_trait]
+    impl Handler for Noted {
+        async fn handle(&self, task: ProcessImage, _: Delivery) -> Outcome {
+            self.0.lock().expect("lock").push(task);
+            Outcome::Done
+        }
+    }
+
+    /// The work of a first delivery does not wait for the release of the
+    /// tenant's next image: with the queue not answering, it has started
+    /// (and ended) all the same.
+    #[tokio::test]
+    async fn a_first_delivery_starts_without_waiting_for_its_release() {
+        let (meta, queue, releaser) = releaser(1);
+        let job = job(3);
+        meta.create(&job).await.expect("create");
+        releaser.start(&job).await.expect("start");
+        queue.2.store(true, Ordering::SeqCst);
+        let inner = Arc::new(Noted::default());
+        let paced = Arc::new(Paced::new(inner.clone(), releaser));
+        let first = task(&job, 0);
+        let delivery = Delivery {
+            attempt: 1,
+            limit: 3,
+        };
+        let handling = tokio::spawn({
+            let (paced, first) = (paced.clone(), first.clone());
+            async move { paced.handle(first, delivery).await }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while inner.0.lock().expect("lock").is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the work started while the release hangs");
+        assert_eq!(*inner.0.lock().expect("lock"), [first]);
+        assert!(!handling.is_finished(), "the release is still under way");
+        handling.abort();
     }
 
     #[tokio::test]

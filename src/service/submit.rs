@@ -209,6 +209,7 @@ impl JobService {
             self.discard(&job, false);
             return Err(e);
         }
+        let job = job.recorded_at(Utc::now());
         // Not recorded (or, if only the reply was lost, recorded without
         // tasks): either way the job must go, inputs included.
         self.meta
