@@ -1,6 +1,6 @@
 //! Opening the embedded mode's SQLite databases (the queue and the job
 //! metadata, one file each under the data directory). Several processes on one
-//! host may share them: WAL mode and a busy timeout make that safe.
+//! host may share them: WAL mode and a busy handler make that safe.
 //!
 //! The queue's file is opened as an sqlx pool (apalis-sqlite takes one); the
 //! job metadata's as a [`Connections`] set, which has no per-statement
@@ -11,13 +11,14 @@ mod connections;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::SqlitePool;
-use std::sync::Arc;
+use tokio::sync::Notify;
 
 pub use self::connections::{Conn, Connections};
 
@@ -35,9 +36,6 @@ fn options(path: &Path) -> Result<SqliteConnectOptions, sqlx::Error> {
         // cut may lose the last transactions, the usual WAL trade-off.
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        // Checkpoints run in the background (`checkpoint`); this is the
-        // backstop.
-        .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
         // Replaced by `configure`'s busy handler once connected; this one
         // covers the statements sqlx runs while opening.
         .busy_timeout(BUSY_WAIT))
@@ -51,13 +49,15 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         // (sqlx still pings each connection it takes back; this pool is
         // apalis-sqlite's, the job metadata uses `Connections`).
         .test_before_acquire(false)
-        .after_connect(|conn, _| Box::pin(configure(conn)))
+        .after_connect(|conn, _| Box::pin(configure(conn, None)))
         .connect_with(options(path)?)
         .await
 }
 
 /// Sets up a new connection: SQLite's query planner stability guarantee
-/// (QPSG) and a busy handler of our own ([`wait_for_lock`]).
+/// (QPSG), a busy handler of our own ([`wait_for_lock`]) and, for a
+/// connection of a [`Connections`] set, checkpoints by the set's
+/// checkpointer instead of in its commits (`checkpoint`).
 ///
 /// Without the QPSG, SQLite reads a bound `LIMIT ?` while planning, and so
 /// marks the prepared statement stale whenever that parameter is bound
@@ -66,7 +66,10 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 /// connection threads' CPU. With it, plans never depend on bound values
 /// (which only the statistics of `ANALYZE`, never run here, or a bound
 /// `LIKE` pattern, never used here, would have informed).
-pub(crate) async fn configure(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+pub(crate) async fn configure(
+    conn: &mut SqliteConnection,
+    checkpoint_due: Option<Arc<Notify>>,
+) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is this connection's open handle, held locked (its
@@ -93,6 +96,10 @@ pub(crate) async fn configure(conn: &mut SqliteConnection) -> Result<(), sqlx::E
                 format!("SQLite refused {what} (code {rc})").into(),
             ));
         }
+    }
+    if let Some(due) = checkpoint_due {
+        // SAFETY: as above.
+        unsafe { checkpoint::watch(db, due) };
     }
     Ok(())
 }
@@ -143,7 +150,7 @@ fn busy_delay(n: u32) -> Option<Duration> {
 /// the set lives.
 pub async fn connections(path: &Path) -> Result<Arc<Connections>, sqlx::Error> {
     let set = Arc::new(Connections::open(options(path)?, MAX_CONNECTIONS).await?);
-    checkpoint::in_background(&set);
+    checkpoint::in_background(&set, set.checkpoint_due.clone());
     Ok(set)
 }
 

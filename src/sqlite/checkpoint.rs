@@ -1,56 +1,100 @@
 //! Checkpoints a database file's write-ahead log in the background.
 //!
-//! SQLite's own checkpoint (every 1 000 pages by default) runs inside
-//! whichever commit crosses the threshold: that writer copies the log back
+//! SQLite's own checkpoint (once the log holds 1 000 pages) runs inside
+//! whichever commit crosses that threshold: that writer copies the log back
 //! into the file and, in WAL mode with `synchronous = NORMAL`, waits for two
-//! `fsync`s, a task's or a request's statement taking milliseconds on a disk,
-//! with this process's write turn held meanwhile. Here a task of its own
-//! checkpoints a set's file a few times a second while it is being written
-//! (`PASSIVE`: it never waits for, nor holds up, readers or writers), and
-//! SQLite's threshold is raised ([`BACKSTOP_PAGES`]) so that it only acts if
-//! this task cannot keep up.
+//! `fsync`s, a task's or a request's statement taking milliseconds on a disk
+//! while other writers wait for it. Here each connection of a set tells the
+//! set's checkpointer, a task of its own, when a commit leaves the log at
+//! that size ([`watch`]), and the checkpointer runs it (`PASSIVE`: it never
+//! waits for, nor holds up, readers or writers). Should it fall far behind,
+//! the committing connection checkpoints by itself ([`BACKSTOP_FRAMES`]), as
+//! SQLite would.
 //!
-//! Must not: hold a write turn, or keep the set alive (it stops once the set
-//! is dropped).
+//! Must not: take a write turn, or keep the set alive (the checkpointer
+//! stops once the set is dropped).
 
-use std::sync::atomic::Ordering;
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+
+use libsqlite3_sys::{sqlite3, sqlite3_wal_checkpoint_v2, sqlite3_wal_hook};
+use tokio::sync::Notify;
 
 use super::Connections;
 
-/// How often a file written to since its last checkpoint is checkpointed.
-const EVERY: Duration = Duration::from_millis(250);
+/// Pages in the log from which a checkpoint is due: SQLite's own default.
+const DUE_FRAMES: c_int = 1_000;
 
-/// `wal_autocheckpoint` for every connection: SQLite checkpoints in a
-/// commit only once the log holds this many pages (some 40 MB).
-pub(super) const BACKSTOP_PAGES: &str = "10000";
+/// Pages in the log from which the committing connection checkpoints by
+/// itself (some 40 MB): the checkpointer has fallen behind.
+const BACKSTOP_FRAMES: c_int = 10_000;
 
-/// Starts checkpointing `set`'s file while `set` lives.
-pub(super) fn in_background(set: &Arc<Connections>) {
+/// Has connection `db` tell `due` after each commit that leaves its log
+/// with a checkpoint due. The hook replaces SQLite's automatic checkpoint
+/// on this connection.
+///
+/// # Safety
+/// `db` must be an open connection handle that nothing else uses meanwhile.
+pub(super) unsafe fn watch(db: *mut sqlite3, due: Arc<Notify>) {
+    // The hook's argument must live as long as the connection: one handle
+    // to `due` is leaked per connection opened (a few per file over the
+    // life of a process).
+    let arg = Arc::into_raw(due).cast_mut().cast::<c_void>();
+    // SAFETY: as the caller promises; `on_commit` only reads `arg` as the
+    // `Notify` it is.
+    unsafe { sqlite3_wal_hook(db, Some(on_commit), arg) };
+}
+
+/// SQLite's WAL hook: called on the connection's thread after each commit,
+/// with the pages now in the log.
+unsafe extern "C" fn on_commit(
+    arg: *mut c_void,
+    db: *mut sqlite3,
+    name: *const c_char,
+    frames: c_int,
+) -> c_int {
+    if frames >= BACKSTOP_FRAMES {
+        // SAFETY: SQLite's own hook does this, on the handle it passes.
+        // Failure (another checkpoint running) leaves it to the next commit.
+        unsafe {
+            sqlite3_wal_checkpoint_v2(
+                db,
+                name,
+                libsqlite3_sys::SQLITE_CHECKPOINT_PASSIVE,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    } else if frames >= DUE_FRAMES {
+        // SAFETY: `arg` is the leaked `Notify` of `watch`, never freed.
+        let due = unsafe { &*arg.cast::<Notify>() };
+        due.notify_one();
+    }
+    libsqlite3_sys::SQLITE_OK
+}
+
+/// Starts `set`'s checkpointer: a checkpoint each time `due` is told (by
+/// `on_commit`), until the set is dropped (which tells it too).
+pub(super) fn in_background(set: &Arc<Connections>, due: Arc<Notify>) {
     let set = Arc::downgrade(set);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            if !checkpoint_if_written(&set).await {
+            due.notified().await;
+            if !checkpoint_if_open(&set).await {
                 return;
             }
         }
     });
 }
 
-/// One pass; `false` once the set is gone.
-async fn checkpoint_if_written(set: &Weak<Connections>) -> bool {
+/// One checkpoint; `false` once the set is gone.
+async fn checkpoint_if_open(set: &Weak<Connections>) -> bool {
     let Some(set) = set.upgrade() else {
         return false;
     };
-    if set.written.swap(false, Ordering::Relaxed) {
-        if let Err(e) = checkpoint(&set).await {
-            // The next pass (or SQLite's backstop) tries again.
-            log::warn!("checkpointing a SQLite file failed: {e}");
-        }
+    if let Err(e) = checkpoint(&set).await {
+        // The next commit past the threshold asks again.
+        log::warn!("checkpointing a SQLite file failed: {e}");
     }
     true
 }
@@ -65,30 +109,38 @@ pub(super) async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// What is written reaches the database file itself (not only its log)
-    /// soon after, without anyone asking; SQLite's backstop is far off.
+    /// once the log holds a checkpoint's worth, without the writer doing it.
     #[tokio::test]
-    async fn a_written_file_is_checkpointed_in_the_background() {
+    async fn a_log_past_the_threshold_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.sqlite3");
         let set = crate::sqlite::connections(&path).await.expect("open");
         let file_size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        {
-            let mut conn = set.writer().await.expect("writer");
-            sqlx::query("CREATE TABLE t (x BLOB)")
-                .execute(&mut *conn)
-                .await
-                .expect("create");
-            sqlx::query("INSERT INTO t VALUES (zeroblob(400000))")
-                .execute(&mut *conn)
-                .await
-                .expect("insert");
-        }
-        assert!(file_size() < 400_000, "written to the log first");
+        let mut conn = set.writer().await.expect("writer");
+        sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&mut *conn)
+            .await
+            .expect("create");
+        // Under the threshold: the file stays as it was.
+        sqlx::query("INSERT INTO t VALUES (zeroblob(400000))")
+            .execute(&mut *conn)
+            .await
+            .expect("insert");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(file_size() < 400_000, "no checkpoint before one is due");
+        // Past it (some 1 100 pages of 4 KiB).
+        sqlx::query("INSERT INTO t VALUES (zeroblob(4500000))")
+            .execute(&mut *conn)
+            .await
+            .expect("insert");
+        drop(conn);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while file_size() < 400_000 {
+        while file_size() < 4_900_000 {
             assert!(tokio::time::Instant::now() < deadline, "never checkpointed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

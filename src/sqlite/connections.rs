@@ -24,12 +24,11 @@
 //! (it is one of a few), take a write turn while holding one, or run
 //! blocking work.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{Mutex as TurnLock, MutexGuard as Turn, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex as TurnLock, MutexGuard as Turn, Notify, Semaphore, SemaphorePermit};
 
 pub struct Connections {
     options: SqliteConnectOptions,
@@ -41,9 +40,9 @@ pub struct Connections {
     max: usize,
     /// Held by this process's one writer at a time (see the module doc).
     write_turn: TurnLock<()>,
-    /// Whether a writer had a connection since the last checkpoint (see
-    /// `checkpoint`).
-    pub(super) written: AtomicBool,
+    /// Told by the connections' WAL hook when a checkpoint is due, and when
+    /// the set is dropped (see `checkpoint`).
+    pub(super) checkpoint_due: Arc<Notify>,
 }
 
 /// A lent connection: derefs to the connection, goes back when dropped.
@@ -62,7 +61,8 @@ impl Connections {
     /// say so, and failing here if it cannot be opened), the rest as needed,
     /// up to `max`.
     pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<Self, sqlx::Error> {
-        let first = Self::connect(&options).await?;
+        let checkpoint_due = Arc::<Notify>::default();
+        let first = Self::connect(&options, &checkpoint_due).await?;
         let max = max.max(1);
         Ok(Connections {
             options,
@@ -70,7 +70,7 @@ impl Connections {
             permits: Semaphore::new(max),
             max,
             write_turn: TurnLock::new(()),
-            written: AtomicBool::new(false),
+            checkpoint_due,
         })
     }
 
@@ -84,7 +84,7 @@ impl Connections {
         let idle = self.idle().pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => Self::connect(&self.options).await?,
+            None => Self::connect(&self.options, &self.checkpoint_due).await?,
         };
         Ok(Conn {
             conn: Some(conn),
@@ -116,7 +116,7 @@ impl Connections {
             }
         }
         if alive.is_empty() {
-            alive.push(Self::connect(&self.options).await?);
+            alive.push(Self::connect(&self.options, &self.checkpoint_due).await?);
         }
         // Connections opened by borrowers while these were out may make more
         // than `max`: the oldest go (closed as they drop).
@@ -127,9 +127,12 @@ impl Connections {
         Ok(())
     }
 
-    async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+    async fn connect(
+        options: &SqliteConnectOptions,
+        checkpoint_due: &Arc<Notify>,
+    ) -> Result<SqliteConnection, sqlx::Error> {
         let mut conn = options.connect().await?;
-        super::configure(&mut conn).await?;
+        super::configure(&mut conn, Some(checkpoint_due.clone())).await?;
         Ok(conn)
     }
 
@@ -153,13 +156,17 @@ impl std::ops::DerefMut for Conn<'_> {
     }
 }
 
+impl Drop for Connections {
+    fn drop(&mut self) {
+        // Its checkpointer wakes, finds it gone, and stops.
+        self.checkpoint_due.notify_one();
+    }
+}
+
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.set.idle().push(conn);
-        }
-        if self._turn.is_some() {
-            self.set.written.store(true, Ordering::Relaxed);
         }
     }
 }
