@@ -111,8 +111,6 @@ pub(super) async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
 mod tests {
     use std::time::Duration;
 
-    use super::*;
-
     /// What is written reaches the database file itself (not only its log)
     /// once the log holds a checkpoint's worth, without the writer doing it.
     #[tokio::test]
