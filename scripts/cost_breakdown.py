@@ -4,7 +4,8 @@
 Starts each given build of `imgpipe serve` fresh (as sidebyside.py does),
 drives it with sidebyside's light client (J jobs x 8 photo-like 1080p
 JPEGs, 4 clients, status polled every 50 ms, no ZIP downloads), and reads
-every thread's user + system time and context switches from /proc before
+every thread's user + system time, context switches and minor page faults
+(fresh pages the kernel had to map) from /proc before
 and after the clock. Threads are grouped by name: the render pools
 (imgpipe-priority, imgpipe-bulk), tokio's runtime and blocking threads
 (tokio-rt-worker), sqlx's SQLite connection threads and actix's workers.
@@ -42,8 +43,8 @@ import sidebyside as sbs  # noqa: E402
 
 
 def threads(pid):
-    """{thread group: [CPU seconds, context switches]} of process `pid`."""
-    out = collections.defaultdict(lambda: [0.0, 0])
+    """{thread group: [CPU seconds, context switches, minor faults]} of process `pid`."""
+    out = collections.defaultdict(lambda: [0.0, 0, 0])
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = open(f"/proc/{pid}/task/{tid}/stat").read()
@@ -55,6 +56,7 @@ def threads(pid):
         group = out[name]
         group[0] += (int(fields[11]) + int(fields[12])) / sbs.TICK
         group[1] += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+        group[2] += int(fields[7])
     return out
 
 
@@ -68,9 +70,10 @@ def measure(build, args, body, ctype):
     finally:
         deployment.stop()
     images = args.jobs * args.images
-    rows = {name: ((cpu - before.get(name, [0, 0])[0]) * 1000 / images,
-                   (switches - before.get(name, [0, 0])[1]) / images)
-            for name, (cpu, switches) in after.items()}
+    rows = {name: ((cpu - before.get(name, [0, 0, 0])[0]) * 1000 / images,
+                   (switches - before.get(name, [0, 0, 0])[1]) / images,
+                   (faults - before.get(name, [0, 0, 0])[2]) / images)
+            for name, (cpu, switches, faults) in after.items()}
     return images / wall, sorted(posts)[len(posts) // 2] * 1000, rows
 
 
@@ -103,11 +106,11 @@ def main():
                 os.sync()
                 time.sleep(args.settle)
             img_s, post50, rows = measure(build, args, body, ctype)
-            total = sum(cpu for cpu, _ in rows.values())
+            total = sum(cpu for cpu, _, _ in rows.values())
             print(f"round {r + 1} {build}: {img_s:.1f} img/s, POST p50 {post50:.0f} ms, CPU {total:.2f} ms")
-            for name, (cpu, switches) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
+            for name, (cpu, switches, faults) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
                 if cpu >= 0.01 or switches >= 0.5:
-                    print(f"    {name:<18} {cpu:6.2f} ms  {switches:6.1f} context switches")
+                    print(f"    {name:<18} {cpu:6.2f} ms  {switches:6.1f} context switches  {faults:7.1f} page faults")
 
 
 if __name__ == "__main__":

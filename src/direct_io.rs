@@ -18,7 +18,7 @@
 //! plain buffered I/O: the result is the same bytes either way.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -181,26 +181,39 @@ pub fn read_all(path: &Path) -> io::Result<Bytes> {
 /// stands; fewer only at the end of the file, and empty past it.
 pub fn read_chunk(file: &mut File, max: usize) -> io::Result<Bytes> {
     let mut buf = AlignedBuf::with_capacity(max);
-    let start = buf.start;
-    buf.buf.resize(start + max, 0);
-    let mut filled = 0;
-    while filled < max {
-        match file.read(&mut buf.buf[start + filled..]) {
+    while buf.len() < max {
+        let want = max - buf.len();
+        match read_into_spare(file, &mut buf.buf, want) {
             Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                // A short read is the end (the next offset would not even be
-                // aligned for a direct read).
-                if filled % ALIGN != 0 {
-                    break;
-                }
-            }
+            // A short read is the end (the next offset would not even be
+            // aligned for a direct read).
+            Ok(_) if buf.len() % ALIGN != 0 => break,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.buf.truncate(start + filled);
     Ok(buf.into_bytes())
+}
+
+/// One `read(2)` of up to `max` bytes into `buf`'s spare capacity (which
+/// must hold them), appended. The room is not zeroed first, as
+/// `Read::read` would need: the kernel fills it, and zeroing a chunk cost
+/// as much as reading it.
+fn read_into_spare(file: &File, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.capacity() - buf.len() < max {
+        return Err(io::Error::other("a read larger than its buffer"));
+    }
+    let room = buf.spare_capacity_mut().as_mut_ptr().cast::<libc::c_void>();
+    // SAFETY: `room` points at `max` bytes of `buf`'s own allocation past
+    // its length (checked above), which the kernel writes and nothing else
+    // reads meanwhile; `buf` grows by exactly the bytes it wrote.
+    let n = unsafe { libc::read(file.as_raw_fd(), room, max) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the first `n` bytes past the length were just written.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 fn open_direct(options: &OpenOptions, path: &Path) -> io::Result<File> {

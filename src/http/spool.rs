@@ -23,7 +23,11 @@ use crate::service::JobError;
 /// Bytes gathered before a write to disk.
 const BLOCK: usize = 256 << 10;
 /// The first buffer of a file kept in memory; it doubles as it fills.
-const FIRST: usize = 64 << 10;
+/// Room for a usual photo at once: every doubling copies what came before
+/// (448 KiB of copies for a 511 KiB JPEG from 64 KiB), while room never
+/// written to costs no memory (the kernel maps pages as they are touched),
+/// only its count against the budget.
+const FIRST: usize = 1 << 20;
 /// Largest file kept in memory; beyond, it goes to disk.
 const MEMORY_FILE_MAX: usize = 16 << 20;
 
