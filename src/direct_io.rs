@@ -187,7 +187,7 @@ pub fn read_chunk(file: &mut File, max: usize) -> io::Result<Bytes> {
             Ok(0) => break,
             // A short read is the end (the next offset would not even be
             // aligned for a direct read).
-            Ok(_) if buf.len() % ALIGN != 0 => break,
+            Ok(_) if !buf.len().is_multiple_of(ALIGN) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
