@@ -337,6 +337,132 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
     }
 }
 
+/// A tenant's usage is kept as its jobs change (not summed over them at
+/// each read): results, failures, an operator's retry, expiry, the purge
+/// and deletion each count once, whatever order they come in.
+#[tokio::test]
+async fn usage_is_kept_through_retries_expiry_purge_and_deletion_alike_on_both_stores() {
+    for (name, meta, _guard) in stores().await {
+        check_kept_usage(name, meta.as_ref()).await;
+    }
+}
+
+async fn check_kept_usage(name: &str, meta: &dyn MetaStore) -> imgpipe::auth::Tenant {
+    let tenant: imgpipe::auth::Tenant = format!("t{}", uuid::Uuid::new_v4().simple())
+        .parse()
+        .unwrap();
+    let usage = |active, bytes| Usage {
+        active_images: active,
+        stored_bytes: bytes,
+    };
+    let mut kept = job_of(&tenant);
+    kept.images[0].size_bytes = 5;
+    let mut brief = Job {
+        expires_at: Utc::now() + Duration::milliseconds(600),
+        ..job_of(&tenant)
+    };
+    brief.images[0].size_bytes = 3;
+    meta.create(&kept).await.unwrap();
+    meta.create(&brief).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(2, 8), "{name}");
+
+    let done = ImageProgress {
+        output_bytes: Some(10),
+        ..progress(ImageState::Succeeded, 1)
+    };
+    assert!(meta.set_image_progress(brief.id, 0, &done).await.unwrap());
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 18), "{name}");
+    let failed = progress(ImageState::Failed, 1);
+    assert!(meta.set_image_progress(kept.id, 0, &failed).await.unwrap());
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 18), "{name}");
+    assert!(meta
+        .reopen_image(kept.id, 0, &ImageProgress::queued())
+        .await
+        .unwrap());
+    assert_eq!(
+        meta.usage(&tenant).await.unwrap(),
+        usage(1, 18),
+        "{name}: a retried image is queued again"
+    );
+
+    // Expired: no longer counted, and neither the purge nor a deletion
+    // takes it out a second time.
+    while Utc::now() <= brief.expires_at {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 5), "{name}");
+    assert_eq!(meta.mark_deleted(brief.id).await.unwrap(), None, "{name}");
+    meta.remove(brief.id).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 5), "{name}");
+
+    // Deleted, then purged: counted out once.
+    assert!(meta.mark_deleted(kept.id).await.unwrap().is_some());
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 0), "{name}");
+    meta.remove(kept.id).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 0), "{name}");
+    // Purged without having been deleted (an expired job the purge found
+    // before any read did): counted out by the purge.
+    let mut lapsed = Job {
+        expires_at: Utc::now() + Duration::milliseconds(300),
+        ..job_of(&tenant)
+    };
+    lapsed.images[0].size_bytes = 4;
+    meta.create(&lapsed).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 4), "{name}");
+    while Utc::now() <= lapsed.expires_at {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    meta.remove(lapsed.id).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(0, 0), "{name}");
+
+    let mut next = job_of(&tenant);
+    next.images[0].size_bytes = 2;
+    meta.create(&next).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 2), "{name}");
+    tenant
+}
+
+/// On Redis, a tenant without kept totals (from a build before them, or
+/// whose totals expired with its index) gets them made from its jobs at its
+/// next read, and kept from then on.
+#[tokio::test]
+async fn redis_makes_a_tenants_missing_totals_from_its_jobs() {
+    let prefix = format!("test-meta-{}", uuid::Uuid::new_v4().simple());
+    let url = std::env::var("IMGPIPE_TEST_REDIS_URL")
+        .expect("IMGPIPE_TEST_REDIS_URL is not set: run the tests through scripts/test.sh");
+    let client = redis::Client::open(url).expect("valid Redis URL");
+    let conn = client.get_connection_manager().await.expect("Redis");
+    let meta = RedisMeta::new(conn.clone(), &prefix);
+    let tenant = check_kept_usage("redis", &meta).await;
+    let key = format!("{prefix}:tenant:{tenant}:usage");
+    let removed: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the totals were kept");
+    let usage = |active, bytes| Usage {
+        active_images: active,
+        stored_bytes: bytes,
+    };
+    let mut other = job_of(&tenant);
+    other.images[0].size_bytes = 6;
+    meta.create(&other).await.unwrap();
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(2, 8));
+    let done = ImageProgress {
+        output_bytes: Some(1),
+        ..progress(ImageState::Succeeded, 1)
+    };
+    assert!(meta.set_image_progress(other.id, 0, &done).await.unwrap());
+    assert_eq!(meta.usage(&tenant).await.unwrap(), usage(1, 9));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the totals expire with the tenant's index: {ttl}");
+}
+
 /// `take` (one trip on both stores) counts the image
 /// taken and then reads its tenant's backlog.
 #[tokio::test]

@@ -7,8 +7,9 @@
 //! `output_bytes`), its `tenant`, its `lane` and
 //! its task ids (`t:<index>`); `<prefix>:jobs:unreleased` holds the jobs
 //! still holding images back, scored by creation time;
-//! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry;
-//! and `<prefix>:tenant:<tenant>:queue` its jobs with images still waiting or
+//! `<prefix>:tenant:<tenant>:jobs` a tenant's live jobs, scored by expiry,
+//! and `<prefix>:tenant:<tenant>:usage` what they add up to (see
+//! `redis_pace`); `<prefix>:tenant:<tenant>:queue` its jobs with images still waiting or
 //! held back, scored by when each was last served (its turn). A
 //! job without a pace hash (recorded before these) has nothing to release
 //! and counts for no quota. Events: see `redis_events`.
@@ -56,6 +57,7 @@ pub(super) fn corrupt(what: String) -> impl FnOnce(serde_json::Error) -> MetaErr
 /// ARGV[6]: the key prefix).
 const MARK_DELETED: &str = concat!(
     super::redis_deliveries::schedule_webhook_lua!(),
+    super::redis_pace::count_usage_lua!(),
     r"
 local json = redis.call('GET', KEYS[1])
 if not json then return false end
@@ -63,9 +65,9 @@ redis.call('RENAME', KEYS[1], KEYS[3])
 redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+uncount(KEYS[6], ARGV[1], ARGV[2])
 local tenant = redis.call('HGET', KEYS[6], 'tenant')
 if tenant then
-  redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
   redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
 end
 redis.call('DEL', KEYS[6])
@@ -84,10 +86,12 @@ return json
 /// deleted record, pace hash, expiry index, unreleased index, events and
 /// counts (which stay ARGV[3] ms more: see `EVENTS_OUTLIVE_JOB`); ARGV: the job
 /// id, the tenant index prefix.
-const REMOVE: &str = r"
+const REMOVE: &str = concat!(
+    super::redis_pace::count_usage_lua!(),
+    r"
+uncount(KEYS[4], ARGV[1], ARGV[2])
 local tenant = redis.call('HGET', KEYS[4], 'tenant')
 if tenant then
-  redis.call('ZREM', ARGV[2] .. tenant .. ':jobs', ARGV[1])
   redis.call('ZREM', ARGV[2] .. tenant .. ':queue', ARGV[1])
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
@@ -96,7 +100,8 @@ redis.call('PEXPIRE', KEYS[8], ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 return 1
-";
+"
+);
 
 impl RedisMeta {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
@@ -140,6 +145,11 @@ impl RedisMeta {
     /// A tenant's live jobs, scored by expiry (Unix ms), for its quotas.
     pub(super) fn tenant_jobs(&self, tenant: &Tenant) -> String {
         format!("{}{tenant}:jobs", self.tenant_index_prefix())
+    }
+
+    /// A tenant's usage totals (see `redis_pace`).
+    pub(super) fn usage_key(&self, tenant: &Tenant) -> String {
+        format!("{}{tenant}:usage", self.tenant_index_prefix())
     }
 
     /// A tenant's jobs with images waiting or held back, scored by turn.
@@ -214,6 +224,15 @@ impl MetaStore for RedisMeta {
                 .expire_at(self.tenant_queue(&job.tenant), expire_at)
                 .ignore()
                 .expire_at(self.tenant_jobs(&job.tenant), expire_at)
+                .ignore();
+            // The tenant's totals, where they are kept (see `redis_pace`).
+            pipe.cmd("EVAL")
+                .arg(super::redis_pace::ADD_TO_USAGE)
+                .arg(1)
+                .arg(self.usage_key(&job.tenant))
+                .arg(job.images.len())
+                .arg(job.input_bytes())
+                .arg(expire_at)
                 .ignore();
         }
         self.record_queued(&mut pipe, job, expire_at)?;

@@ -47,6 +47,7 @@ enum Rule {
 
 pub(super) const SET_PROGRESS: &str = concat!(
     super::redis_deliveries::schedule_webhook_lua!(),
+    super::redis_pace::count_usage_lua!(),
     r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local wrote_final = nil
@@ -76,9 +77,11 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HINCRBY', KEYS[4], 'settled', 1)
   redis.call('HINCRBY', KEYS[4], 'output_bytes', tonumber(ARGV[7]))
+  count_usage(KEYS[4], ARGV[4], ARGV[12] .. ':tenant:', -1, tonumber(ARGV[7]))
 end
 if ARGV[14] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HINCRBY', KEYS[4], 'settled', -1)
+  count_usage(KEYS[4], ARGV[4], ARGV[12] .. ':tenant:', 1, 0)
 end
 if ARGV[6] == '1' then
   -- The admin view (see `redis_admin`): settled per minute, failures.

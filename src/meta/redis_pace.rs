@@ -107,24 +107,99 @@ end
 return out
 ";
 
-/// What a tenant's live jobs use: for each job in its index (KEYS[1],
-/// scored by expiry), `total - settled` images and `input_bytes +
-/// output_bytes` from its pace hash (key ARGV[2] .. id .. ':pace').
-/// Expired, deleted and purged jobs leave the index as they are met.
-/// ARGV[1]: now, Unix ms. Returns {active images, stored bytes}.
-const USAGE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local active, bytes = 0, 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'settled', 'input_bytes', 'output_bytes')
-  if v[1] then
-    active = active + tonumber(v[1]) - (tonumber(v[2]) or 0)
-    bytes = bytes + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
+/// A tenant's usage, kept: `<prefix>:tenant:<tenant>:usage` holds the
+/// totals over the jobs in its index of live jobs (`:jobs`), `active`
+/// (images queued or running: `total - settled` of each job's pace hash)
+/// and `bytes` (its `input_bytes + output_bytes`), so that a quota check
+/// reads one hash however many jobs the tenant keeps. Every script that
+/// adds a job to the index, takes one out or changes a member's figures
+/// changes the totals with it, atomically, and only where the hash exists:
+/// [`USAGE`] makes it, from the index, the first time it is read (a tenant
+/// from before this hash, or one whose hash expired with its index).
+///
+/// The Lua functions the scripts share (prepended with `concat!`):
+/// `count_usage` adds to the totals of the job whose pace hash is `pace`
+/// (id `id`) if it is in its tenant's index (`prefix` is the tenant index
+/// prefix); `uncount` takes a job out of its tenant's index and, if it was
+/// there, its figures out of the totals.
+macro_rules! count_usage_lua {
+    () => {
+        r"
+local function count_usage(pace, id, prefix, active, bytes)
+  local tenant = redis.call('HGET', pace, 'tenant')
+  if not tenant or not redis.call('ZSCORE', prefix .. tenant .. ':jobs', id) then return end
+  local usage = prefix .. tenant .. ':usage'
+  if redis.call('EXISTS', usage) == 0 then return end
+  redis.call('HINCRBY', usage, 'active', active)
+  redis.call('HINCRBY', usage, 'bytes', bytes)
 end
-return {active, bytes}
+local function uncount(pace, id, prefix)
+  local tenant = redis.call('HGET', pace, 'tenant')
+  if not tenant or redis.call('ZREM', prefix .. tenant .. ':jobs', id) == 0 then return end
+  local v = redis.call('HMGET', pace, 'total', 'settled', 'input_bytes', 'output_bytes')
+  local usage = prefix .. tenant .. ':usage'
+  if redis.call('EXISTS', usage) == 0 then return end
+  redis.call('HINCRBY', usage, 'active', (tonumber(v[2]) or 0) - (tonumber(v[1]) or 0))
+  redis.call('HINCRBY', usage, 'bytes', 0 - (tonumber(v[3]) or 0) - (tonumber(v[4]) or 0))
+end
+"
+    };
+}
+pub(super) use count_usage_lua;
+
+/// A new job's figures into its tenant's totals (KEYS[1]), if they are
+/// kept: ARGV[1] images, ARGV[2] bytes uploaded; the totals then live as
+/// long as the tenant's index (ARGV[3], Unix seconds).
+pub(super) const ADD_TO_USAGE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'active', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return 1
+";
+
+/// What a tenant's live jobs use (KEYS[1] its index of live jobs, scored by
+/// expiry; KEYS[2] its totals; ARGV[1] now, Unix ms; ARGV[2] the prefix of
+/// job keys): the jobs that expired leave the index and the totals (their
+/// figures no longer change: writes to them are refused); without totals,
+/// they are made from the index (expired jobs, and jobs whose pace hash is
+/// gone, leaving it), to live as long as it. Returns {active images,
+/// stored bytes}.
+const USAGE: &str = r"
+local function figures(id)
+  local v = redis.call('HMGET', ARGV[2] .. id .. ':pace', 'total', 'settled', 'input_bytes', 'output_bytes')
+  if not v[1] then return nil end
+  return tonumber(v[1]) - (tonumber(v[2]) or 0), (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0)
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  local active, bytes = 0, 0
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local a, b = figures(id)
+    if a then
+      active, bytes = active + a, bytes + b
+    else
+      redis.call('ZREM', KEYS[1], id)
+    end
+  end
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('HSET', KEYS[2], 'active', active, 'bytes', bytes)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+  return {active, bytes}
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  local a, b = figures(id)
+  if a then
+    -- 0 - x, not -x: Lua writes minus zero as '-0', which HINCRBY refuses.
+    redis.call('HINCRBY', KEYS[2], 'active', 0 - a)
+    redis.call('HINCRBY', KEYS[2], 'bytes', 0 - b)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+local v = redis.call('HMGET', KEYS[2], 'active', 'bytes')
+return {tonumber(v[1]) or 0, tonumber(v[2]) or 0}
 ";
 
 /// How much of a tenant's queue a backlog read covers at least.
@@ -266,6 +341,7 @@ impl RedisMeta {
     pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
         let (active, bytes): (i64, i64) = redis::Script::new(USAGE)
             .key(self.tenant_jobs(tenant))
+            .key(self.usage_key(tenant))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(format!("{}:job:", self.prefix))
             .invoke_async(&mut self.conn.clone())

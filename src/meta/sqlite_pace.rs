@@ -173,7 +173,7 @@ impl SqliteMeta {
 
     pub(super) async fn tenant_usage(&self, tenant: &Tenant) -> Result<Usage, MetaError> {
         // One statement: both figures as of one moment.
-        let (active, output, input): (i64, i64, i64) = sqlx::query_as(USAGE)
+        let (active, bytes): (i64, i64) = sqlx::query_as(USAGE)
             .bind(tenant.as_str())
             .bind(millis(Utc::now()))
             .fetch_one(&mut *self.conn().await?)
@@ -182,7 +182,7 @@ impl SqliteMeta {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Usage {
             active_images: count(active),
-            stored_bytes: count(input).saturating_add(count(output)),
+            stored_bytes: count(bytes),
         })
     }
 }
@@ -192,14 +192,19 @@ fn json_rows(rows: impl Iterator<Item = serde_json::Value>) -> String {
     serde_json::Value::Array(rows.collect()).to_string()
 }
 
-/// A tenant's usage (`?1`; `?2` is now): one row per live job, its counts
-/// kept by triggers (see the migration `per_job_figures`), read through the
-/// index that covers the jobs' part, never one row per image.
-const USAGE: &str = "SELECT COALESCE(SUM(counts.queued + counts.processing), 0),
-             COALESCE(SUM(counts.output_bytes), 0),
-             COALESCE(SUM(jobs.input_bytes), 0)
-      FROM jobs LEFT JOIN job_counts AS counts ON counts.job_id = jobs.id
-      WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at > ?2";
+/// A tenant's usage (`?1`; `?2` is now): its totals, kept by triggers as
+/// its jobs change (see the migration `tenant_usage`), less its jobs that
+/// expired and wait for the purge, found through the index's expiry order.
+/// One row, however many jobs the tenant keeps.
+const USAGE: &str = "SELECT COALESCE(usage.active, 0) - COALESCE(expired.active, 0),
+             COALESCE(usage.bytes, 0) - COALESCE(expired.bytes, 0)
+      FROM (SELECT ?1 AS tenant) AS asked
+      LEFT JOIN tenant_usage AS usage ON usage.tenant = asked.tenant
+      LEFT JOIN (SELECT SUM(counts.queued + counts.processing) AS active,
+                        SUM(jobs.input_bytes + COALESCE(counts.output_bytes, 0)) AS bytes
+                 FROM jobs LEFT JOIN job_counts AS counts ON counts.job_id = jobs.id
+                 WHERE jobs.tenant = ?1 AND jobs.deleted = 0 AND jobs.expires_at <= ?2)
+           AS expired";
 
 /// Counts one more image of live job `?1` taken (`?2` is now) and returns
 /// its tenant. Jobs recorded before fair scheduling (image_count 0) have no
@@ -282,7 +287,7 @@ mod tests {
 
     /// The reads made on every first delivery and every submission go
     /// through the indexes meant for them, which hold a tenant's few jobs
-    /// in flight, not every live job it has.
+    /// in flight (or expired), not every live job it has.
     #[tokio::test]
     async fn the_pacing_and_usage_reads_use_their_own_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -301,11 +306,19 @@ mod tests {
                 );
             }
         }
+        // Usage: the tenant's row, and only its expired jobs (a range of
+        // the covering index), never its other jobs or any image.
         let steps = plan(&meta, USAGE).await;
         assert!(
             steps
                 .iter()
-                .any(|s| s.contains("USING COVERING INDEX jobs_usage")),
+                .any(|s| s.contains("tenant_usage") && s.contains("(tenant=?)")),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING COVERING INDEX jobs_usage (tenant=? AND expires_at<?)")),
             "{steps:?}"
         );
         assert!(!steps.iter().any(|s| s.contains("images")), "{steps:?}");
