@@ -42,7 +42,10 @@ BEGIN
     WHERE tenant = (SELECT tenant FROM jobs WHERE id = NEW.job_id AND deleted = 0);
 END;
 
+-- (A start moves an image from queued to processing: nothing to count.)
 CREATE TRIGGER usage_counts_changed AFTER UPDATE ON job_counts
+WHEN NEW.queued + NEW.processing != OLD.queued + OLD.processing
+  OR NEW.output_bytes != OLD.output_bytes
 BEGIN
     UPDATE tenant_usage
     SET active = active + (NEW.queued + NEW.processing) - (OLD.queued + OLD.processing),
