@@ -14,10 +14,11 @@ state.
 
 On ext4 without a journal, creating a file skips every inode freed in the
 last minute (five if its inode table block is not yet written back), one
-lookup each, and each run deletes its data directory: a run that follows
-another within a minute pays for its predecessor's deletes, so the second
-build of a round looks worse. `--settle 65` syncs and waits that long
-before each run, so every run starts from the same state.
+lookup each: a run that followed another's deletes paid for them, so the
+second build of a round looked worse. The runs' data directories are
+therefore deleted at exit, not between runs (sidebyside.Deployment), and
+`--settle 65` also syncs and waits that long before each run, so that each
+starts with the previous one's writes on disk.
 
     cargo build --release
     python3 scripts/cost_breakdown.py                                   # target/release/imgpipe

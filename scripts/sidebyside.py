@@ -40,6 +40,13 @@ imgpipe deployments (and the peer): from the job's creation to its image's
 start as the server records them (imgpipe only), and from POST to the first
 status that says it is ready (polled every 2 ms).
 
+Each deployment's files (its data directory, Redis', S3's) are deleted at
+the end of the whole run, not when it stops: on ext4 without a journal (as
+on the build machine), creating a file skips every inode freed in the last
+minute, one lookup each, so a run that followed another's deletes paid for
+them, the embedded server most (two files per image, against the peer's
+one).
+
 Installs bench/peer/requirements.txt into target/peer-venv on first use
 (PyPI), and re-runs itself there. Needs redis-server and s3s-fs on PATH
 (scripts/test.sh installs them). Loopback only; everything it starts is
@@ -48,6 +55,7 @@ stopped at the end.
 
 import argparse
 import asyncio
+import atexit
 import concurrent.futures as futures
 import hashlib
 import http.client
@@ -136,6 +144,18 @@ def cpu_seconds(root_pids):
     return total / TICK
 
 
+# Data directories of stopped deployments, deleted at exit (see the doc).
+LEFT = []
+
+
+def remove_left():
+    for d in LEFT:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(remove_left)
+
+
 class Deployment:
     """One deployment's processes: `own` (its service) and `infra` (Redis,
     S3), started on free ports and stopped on exit."""
@@ -216,7 +236,7 @@ class Deployment:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        LEFT.append(self.dir)
 
 
 def multipart(files):
