@@ -23,7 +23,8 @@ POST to ready p50/p95, and server CPU per image: user + system time of
 every process of the deployment and its children (read from /proc before
 and after the clock; the client excluded). Redis' and the S3 server's CPU
 are shown apart. Ratios are against the peer in the same round. The codec
-floor is pipeline-bench's single-thread CPU per image on the same photos.
+floor is pipeline-bench's single-thread CPU per image on the same photos,
+measured after each round; each run is read against its own round's.
 Also shown: the client's own CPU per image (this process) and how much of
 the machine stayed idle during the clock (/proc/stat): with little idle,
 images/s is bound by the CPU that server and client share, so it depends
@@ -511,7 +512,7 @@ def main():
     print(f"{args.jobs} jobs x {args.images} photo-like 1080p JPEGs ({len(photos[0][1]) // 1024} KB each), "
           f"{args.clients} clients, ops {args.ops}, quality {args.quality or 'each default'}, "
           f"{os.cpu_count()} CPUs", flush=True)
-    rows = []
+    rows, floors = [], {}
     for r in range(args.rounds):
         for client in args.client.split(","):
             for kind in args.deployments.split(","):
@@ -522,7 +523,10 @@ def main():
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
                       f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
                       f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle)", flush=True)
-    floor = codec_floor(args, photos)
+        # The floor of each round, measured right after it: this machine's
+        # speed drifts by a third within an hour, so one floor for the
+        # whole run misread the runs far from it.
+        floors[r + 1] = codec_floor(args, photos)
     print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
           f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}{'client':>7}{'idle':>6}")
     for row in rows:
@@ -533,12 +537,14 @@ def main():
         print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<12}{row['img_s']:7.1f}{speed:>7}"
               f"{row['post50']:9.0f}{row['post95']:7.0f}{row['done50']:10.2f}{row['done95']:7.2f}"
               f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}{row['client_cpu']:7.1f}{row['idle']:5.0f}%")
-    if floor:
-        print(f"\ncodec floor (pipeline-bench, one thread, same photos): {floor:.1f} ms CPU per image")
+    if all(floors.values()):
+        print("\ncodec floor (pipeline-bench, one thread, same photos), after each round: "
+              + ", ".join(f"{floors[r]:.1f}" for r in sorted(floors)) + " ms CPU per image")
         for kind in ("embedded", "distributed"):
             for label in dict.fromkeys(r["kind"] for r in rows if r["kind"].partition("=")[0] == kind):
-                mine = [r["cpu"] for r in rows if r["kind"] == label]
-                print(f"  {label}: {statistics.median(mine) / floor:.2f}x the floor (median over runs)")
+                mine = [r["cpu"] / floors[r["round"]] for r in rows if r["kind"] == label]
+                print(f"  {label}: {statistics.median(mine):.2f}x its round's floor "
+                      f"(median over runs; {min(mine):.2f}-{max(mine):.2f})")
 
 
 if __name__ == "__main__":
