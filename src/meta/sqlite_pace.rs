@@ -14,6 +14,7 @@ use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
 use crate::jobs::{JobId, Lane};
+use crate::sqlite::Conn;
 
 impl SqliteMeta {
     pub(super) async fn count_taken(&self, id: JobId) -> Result<Option<Tenant>, MetaError> {
@@ -38,9 +39,8 @@ impl SqliteMeta {
         id: JobId,
         limit: usize,
     ) -> Result<Option<Vec<Held>>, MetaError> {
-        let rows = self
-            .backlog_rows(TAKE.as_str(), id.to_string(), limit)
-            .await?;
+        let rows =
+            Self::backlog_rows(self.writer().await?, TAKE.as_str(), id.to_string(), limit).await?;
         let mut rows = rows.into_iter();
         // No first row: the job is gone (or has no tenant to pace).
         let Some((Some(_tenant), ..)) = rows.next() else {
@@ -54,25 +54,20 @@ impl SqliteMeta {
         tenant: &Tenant,
         limit: usize,
     ) -> Result<Vec<Held>, MetaError> {
-        let rows = self
-            .backlog_rows(BACKLOG.as_str(), tenant.as_str().to_string(), limit)
-            .await?;
+        let conn = self.conn().await?;
+        let rows =
+            Self::backlog_rows(conn, BACKLOG.as_str(), tenant.as_str().to_string(), limit).await?;
         Ok(held(rows.into_iter()))
     }
 
-    /// Runs [`BACKLOG`] or [`TAKE`] (which writes) with its three
-    /// parameters.
+    /// Runs [`BACKLOG`] or [`TAKE`] with its three parameters on `conn` (a
+    /// writer's for [`TAKE`]).
     async fn backlog_rows(
-        &self,
+        mut conn: Conn<'_>,
         sql: &'static str,
         first: String,
         limit: usize,
     ) -> Result<Vec<BacklogRow>, MetaError> {
-        let mut conn = if sql == TAKE.as_str() {
-            self.writer().await?
-        } else {
-            self.conn().await?
-        };
         sqlx::query_as(sql)
             .bind(first)
             .bind(millis(Utc::now()))

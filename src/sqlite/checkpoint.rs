@@ -100,7 +100,7 @@ async fn checkpoint_if_open(set: &Weak<Connections>) -> bool {
 }
 
 /// A passive checkpoint: as much of the log as no reader still needs.
-pub(super) async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
+async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
     sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .execute(&mut *set.acquire().await?)
         .await
@@ -112,7 +112,9 @@ mod tests {
     use std::time::Duration;
 
     /// What is written reaches the database file itself (not only its log)
-    /// once the log holds a checkpoint's worth, without the writer doing it.
+    /// once the log holds a checkpoint's worth, and not in the writer's
+    /// commit: with every connection lent, so that the checkpointer cannot
+    /// have one, the file stays as it was; given back, it fills.
     #[tokio::test]
     async fn a_log_past_the_threshold_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -131,12 +133,23 @@ mod tests {
             .expect("insert");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(file_size() < 400_000, "no checkpoint before one is due");
-        // Past it (some 1 100 pages of 4 KiB).
+        let mut others = Vec::new();
+        for _ in 1..super::super::MAX_CONNECTIONS {
+            others.push(set.acquire().await.expect("a reader"));
+        }
+        // Past the threshold (some 1 100 pages of 4 KiB).
         sqlx::query("INSERT INTO t VALUES (zeroblob(4500000))")
             .execute(&mut *conn)
             .await
             .expect("insert");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            file_size() < 4_900_000,
+            "the writer's commit did not checkpoint: {}",
+            file_size()
+        );
         drop(conn);
+        drop(others);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while file_size() < 4_900_000 {
             assert!(tokio::time::Instant::now() < deadline, "never checkpointed");
