@@ -17,6 +17,8 @@
 mod deliver;
 mod redis;
 mod sqlite;
+mod sqlite_indexes;
+mod sqlite_insert;
 mod sqlite_worker;
 mod webhook;
 mod workers;

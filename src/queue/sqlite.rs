@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use apalis::prelude::{TaskBuilder, TaskId};
-use apalis_sqlite::{queries, Config, SqliteStorage};
+use apalis_sqlite::{Config, SqliteStorage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use sqlx::{Connection, SqlitePool};
+use sqlx::SqlitePool;
 
 use super::deliver::{run_apalis_worker, Dispatch, Wake};
 use super::sqlite_worker::SqliteWorkerBackend;
@@ -83,6 +83,9 @@ impl SqliteQueue {
             QueueError::unavailable(format!("setting up the queue in {}", path.display()), e)
         })?;
         check_layout(&pool).await?;
+        super::sqlite_indexes::trim(&pool)
+            .await
+            .map_err(unavailable)?;
         let conns = crate::sqlite::connections(path)
             .await
             .map_err(unavailable)?;
@@ -162,19 +165,28 @@ async fn check_layout(pool: &SqlitePool) -> Result<(), QueueError> {
     ))
 }
 
+/// A lane's tasks waiting to be fetched, and the oldest of them. (Every
+/// path to `Pending` unlocks the task, and apalis-sqlite's fetch takes only
+/// unlocked ones; saying so lets the planner use the fetch's index.)
+pub(super) const DEPTH: &str = "SELECT COUNT(*), MIN(id) FROM Jobs
+    WHERE job_type = ? AND status = 'Pending' AND lock_by IS NULL";
+
+/// Removes tasks of the image lanes by id. (`+job_type`: found by their
+/// ids, not by walking every task of the lanes by the index on job types.)
+pub(super) const FORGET: &str =
+    "DELETE FROM Jobs WHERE +job_type IN (?, ?) AND id IN (SELECT value FROM json_each(?))";
+
 #[async_trait]
 impl Producer for SqliteQueue {
     async fn stats(&self) -> Result<Vec<LaneStats>, QueueError> {
         let (now, alive_since) = super::alive_since(self.liveness);
         let mut stats = Vec::new();
         for lane in Lane::ALL {
-            let (depth, oldest): (i64, Option<String>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(id) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
-            )
-            .bind(queue_name(lane))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+            let (depth, oldest): (i64, Option<String>) = sqlx::query_as(DEPTH)
+                .bind(queue_name(lane))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
             let alive: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM Workers WHERE worker_type = ? AND last_seen >= ?",
             )
@@ -203,8 +215,8 @@ impl Producer for SqliteQueue {
         }
         let limit = self.limit as usize;
         let priority = fifo_priority(chrono::Utc::now().timestamp_millis());
-        // As apalis-sqlite's own sink builds them: the arguments in its JSON
-        // codec, and its insert.
+        // As apalis-sqlite's own sink builds them (the arguments in its JSON
+        // codec), inserted as its insert does (see `sqlite_insert`).
         let tasks = tasks
             .into_iter()
             .map(|(id, args)| {
@@ -222,20 +234,9 @@ impl Producer for SqliteQueue {
                     .build())
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
-        let queue = queue_name(lane);
         let mut conn = self.conns.writer().await.map_err(unavailable)?;
-        let pushed = if tasks.len() == 1 {
-            // One insert is atomic by itself.
-            queries::push_tasks(&mut *conn, queue, &tasks).await
-        } else {
-            let mut tx = conn.begin().await.map_err(unavailable)?;
-            match queries::push_tasks(&mut *tx, queue, &tasks).await {
-                Ok(()) => tx.commit().await.map_err(apalis_sqlite::Error::from),
-                Err(e) => Err(e),
-            }
-        };
+        super::sqlite_insert::insert(&mut conn, queue_name(lane), &tasks).await?;
         drop(conn);
-        pushed.map_err(|e| QueueError::unavailable("enqueue", e))?;
         self.lane(lane).wake.now();
         Ok(())
     }
@@ -245,16 +246,14 @@ impl Producer for SqliteQueue {
             .map_err(|e| QueueError::with_source(ErrorKind::Corrupt, "task ids", e))?;
         // A running task's row goes too (so none is ever left running), and
         // its worker's acknowledgement then simply matches nothing.
-        sqlx::query(
-            "DELETE FROM Jobs WHERE job_type IN (?, ?) AND id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(queue_name(Lane::Priority))
-        .bind(queue_name(Lane::Bulk))
-        .bind(ids)
-        .execute(&self.pool)
-        .await
-        .map(|_| 0)
-        .map_err(unavailable)
+        sqlx::query(FORGET)
+            .bind(queue_name(Lane::Priority))
+            .bind(queue_name(Lane::Bulk))
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(|_| 0)
+            .map_err(unavailable)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {

@@ -20,10 +20,11 @@
 //!
 //! What must not change here: the rows, the queries and their meaning are
 //! apalis-sqlite's, so a task enqueued by `SqliteStorage` (or by
-//! `SqliteQueue::enqueue`, through apalis-sqlite's own insert), or fetched by
-//! another imgpipe process, is the same task. The one statement of our own
-//! is [`ACK`], apalis-sqlite's acknowledgement with one term changed so that
-//! it finds its tasks by id (see there).
+//! `SqliteQueue::enqueue`, whose one-statement insert makes apalis-sqlite's
+//! rows: see `sqlite_insert`), or fetched by another imgpipe process, is the
+//! same task. The one statement of our own here is [`ACK`], apalis-sqlite's
+//! acknowledgement with one term changed so that it finds its tasks by id
+//! (see there).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ use crate::sqlite::Connections;
 /// keeps its `lock_by`) and so making each acknowledgement slower than the
 /// last until the retention purge. With it, each acknowledged task is
 /// found by its id.
-const ACK: &str = "WITH j AS (
+pub(super) const ACK: &str = "WITH j AS (
     SELECT value ->> 'task_id' AS task_id,
            value ->> 'attempt' AS attempt,
            value ->> 'result' AS result,

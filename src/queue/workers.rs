@@ -55,23 +55,24 @@ fn since(window: std::time::Duration) -> i64 {
     super::alive_since(window).1
 }
 
+/// The SQLite queue's workers seen since `?1`, with the tasks each holds.
+pub(super) const WORKERS: &str = "SELECT w.id, w.last_seen,
+        (SELECT COUNT(*) FROM Jobs j WHERE j.lock_by = w.id AND j.status IN ('Queued', 'Running'))
+    FROM Workers w
+    WHERE w.worker_type LIKE 'imgpipe::%' AND w.last_seen >= ?
+    ORDER BY w.last_seen DESC";
+
 impl SqliteQueue {
     pub(super) async fn list_workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
         // A task locked by a worker is its worker's, whether marked
         // `Running` or still `Queued` (imgpipe's workers do not re-mark the
         // tasks they fetch: see `sqlite_worker`).
         let unavailable = |e| QueueError::unavailable("SQLite", e);
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT w.id, w.last_seen,
-                    (SELECT COUNT(*) FROM Jobs j WHERE j.lock_by = w.id AND j.status IN ('Queued', 'Running'))
-             FROM Workers w
-             WHERE w.worker_type LIKE 'imgpipe::%' AND w.last_seen >= ?
-             ORDER BY w.last_seen DESC",
-        )
-        .bind(since(FORGOTTEN_AFTER))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(WORKERS)
+            .bind(since(FORGOTTEN_AFTER))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let alive = since(self.liveness);
         Ok(rows
             .into_iter()
