@@ -4,9 +4,9 @@
 //! Every index that holds a task's status is rewritten at each of the
 //! task's status changes: its fetch (Pending → Queued) and its
 //! acknowledgement (→ Done), a few pages of the write-ahead log each.
-//! apalis-sqlite 1.0 creates three such indexes for queries of its own
-//! dashboard, which imgpipe never runs; they are dropped when a queue is
-//! opened. What stays serves the statements that do run: the fetch
+//! apalis-sqlite 1.0 creates four such indexes for queries of its own
+//! dashboard and maintenance, which imgpipe never runs; they are dropped
+//! when a queue is opened. What stays serves the statements that do run: the fetch
 //! (`idx_jobs_pending`, `idx_jobs_failed`), the insert's skip of a task id
 //! already queued (`idx_jobs_idempotency_key`), the recovery of a dead
 //! worker's tasks (`LIdx`), the acknowledgement and `forget` (the primary
@@ -20,10 +20,11 @@
 use sqlx::SqlitePool;
 
 /// apalis-sqlite's indexes that no statement imgpipe runs uses.
-const UNUSED: [&str; 3] = [
+const UNUSED: [&str; 4] = [
     "idx_jobs_status_run_at",
     "idx_jobs_job_type_status_run_at",
     "idx_jobs_completed_done_at",
+    "idx_jobs_claimable",
 ];
 
 /// The webhook lane's rows by status (its job type is `WEBHOOK_QUEUE`,
@@ -167,6 +168,12 @@ mod tests {
                                ORDER BY priority DESC, run_at ASC, id ASC LIMIT ?3))
             SELECT ROWID FROM candidates ORDER BY priority DESC, run_at ASC, id ASC LIMIT ?3
         ) RETURNING *";
+
+    /// apalis-sqlite 1.0.0's `queries/task/lock.sql` (its `SqliteStorage`,
+    /// which runs the webhook lane, marks a task it starts).
+    const LOCK: &str = "UPDATE Jobs SET status = 'Running', lock_at = strftime('%s', 'now'), lock_by = ?2
+        WHERE id IN (SELECT value FROM json_each(?1))
+          AND (status = 'Queued' OR status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))";
 
     /// apalis-sqlite 1.0.0's `queries/backend/reenqueue_orphaned.sql`.
     const REENQUEUE_ORPHANED: &str = "UPDATE Jobs SET status = 'Pending', done_at = NULL,
