@@ -117,6 +117,7 @@ mod tests {
                     "idx_jobs_failed",
                 ],
             ),
+            ("apalis' lock (webhooks)", LOCK, vec![by_id]),
             (
                 "apalis' recovery",
                 REENQUEUE_ORPHANED,
