@@ -56,13 +56,15 @@ pub(super) fn progress_write(
 /// look needs no transaction around the two statements (another process's
 /// write to the same job may come between them, and it does not matter).
 /// The image's event is found from the job's latest events backwards: it
-/// is among the last few.
+/// is among the last few. A write refused looks at nothing (it would walk
+/// all of the job's events for an image that has none).
 static WRITE_AND_LOOK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{WRITE_PROGRESS};
          SELECT changes(),
                 (SELECT last.type FROM job_events AS last
-                 WHERE last.job_id = ?4
+                 WHERE changes() = 1
+                   AND last.job_id = ?4
                    AND last.seq = (SELECT image.seq FROM job_events AS image
                                    WHERE image.job_id = ?4
                                      AND image.type IN ('image.succeeded', 'image.failed')
@@ -118,8 +120,8 @@ impl SqliteMeta {
         Ok(written)
     }
 
-    /// [`WRITE_AND_LOOK`]: whether the write was made, and the event two
-    /// after the image's terminal one, if any.
+    /// [`WRITE_AND_LOOK`]: whether the write was made and, if it was, the
+    /// event two after the image's terminal one, if any.
     async fn write_and_look(
         &self,
         id: JobId,
@@ -184,6 +186,13 @@ mod tests {
         let last = look(job.id, 1, ImageState::Succeeded).await;
         assert_eq!(last, (true, Some("job.completed_with_errors".into())));
         // The same image again: refused, so not counted again.
+        let (progress, json) = settled(ImageState::Succeeded);
+        let refused = meta.write_and_look(job.id, 1, &progress, json).await;
+        assert_eq!(
+            refused.expect("write"),
+            (false, None),
+            "a refused write looks at nothing"
+        );
         assert_eq!(look(job.id, 1, ImageState::Succeeded).await, (false, None));
         assert_eq!(
             look(other.id, 1, ImageState::Succeeded).await,
