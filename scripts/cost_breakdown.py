@@ -10,7 +10,9 @@ and after the clock. Threads are grouped by name: the render pools
 (imgpipe-priority, imgpipe-bulk), tokio's runtime and blocking threads
 (tokio-rt-worker), sqlx's SQLite connection threads and actix's workers.
 Builds alternate within each round, so A/B figures share the machine's
-state.
+state. With photos, the codec floor (pipeline-bench, one thread, the same
+photos) is measured right before and right after each run, and the render
+threads and the rest are shown as multiples of it.
 
 On ext4 without a journal, creating a file skips every inode freed in the
 last minute (five if its inode table block is not yet written back), one
@@ -90,6 +92,7 @@ def main():
     ap.add_argument("--settle", type=float, default=0,
                     help="sync, then wait this many seconds before each run (see above)")
     args = ap.parse_args()
+    args.quality = None  # each one's default, as sidebyside.py
     sbs.ensure_venv()
     from benchimages import jpeg_bytes, photo_like
     if args.tiny:
@@ -106,9 +109,18 @@ def main():
             if args.settle:
                 os.sync()
                 time.sleep(args.settle)
+            # Photos: the codec floor right before and right after the run
+            # (see sidebyside.py), to read the render threads against it.
+            floor = sbs.codec_floor(args, photos[:8]) if not args.tiny else None
             img_s, post50, rows = measure(build, args, body, ctype)
             total = sum(cpu for cpu, _, _ in rows.values())
-            print(f"round {r + 1} {build}: {img_s:.1f} img/s, POST p50 {post50:.0f} ms, CPU {total:.2f} ms")
+            against = ""
+            if floor:
+                floor = (floor + sbs.codec_floor(args, photos[:8])) / 2
+                render = sum(cpu for name, (cpu, _, _) in rows.items() if name.startswith("imgpipe-"))
+                against = (f"; codec floor {floor:.2f} ms: render threads {render / floor:.3f}x, "
+                           f"the rest {(total - render) / floor:.3f}x, all {total / floor:.3f}x")
+            print(f"round {r + 1} {build}: {img_s:.1f} img/s, POST p50 {post50:.0f} ms, CPU {total:.2f} ms{against}")
             for name, (cpu, switches, faults) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
                 if cpu >= 0.01 or switches >= 0.5:
                     print(f"    {name:<18} {cpu:6.2f} ms  {switches:6.1f} context switches  {faults:7.1f} page faults")

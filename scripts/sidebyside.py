@@ -24,7 +24,9 @@ every process of the deployment and its children (read from /proc before
 and after the clock; the client excluded). Redis' and the S3 server's CPU
 are shown apart. Ratios are against the peer in the same round. The codec
 floor is pipeline-bench's single-thread CPU per image on the same photos,
-measured after each round; each run is read against its own round's.
+measured right before and right after each imgpipe run (1.5 s each); each
+run is read against the mean of its two, and their ratio shows how much
+the machine drifted meanwhile.
 Also shown: the client's own CPU per image (this process) and how much of
 the machine stayed idle during the clock (/proc/stat): with little idle,
 images/s is bound by the CPU that server and client share, so it depends
@@ -461,7 +463,7 @@ def codec_floor(args, photos):
         for name, data in photos:
             (d / name).write_bytes(data)
         # One thread, busy throughout: its wall time per image is its CPU time.
-        cmd = [str(BIN / "pipeline-bench"), "--ops", args.ops, "--format", "jpeg", "--seconds", "3",
+        cmd = [str(BIN / "pipeline-bench"), "--ops", args.ops, "--format", "jpeg", "--seconds", "1.5",
                "--quality", str(args.quality or 75)]
         out = subprocess.run(cmd + sorted(str(p) for p in d.iterdir()), check=True, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_image"]
@@ -512,21 +514,27 @@ def main():
     print(f"{args.jobs} jobs x {args.images} photo-like 1080p JPEGs ({len(photos[0][1]) // 1024} KB each), "
           f"{args.clients} clients, ops {args.ops}, quality {args.quality or 'each default'}, "
           f"{os.cpu_count()} CPUs", flush=True)
-    rows, floors = [], {}
+    rows = []
     for r in range(args.rounds):
         for client in args.client.split(","):
             for kind in args.deployments.split(","):
+                # imgpipe's runs are read against the floor measured right
+                # before and right after each (their mean): this machine's
+                # speed drifts by a sixth within minutes, so a floor taken
+                # once per round misread the runs far from it.
+                before = codec_floor(args, photos) if kind != "peer" else None
                 row = measure(kind, client, args, body, ctype)
+                after = codec_floor(args, photos) if kind != "peer" else None
                 row["round"] = r + 1
+                row["floor"] = (before + after) / 2 if before and after else None
+                row["drift"] = after / before if before and after else None
                 rows.append(row)
+                floor = (f"; floor {row['floor']:.1f} ms, {row['cpu'] / row['floor']:.2f}x "
+                         f"(after ÷ before {row['drift']:.2f})" if row["floor"] else "")
                 print(f"  round {r + 1} {client:<5} {kind:<11} {row['img_s']:6.1f} img/s  "
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
                       f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
-                      f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle)", flush=True)
-        # The floor of each round, measured right after it: this machine's
-        # speed drifts by a third within an hour, so one floor for the
-        # whole run misread the runs far from it.
-        floors[r + 1] = codec_floor(args, photos)
+                      f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle){floor}", flush=True)
     print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
           f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}{'client':>7}{'idle':>6}")
     for row in rows:
@@ -537,15 +545,15 @@ def main():
         print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<12}{row['img_s']:7.1f}{speed:>7}"
               f"{row['post50']:9.0f}{row['post95']:7.0f}{row['done50']:10.2f}{row['done95']:7.2f}"
               f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}{row['client_cpu']:7.1f}{row['idle']:5.0f}%")
-    if all(floors.values()):
-        print("\ncodec floor (pipeline-bench, one thread, same photos), after each round: "
-              + ", ".join(f"{floors[r]:.1f}" for r in sorted(floors)) + " ms CPU per image")
-        for kind in ("embedded", "distributed"):
-            for label in dict.fromkeys(r["kind"] for r in rows if r["kind"].partition("=")[0] == kind):
-                mine = [r["cpu"] / floors[r["round"]] for r in rows if r["kind"] == label]
-                print(f"  {label}: {statistics.median(mine):.2f}x its round's floor "
-                      f"(median over runs; {min(mine):.2f}-{max(mine):.2f})")
-
+    floored = [r for r in rows if r["floor"]]
+    if floored:
+        print("\ncodec floor (pipeline-bench, one thread, same photos), before and after each imgpipe run: "
+              f"{min(r['floor'] for r in floored):.1f}-{max(r['floor'] for r in floored):.1f} ms CPU per image; "
+              f"after ÷ before {min(r['drift'] for r in floored):.2f}-{max(r['drift'] for r in floored):.2f}")
+        for label in dict.fromkeys(r["kind"] for r in floored):
+            mine = [r["cpu"] / r["floor"] for r in floored if r["kind"] == label]
+            print(f"  {label}: {statistics.median(mine):.2f}x the floor around its runs "
+                  f"(median over {len(mine)} runs; {min(mine):.2f}-{max(mine):.2f})")
 
 if __name__ == "__main__":
     main()

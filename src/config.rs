@@ -245,6 +245,18 @@ pub struct Config {
     )]
     pub upload_memory_bytes: u64,
 
+    /// `imgpipe serve` only: memory for uploads kept after they are stored,
+    /// until this process's workers read them (each read once, then let
+    /// go; kept at most two minutes). An upload that does not fit is read
+    /// back from storage. 0: none kept
+    #[arg(
+        long,
+        env = "IMGPIPE_HANDOFF_MEMORY_BYTES",
+        default_value_t = 64 << 20,
+        global = true
+    )]
+    pub handoff_memory_bytes: u64,
+
     /// Free space kept on the spool disk (and the data directory's, for
     /// local objects); below it uploads are refused with 507 before anything
     /// is written

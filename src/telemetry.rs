@@ -42,6 +42,9 @@ pub const WORKERS_ALIVE: &str = "imgpipe_workers_alive";
 pub const HTTP_REQUESTS: &str = "imgpipe_http_requests_total";
 pub const HTTP_DURATION: &str = "imgpipe_http_request_duration_seconds";
 pub const UPLOAD_BYTES: &str = "imgpipe_upload_bytes_total";
+/// `from`: memory (handed over by this process's API, `store::handoff`),
+/// storage; a worker's reads of its inputs, in `imgpipe serve`.
+pub const INPUT_READS: &str = "imgpipe_input_reads_total";
 pub const RESIDENT_MEMORY: &str = "imgpipe_process_resident_memory_bytes";
 /// `version`, `queue` (redis, sqlite), `store` (s3, local); always 1.
 pub const BUILD_INFO: &str = "imgpipe_build_info";
@@ -78,6 +81,10 @@ pub fn install() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(JOBS_SUBMITTED, "Jobs accepted by this process.");
+    describe_counter!(
+        INPUT_READS,
+        "Uploads read by this process's workers, from memory (kept since this process stored them) or from storage."
+    );
     describe_counter!(
         UPLOAD_BYTES,
         Unit::Bytes,

@@ -23,6 +23,7 @@ use crate::config::{Command, Config};
 use crate::http;
 use crate::jobs::Lane;
 use crate::service::{Deliverer, JobService, KeyService, Paced, WebhookParts};
+use crate::store::HandOff;
 use crate::webhooks::client::Client as WebhookClient;
 use crate::worker::{self, Worker};
 
@@ -153,7 +154,16 @@ pub async fn run(command: Command, config: Config) -> Result<(), AppError> {
         Err(e) => return Err(e),
     };
     crate::telemetry::install();
-    let backends = backends(&config, STARTUP_PATIENCE).await?;
+    let mut backends = backends(&config, STARTUP_PATIENCE).await?;
+    // One process taking uploads and running their tasks hands the uploads
+    // over in memory (`store::handoff`).
+    if command.runs_api() && command.runs_workers() && config.handoff_memory_bytes > 0 {
+        backends.store = Arc::new(HandOff::new(
+            backends.store,
+            usize::try_from(config.handoff_memory_bytes).unwrap_or(usize::MAX),
+            crate::jobs::is_input_key,
+        ));
+    }
     crate::telemetry::build_info(
         if config.redis_url.is_some() {
             "redis"

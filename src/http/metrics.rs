@@ -11,21 +11,32 @@ use actix_web::{web, HttpResponse};
 use crate::service::JobService;
 use crate::telemetry;
 
+/// The template a resource was registered with (`/status-job/{job_id}`),
+/// kept in the resource's data so that [`count`] can name the route a
+/// request took without matching its path again.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 /// Middleware: one count and one duration per request. The route is the
 /// matched template (`/status-job/{job_id}`), never the path, so ids do not
 /// become labels; unmatched paths count as `unmatched`.
+///
+/// The template is read after the call, from the data of the resource that
+/// routing chose: `match_pattern()` would match the path against the whole
+/// route table again (regular expressions for the routes with ids) and
+/// allocate the label on every request, status polls included.
 pub async fn count(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
     let res = next.call(req).await?;
+    let route = res
+        .request()
+        .app_data::<RouteTemplate>()
+        .map_or("unmatched", |template| template.0);
     let status = telemetry::status_class(res.status().as_u16());
-    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route.clone(), "status" => status)
-        .increment(1);
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
     metrics::histogram!(telemetry::HTTP_DURATION, "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(res)

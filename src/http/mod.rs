@@ -155,9 +155,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A resource with one method; any other method gets a JSON 405 with `Allow`
-/// (actix's own answer would be an empty body).
-fn only(path: &str, allow: &'static str, route: Route) -> Resource {
+/// (actix's own answer would be an empty body). Its template is its data,
+/// the route label of its requests' metrics.
+fn only(path: &'static str, allow: &'static str, route: Route) -> Resource {
     web::resource(path)
+        .app_data(metrics::RouteTemplate(path))
         .route(route)
         .default_service(web::to(move |req: HttpRequest| async move {
             Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {

@@ -187,6 +187,16 @@ pub fn input_key(job: JobId, index: usize) -> String {
     format!("jobs/{job}/input/{index}")
 }
 
+/// Whether `key` is an upload's, as [`input_key`] makes them.
+pub fn is_input_key(key: &str) -> bool {
+    let mut parts = key.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("jobs"), Some(job), Some("input"), Some(index), None)
+            if job.parse::<JobId>().is_ok() && index.parse::<usize>().is_ok()
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageState {
@@ -271,5 +281,21 @@ mod tests {
         assert_eq!(recorded.created_at, later);
         assert_eq!(recorded.expires_at - recorded.created_at, lifetime);
         assert_eq!(recorded.images, job.images);
+    }
+
+    #[test]
+    fn input_keys_are_told_from_every_other_key() {
+        let job = Job::sample(2);
+        assert!(is_input_key(&job.input_key(1)));
+        for other in [
+            job.output_key(1).expect("an image"),
+            format!("jobs/{}/input", job.id),
+            format!("jobs/{}/input/1/x", job.id),
+            format!("jobs/{}/input/one", job.id),
+            "jobs/not-a-job/input/1".to_string(),
+            format!("files/{}/input/1", job.id),
+        ] {
+            assert!(!is_input_key(&other), "{other}");
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! Object storage for uploads and results, behind one small trait.
 //!
 //! Two implementations: S3 (shared by many hosts) and a local directory (the
-//! embedded default). Keys are chosen by the job domain (`jobs/<id>/...`);
-//! client filenames never become keys. Implementations stream: none may buffer
-//! a whole upload or archive, and none may retry on its own (the worker owns
-//! retry policy).
+//! embedded default); `imgpipe serve` puts [`HandOff`] in front of either,
+//! to give its workers the uploads it holds in memory anyway. Keys are
+//! chosen by the job domain (`jobs/<id>/...`); client filenames never
+//! become keys. Implementations stream: none may read a file or a stream
+//! it was given whole into memory, nor an archive, and none may retry on
+//! its own (the worker owns retry policy).
 
 mod file_stream;
+mod handoff;
 mod local;
 #[cfg(test)]
 pub mod memory;
@@ -19,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use handoff::HandOff;
 pub use local::LocalStore;
 pub use s3::S3Store;
 

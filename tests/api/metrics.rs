@@ -75,6 +75,9 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
     let job = app.submit_ok("filter=blur", files).await;
     let id = job["job_id"].as_str().unwrap().to_string();
     app.wait_done(&id, WITHIN).await;
+    // A path no route has, and a route asked with a method it does not take.
+    assert_eq!(app.get(&format!("/no-such-route/{id}")).await.status(), 404);
+    assert_eq!(app.get("/process-job").await.status(), 405);
 
     let samples = scrape(&app).await;
     assert_eq!(value(&samples, "imgpipe_jobs_submitted_total"), 1.0);
@@ -87,6 +90,13 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
         1.0
     );
     assert!(value(&samples, "imgpipe_upload_bytes_total") > 0.0);
+    // One process took the uploads and ran their tasks: each was handed to
+    // its worker in memory, none read back from storage.
+    assert_eq!(
+        value(&samples, r#"imgpipe_input_reads_total{from="memory"}"#),
+        5.0
+    );
+    assert!(!samples.contains_key(r#"imgpipe_input_reads_total{from="storage"}"#));
     // Every image waited and was fetched; only the four good ones were
     // rendered and stored.
     for (stage, count) in [
@@ -114,6 +124,20 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
             &samples,
             r#"imgpipe_http_requests_total{route="/status-job/{job_id}",status="2xx"}"#
         ) >= 1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"imgpipe_http_requests_total{route="unmatched",status="4xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            r#"imgpipe_http_requests_total{route="/process-job",status="4xx"}"#
+        ),
+        1.0
     );
     assert!(
         samples.keys().all(|k| !k.contains(&id)),
