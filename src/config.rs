@@ -124,6 +124,19 @@ pub struct Config {
     #[arg(long, env = "IMGPIPE_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
 
+    /// Threads of the async runtime, which only coordinates: requests are
+    /// parsed on actix's threads, images rendered on render threads and
+    /// files read and written on blocking threads. One is enough, and a
+    /// second costs more in wake-ups between the two than it adds
+    #[arg(
+        long,
+        env = "IMGPIPE_RUNTIME_THREADS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=1024),
+        global = true
+    )]
+    pub runtime_threads: u16,
+
     /// Tasks each lane's worker takes beyond its IMGPIPE_WORKERS render
     /// threads, reading their uploads while they wait for a free one, so
     /// that no thread idles while an image is read, stored or recorded
