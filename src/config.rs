@@ -4,9 +4,11 @@
 //! their own arguments are in `commands`.
 
 mod commands;
+mod secret;
 mod webhooks;
 
 pub use commands::{Cli, Command, KeysCommand};
+pub use secret::Secret;
 pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
@@ -617,30 +619,6 @@ impl Config {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
-    }
-}
-
-/// A setting that must not show up in logs or `Debug` output (credentials,
-/// URLs that may carry a password).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_string()))
     }
 }
 
