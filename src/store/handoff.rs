@@ -9,11 +9,11 @@
 //! time that the next request's uploads wait behind.
 //!
 //! What it keeps: only objects the `keep` rule names (inputs, read once),
-//! only after the store below has them, never more bytes than the budget
-//! (an upload that does not fit is read from storage as before) and never
-//! longer than [`MAX_AGE`]. A delete drops the kept copy before the stored
-//! one. Must not: answer a read with anything but the stored object, or
-//! keep what the store below refused.
+//! only after the store below has them, and never more bytes than the
+//! budget (an upload that does not fit is read from storage as before).
+//! A copy older than [`MAX_AGE`] goes with the next upload kept; a delete
+//! drops the kept copy before the stored one. Must not: answer a read with
+//! anything but the stored object, or keep what the store below refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -25,8 +25,9 @@ use bytes::Bytes;
 
 use super::{ObjectStore, ObjectStream, StoreError};
 
-/// How long a kept upload waits for its read: past it, one whose task was
-/// never run (its job deleted before its turn, say) stops holding memory.
+/// How long a kept upload waits for its read: past it, one whose task
+/// never read it (its worker died first, say; a deleted job's uploads go
+/// with their delete) gives its memory to the next upload.
 pub const MAX_AGE: Duration = Duration::from_secs(120);
 
 /// An [`ObjectStore`] that hands the objects `keep` names from their write
