@@ -262,8 +262,9 @@ pub struct Config {
 
     /// `imgpipe serve` only: memory for uploads kept after they are stored,
     /// until this process's workers read them (each read once, then let
-    /// go; kept at most two minutes). An upload that does not fit is read
-    /// back from storage. 0: none kept
+    /// go; a copy older than two minutes goes when the next upload is
+    /// kept). An upload that does not fit is read back from storage. 0:
+    /// none kept
     #[arg(
         long,
         env = "IMGPIPE_HANDOFF_MEMORY_BYTES",
