@@ -47,6 +47,9 @@ struct Kept {
     /// Keys in the order they were kept, to age them out; a key taken
     /// meanwhile is skipped.
     order: VecDeque<(String, Instant)>,
+    /// Deletes so far: a write that a delete overtook (the delete ran
+    /// between the write's store and its keeping) keeps nothing.
+    deletes: u64,
 }
 
 impl Kept {
@@ -91,8 +94,14 @@ impl HandOff {
     }
 
     /// Bytes held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// The deletes so far, for [`Self::hold`].
+    fn deletes(&self) -> u64 {
+        self.lock().deletes
     }
 
     fn lock(&self) -> MutexGuard<'_, Kept> {
@@ -101,13 +110,16 @@ impl HandOff {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn hold(&self, key: &str, bytes: Bytes) {
+    /// Keeps `bytes` as `key`'s copy, unless a delete ran since
+    /// [`Self::deletes`] read `deletes_before`: it may have been this key's,
+    /// and a copy kept now would outlive the object.
+    fn hold(&self, key: &str, bytes: Bytes, deletes_before: u64) {
         let now = Instant::now();
         let mut kept = self.lock();
         kept.age_out(now);
         // A key written again replaces its copy.
         kept.remove(key);
-        if !fits(kept.bytes, bytes.len(), self.budget) {
+        if kept.deletes != deletes_before || !fits(kept.bytes, bytes.len(), self.budget) {
             return;
         }
         kept.bytes += bytes.len();
@@ -136,10 +148,11 @@ impl ObjectStore for HandOff {
         if !(self.keep)(key) {
             return self.inner.put_bytes(key, bytes, content_type).await;
         }
+        let deletes = self.deletes();
         self.inner
             .put_bytes(key, bytes.clone(), content_type)
             .await?;
-        self.hold(key, bytes);
+        self.hold(key, bytes, deletes);
         Ok(())
     }
 
@@ -160,7 +173,11 @@ impl ObjectStore for HandOff {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.take(key);
+        {
+            let mut kept = self.lock();
+            kept.deletes += 1;
+            kept.remove(key);
+        }
         self.inner.delete(key).await
     }
 
@@ -267,6 +284,24 @@ mod tests {
             store.get_bytes("jobs/a/input/0").await.is_err(),
             "gone everywhere"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_overtaken_by_a_delete_keeps_nothing() {
+        let (_below, store) = rig(1 << 20);
+        // The write has read the delete count and is storing its object
+        // when a delete runs; it then comes to keep its copy.
+        let before = store.deletes();
+        store.delete("jobs/a/input/0").await.unwrap();
+        store.hold("jobs/a/input/0", Bytes::from_static(b"abc"), before);
+        assert_eq!(store.held(), 0);
+        // Without a delete in between, the copy is kept.
+        store.hold(
+            "jobs/a/input/0",
+            Bytes::from_static(b"abc"),
+            store.deletes(),
+        );
+        assert_eq!(store.held(), 3);
     }
 
     #[test]
