@@ -18,7 +18,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::SqlitePool;
-use tokio::sync::Notify;
 
 pub use self::connections::{Conn, Connections};
 
@@ -66,9 +65,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 /// connection threads' CPU. With it, plans never depend on bound values
 /// (which only the statistics of `ANALYZE`, never run here, or a bound
 /// `LIKE` pattern, never used here, would have informed).
-pub(crate) async fn configure(
+async fn configure(
     conn: &mut SqliteConnection,
-    checkpoint_due: Option<Arc<Notify>>,
+    checkpoint_due: Option<Arc<checkpoint::Due>>,
 ) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();

@@ -11,10 +11,19 @@
 //! the committing connection checkpoints by itself ([`BACKSTOP_FRAMES`]), as
 //! SQLite would.
 //!
+//! The log starts over from its beginning only when a writer begins with
+//! all of it copied back and no reader in it, a rare moment under steady
+//! load (polls read all the time, and a commit during the checkpoint leaves
+//! pages uncopied). Until then it stays past the threshold, so asking on
+//! every commit past it made a checkpoint, with its two `fsync`s, of the
+//! few pages each commit added. A commit asks again only once the log has
+//! grown by [`STEP_FRAMES`] since the last ask ([`asks`]).
+//!
 //! Must not: take a write turn, or keep the set alive (the checkpointer
 //! stops once the set is dropped).
 
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 
 use libsqlite3_sys::{sqlite3, sqlite3_wal_checkpoint_v2, sqlite3_wal_hook};
@@ -25,9 +34,30 @@ use super::Connections;
 /// Pages in the log from which a checkpoint is due: SQLite's own default.
 const DUE_FRAMES: c_int = 1_000;
 
+/// Pages the log grows by, once past [`DUE_FRAMES`], before a commit asks
+/// for another checkpoint (a quarter of the threshold: 1 MB).
+const STEP_FRAMES: c_int = DUE_FRAMES / 4;
+
 /// Pages in the log from which the committing connection checkpoints by
 /// itself (some 40 MB): the checkpointer has fallen behind.
 const BACKSTOP_FRAMES: c_int = 10_000;
+
+/// What one database file's connections share with its checkpointer.
+#[derive(Default)]
+pub(super) struct Due {
+    /// Told when a checkpoint is due, and when the set is dropped.
+    pub(super) notify: Notify,
+    /// The log's size, in pages, at the last commit that asked.
+    asked_at: AtomicI32,
+}
+
+/// Whether a commit that leaves `frames` pages in the log asks for a
+/// checkpoint, the last ask having been made at `asked_at` pages: once the
+/// log is due, and then each [`STEP_FRAMES`] it grows, or at once if it
+/// has started over since (it is smaller than at the last ask).
+fn asks(frames: c_int, asked_at: c_int) -> bool {
+    frames >= DUE_FRAMES && (frames < asked_at || frames - asked_at >= STEP_FRAMES)
+}
 
 /// Has connection `db` tell `due` after each commit that leaves its log
 /// with a checkpoint due. The hook replaces SQLite's automatic checkpoint
@@ -35,13 +65,13 @@ const BACKSTOP_FRAMES: c_int = 10_000;
 ///
 /// # Safety
 /// `db` must be an open connection handle that nothing else uses meanwhile.
-pub(super) unsafe fn watch(db: *mut sqlite3, due: Arc<Notify>) {
+pub(super) unsafe fn watch(db: *mut sqlite3, due: Arc<Due>) {
     // The hook's argument must live as long as the connection: one handle
     // to `due` is leaked per connection opened (a few per file over the
     // life of a process).
     let arg = Arc::into_raw(due).cast_mut().cast::<c_void>();
     // SAFETY: as the caller promises; `on_commit` only reads `arg` as the
-    // `Notify` it is.
+    // `Due` it is.
     unsafe { sqlite3_wal_hook(db, Some(on_commit), arg) };
 }
 
@@ -66,20 +96,25 @@ unsafe extern "C" fn on_commit(
             )
         };
     } else if frames >= DUE_FRAMES {
-        // SAFETY: `arg` is the leaked `Notify` of `watch`, never freed.
-        let due = unsafe { &*arg.cast::<Notify>() };
-        due.notify_one();
+        // SAFETY: `arg` is the leaked `Due` of `watch`, never freed.
+        let due = unsafe { &*arg.cast::<Due>() };
+        // Two connections committing at once may both ask: the checkpointer
+        // runs once for both.
+        if asks(frames, due.asked_at.load(Ordering::Relaxed)) {
+            due.asked_at.store(frames, Ordering::Relaxed);
+            due.notify.notify_one();
+        }
     }
     libsqlite3_sys::SQLITE_OK
 }
 
 /// Starts `set`'s checkpointer: a checkpoint each time `due` is told (by
 /// `on_commit`), until the set is dropped (which tells it too).
-pub(super) fn in_background(set: &Arc<Connections>, due: Arc<Notify>) {
+pub(super) fn in_background(set: &Arc<Connections>, due: Arc<Due>) {
     let set = Arc::downgrade(set);
     tokio::spawn(async move {
         loop {
-            due.notified().await;
+            due.notify.notified().await;
             if !checkpoint_if_open(&set).await {
                 return;
             }
@@ -110,6 +145,26 @@ async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use super::{asks, DUE_FRAMES, STEP_FRAMES};
+
+    #[test]
+    fn a_log_past_the_threshold_asks_once_per_step_it_grows() {
+        assert!(!asks(DUE_FRAMES - 1, 0), "not due yet");
+        assert!(asks(DUE_FRAMES, 0), "due, never asked");
+        assert!(!asks(DUE_FRAMES + 1, DUE_FRAMES), "asked a page ago");
+        assert!(!asks(DUE_FRAMES + STEP_FRAMES - 1, DUE_FRAMES));
+        assert!(
+            asks(DUE_FRAMES + STEP_FRAMES, DUE_FRAMES),
+            "grown by a step"
+        );
+        // The log started over and filled again: smaller than at the last ask.
+        assert!(asks(DUE_FRAMES + 5, DUE_FRAMES + 3 * STEP_FRAMES));
+        assert!(
+            !asks(10, DUE_FRAMES + 3 * STEP_FRAMES),
+            "started over, not due"
+        );
+    }
 
     /// What is written reaches the database file itself (not only its log)
     /// once the log holds a checkpoint's worth, and not in the writer's

@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{Mutex as TurnLock, MutexGuard as Turn, Notify, Semaphore, SemaphorePermit};
+use tokio::sync::{Mutex as TurnLock, MutexGuard as Turn, Semaphore, SemaphorePermit};
+
+use super::checkpoint::Due;
 
 pub struct Connections {
     options: SqliteConnectOptions,
@@ -42,7 +44,7 @@ pub struct Connections {
     write_turn: TurnLock<()>,
     /// Told by the connections' WAL hook when a checkpoint is due, and when
     /// the set is dropped (see `checkpoint`).
-    pub(super) checkpoint_due: Arc<Notify>,
+    pub(super) checkpoint_due: Arc<Due>,
 }
 
 /// A lent connection: derefs to the connection, goes back when dropped.
@@ -61,7 +63,7 @@ impl Connections {
     /// say so, and failing here if it cannot be opened), the rest as needed,
     /// up to `max`.
     pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<Self, sqlx::Error> {
-        let checkpoint_due = Arc::<Notify>::default();
+        let checkpoint_due = Arc::<Due>::default();
         let first = Self::connect(&options, &checkpoint_due).await?;
         let max = max.max(1);
         Ok(Connections {
@@ -129,7 +131,7 @@ impl Connections {
 
     async fn connect(
         options: &SqliteConnectOptions,
-        checkpoint_due: &Arc<Notify>,
+        checkpoint_due: &Arc<Due>,
     ) -> Result<SqliteConnection, sqlx::Error> {
         let mut conn = options.connect().await?;
         super::configure(&mut conn, Some(checkpoint_due.clone())).await?;
@@ -159,7 +161,7 @@ impl std::ops::DerefMut for Conn<'_> {
 impl Drop for Connections {
     fn drop(&mut self) {
         // Its checkpointer wakes, finds it gone, and stops.
-        self.checkpoint_due.notify_one();
+        self.checkpoint_due.notify.notify_one();
     }
 }
 
