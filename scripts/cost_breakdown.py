@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--images", type=int, default=8, help="images per job")
     ap.add_argument("--tiny", action="store_true",
                     help="copies of a 23x17 PNG instead of the photos: what an image costs besides its pixels")
+    ap.add_argument("--photos", nargs="+", metavar="PATH",
+                    help="your own JPEGs (files or directories) instead of the generated photos")
     ap.add_argument("--settle", type=float, default=0,
                     help="sync, then wait this many seconds before each run (see above)")
     args = ap.parse_args()
@@ -98,6 +100,9 @@ def main():
     if args.tiny:
         tiny = (sbs.ROOT / "tests/fixtures/golden/in-RGB-23x17.png").read_bytes()
         photos, what = [(f"tiny-{i}.png", tiny) for i in range(args.images)], "23x17 PNGs"
+    elif args.photos:
+        photos = sbs.photos_from(args.photos, args.images)
+        what = sbs.describe(photos)
     else:
         made = [jpeg_bytes(photo_like(1920, 1080, i + 1), 90) for i in range(min(args.images, 8))]
         photos = [(f"photo-{i}.jpg", made[i % len(made)]) for i in range(args.images)]

@@ -37,6 +37,7 @@ on the client.
     python3 scripts/sidebyside.py --ops sharpen --rounds 3
     python3 scripts/sidebyside.py --quality 90           # both at quality 90 (the default is each one's own: 75)
     python3 scripts/sidebyside.py --pickup 200           # only: 200 one-tiny-image jobs, one at a time, idle
+    python3 scripts/sidebyside.py --photos ~/Pictures    # your own JPEGs, in turn, 8 per job
 
 --pickup times single-image jobs of a 23x17 PNG on an idle server, in both
 imgpipe deployments (and the peer): from the job's creation to its image's
@@ -244,6 +245,37 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 proc.kill()
         LEFT.append(self.dir)
+
+
+def photos_from(paths, count):
+    """`count` (name, bytes) pairs from the JPEG files at `paths` (files, or
+    directories whose *.jpg / *.jpeg files are taken), in turn: the caller's
+    own photos instead of the generated ones. Refuses anything that is not a
+    JPEG, since the codec floor re-encodes as JPEG as the servers do."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+        else:
+            files.append(path)
+    if not files:
+        raise SystemExit(f"--photos: no JPEG files in {' '.join(paths)}")
+    loaded = []
+    for path in files:
+        data = path.read_bytes()
+        if not data.startswith(b"\xff\xd8"):
+            raise SystemExit(f"--photos: {path} is not a JPEG")
+        loaded.append((path.stem, data))
+    return [(f"{i}-{loaded[i % len(loaded)][0]}.jpg", loaded[i % len(loaded)][1]) for i in range(count)]
+
+
+def describe(photos):
+    """What a job is made of, for the report's first line."""
+    from PIL import Image
+    sizes = sorted({Image.open(io.BytesIO(data)).size for _, data in photos})
+    kb = [len(data) // 1024 for _, data in photos]
+    shown = ", ".join(f"{w}x{h}" for w, h in sizes[:4]) + (", …" if len(sizes) > 4 else "")
+    return f"JPEGs of {shown} ({min(kb)}-{max(kb)} KB)"
 
 
 def multipart(files):
@@ -494,6 +526,9 @@ def main():
                     help="GET /metrics every S seconds during each imgpipe run (0: never)")
     ap.add_argument("--pickup", type=int, default=0, metavar="N",
                     help="only time N single-image jobs on each idle deployment")
+    ap.add_argument("--photos", nargs="+", metavar="PATH",
+                    help="your own JPEGs (files or directories) instead of the generated photos, "
+                         "used in turn to fill each job")
     args = ap.parse_args()
     ensure_venv()
     for tool in ("redis-server", "s3s-fs"):
@@ -513,9 +548,12 @@ def main():
         return
     sys.path.insert(0, str(ROOT / "scripts"))
     from benchimages import jpeg_bytes, photo_like
-    photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(args.images)]
+    if args.photos:
+        photos = photos_from(args.photos, args.images)
+    else:
+        photos = [(f"photo-{i}.jpg", jpeg_bytes(photo_like(1920, 1080, i + 1), 90)) for i in range(args.images)]
     body, ctype = multipart(photos)
-    print(f"{args.jobs} jobs x {args.images} photo-like 1080p JPEGs ({len(photos[0][1]) // 1024} KB each), "
+    print(f"{args.jobs} jobs x {args.images} {'' if args.photos else 'photo-like '}{describe(photos)}, "
           f"{args.clients} clients, ops {args.ops}, quality {args.quality or 'each default'}, "
           f"{os.cpu_count()} CPUs", flush=True)
     rows = []
