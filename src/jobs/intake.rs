@@ -4,7 +4,7 @@
 //! Blocking file I/O: callers run [`inspect`] on a blocking thread.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use image::ImageReader;
@@ -99,8 +99,15 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         let bytes = crate::direct_io::read_all(path).map_err(cannot_read)?;
         return inspect_bytes(&bytes, limits);
     }
-    inspect_reader(file, size_bytes, limits)
+    inspect_reader(
+        BufReader::with_capacity(SCAN_BUFFER, file),
+        size_bytes,
+        limits,
+    )
 }
+
+/// How much of a file too large to read whole is read at a time.
+const SCAN_BUFFER: usize = 64 * 1024;
 
 /// [`inspect`] for an upload held in memory.
 pub fn inspect_bytes(bytes: &[u8], limits: &Limits) -> Result<Inspected, FileProblem> {
@@ -116,7 +123,9 @@ pub fn inspect_bytes(bytes: &[u8], limits: &Limits) -> Result<Inspected, FilePro
 /// Uploads up to this size are inspected from memory.
 const READ_WHOLE: u64 = 16 << 20;
 
-fn inspect_reader<R: Read + Seek>(
+/// `file` is read in place where it can be (an upload in memory is never
+/// copied); a file on disk comes buffered.
+fn inspect_reader<R: BufRead + Seek>(
     mut file: R,
     size_bytes: u64,
     limits: &Limits,
@@ -144,7 +153,7 @@ fn inspect_reader<R: Read + Seek>(
 
 /// [`inspect`] once the format is known: each format's own reader gives
 /// the size and whether the file is whole; the checks after are common.
-fn inspect_as<R: Read + Seek>(
+fn inspect_as<R: BufRead + Seek>(
     file: &mut R,
     format: InputFormat,
     head: &[u8],
@@ -164,7 +173,7 @@ fn inspect_as<R: Read + Seek>(
             // Size and completeness from one walk over the segments,
             // tolerant of junk between them as Pillow is.
             let mut dims = None;
-            let complete = jpeg_complete(&mut BufReader::new(&mut *file), &mut dims);
+            let complete = jpeg_complete(&mut *file, &mut dims);
             let Some((width, height)) = dims else {
                 return Err(if complete {
                     corrupt("it has no frame header".into())
@@ -205,13 +214,12 @@ fn inspect_as<R: Read + Seek>(
             {
                 check_pixels(format, width, height, limits)?;
             }
-            let (width, height) =
-                ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
-                    .into_dimensions()
-                    .map_err(|e| match e {
-                        image::ImageError::IoError(_) => truncated(),
-                        other => corrupt(other.to_string()),
-                    })?;
+            let (width, height) = ImageReader::with_format(&mut *file, format.image_format())
+                .into_dimensions()
+                .map_err(|e| match e {
+                    image::ImageError::IoError(_) => truncated(),
+                    other => corrupt(other.to_string()),
+                })?;
             let _ = file.seek(SeekFrom::Start(0));
             let complete = match format {
                 InputFormat::Png => png_complete(file, size_bytes),
@@ -283,7 +291,7 @@ fn read_byte(r: &mut impl Read) -> Option<u8> {
 /// Walks the marker segments up to the first scan (skipping thumbnails inside
 /// APP segments by their lengths), then looks for the End Of Image marker in
 /// the entropy-coded data, where `FF D9` cannot occur otherwise.
-fn jpeg_complete(r: &mut impl Read, dims: &mut Option<(u32, u32)>) -> bool {
+fn jpeg_complete(r: &mut impl BufRead, dims: &mut Option<(u32, u32)>) -> bool {
     let mut soi = [0u8; 2];
     if r.read_exact(&mut soi).is_err() || soi != [0xFF, 0xD8] {
         return false;
@@ -330,27 +338,21 @@ fn jpeg_complete(r: &mut impl Read, dims: &mut Option<(u32, u32)>) -> bool {
             }
         }
     }
-    let mut buf = [0u8; 64 * 1024];
+    // Entropy-coded data stuffs every 0xFF with 0x00 or an RST marker, so
+    // the first FF D9 is the end. Searched for as a pair, in place: a lone
+    // D9 comes every 256 bytes or so, and a copy cost as much as the search.
     let mut prev_ff = false;
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
+        let chunk = match r.fill_buf() {
+            Ok([]) | Err(_) => return false,
+            Ok(chunk) => chunk,
         };
-        // Entropy-coded data stuffs every 0xFF with 0x00 or an RST marker,
-        // so the first FF D9 is the end. memchr finds each D9 with SIMD.
-        let chunk = &buf[..n];
-        let found = memchr::memchr_iter(0xD9, chunk).any(|i| {
-            if i == 0 {
-                prev_ff
-            } else {
-                chunk[i - 1] == 0xFF
-            }
-        });
-        if found {
+        if (prev_ff && chunk[0] == 0xD9) || memchr::memmem::find(chunk, &[0xFF, 0xD9]).is_some() {
             return true;
         }
-        prev_ff = chunk[n - 1] == 0xFF;
+        prev_ff = chunk[chunk.len() - 1] == 0xFF;
+        let n = chunk.len();
+        r.consume(n);
     }
 }
 
@@ -467,12 +469,21 @@ mod tests {
 
     #[test]
     fn jpeg_end_marker_is_found_across_read_boundaries() {
-        // Scan data starts after FF D8 FF DA; put the marker's FF as the
-        // last byte of the first 64 KiB read and its D9 as the first of the next.
+        // Scan data starts after FF D8 FF DA. Read in pieces of every size
+        // up to the data's, the marker's FF ends one piece and its D9 starts
+        // the next for one of them; cut before the D9, no size finds it.
         let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xDA];
-        bytes.resize(4 + 64 * 1024 - 1, 0x12);
-        bytes.extend_from_slice(&[0xFF, 0xD9]);
-        assert!(jpeg_complete(&mut std::io::Cursor::new(&bytes), &mut None));
+        bytes.extend_from_slice(&[0x12, 0xFF, 0x00, 0xD9, 0x34, 0x56, 0xFF, 0xD9]);
+        for capacity in 1..=bytes.len() {
+            let mut whole = BufReader::with_capacity(capacity, std::io::Cursor::new(&bytes));
+            assert!(jpeg_complete(&mut whole, &mut None), "pieces of {capacity}");
+            let cut = &bytes[..bytes.len() - 1];
+            let mut cut = BufReader::with_capacity(capacity, std::io::Cursor::new(cut));
+            assert!(
+                !jpeg_complete(&mut cut, &mut None),
+                "pieces of {capacity}, cut"
+            );
+        }
         // A stuffed FF 00 and a D9 not after FF are not the end.
         let mut open = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x01, 0xD9, 0xFF, 0x00, 0xD9];
         assert!(!jpeg_complete(&mut std::io::Cursor::new(&open), &mut None));
