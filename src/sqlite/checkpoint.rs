@@ -51,12 +51,18 @@ pub(super) struct Due {
     asked_at: AtomicI32,
 }
 
-/// Whether a commit that leaves `frames` pages in the log asks for a
-/// checkpoint, the last ask having been made at `asked_at` pages: once the
-/// log is due, and then each [`STEP_FRAMES`] it grows, or at once if it
-/// has started over since (it is smaller than at the last ask).
-fn asks(frames: c_int, asked_at: c_int) -> bool {
-    frames >= DUE_FRAMES && (frames < asked_at || frames - asked_at >= STEP_FRAMES)
+/// After a commit that leaves `frames` pages in the log, the last ask
+/// having been at `asked_at` pages: the size to remember as the last ask,
+/// and whether this commit asks for a checkpoint. It asks once the log is
+/// due, then each [`STEP_FRAMES`] it grows; a log smaller than at the last
+/// ask has started over, and is due again at the threshold.
+fn after_commit(frames: c_int, asked_at: c_int) -> (c_int, bool) {
+    let asked_at = if frames < asked_at { 0 } else { asked_at };
+    if frames >= DUE_FRAMES && frames - asked_at >= STEP_FRAMES {
+        (frames, true)
+    } else {
+        (asked_at, false)
+    }
 }
 
 /// Has connection `db` tell `due` after each commit that leaves its log
@@ -95,13 +101,18 @@ unsafe extern "C" fn on_commit(
                 std::ptr::null_mut(),
             )
         };
-    } else if frames >= DUE_FRAMES {
+    } else {
         // SAFETY: `arg` is the leaked `Due` of `watch`, never freed.
         let due = unsafe { &*arg.cast::<Due>() };
-        // Two connections committing at once may both ask: the checkpointer
-        // runs once for both.
-        if asks(frames, due.asked_at.load(Ordering::Relaxed)) {
-            due.asked_at.store(frames, Ordering::Relaxed);
+        // Two connections committing at once may both ask (the checkpointer
+        // runs once for both) or remember different sizes (the next ask
+        // comes a few pages early or late).
+        let asked_at = due.asked_at.load(Ordering::Relaxed);
+        let (remember, ask) = after_commit(frames, asked_at);
+        if remember != asked_at {
+            due.asked_at.store(remember, Ordering::Relaxed);
+        }
+        if ask {
             due.notify.notify_one();
         }
     }
@@ -146,24 +157,43 @@ async fn checkpoint(set: &Connections) -> Result<(), sqlx::Error> {
 mod tests {
     use std::time::Duration;
 
-    use super::{asks, DUE_FRAMES, STEP_FRAMES};
+    use super::{after_commit, DUE_FRAMES, STEP_FRAMES};
+
+    /// Commits of `pages` each from an empty log, the log starting over
+    /// after each commit that leaves it at a size in `restarts`: the sizes
+    /// at which a commit asked.
+    fn asks(pages: i32, commits: usize, restarts: &[i32]) -> Vec<i32> {
+        let (mut frames, mut asked_at, mut asked) = (0, 0, Vec::new());
+        for _ in 0..commits {
+            frames += pages;
+            let (remember, ask) = after_commit(frames, asked_at);
+            asked_at = remember;
+            if ask {
+                asked.push(frames);
+            }
+            if restarts.contains(&frames) {
+                frames = 0;
+            }
+        }
+        asked
+    }
 
     #[test]
     fn a_log_past_the_threshold_asks_once_per_step_it_grows() {
-        assert!(!asks(DUE_FRAMES - 1, 0), "not due yet");
-        assert!(asks(DUE_FRAMES, 0), "due, never asked");
-        assert!(!asks(DUE_FRAMES + 1, DUE_FRAMES), "asked a page ago");
-        assert!(!asks(DUE_FRAMES + STEP_FRAMES - 1, DUE_FRAMES));
-        assert!(
-            asks(DUE_FRAMES + STEP_FRAMES, DUE_FRAMES),
-            "grown by a step"
+        let (due, step) = (DUE_FRAMES, STEP_FRAMES);
+        assert_eq!(asks(10, 99, &[]), Vec::<i32>::new(), "never due");
+        assert_eq!(
+            asks(10, 175, &[]),
+            [due, due + step, due + 2 * step, due + 3 * step]
         );
-        // The log started over and filled again: smaller than at the last ask.
-        assert!(asks(DUE_FRAMES + 5, DUE_FRAMES + 3 * STEP_FRAMES));
-        assert!(
-            !asks(10, DUE_FRAMES + 3 * STEP_FRAMES),
-            "started over, not due"
+        // Started over after the second ask: due again at the threshold.
+        assert_eq!(
+            asks(10, 250, &[due + step]),
+            [due, due + step, due, due + step]
         );
+        // Started over, then one commit past the threshold: it asks at once.
+        assert_eq!(after_commit(due + 5, due + 3 * step), (due + 5, true));
+        assert_eq!(after_commit(10, due + step), (0, false));
     }
 
     /// What is written reaches the database file itself (not only its log)
