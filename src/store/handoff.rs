@@ -278,7 +278,7 @@ mod tests {
             .put_bytes("jobs/a/input/0", Bytes::from_static(b"abc"), "x")
             .await
             .unwrap();
-        store.delete("jobs/a/input/0").await.unwrap();
+        store.delete("jobs/a/input/0").await.expect("delete");
         assert_eq!(store.held(), 0);
         assert!(
             store.get_bytes("jobs/a/input/0").await.is_err(),
@@ -292,7 +292,7 @@ mod tests {
         // The write has read the delete count and is storing its object
         // when a delete runs; it then comes to keep its copy.
         let before = store.deletes();
-        store.delete("jobs/a/input/0").await.unwrap();
+        store.delete("jobs/a/input/0").await.expect("delete");
         store.hold("jobs/a/input/0", Bytes::from_static(b"abc"), before);
         assert_eq!(store.held(), 0);
         // Without a delete in between, the copy is kept.
