@@ -99,14 +99,31 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<Inspected, FileProblem> {
         let bytes = crate::direct_io::read_all(path).map_err(cannot_read)?;
         return inspect_bytes(&bytes, limits);
     }
-    inspect_reader(
-        BufReader::with_capacity(SCAN_BUFFER, file),
-        size_bytes,
-        limits,
-    )
+    inspect_reader(file, size_bytes, limits)
 }
 
-/// How much of a file too large to read whole is read at a time.
+/// Where an upload is examined from: a file too large to read whole, or
+/// the bytes of one in memory. The other formats' checks seek and read a
+/// few bytes at a time, which either does well unbuffered; a JPEG's end is
+/// searched for through its data, in place in memory, and through a buffer
+/// ([`SCAN_BUFFER`]) on disk.
+trait Upload: Read + Seek {
+    fn jpeg_complete(&mut self, dims: &mut Option<(u32, u32)>) -> bool;
+}
+
+impl Upload for std::io::Cursor<&[u8]> {
+    fn jpeg_complete(&mut self, dims: &mut Option<(u32, u32)>) -> bool {
+        jpeg_complete(self, dims)
+    }
+}
+
+impl Upload for File {
+    fn jpeg_complete(&mut self, dims: &mut Option<(u32, u32)>) -> bool {
+        jpeg_complete(&mut BufReader::with_capacity(SCAN_BUFFER, self), dims)
+    }
+}
+
+/// How much of a JPEG too large to read whole is read at a time.
 const SCAN_BUFFER: usize = 64 * 1024;
 
 /// [`inspect`] for an upload held in memory.
@@ -123,9 +140,7 @@ pub fn inspect_bytes(bytes: &[u8], limits: &Limits) -> Result<Inspected, FilePro
 /// Uploads up to this size are inspected from memory.
 const READ_WHOLE: u64 = 16 << 20;
 
-/// `file` is read in place where it can be (an upload in memory is never
-/// copied); a file on disk comes buffered.
-fn inspect_reader<R: BufRead + Seek>(
+fn inspect_reader<R: Upload>(
     mut file: R,
     size_bytes: u64,
     limits: &Limits,
@@ -153,7 +168,7 @@ fn inspect_reader<R: BufRead + Seek>(
 
 /// [`inspect`] once the format is known: each format's own reader gives
 /// the size and whether the file is whole; the checks after are common.
-fn inspect_as<R: BufRead + Seek>(
+fn inspect_as<R: Upload>(
     file: &mut R,
     format: InputFormat,
     head: &[u8],
@@ -173,7 +188,7 @@ fn inspect_as<R: BufRead + Seek>(
             // Size and completeness from one walk over the segments,
             // tolerant of junk between them as Pillow is.
             let mut dims = None;
-            let complete = jpeg_complete(&mut *file, &mut dims);
+            let complete = file.jpeg_complete(&mut dims);
             let Some((width, height)) = dims else {
                 return Err(if complete {
                     corrupt("it has no frame header".into())
@@ -214,12 +229,13 @@ fn inspect_as<R: BufRead + Seek>(
             {
                 check_pixels(format, width, height, limits)?;
             }
-            let (width, height) = ImageReader::with_format(&mut *file, format.image_format())
-                .into_dimensions()
-                .map_err(|e| match e {
-                    image::ImageError::IoError(_) => truncated(),
-                    other => corrupt(other.to_string()),
-                })?;
+            let (width, height) =
+                ImageReader::with_format(BufReader::new(&mut *file), format.image_format())
+                    .into_dimensions()
+                    .map_err(|e| match e {
+                        image::ImageError::IoError(_) => truncated(),
+                        other => corrupt(other.to_string()),
+                    })?;
             let _ = file.seek(SeekFrom::Start(0));
             let complete = match format {
                 InputFormat::Png => png_complete(file, size_bytes),
