@@ -17,7 +17,7 @@
 //! pages uncopied). Until then it stays past the threshold, so asking on
 //! every commit past it made a checkpoint, with its two `fsync`s, of the
 //! few pages each commit added. A commit asks again only once the log has
-//! grown by [`STEP_FRAMES`] since the last ask ([`asks`]).
+//! grown by [`STEP_FRAMES`] since the last ask ([`after_commit`]).
 //!
 //! Must not: take a write turn, or keep the set alive (the checkpointer
 //! stops once the set is dropped).

@@ -27,6 +27,17 @@ fn finished_at(image: &serde_json::Value) -> Option<chrono::DateTime<chrono::Fix
     chrono::DateTime::parse_from_rfc3339(image["finished_at"].as_str()?).ok()
 }
 
+/// The job's images that finished at or before `at`, by their own times.
+fn finished_by(status: &serde_json::Value, at: chrono::DateTime<chrono::FixedOffset>) -> usize {
+    status["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(finished_at)
+        .filter(|finished| *finished <= at)
+        .count()
+}
+
 async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend: Backend) {
     let deployment = Deployment::new(backend)
         .env("IMGPIPE_WORKERS", "2")
@@ -50,14 +61,7 @@ async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend
     // Counted by the images' own finish times, not by a poll after the
     // small job was seen done: the poll's interval is not the scheduler's.
     let small_finished = finished_at(&small_status["images"][0]).expect("small image finished");
-    let big_status = app.status(&big_id).await;
-    let big_done = big_status["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .filter_map(finished_at)
-        .filter(|at| *at <= small_finished)
-        .count();
+    let big_done = finished_by(&app.status(&big_id).await, small_finished);
     assert!(
         big_done < 40,
         "the small job finished only after {big_done} of the big job's 400 images ({waited:?})"
@@ -67,6 +71,15 @@ async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend
     let big_status = app.wait_done(&big_id, Duration::from_secs(240)).await;
     assert_eq!(big_status["status"], "completed", "{big_status}");
     assert_eq!(succeeded(&big_status), 400);
+    // Every image carries its finish time, or the count above meant nothing.
+    let last = big_status["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(finished_at)
+        .max()
+        .expect("finish times");
+    assert_eq!(finished_by(&big_status, last), 400, "{big_status}");
     eprintln!(
         "{backend:?}: small job done in {waited:?} with {big_done}/400 of the big one done; \
          the big one took {:?} in all",
@@ -109,16 +122,11 @@ async fn a_tenant_does_not_wait_for_another_tenants_burst_of_jobs(backend: Backe
         .filter_map(finished_at)
         .max()
         .expect("the quiet job's images finished");
+    // Every image carries its finish time, or the count below meant nothing.
+    assert_eq!(finished_by(&status, quiet_finished), 8, "{status}");
     let mut burst_done = 0;
     for job in &burst {
-        let images = noisy.status(job).await["images"].clone();
-        burst_done += images
-            .as_array()
-            .expect("images")
-            .iter()
-            .filter_map(finished_at)
-            .filter(|at| *at <= quiet_finished)
-            .count();
+        burst_done += finished_by(&noisy.status(job).await, quiet_finished);
     }
     assert!(
         burst_done < 50,
