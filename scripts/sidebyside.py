@@ -30,7 +30,12 @@ the machine drifted meanwhile.
 Also shown: the client's own CPU per image (this process) and how much of
 the machine stayed idle during the clock (/proc/stat): with little idle,
 images/s is bound by the CPU that server and client share, so it depends
-on the client.
+on the client. For imgpipe, also where its POSTs spent their time as the
+server measured them (from /metrics, before and after the clock): the
+request, and within it the submission's stages once the body was in
+(examine, store, record, enqueue); the rest is receiving the body and
+answering. The client's POST time adds the wait for a connection and the
+network on top.
 
     cargo build --release
     python3 scripts/sidebyside.py                        # blur, 10 x 8, 4 clients, 2 rounds, both clients
@@ -423,6 +428,40 @@ class Scraper:
         self.thread.join()
 
 
+STAGES = ("examine", "store", "record", "enqueue")
+
+
+def post_timings(url):
+    """Seconds and counts of the server's POST /process-job requests and of
+    their submission stages, summed so far, from its /metrics (what the
+    server says its POSTs spent, and where)."""
+    host, port = url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    wanted = {f'imgpipe_submission_stage_seconds_{part}{{stage="{stage}"}}': (stage, part)
+              for stage in STAGES for part in ("sum", "count")}
+    wanted.update({f'imgpipe_http_request_duration_seconds_{part}{{route="/process-job"}}': ("request", part)
+                   for part in ("sum", "count")})
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def stage_means(before, after):
+    """Mean milliseconds per POST, by stage, between two `post_timings`."""
+    means = {}
+    for stage in ("request",) + STAGES:
+        count = after.get((stage, "count"), 0) - before.get((stage, "count"), 0)
+        if count:
+            means[stage] = (after[(stage, "sum")] - before.get((stage, "sum"), 0)) / count * 1000
+    return means
+
+
 def machine_ticks():
     """(idle, all) clock ticks of every CPU so far, from /proc/stat (idle
     counts iowait too; guest time is already in user)."""
@@ -444,6 +483,7 @@ def measure(kind, client, args, body, ctype):
         warm = argparse.Namespace(**{**vars(args), "jobs": 1, "clients": 1})
         run(deployment.url, warm, kind, body, ctype)
         time.sleep(0.5)
+        timings0 = post_timings(deployment.url) if kind != "peer" else None
         own0, infra0 = deployment.cpu()
         client0, ticks0 = client_seconds(), machine_ticks()
         scraper = Scraper(deployment.url, args.scrape) if args.scrape and kind != "peer" else None
@@ -454,6 +494,7 @@ def measure(kind, client, args, body, ctype):
         if scraper:
             scraper.stop()
         own1, infra1 = deployment.cpu()
+        stages = stage_means(timings0, post_timings(deployment.url)) if timings0 is not None else {}
         verify(deployment.url, ids, args.images)
     finally:
         deployment.stop()
@@ -461,7 +502,7 @@ def measure(kind, client, args, body, ctype):
     return {"kind": kind, "client": client, "img_s": n / wall, "post50": pct(posts, 50) * 1000,
             "post95": pct(posts, 95) * 1000, "done50": pct(dones, 50), "done95": pct(dones, 95),
             "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000,
-            "client_cpu": (client1 - client0) / n * 1000,
+            "client_cpu": (client1 - client0) / n * 1000, "stages": stages,
             "idle": 100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1])}
 
 
@@ -577,6 +618,13 @@ def main():
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
                       f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
                       f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle){floor}", flush=True)
+                if row["stages"].get("request"):
+                    parts = " + ".join(f"{stage} {row['stages'][stage]:.1f}" for stage in STAGES
+                                       if stage in row["stages"])
+                    print(f"      POST inside the server, mean ms: {row['stages']['request']:.1f} "
+                          f"= {parts} + receiving the body and answering "
+                          f"{row['stages']['request'] - sum(row['stages'].get(s, 0) for s in STAGES):.1f}",
+                          flush=True)
     print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
           f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}{'client':>7}{'idle':>6}")
     for row in rows:

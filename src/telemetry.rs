@@ -19,6 +19,10 @@ pub const IMAGES: &str = "imgpipe_images_total";
 /// and within it decode, ops and encode (an image decoded whole) or
 /// transcode (a JPEG streamed in strips: the three at once); store.
 pub const IMAGE_STAGE: &str = "imgpipe_image_stage_seconds";
+/// `stage`: examine (waiting for the uploads' checks once the body is in),
+/// store (the uploads written to storage), record (the job written to the
+/// metadata store), enqueue (its first tasks pushed); accepted jobs only.
+pub const SUBMISSION_STAGE: &str = "imgpipe_submission_stage_seconds";
 /// `status`: completed, completed_with_errors, failed; counted by the
 /// process whose write settled the job's last image.
 pub const JOBS_FINISHED: &str = "imgpipe_jobs_finished_total";
@@ -98,6 +102,11 @@ fn describe() {
         IMAGE_STAGE,
         Unit::Seconds,
         "Time per image and stage: queue (submission to first start), fetch, render (all CPU work; within it decode, ops, encode, or transcode for streamed JPEG), store."
+    );
+    describe_histogram!(
+        SUBMISSION_STAGE,
+        Unit::Seconds,
+        "Time per accepted submission and stage, after its body was received: examine (waiting for the uploads' checks), store (uploads written to storage), record (the job written), enqueue (its first tasks pushed)."
     );
     describe_counter!(
         JOBS_FINISHED,

@@ -4,6 +4,8 @@
 //! refused submission leaves nothing behind (what it stored is removed in
 //! the background).
 
+use std::time::{Duration, Instant};
+
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -90,6 +92,7 @@ impl JobService {
         let limits = self.limits;
         // Each was examined as it arrived; the first problem, in the files'
         // order, refuses the job.
+        let examining = Instant::now();
         let mut uploads = Vec::with_capacity(received.len());
         let (mut inspected, mut digests) = (Vec::new(), Vec::new());
         for one in received {
@@ -100,6 +103,7 @@ impl JobService {
             inspected.push(examined.inspected);
             uploads.push(upload);
         }
+        let examined = examining.elapsed();
         // A webhook is part of what was asked (jobs without one keep the
         // fingerprint they had before webhooks).
         let asked = match &webhook {
@@ -191,9 +195,12 @@ impl JobService {
         // must not cancel it between recording the job and recording its
         // Idempotency-Key (a retry would then make a second job).
         let this = self.clone();
-        tokio::spawn(async move { this.commit(job, uploads, claim, fingerprint).await })
-            .await
-            .map_err(|e| JobError::Internal(format!("submission crashed: {e}")))?
+        tokio::spawn(async move {
+            this.commit(job, uploads, claim, fingerprint, examined)
+                .await
+        })
+        .await
+        .map_err(|e| JobError::Internal(format!("submission crashed: {e}")))?
     }
 
     /// Stores the uploads, records the job, enqueues its tasks and records
@@ -204,11 +211,15 @@ impl JobService {
         uploads: Vec<Upload>,
         claim: Option<Claimed>,
         fingerprint: Fingerprint,
+        examined: Duration,
     ) -> Result<Submitted, JobError> {
+        let storing = Instant::now();
         if let Err(e) = self.store_uploads(&job, &uploads).await {
             self.discard(&job, false);
             return Err(e);
         }
+        let stored = storing.elapsed();
+        let recording = Instant::now();
         let job = job.recorded_at(Utc::now());
         // Not recorded (or, if only the reply was lost, recorded without
         // tasks): either way the job must go, inputs included.
@@ -216,6 +227,8 @@ impl JobService {
             .create(&job)
             .await
             .inspect_err(|_| self.discard(&job, true))?;
+        let recorded = recording.elapsed();
+        let enqueuing = Instant::now();
         // Without its first tasks the job would wait for the sweep. Undo it;
         // should they have been pushed after all (a lost reply), they are
         // forgotten too, and a worker that got one first drops it (no job).
@@ -223,13 +236,13 @@ impl JobService {
             .start(&job)
             .await
             .inspect_err(|_| self.discard(&job, true))?;
-        log::info!(
-            "job {} accepted: {} image(s), ops {}, {} lane",
-            job.id,
-            job.images.len(),
-            job.recipe.ops,
-            job.lane.name()
-        );
+        Stages {
+            examined,
+            stored,
+            recorded,
+            enqueued: enqueuing.elapsed(),
+        }
+        .report(&job);
 
         let accepted = Accepted {
             job_id: job.id,
@@ -407,6 +420,43 @@ impl JobService {
             }
             delete_all(store.as_ref(), keys).await;
         });
+    }
+}
+
+/// How long an accepted submission's stages took once its body was in:
+/// where a slow POST spends its time (storage, in the distributed shape).
+struct Stages {
+    examined: Duration,
+    stored: Duration,
+    recorded: Duration,
+    enqueued: Duration,
+}
+
+impl Stages {
+    /// Into `telemetry::SUBMISSION_STAGE` and the job's log line.
+    fn report(&self, job: &Job) {
+        for (stage, took) in [
+            ("examine", self.examined),
+            ("store", self.stored),
+            ("record", self.recorded),
+            ("enqueue", self.enqueued),
+        ] {
+            metrics::histogram!(crate::telemetry::SUBMISSION_STAGE, "stage" => stage)
+                .record(took.as_secs_f64());
+        }
+        let ms = |took: Duration| took.as_secs_f64() * 1000.0;
+        log::info!(
+            "job {} accepted: {} image(s), ops {}, {} lane; examined in {:.1} ms, \
+             stored in {:.1} ms, recorded in {:.1} ms, enqueued in {:.1} ms",
+            job.id,
+            job.images.len(),
+            job.recipe.ops,
+            job.lane.name(),
+            ms(self.examined),
+            ms(self.stored),
+            ms(self.recorded),
+            ms(self.enqueued),
+        );
     }
 }
 

@@ -27,6 +27,16 @@ fn finished_at(image: &serde_json::Value) -> Option<chrono::DateTime<chrono::Fix
     chrono::DateTime::parse_from_rfc3339(image["finished_at"].as_str()?).ok()
 }
 
+/// When the job's last image finished, by the images' own times.
+fn last_finished(status: &serde_json::Value) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    status["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter_map(finished_at)
+        .max()
+}
+
 /// The job's images that finished at or before `at`, by their own times.
 fn finished_by(status: &serde_json::Value, at: chrono::DateTime<chrono::FixedOffset>) -> usize {
     status["images"]
@@ -72,13 +82,7 @@ async fn a_small_job_behind_a_400_image_job_is_done_before_a_tenth_of_it(backend
     assert_eq!(big_status["status"], "completed", "{big_status}");
     assert_eq!(succeeded(&big_status), 400);
     // Every image carries its finish time, or the count above meant nothing.
-    let last = big_status["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .filter_map(finished_at)
-        .max()
-        .expect("finish times");
+    let last = last_finished(&big_status).expect("finish times");
     assert_eq!(finished_by(&big_status, last), 400, "{big_status}");
     eprintln!(
         "{backend:?}: small job done in {waited:?} with {big_done}/400 of the big one done; \
@@ -115,13 +119,7 @@ async fn a_tenant_does_not_wait_for_another_tenants_burst_of_jobs(backend: Backe
     let status = quiet.wait_done(&id, Duration::from_secs(60)).await;
     let waited = started.elapsed();
     assert_eq!(status["status"], "completed", "{status}");
-    let quiet_finished = status["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .filter_map(finished_at)
-        .max()
-        .expect("the quiet job's images finished");
+    let quiet_finished = last_finished(&status).expect("the quiet job's images finished");
     // Every image carries its finish time, or the count below meant nothing.
     assert_eq!(finished_by(&status, quiet_finished), 8, "{status}");
     let mut burst_done = 0;

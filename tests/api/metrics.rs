@@ -112,6 +112,11 @@ async fn metrics_count_jobs_images_and_requests(backend: Backend) {
         let key = format!(r#"imgpipe_image_stage_seconds_count{{stage="{stage}"}}"#);
         assert_eq!(value(&samples, &key), count, "{stage}");
     }
+    // The one accepted submission, stage by stage.
+    for stage in ["examine", "store", "record", "enqueue"] {
+        let key = format!(r#"imgpipe_submission_stage_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(value(&samples, &key), 1.0, "{stage}");
+    }
     assert_eq!(
         value(
             &samples,
