@@ -20,8 +20,9 @@ pub const IMAGES: &str = "imgpipe_images_total";
 /// transcode (a JPEG streamed in strips: the three at once); store.
 pub const IMAGE_STAGE: &str = "imgpipe_image_stage_seconds";
 /// `stage`: examine (waiting for the uploads' checks once the body is in),
-/// store (the uploads written to storage), record (the job written to the
-/// metadata store), enqueue (its first tasks pushed); accepted jobs only.
+/// store (waiting for the uploads' writes to storage, which start as each
+/// upload arrives), record (the job written to the metadata store), enqueue
+/// (its first tasks pushed); accepted jobs only.
 pub const SUBMISSION_STAGE: &str = "imgpipe_submission_stage_seconds";
 /// `status`: completed, completed_with_errors, failed; counted by the
 /// process whose write settled the job's last image.
@@ -106,7 +107,7 @@ fn describe() {
     describe_histogram!(
         SUBMISSION_STAGE,
         Unit::Seconds,
-        "Time per accepted submission and stage, after its body was received: examine (waiting for the uploads' checks), store (uploads written to storage), record (the job written), enqueue (its first tasks pushed)."
+        "Time per accepted submission and stage, after its body was received: examine (waiting for the uploads' checks), store (waiting for the uploads' writes to storage, begun as each arrived), record (the job written), enqueue (its first tasks pushed)."
     );
     describe_counter!(
         JOBS_FINISHED,

@@ -15,7 +15,7 @@ use crate::auth::idempotency::IdempotencyKey;
 use crate::auth::Scope;
 use crate::jobs::admission;
 use crate::jobs::{Recipe, RecipeOptions};
-use crate::service::{Content, JobError, JobService, Received, Upload};
+use crate::service::{Content, JobError, JobService, Staging, Upload};
 
 /// Options may come in the query string or as multipart text fields.
 #[derive(Debug, Default, Deserialize)]
@@ -168,31 +168,44 @@ async fn accept(
             }
         }
     };
-    let hash = claim.is_some();
-    let spooled = tokio::select! {
-        spooled = receive(multipart, &mut options, intake, &mut share, hash) => spooled?,
-        too_slow = watch => return Err(ApiError::UploadTooSlow(too_slow)),
-    };
-
-    let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
-    let webhook = match options.webhook_url.take() {
-        Some(url) => Some(
-            service
-                .webhook(url, options.webhook_events.as_deref())
-                .await?,
-        ),
-        None if options.webhook_events.is_some() => {
-            return Err(
-                JobError::BadWebhook("webhook_events was given without webhook_url".into()).into(),
-            )
+    // Each upload is examined and stored as it arrives (`Staging`); a
+    // refusal from here on removes what was stored before it is answered.
+    let mut staging = service.staging(claim.as_ref());
+    let mut files = Vec::new();
+    let received = async {
+        tokio::select! {
+            received = receive(multipart, &mut options, intake, &mut share, &mut staging, &mut files) => received?,
+            too_slow = watch => return Err(ApiError::UploadTooSlow(too_slow)),
+        };
+        let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
+        let webhook = match options.webhook_url.take() {
+            Some(url) => Some(
+                service
+                    .webhook(url, options.webhook_events.as_deref())
+                    .await?,
+            ),
+            None if options.webhook_events.is_some() => {
+                return Err(JobError::BadWebhook(
+                    "webhook_events was given without webhook_url".into(),
+                )
+                .into())
+            }
+            None => None,
+        };
+        Ok((recipe, webhook))
+    }
+    .await;
+    let (recipe, webhook) = match received {
+        Ok(asked) => asked,
+        Err(refused) => {
+            staging.abandon().await;
+            return Err(refused);
         }
-        None => None,
     };
-    let (files, received): (Vec<Spooled>, Vec<Received>) = spooled.into_iter().unzip();
     // `files` lives until here, so the temporary files (and the memory
     // budget's shares) outlive their examination and the upload to storage.
     let submitted = service
-        .submit(&caller.tenant, quotas, recipe, webhook, received, claim)
+        .submit(&caller.tenant, quotas, recipe, webhook, staging, claim)
         .await?;
     drop(files);
     let mut answer = HttpResponse::Accepted();
@@ -209,17 +222,17 @@ async fn accept(
 const PACE_CHECK: Duration = Duration::from_millis(250);
 
 /// Reads the multipart body: files into memory or temporary files (see
-/// `spool`), options into `options`.
+/// `spool`, kept in `spooled`) and on to `staging`, options into `options`.
 async fn receive(
     multipart: &mut Multipart,
     options: &mut Options,
     intake: &Intake<'_>,
     share: &mut Share,
-    hash: bool,
-) -> Result<Vec<(Spooled, Received)>, ApiError> {
+    staging: &mut Staging,
+    spooled: &mut Vec<Spooled>,
+) -> Result<(), ApiError> {
     let limits = intake.service.limits();
     let upload_dir = intake.upload_dir;
-    let mut spooled: Vec<(Spooled, Received)> = Vec::new();
     let mut fields_seen = 0usize;
     while let Some(field) = multipart.next().await {
         let mut field = match field {
@@ -264,9 +277,9 @@ async fn receive(
                     Spooled::Memory { bytes, .. } => Content::Memory(bytes.clone()),
                     Spooled::File(path) => Content::File(path.to_path_buf()),
                 };
-                // Examined now, while the next file arrives.
-                let received = intake.service.receive(Upload { filename, content }, hash);
-                spooled.push((file, received));
+                // Examined and stored now, while the next file arrives.
+                staging.receive(Upload { filename, content });
+                spooled.push(file);
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
             "ops" => options.ops = Some(read_text(&mut field, &name).await?),
@@ -278,8 +291,7 @@ async fn receive(
             _ => return Err(ApiError::UnexpectedField(name)),
         }
     }
-
-    Ok(spooled)
+    Ok(())
 }
 
 async fn read_text(field: &mut Field, name: &str) -> Result<String, ApiError> {

@@ -1,5 +1,5 @@
 //! Cost admission: whether one image's work, estimated from its header size
-//! and the recipe before anything is stored, stays within the service's
+//! and the recipe before the job is recorded, stays within the service's
 //! limits. A 70-byte PNG must not buy an hour of CPU. Pure: the estimate
 //! comes from `ops` (per operation) and the codec factors below.
 

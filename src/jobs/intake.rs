@@ -404,39 +404,43 @@ fn riff_complete(head: &[u8], size: u64) -> bool {
     head.len() >= 12 && u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64 + 8 <= size
 }
 
+/// Small limits for unit tests.
+#[cfg(test)]
+pub(crate) const TEST_LIMITS: Limits = Limits {
+    max_file_bytes: 1 << 20,
+    max_pixels: 10_000,
+    max_files: 10,
+    cost: crate::jobs::admission::CostLimits {
+        max_seconds: 60,
+        max_upscale: 16,
+    },
+    quota: crate::jobs::admission::Quotas {
+        jobs_per_minute: 600,
+        active_images: 10_000,
+        stored_bytes: 1 << 30,
+    },
+    max_downloads: 1,
+    max_downloads_per_tenant: 1,
+    max_submissions_per_tenant: 1,
+    download_pace: crate::jobs::admission::Pace {
+        timeout: std::time::Duration::from_secs(60),
+        min_bytes_per_sec: 0,
+        grace: std::time::Duration::from_secs(10),
+    },
+    queued_per_tenant: 2,
+    priority: crate::jobs::pacing::PriorityLimits {
+        images: 32,
+        image_seconds: 2.0,
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{DynamicImage, ImageFormat, RgbImage};
     use std::io::Write;
 
-    const LIMITS: Limits = Limits {
-        max_file_bytes: 1 << 20,
-        max_pixels: 10_000,
-        max_files: 10,
-        cost: crate::jobs::admission::CostLimits {
-            max_seconds: 60,
-            max_upscale: 16,
-        },
-        quota: crate::jobs::admission::Quotas {
-            jobs_per_minute: 600,
-            active_images: 10_000,
-            stored_bytes: 1 << 30,
-        },
-        max_downloads: 1,
-        max_downloads_per_tenant: 1,
-        max_submissions_per_tenant: 1,
-        download_pace: crate::jobs::admission::Pace {
-            timeout: std::time::Duration::from_secs(60),
-            min_bytes_per_sec: 0,
-            grace: std::time::Duration::from_secs(10),
-        },
-        queued_per_tenant: 2,
-        priority: crate::jobs::pacing::PriorityLimits {
-            images: 32,
-            image_seconds: 2.0,
-        },
-    };
+    const LIMITS: Limits = TEST_LIMITS;
 
     fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {

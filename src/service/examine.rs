@@ -2,21 +2,21 @@
 //! format, size and completeness (`jobs::intake`), and its digest when an
 //! `Idempotency-Key` asks for one.
 //! It runs on tokio's blocking threads and starts as soon as a file is
-//! received, so that it overlaps the rest of the upload instead of following
-//! it; `submit` takes the results in the files' order. Decides nothing: a
-//! problem is reported, and `submit` refuses the job.
+//! received (`staging`), so that it overlaps the rest of the upload instead
+//! of following it; `submit` takes the results in the files' order. Decides
+//! nothing: a problem is reported, and `submit` refuses the job.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 
-use super::{JobError, JobService};
-use crate::jobs::intake::{self, Inspected};
+use super::JobError;
+use crate::jobs::intake::{self, Inspected, Limits};
 
 /// One upload, as the HTTP layer received it.
+#[derive(Clone)]
 pub struct Upload {
     pub filename: String,
     pub content: Content,
@@ -32,12 +32,6 @@ pub enum Content {
     File(PathBuf),
 }
 
-/// An upload whose examination has started ([`JobService::receive`]).
-pub struct Received {
-    upload: Upload,
-    examining: JoinHandle<Result<Examined, JobError>>,
-}
-
 /// What examining one upload found.
 pub(super) struct Examined {
     pub inspected: Inspected,
@@ -45,46 +39,29 @@ pub(super) struct Examined {
     pub digest: Option<[u8; 32]>,
 }
 
-impl JobService {
-    /// Starts examining `upload` (and hashing it if `hash`); a spooled
-    /// file must outlive the submission it is given to.
-    pub fn receive(&self, upload: Upload, hash: bool) -> Received {
-        let (name, content, limits) = (
-            upload.filename.clone(),
-            upload.content.clone(),
-            self.limits(),
-        );
-        let examining = tokio::task::spawn_blocking(move || {
-            let (digest, inspected) = match &content {
-                Content::Memory(bytes) => (
-                    hash.then(|| Sha256::digest(bytes).into()),
-                    intake::inspect_bytes(bytes, &limits),
-                ),
-                Content::File(path) => (
-                    hash.then(|| sha256_file(path)).transpose()?,
-                    intake::inspect(path, &limits),
-                ),
-            };
-            let inspected = inspected.map_err(|problem| JobError::BadFile {
-                file: name,
-                problem,
-            })?;
-            Ok(Examined { inspected, digest })
-        });
-        Received { upload, examining }
-    }
-}
-
-impl Received {
-    /// Waits for the examination: the upload and what it found, or the
-    /// file's problem.
-    pub(super) async fn examined(self) -> Result<(Upload, Examined), JobError> {
-        let examined = self
-            .examining
-            .await
-            .map_err(|e| JobError::Internal(format!("inspection crashed: {e}")))??;
-        Ok((self.upload, examined))
-    }
+/// Examines the upload `name` (and hashes it if `hash`): blocking work,
+/// for tokio's blocking threads (`staging` runs it there).
+pub(super) fn examine(
+    name: &str,
+    content: &Content,
+    limits: &Limits,
+    hash: bool,
+) -> Result<Examined, JobError> {
+    let (digest, inspected) = match content {
+        Content::Memory(bytes) => (
+            hash.then(|| Sha256::digest(bytes).into()),
+            intake::inspect_bytes(bytes, limits),
+        ),
+        Content::File(path) => (
+            hash.then(|| sha256_file(path)).transpose()?,
+            intake::inspect(path, limits),
+        ),
+    };
+    let inspected = inspected.map_err(|problem| JobError::BadFile {
+        file: name.to_string(),
+        problem,
+    })?;
+    Ok(Examined { inspected, digest })
 }
 
 /// SHA-256 of a spooled upload (for idempotency fingerprints).

@@ -3,7 +3,8 @@
 //! apalis; the HTTP layer translates requests and [`JobError`]s.
 //!
 //! - this file   status, one result, the ZIP of all of them, readiness
-//! - `submit`    uploads + recipe → a stored, recorded, enqueued job
+//! - `staging`   a request's uploads examined and stored as they arrive
+//! - `submit`    staged uploads + recipe → a recorded, enqueued job
 //! - `idempotency` claiming an `Idempotency-Key` when a submission starts
 //! - `release`   fair scheduling: a job's images to the queue a few at a time
 //! - `purge`     deleting a job; purging expired or deleted ones
@@ -28,6 +29,7 @@ pub mod keys;
 mod purge;
 mod release;
 mod slots;
+mod staging;
 mod submit;
 mod watch;
 mod webhooks;
@@ -35,12 +37,13 @@ mod webhooks;
 pub use admin::{Cancelled, FailureGroup, Overview, QueueInfo};
 pub use error::JobError;
 pub use events::EventHub;
-pub use examine::{Content, Received, Upload};
+pub use examine::{Content, Upload};
 pub use idempotency::Claimed;
 pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};
 pub use slots::Slot;
 use slots::{Busy, Slots};
+pub use staging::Staging;
 pub use submit::{Accepted, AcceptedImage, Submitted};
 pub use watch::{Frame, KEEP_ALIVE};
 pub use webhooks::{Deliverer, Secrets, WebhookParts};

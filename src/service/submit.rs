@@ -1,17 +1,16 @@
-//! Submitting a job: every upload checked (examined as it arrived, see
-//! `examine`), then stored, the job recorded and its first tasks enqueued
+//! Submitting a job: every upload checked (examined, and stored, as it
+//! arrived: see `staging`), the job recorded and its first tasks enqueued
 //! (one per image; the rest follow, see `release`). All or nothing: a
-//! refused submission leaves nothing behind (what it stored is removed in
-//! the background).
+//! refused submission leaves nothing behind (what it stored is removed
+//! before it is answered; after a backend's failure, in the background).
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::examine::{Content, Received, Upload};
 use super::idempotency::Claimed;
+use super::staging::Staging;
 use super::JobError;
 use super::{delete_all, JobService};
 use crate::auth::idempotency::{judge, Completed, Fingerprint, Verdict};
@@ -26,9 +25,6 @@ use crate::jobs::{ImageEntry, Job, JobId, Recipe, MANIFEST_NAME};
 use crate::meta::Doomed;
 use crate::ops::Chain;
 use crate::queue::new_task_id;
-
-/// How many uploads are sent to storage at once for one request.
-const UPLOAD_CONCURRENCY: usize = 8;
 
 /// The answer to a submission: the 202 body, exactly as first sent (a
 /// repeated `Idempotency-Key` gets the same bytes again).
@@ -67,24 +63,61 @@ pub struct AcceptedImage {
 }
 
 impl JobService {
-    /// Validates every upload, then stores them, records the job (owned by
-    /// `tenant`) and enqueues one task per image. Nothing is stored or
-    /// enqueued unless every file passes. With a `claim` (an
-    /// `Idempotency-Key`), a request that repeats an earlier one gets its
-    /// answer back, and one that differs is refused.
+    /// Judges the staged uploads and the request, then records the job
+    /// (owned by `tenant`), taking its stored uploads over, and enqueues one
+    /// task per image. Nothing is recorded or enqueued unless every file
+    /// passes, and a refused submission's stored uploads are removed. With
+    /// a `claim` (an `Idempotency-Key`), a request that repeats an earlier
+    /// one gets its answer back, and one that differs is refused.
     pub async fn submit(
         &self,
         tenant: &Tenant,
         quotas: Quotas,
         recipe: Recipe,
         webhook: Option<Webhook>,
-        received: Vec<Received>,
+        mut staging: Staging,
         claim: Option<Claimed>,
     ) -> Result<Submitted, JobError> {
-        if received.is_empty() {
+        let judged = self
+            .judge(tenant, quotas, recipe, webhook, &mut staging, claim)
+            .await;
+        match judged {
+            Ok(Judged::Accept(accepted)) => {
+                // The rest runs as a task of its own: a client that goes
+                // away now must not cancel it between recording the job and
+                // recording its Idempotency-Key (a retry would then make a
+                // second job).
+                let this = self.clone();
+                tokio::spawn(async move { this.commit(*accepted, staging).await })
+                    .await
+                    .map_err(|e| JobError::Internal(format!("submission crashed: {e}")))?
+            }
+            Ok(Judged::Replay(answer)) => {
+                staging.abandon().await;
+                Ok(answer)
+            }
+            Err(refused) => {
+                staging.abandon().await;
+                Err(refused)
+            }
+        }
+    }
+
+    /// Everything decided before a job is recorded: the uploads' checks, a
+    /// repeated request's answer, quotas and cost.
+    async fn judge(
+        &self,
+        tenant: &Tenant,
+        quotas: Quotas,
+        recipe: Recipe,
+        webhook: Option<Webhook>,
+        staging: &mut Staging,
+        claim: Option<Claimed>,
+    ) -> Result<Judged, JobError> {
+        if staging.is_empty() {
             return Err(JobError::NoFiles);
         }
-        if received.len() > self.limits.max_files {
+        if staging.len() > self.limits.max_files {
             return Err(JobError::TooManyFiles {
                 limit: self.limits.max_files,
             });
@@ -93,10 +126,9 @@ impl JobService {
         // Each was examined as it arrived; the first problem, in the files'
         // order, refuses the job.
         let examining = Instant::now();
-        let mut uploads = Vec::with_capacity(received.len());
+        let mut uploads = Vec::with_capacity(staging.len());
         let (mut inspected, mut digests) = (Vec::new(), Vec::new());
-        for one in received {
-            let (upload, examined) = one.examined().await?;
+        for (upload, examined) in staging.examined().await? {
             if let Some(digest) = examined.digest {
                 digests.push((upload.filename.clone(), digest));
             }
@@ -116,7 +148,7 @@ impl JobService {
         let mut claim = claim;
         if let Some(earlier) = claim.as_mut().and_then(|c| c.earlier.take()) {
             return match judge(earlier, &fingerprint) {
-                Verdict::Replay(done) => Ok(Submitted {
+                Verdict::Replay(done) => Ok(Judged::Replay(Submitted {
                     status_url: done
                         .job_id
                         .parse()
@@ -125,13 +157,13 @@ impl JobService {
                     job_id: done.job_id,
                     body: done.response,
                     replayed: true,
-                }),
+                })),
                 Verdict::Mismatch => Err(JobError::IdempotencyMismatch),
             };
         }
 
         // Quotas, once the files are measured (and a repeated request has
-        // had its earlier answer), before anything is stored.
+        // had its earlier answer), before the job is recorded.
         let bytes = inspected.iter().map(|i| i.size_bytes).sum();
         let active = self
             .check_usage(tenant, uploads.len(), bytes, quotas)
@@ -142,7 +174,7 @@ impl JobService {
             .iter()
             .map(|i| recipe.format.unwrap_or(i.format.default_output()))
             .collect();
-        // Cost admission, per image, before anything is stored or enqueued.
+        // Cost admission, per image, before anything is recorded or enqueued.
         let mut costliest: f64 = 0.0;
         for ((upload, info), format) in uploads.iter().zip(&inspected).zip(&output_formats) {
             let seconds = admission::admit(&recipe, *format, info.width, info.height, limits.cost)
@@ -161,7 +193,7 @@ impl JobService {
             &[MANIFEST_NAME],
         );
         let job = Job {
-            id: JobId::new(),
+            id: staging.job_id(),
             recipe,
             created_at: now,
             expires_at: now + ttl,
@@ -190,34 +222,26 @@ impl JobService {
                 )
                 .collect(),
         };
-
-        // The rest runs as a task of its own: a client that goes away now
-        // must not cancel it between recording the job and recording its
-        // Idempotency-Key (a retry would then make a second job).
-        let this = self.clone();
-        tokio::spawn(async move {
-            this.commit(job, uploads, claim, fingerprint, examined)
-                .await
-        })
-        .await
-        .map_err(|e| JobError::Internal(format!("submission crashed: {e}")))?
+        Ok(Judged::Accept(Box::new(Accept {
+            job,
+            claim,
+            fingerprint,
+            examined,
+        })))
     }
 
-    /// Stores the uploads, records the job, enqueues its tasks and records
-    /// the answer under the claim, if any. All or nothing.
-    async fn commit(
-        &self,
-        job: Job,
-        uploads: Vec<Upload>,
-        claim: Option<Claimed>,
-        fingerprint: Fingerprint,
-        examined: Duration,
-    ) -> Result<Submitted, JobError> {
+    /// Waits for the uploads to be stored, records the job, enqueues its
+    /// tasks and records the answer under the claim, if any. All or nothing.
+    async fn commit(&self, accepted: Accept, mut staging: Staging) -> Result<Submitted, JobError> {
+        let Accept {
+            job,
+            claim,
+            fingerprint,
+            examined,
+        } = accepted;
         let storing = Instant::now();
-        if let Err(e) = self.store_uploads(&job, &uploads).await {
-            self.discard(&job, false);
-            return Err(e);
-        }
+        // On an error, dropping the staging removes what it stored.
+        staging.finish().await?;
         let stored = storing.elapsed();
         let recording = Instant::now();
         let job = job.recorded_at(Utc::now());
@@ -226,7 +250,7 @@ impl JobService {
         self.meta
             .create(&job)
             .await
-            .inspect_err(|_| self.discard(&job, true))?;
+            .inspect_err(|_| self.discard(&job))?;
         let recorded = recording.elapsed();
         let enqueuing = Instant::now();
         // Without its first tasks the job would wait for the sweep. Undo it;
@@ -235,7 +259,7 @@ impl JobService {
         self.release
             .start(&job)
             .await
-            .inspect_err(|_| self.discard(&job, true))?;
+            .inspect_err(|_| self.discard(&job))?;
         Stages {
             examined,
             stored,
@@ -369,36 +393,10 @@ impl JobService {
         Ok(usage.active_images)
     }
 
-    async fn store_uploads(&self, job: &Job, uploads: &[Upload]) -> Result<(), JobError> {
-        // Owned pairs: the stream lives in a spawned task (see `submit`).
-        let pairs: Vec<(String, Content)> = job
-            .images
-            .iter()
-            .zip(uploads)
-            .map(|(image, upload)| (job.input_key(image.index), upload.content.clone()))
-            .collect();
-        let store = self.store.clone();
-        futures::stream::iter(pairs)
-            .map(move |(key, content)| {
-                let store = store.clone();
-                async move {
-                    let kind = "application/octet-stream";
-                    match content {
-                        Content::Memory(bytes) => store.put_bytes(&key, bytes, kind).await,
-                        Content::File(path) => store.put_file(&key, &path, kind).await,
-                    }
-                }
-            })
-            .buffer_unordered(UPLOAD_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    /// Removes what a refused submission left behind: its inputs and, if it
-    /// was recorded, the job and any task that was pushed. In the background:
+    /// Removes what a submission that failed once recorded left behind:
+    /// the job, any task that was pushed, and its inputs. In the background:
     /// the client's 5xx must not wait on a backend that is failing anyway.
-    fn discard(&self, job: &Job, recorded: bool) {
+    fn discard(&self, job: &Job) {
         let (store, meta, queue, id, keys) = (
             self.store.clone(),
             self.meta.clone(),
@@ -408,19 +406,30 @@ impl JobService {
         );
         let task_ids = Doomed::of(job).task_ids;
         tokio::spawn(async move {
-            if recorded {
-                if let Err(e) = queue.forget(&task_ids).await {
-                    log::warn!("job {id}: could not forget the tasks of a refused submission: {e}");
-                }
-                if let Err(e) = meta.remove(id).await {
-                    log::warn!(
-                        "job {id}: could not remove the record of a refused submission: {e}"
-                    );
-                }
+            if let Err(e) = queue.forget(&task_ids).await {
+                log::warn!("job {id}: could not forget the tasks of a refused submission: {e}");
+            }
+            if let Err(e) = meta.remove(id).await {
+                log::warn!("job {id}: could not remove the record of a refused submission: {e}");
             }
             delete_all(store.as_ref(), keys).await;
         });
     }
+}
+
+/// What `judge` decided.
+enum Judged {
+    Accept(Box<Accept>),
+    /// An earlier request's answer, given again.
+    Replay(Submitted),
+}
+
+/// A submission accepted, its job not yet recorded.
+struct Accept {
+    job: Job,
+    claim: Option<Claimed>,
+    fingerprint: Fingerprint,
+    examined: Duration,
 }
 
 /// How long an accepted submission's stages took once its body was in:

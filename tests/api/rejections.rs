@@ -1,5 +1,6 @@
 //! Bad input: every rejection is a 4xx JSON error naming the file and the
-//! reason, and a rejected request stores and enqueues nothing.
+//! reason, and a rejected (or abandoned) request leaves nothing stored,
+//! recorded or enqueued.
 
 use serde_json::Value;
 
@@ -365,7 +366,69 @@ async fn unknown_jobs_and_images_are_404_json(backend: Backend) {
     }
 }
 
+/// A client that goes away mid-upload, after its first files were received
+/// and stored (each is stored as it arrives): nothing of its request stays,
+/// neither those stored uploads nor anything spooled or recorded.
+async fn a_client_gone_mid_upload_leaves_nothing_behind(backend: Backend) {
+    use std::io::Write;
+
+    let deployment = Deployment::new(backend);
+    let app = deployment.serve();
+    let boundary = "gone-mid-upload";
+    let part = |name: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; \
+             filename=\"{name}\"\r\nContent-Type: image/png\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let mut body = Vec::new();
+    for seed in 1..=2 {
+        body.extend(part(&format!("{seed}.png")));
+        body.extend(png(40, 30, seed));
+        body.extend(b"\r\n");
+    }
+    // The third file's head and its first bytes; the rest never comes.
+    body.extend(part("3.png"));
+    body.extend(&png(40, 30, 3)[..16]);
+    let host = app.base.trim_start_matches("http://").to_string();
+    let head = format!(
+        "POST /process-job?filter=blur HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        app.process.admin_key,
+        body.len() + 100_000
+    );
+    let mut socket = std::net::TcpStream::connect(&host).expect("connect");
+    socket.write_all(head.as_bytes()).expect("head");
+    socket.write_all(&body).expect("body");
+    // The two whole files are stored while the request is still open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deployment.stored_objects() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the received files were not stored as they arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(socket);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while deployment.stored_objects() > 0 || deployment.spooled_files() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} stored and {} spooled files left behind by a client gone mid-upload",
+            deployment.stored_objects(),
+            deployment.spooled_files()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let records = deployment.leftover_records().await;
+    assert!(records.is_empty(), "records left behind: {records:?}");
+}
+
 crate::both_backends!(
+    a_client_gone_mid_upload_leaves_nothing_behind,
     bad_requests_get_documented_4xx_and_leave_nothing_behind,
     early_refusals_reach_the_client_every_time,
     malformed_requests_are_400_json,
