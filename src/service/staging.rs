@@ -14,6 +14,7 @@
 //! backend are removed in the background when the staging is dropped.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -29,6 +30,9 @@ use crate::store::ObjectStore;
 pub const STORE_CONCURRENCY: usize = 8;
 
 const CONTENT_TYPE: &str = "application/octet-stream";
+
+/// How long a refusal waits for its stored uploads to be removed.
+const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
 /// The uploads of one submission, examined and stored as they arrive.
 pub struct Staging {
@@ -175,11 +179,23 @@ impl Staging {
     }
 
     /// Gives the submission up: waits for its uploads' tasks and removes
-    /// every input they stored, before the refusal is answered.
+    /// every input they stored, before the refusal is answered; but a
+    /// refusal does not wait past [`ABANDON_WAIT`] on a slow store, whose
+    /// removals then go on in the background.
     pub async fn abandon(mut self) {
         self.settled = true;
         let received = std::mem::take(&mut self.received);
-        remove_stored(self.store.clone(), self.ledger.clone(), received).await;
+        let removing = tokio::spawn(remove_stored(
+            self.store.clone(),
+            self.ledger.clone(),
+            received,
+        ));
+        if tokio::time::timeout(ABANDON_WAIT, removing).await.is_err() {
+            log::warn!(
+                "job {}: the uploads of a refused submission are still being removed",
+                self.job_id
+            );
+        }
     }
 }
 
@@ -273,7 +289,6 @@ fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
 
     use bytes::Bytes;
 
