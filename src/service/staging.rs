@@ -27,7 +27,7 @@ use crate::jobs::{input_key, JobId};
 use crate::store::ObjectStore;
 
 /// How many uploads of one request are written to storage at once.
-pub const STORE_CONCURRENCY: usize = 8;
+const STORE_CONCURRENCY: usize = 8;
 
 const CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -62,7 +62,7 @@ struct Ledger {
 }
 
 /// One upload: its examination's answer to come, and its storing.
-pub struct Received {
+struct Received {
     upload: Upload,
     examined: oneshot::Receiver<Result<Examined, JobError>>,
     /// `true`: stored; `false`: not stored (failed its examination, not
