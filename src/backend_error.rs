@@ -1,5 +1,7 @@
-//! The errors the three backends return ([`StoreError`], [`MetaError`],
-//! [`QueueError`]): a [`ErrorKind`] that says what went wrong, the operation it
+//! The errors the three backends return
+//! ([`StoreError`](crate::store::StoreError),
+//! [`MetaError`](crate::meta::MetaError),
+//! [`QueueError`](crate::queue::QueueError)): an [`ErrorKind`] that says what went wrong, the operation it
 //! hit, and the error that caused it.
 //!
 //! The kind decides everything downstream (retry or give up in the worker,

@@ -1,5 +1,6 @@
 //! `POST /process-job`, `GET /status-job/{id}` and `DELETE /jobs/{id}`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_multipart::{Field, Multipart, MultipartError};
@@ -171,10 +172,9 @@ async fn accept(
     // Each upload is examined and stored as it arrives (`Staging`); a
     // refusal from here on removes what was stored before it is answered.
     let mut staging = service.staging(claim.as_ref());
-    let mut files = Vec::new();
     let received = async {
         tokio::select! {
-            received = receive(multipart, &mut options, intake, &mut share, &mut staging, &mut files) => received?,
+            received = receive(multipart, &mut options, intake, &mut share, &mut staging) => received?,
             too_slow = watch => return Err(ApiError::UploadTooSlow(too_slow)),
         };
         let recipe = Recipe::parse(&options.as_recipe(), limits.max_pixels)?;
@@ -202,12 +202,9 @@ async fn accept(
             return Err(refused);
         }
     };
-    // `files` lives until here, so the temporary files (and the memory
-    // budget's shares) outlive their examination and the upload to storage.
     let submitted = service
         .submit(&caller.tenant, quotas, recipe, webhook, staging, claim)
         .await?;
-    drop(files);
     let mut answer = HttpResponse::Accepted();
     answer
         .insert_header(("Location", submitted.status_url))
@@ -222,14 +219,14 @@ async fn accept(
 const PACE_CHECK: Duration = Duration::from_millis(250);
 
 /// Reads the multipart body: files into memory or temporary files (see
-/// `spool`, kept in `spooled`) and on to `staging`, options into `options`.
+/// `spool`) and on to `staging`, which keeps each (its memory counted, its
+/// temporary file in place) while it may read it; options into `options`.
 async fn receive(
     multipart: &mut Multipart,
     options: &mut Options,
     intake: &Intake<'_>,
     share: &mut Share,
     staging: &mut Staging,
-    spooled: &mut Vec<Spooled>,
 ) -> Result<(), ApiError> {
     let limits = intake.service.limits();
     let upload_dir = intake.upload_dir;
@@ -250,7 +247,7 @@ async fn receive(
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "files" | "files[]" | "file" => {
-                if spooled.len() >= limits.max_files {
+                if staging.len() >= limits.max_files {
                     return Err(JobError::TooManyFiles {
                         limit: limits.max_files,
                     }
@@ -263,7 +260,7 @@ async fn receive(
                     .and_then(|cd| cd.get_filename())
                     .filter(|name| !name.trim().is_empty())
                     .map(str::to_string)
-                    .unwrap_or_else(|| format!("image-{}", spooled.len() + 1));
+                    .unwrap_or_else(|| format!("image-{}", staging.len() + 1));
                 let file = spool(
                     &mut field,
                     &filename,
@@ -278,8 +275,7 @@ async fn receive(
                     Spooled::File(path) => Content::File(path.to_path_buf()),
                 };
                 // Examined and stored now, while the next file arrives.
-                staging.receive(Upload { filename, content });
-                spooled.push(file);
+                staging.receive(Upload { filename, content }, Arc::new(file));
             }
             "filter" => options.filter = Some(read_text(&mut field, &name).await?),
             "ops" => options.ops = Some(read_text(&mut field, &name).await?),

@@ -27,8 +27,8 @@ pub struct Upload {
 pub enum Content {
     /// Kept in memory (a usual-size file, while memory allows).
     Memory(Bytes),
-    /// Spooled to a temporary file, which the HTTP layer owns and keeps
-    /// until the submission is answered.
+    /// Spooled to a temporary file, which its owner keeps in place while
+    /// the staging may read it (see `staging::Keep`).
     File(PathBuf),
 }
 

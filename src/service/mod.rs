@@ -27,6 +27,7 @@ mod gauges;
 mod idempotency;
 pub mod keys;
 mod purge;
+mod quotas;
 mod release;
 mod slots;
 mod staging;

@@ -34,6 +34,13 @@ const CONTENT_TYPE: &str = "application/octet-stream";
 /// How long a refusal waits for its stored uploads to be removed.
 const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
+/// What keeps an upload's bytes accounted for or on disk: the caller's
+/// (its share of a memory budget, its spooled file), opaque here. Dropped
+/// once neither the staging nor the upload's write needs the bytes, so that
+/// a write still under way after a refusal or a cancelled request keeps its
+/// bytes counted, and its file in place, until it ends.
+pub type Keep = Arc<dyn Send + Sync>;
+
 /// The uploads of one submission, examined and stored as they arrive.
 pub struct Staging {
     /// The job they will belong to (minted now: the keys name it).
@@ -64,6 +71,7 @@ struct Ledger {
 /// One upload: its examination's answer to come, and its storing.
 struct Received {
     upload: Upload,
+    _keep: Keep,
     examined: oneshot::Receiver<Result<Examined, JobError>>,
     /// `true`: stored; `false`: not stored (failed its examination, not
     /// stored early, or given up). Taken once awaited.
@@ -102,9 +110,9 @@ impl Staging {
         self.received.is_empty()
     }
 
-    /// Starts examining `upload` and, once it passes, storing it. A spooled
-    /// file must outlive the submission it belongs to.
-    pub fn receive(&mut self, upload: Upload) {
+    /// Starts examining `upload` and, once it passes, storing it; `keep`
+    /// lives as long as anything here may read the upload's bytes.
+    pub fn receive(&mut self, upload: Upload, keep: Keep) {
         let key = input_key(self.job_id, self.received.len());
         let (name, content) = (upload.filename.clone(), upload.content.clone());
         let (limits, hash, early) = (self.limits, self.hash, self.early);
@@ -114,7 +122,9 @@ impl Staging {
             self.ledger.clone(),
         );
         let (tell, examined) = oneshot::channel();
+        let held = keep.clone();
         let storing = tokio::spawn(async move {
+            let _held = held;
             let checked = {
                 let content = content.clone();
                 tokio::task::spawn_blocking(move || examine(&name, &content, &limits, hash))
@@ -131,6 +141,7 @@ impl Staging {
         });
         self.received.push(Received {
             upload,
+            _keep: keep,
             examined,
             storing: Some(storing),
         });
@@ -180,7 +191,7 @@ impl Staging {
 
     /// Gives the submission up: waits for its uploads' tasks and removes
     /// every input they stored, before the refusal is answered; but a
-    /// refusal does not wait past [`ABANDON_WAIT`] on a slow store, whose
+    /// refusal does not wait past `ABANDON_WAIT` on a slow store, whose
     /// removals then go on in the background.
     pub async fn abandon(mut self) {
         self.settled = true;
@@ -311,6 +322,10 @@ mod tests {
         }
     }
 
+    fn keep() -> Keep {
+        Arc::new(())
+    }
+
     fn staging(store: &Arc<MemoryStore>, early: bool) -> Staging {
         Staging {
             job_id: JobId::new(),
@@ -340,8 +355,8 @@ mod tests {
     async fn uploads_are_stored_as_they_pass_and_handed_over_whole() {
         let store = Arc::new(MemoryStore::default());
         let mut staged = staging(&store, true);
-        staged.receive(png(1));
-        staged.receive(png(2));
+        staged.receive(png(1), keep());
+        staged.receive(png(2), keep());
         // Stored before anyone asks for them: the write overlaps the upload.
         assert!(holds(&store, 2).await, "{:?}", store.keys());
         let examined = staged.examined().await.expect("both pass");
@@ -357,9 +372,9 @@ mod tests {
     async fn a_bad_upload_is_never_stored_and_a_refusal_removes_the_others() {
         let store = Arc::new(MemoryStore::default());
         let mut staged = staging(&store, true);
-        staged.receive(png(1));
-        staged.receive(upload("notes.png", b"just text".to_vec()));
-        staged.receive(png(3));
+        staged.receive(png(1), keep());
+        staged.receive(upload("notes.png", b"just text".to_vec()), keep());
+        staged.receive(png(3), keep());
         assert!(holds(&store, 2).await, "{:?}", store.keys());
         let refused = staged
             .examined()
@@ -376,8 +391,8 @@ mod tests {
     async fn a_dropped_staging_removes_its_uploads_in_the_background() {
         let store = Arc::new(MemoryStore::default());
         let mut staged = staging(&store, true);
-        staged.receive(png(1));
-        staged.receive(png(2));
+        staged.receive(png(1), keep());
+        staged.receive(png(2), keep());
         assert!(holds(&store, 2).await);
         // The request was cancelled (its client went away).
         drop(staged);
@@ -395,7 +410,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
         });
         let mut staged = staging(&store, true);
-        staged.receive(png(1));
+        staged.receive(png(1), keep());
         while !writing.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -403,12 +418,41 @@ mod tests {
         assert!(store.keys().is_empty(), "{:?}", store.keys());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_is_kept_until_its_write_ends() {
+        let store = Arc::new(MemoryStore::default());
+        let writing = Arc::new(AtomicBool::new(false));
+        let flag = writing.clone();
+        store.on_put(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut staged = staging(&store, true);
+        let kept = Arc::new(());
+        staged.receive(png(1), kept.clone());
+        while !writing.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The request is cancelled while its upload is being written: the
+        // bytes stay counted (and a spooled file stays) until the write ends.
+        drop(staged);
+        assert!(Arc::strong_count(&kept) > 1, "let go under a write");
+        assert!(holds(&store, 0).await, "{:?}", store.keys());
+        for _ in 0..500 {
+            if Arc::strong_count(&kept) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("still kept after the write and its removal");
+    }
+
     #[tokio::test]
     async fn a_repeated_request_stores_nothing_unless_it_is_recorded() {
         let store = Arc::new(MemoryStore::default());
         let mut staged = staging(&store, false);
-        staged.receive(png(1));
-        staged.receive(png(2));
+        staged.receive(png(1), keep());
+        staged.receive(png(2), keep());
         staged.examined().await.expect("both pass");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(store.keys().is_empty(), "{:?}", store.keys());
@@ -421,7 +465,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let mut staged = staging(&store, true);
         store.set_down(true);
-        staged.receive(png(1));
+        staged.receive(png(1), keep());
         staged.examined().await.expect("it passes");
         let failed = staged.finish().await.expect_err("the store is down");
         assert!(matches!(failed, JobError::Store(_)), "{failed:?}");
