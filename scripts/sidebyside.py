@@ -6,6 +6,9 @@ loopback ports, each fresh, and drives each with the same client:
 
   embedded     imgpipe serve (2 worker slots)
   distributed  imgpipe api + imgpipe worker (2 slots) on redis-server and s3s-fs
+  distributed-garage  the same on Garage (a production S3 server, one node,
+               its defaults) instead of s3s-fs; only when asked for, as it
+               builds Garage from crates.io into target/garage on first use
   peer         bench/peer: FastAPI under uvicorn (2 workers) + Celery
                (prefork, 2) on redis-server + Pillow, results on local disk
 
@@ -87,6 +90,21 @@ PEER = ROOT / "bench" / "peer"
 VENV = ROOT / "target" / "peer-venv"
 BIN = ROOT / "target" / "release"
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+GARAGE = ROOT / "target" / "garage" / "bin" / "garage"
+GARAGE_VERSION = "2.5.0"
+
+
+def garage_binary():
+    """Garage for the distributed-garage deployment, built from crates.io
+    into target/garage on first use (some 25 minutes on 2 cores)."""
+    if not GARAGE.exists():
+        print(f"# building garage {GARAGE_VERSION} into {GARAGE.parent.parent} (first use only)", flush=True)
+        subprocess.run(["cargo", "install", "garage", "--version", GARAGE_VERSION, "--locked",
+                        "--no-default-features", "--features", "bundled-libs,lmdb",
+                        "--root", str(GARAGE.parent.parent)], check=True)
+    return str(GARAGE)
 
 
 def ensure_venv():
@@ -199,6 +217,38 @@ class Deployment:
         wait_port(port, "redis-server", proc, log)
         return f"redis://127.0.0.1:{port}"
 
+    def s3s_fs(self):
+        """s3s-fs on a free port: imgpipe's S3 settings for it."""
+        s3_port = free_port()
+        (self.dir / "s3").mkdir()
+        proc, log = self.spawn("s3", ["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port),
+                                      "--access-key", "bench", "--secret-key", "bench-secret",
+                                      str(self.dir / "s3")], infra=True)
+        wait_port(s3_port, "s3s-fs", proc, log)
+        return dict(S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", S3_ACCESS_KEY="bench",
+                    S3_SECRET_KEY="bench-secret")
+
+    def garage(self):
+        """Garage (a production S3 server) as one node with its defaults, on
+        free ports, its bucket and key made at start: imgpipe's S3 settings
+        for it."""
+        s3_port, rpc_port = free_port(), free_port()
+        root = self.dir / "garage"
+        root.mkdir()
+        (root / "garage.toml").write_text(
+            f'metadata_dir = "{root}/meta"\ndata_dir = "{root}/data"\ndb_engine = "lmdb"\n'
+            f'replication_factor = 1\nrpc_bind_addr = "127.0.0.1:{rpc_port}"\n'
+            f'rpc_public_addr = "127.0.0.1:{rpc_port}"\nrpc_secret = "{os.urandom(32).hex()}"\n'
+            f'[s3_api]\ns3_region = "us-east-1"\napi_bind_addr = "127.0.0.1:{s3_port}"\n'
+            f'root_domain = ".s3.garage.localhost"\n')
+        key, secret = "GK" + os.urandom(12).hex(), os.urandom(32).hex()
+        genv = dict(os.environ, GARAGE_DEFAULT_ACCESS_KEY=key, GARAGE_DEFAULT_SECRET_KEY=secret,
+                    GARAGE_DEFAULT_BUCKET="imgpipe", RUST_LOG="warn")
+        proc, log = self.spawn("s3", [garage_binary(), "-c", str(root / "garage.toml"), "server",
+                                      "--single-node", "--default-bucket"], genv, infra=True)
+        wait_port(s3_port, "garage", proc, log)
+        return dict(S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", S3_ACCESS_KEY=key, S3_SECRET_KEY=secret)
+
     def start(self):
         env = dict(os.environ, RUST_LOG=self.rust_log, IMGPIPE_BIND=self.url, IMGPIPE_DATA_DIR=str(self.dir / "data"),
                    IMGPIPE_WORKERS="2", IMGPIPE_AUTH="off", IMGPIPE_MAX_FILES="1000",
@@ -213,16 +263,12 @@ class Deployment:
             api, log = self.spawn("api", [self.binary, "api"], env)
             wait_port(self.port, "imgpipe api", api, log)
             self.spawn("worker", [self.binary, "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
-        elif self.kind == "distributed":
-            s3_port = free_port()
-            (self.dir / "s3").mkdir()
+        elif self.kind in ("distributed", "distributed-garage"):
             env["REDIS_URL"] = self.redis()
-            proc, log = self.spawn("s3", ["s3s-fs", "--host", "127.0.0.1", "--port", str(s3_port),
-                                          "--access-key", "bench", "--secret-key", "bench-secret",
-                                          str(self.dir / "s3")], infra=True)
-            wait_port(s3_port, "s3s-fs", proc, log)
-            env.update(S3_ENDPOINT=f"http://127.0.0.1:{s3_port}", S3_ACCESS_KEY="bench",
-                       S3_SECRET_KEY="bench-secret")
+            if self.kind == "distributed":
+                env.update(self.s3s_fs())
+            else:
+                env.update(self.garage())
             api, log = self.spawn("api", [self.binary, "api"], env)
             wait_port(self.port, "imgpipe api", api, log)
             self.spawn("worker", [self.binary, "worker"], dict(env, IMGPIPE_BIND="127.0.0.1:0"))
@@ -562,6 +608,7 @@ def main():
     ap.add_argument("--client", default="light,httpx")
     ap.add_argument("--deployments", default="embedded,distributed,peer",
                     help="comma-separated; embedded-split: api + worker on SQLite; "
+                         "distributed-garage: on Garage instead of s3s-fs; "
                          "embedded=PATH or distributed=PATH runs another imgpipe build")
     ap.add_argument("--scrape", type=float, default=0, metavar="S",
                     help="GET /metrics every S seconds during each imgpipe run (0: never)")
