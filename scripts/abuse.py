@@ -26,6 +26,7 @@ library only (images are made with target/release/pipeline-bench).
 
     cargo build --release
     python3 scripts/abuse.py [--backend distributed] [--scenarios trickle,burst] [--normal-timeout 60]
+                             [--binary target/imgpipe-old]
 
 The servers' peak RSS (VmHWM, summed over the imgpipe processes) is shown
 after each scenario.
@@ -46,6 +47,8 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release")
+# The imgpipe binary under test (--binary: another build, to compare).
+IMGPIPE = os.path.join(BIN, "imgpipe")
 FIXTURE = os.path.join(ROOT, "tests/fixtures/golden/in-RGB-23x17.png")
 
 
@@ -225,7 +228,7 @@ def start(args, work):
     servers = []
     for command in commands:
         log = f"{work}/{command}.log"
-        proc = subprocess.Popen([os.path.join(BIN, "imgpipe"), command], env=env,
+        proc = subprocess.Popen([IMGPIPE, command], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         servers.append(proc)
         if command != "worker":
@@ -236,7 +239,7 @@ def start(args, work):
         # half the room above the disk's watermark.
         abuser = ["--jobs-per-minute", "100000", "--stored-bytes", str(512 << 20)]
         for who, more in (("normal", []), ("abuser", abuser)):
-            out = subprocess.run([os.path.join(BIN, "imgpipe"), "keys", "create", "--tenant", who,
+            out = subprocess.run([IMGPIPE, "keys", "create", "--tenant", who,
                                   "--scopes", "submit,read", *more], env=env, check=True,
                                  capture_output=True, text=True)
             KEYS[who] = out.stdout.strip().splitlines()[-1]
@@ -343,4 +346,8 @@ if __name__ == "__main__":
     ap.add_argument("--normal-timeout", type=float, default=60)
     ap.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
     ap.add_argument("--open", action="store_true", help="auth off: the normal client and the abuser are one tenant")
-    run(ap.parse_args())
+    ap.add_argument("--binary", help="another imgpipe build to run (default: target/release/imgpipe)")
+    args = ap.parse_args()
+    if args.binary:
+        IMGPIPE = os.path.abspath(args.binary)
+    run(args)
