@@ -1,8 +1,7 @@
-//! The errors the three backends return
-//! ([`StoreError`](crate::store::StoreError),
-//! [`MetaError`](crate::meta::MetaError),
-//! [`QueueError`](crate::queue::QueueError)): an [`ErrorKind`] that says what went wrong, the operation it
-//! hit, and the error that caused it.
+//! The errors the three backends return (`StoreError`, `MetaError`,
+//! `QueueError`: each is built on this module, which must not link to them,
+//! as a link would count as an import cycle): an [`ErrorKind`] that says
+//! what went wrong, the operation it hit, and the error that caused it.
 //!
 //! The kind decides everything downstream (retry or give up in the worker,
 //! the HTTP status in the API); nothing may classify a backend error by
