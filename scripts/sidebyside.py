@@ -93,12 +93,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 GARAGE = ROOT / "target" / "garage" / "bin" / "garage"
+# Columns wide enough for the longest deployment name.
+WIDTH = len("distributed-garage")
 GARAGE_VERSION = "2.5.0"
 
 
 def garage_binary():
     """Garage for the distributed-garage deployment, built from crates.io
-    into target/garage on first use (some 25 minutes on 2 cores)."""
+    into target/garage on first use (main() does it before any run)."""
     if not GARAGE.exists():
         print(f"# building garage {GARAGE_VERSION} into {GARAGE.parent.parent} (first use only)", flush=True)
         subprocess.run(["cargo", "install", "garage", "--version", GARAGE_VERSION, "--locked",
@@ -619,6 +621,8 @@ def main():
                          "used in turn to fill each job")
     args = ap.parse_args()
     ensure_venv()
+    if any(d.partition("=")[0] == "distributed-garage" for d in args.deployments.split(",")):
+        garage_binary()
     for tool in ("redis-server", "s3s-fs"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH (scripts/test.sh installs it)")
@@ -628,7 +632,7 @@ def main():
         print(f"{args.pickup} one-image jobs (23x17 PNG, blur), one at a time, on an idle server")
         for kind in args.deployments.split(","):
             starts, readies = pickup(kind, args)
-            line = f"  {kind:<11} POST → ready p50 {pct(readies, 50) * 1000:6.1f} ms, p99 {pct(readies, 99) * 1000:6.1f} ms"
+            line = f"  {kind:<{WIDTH}} POST → ready p50 {pct(readies, 50) * 1000:6.1f} ms, p99 {pct(readies, 99) * 1000:6.1f} ms"
             if starts:
                 line += (f"; created → started p50 {pct(starts, 50) * 1000:5.1f} ms, "
                          f"p99 {pct(starts, 99) * 1000:5.1f} ms")
@@ -661,7 +665,7 @@ def main():
                 rows.append(row)
                 floor = (f"; floor {row['floor']:.1f} ms, {row['cpu'] / row['floor']:.2f}x "
                          f"(after ÷ before {row['drift']:.2f})" if row["floor"] else "")
-                print(f"  round {r + 1} {client:<5} {kind:<11} {row['img_s']:6.1f} img/s  "
+                print(f"  round {r + 1} {client:<5} {kind:<{WIDTH}} {row['img_s']:6.1f} img/s  "
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
                       f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
                       f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle){floor}", flush=True)
@@ -672,14 +676,14 @@ def main():
                           f"= {parts} + receiving the body and answering "
                           f"{row['stages']['request'] - sum(row['stages'].get(s, 0) for s in STAGES):.1f}",
                           flush=True)
-    print(f"\n{'round':<6}{'client':<7}{'deployment':<12}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
+    print(f"\n{'round':<6}{'client':<7}{'deployment':<{WIDTH + 1}}{'img/s':>7}{'÷peer':>7}{'POST p50':>9}{'p95 ms':>7}"
           f"{'ready p50':>10}{'p95 s':>7}{'CPU ms/img':>11}{'peer÷':>7}{'infra':>7}{'client':>7}{'idle':>6}")
     for row in rows:
         peer = next((p for p in rows if p["kind"] == "peer" and p["round"] == row["round"]
                      and p["client"] == row["client"]), None)
         speed = f"{row['img_s'] / peer['img_s']:.1f}x" if peer and row is not peer else ""
         cpu = f"{peer['cpu'] / row['cpu']:.1f}x" if peer and row is not peer else ""
-        print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<12}{row['img_s']:7.1f}{speed:>7}"
+        print(f"{row['round']:<6}{row['client']:<7}{row['kind']:<{WIDTH + 1}}{row['img_s']:7.1f}{speed:>7}"
               f"{row['post50']:9.0f}{row['post95']:7.0f}{row['done50']:10.2f}{row['done95']:7.2f}"
               f"{row['cpu']:11.1f}{cpu:>7}{row['infra']:7.1f}{row['client_cpu']:7.1f}{row['idle']:5.0f}%")
     floored = [r for r in rows if r["floor"]]

@@ -44,7 +44,7 @@ pub use keys::{KeyError, KeyService};
 pub use release::{Paced, Releaser};
 pub use slots::Slot;
 use slots::{Busy, Slots};
-pub use staging::Staging;
+pub use staging::{Keep, Staging};
 pub use submit::{Accepted, AcceptedImage, Submitted};
 pub use watch::{Frame, KEEP_ALIVE};
 pub use webhooks::{Deliverer, Secrets, WebhookParts};
