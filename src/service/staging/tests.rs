@@ -100,40 +100,43 @@ async fn a_dropped_staging_removes_its_uploads_in_the_background() {
     assert!(holds(&store, 0).await, "{:?}", store.keys());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_that_ends_after_the_refusal_is_removed_too() {
+/// A store whose writes take 200 ms, and the flag each write sets as it
+/// starts.
+fn slow_store() -> (Arc<MemoryStore>, Arc<AtomicBool>) {
     let store = Arc::new(MemoryStore::default());
     let writing = Arc::new(AtomicBool::new(false));
     let flag = writing.clone();
     store.on_put(move |_| {
         flag.store(true, Ordering::SeqCst);
-        // A slow store: the refusal comes while this write is under way.
         std::thread::sleep(Duration::from_millis(200));
     });
-    let mut staged = staging(&store, true);
-    staged.receive(png(1), keep());
-    while !writing.load(Ordering::SeqCst) {
+    (store, writing)
+}
+
+async fn until_set(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_ends_after_the_refusal_is_removed_too() {
+    let (store, writing) = slow_store();
+    let mut staged = staging(&store, true);
+    staged.receive(png(1), keep());
+    // The refusal comes while this write is under way.
+    until_set(&writing).await;
     staged.abandon().await;
     assert!(store.keys().is_empty(), "{:?}", store.keys());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_is_kept_until_its_write_ends() {
-    let store = Arc::new(MemoryStore::default());
-    let writing = Arc::new(AtomicBool::new(false));
-    let flag = writing.clone();
-    store.on_put(move |_| {
-        flag.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(200));
-    });
+    let (store, writing) = slow_store();
     let mut staged = staging(&store, true);
     let kept = Arc::new(());
     staged.receive(png(1), kept.clone());
-    while !writing.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_set(&writing).await;
     // The request is cancelled while its upload is being written: the
     // bytes stay counted (and a spooled file stays) until the write ends.
     drop(staged);
