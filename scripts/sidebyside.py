@@ -201,7 +201,8 @@ class Deployment:
         self.dir = Path(tempfile.mkdtemp(prefix=f"sidebyside-{kind}-"))
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
-        self.own, self.infra, self.procs = [], [], []
+        # `infra` by name ("redis", "s3"), so that each is reported apart.
+        self.own, self.infra, self.procs = [], {}, []
         # imgpipe's RUST_LOG (statements.py turns on sqlx's statement log).
         self.rust_log = "warn"
 
@@ -209,7 +210,7 @@ class Deployment:
         log = self.dir / f"{name}.log"
         proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=cwd)
         self.procs.append(proc)
-        (self.infra if infra else self.own).append(proc)
+        (self.infra.setdefault(name, []) if infra else self.own).append(proc)
         return proc, log
 
     def redis(self):
@@ -287,7 +288,9 @@ class Deployment:
         return self
 
     def cpu(self):
-        return (cpu_seconds([p.pid for p in self.own]), cpu_seconds([p.pid for p in self.infra]))
+        """CPU seconds so far: the service's own, and each infra server's by name."""
+        return (cpu_seconds([p.pid for p in self.own]),
+                {name: cpu_seconds([p.pid for p in procs]) for name, procs in self.infra.items()})
 
     def stop(self):
         for proc in reversed(self.procs):
@@ -549,9 +552,16 @@ def measure(kind, client, args, body, ctype):
     n = args.jobs * args.images
     return {"kind": kind, "client": client, "img_s": n / wall, "post50": pct(posts, 50) * 1000,
             "post95": pct(posts, 95) * 1000, "done50": pct(dones, 50), "done95": pct(dones, 95),
-            "cpu": (own1 - own0) / n * 1000, "infra": (infra1 - infra0) / n * 1000,
+            "cpu": (own1 - own0) / n * 1000, "infra": (sum(infra1.values()) - sum(infra0.values())) / n * 1000,
+            "infra_parts": {name: (infra1[name] - infra0[name]) / n * 1000 for name in infra1},
             "client_cpu": (client1 - client0) / n * 1000, "stages": stages,
             "idle": 100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1])}
+
+
+def infra_parts(row):
+    """Each infra server's share, e.g. " = redis 1.2 + s3 8.0", or nothing."""
+    parts = row["infra_parts"]
+    return " = " + " + ".join(f"{name} {ms:.1f}" for name, ms in parts.items()) if parts else ""
 
 
 def parse_time(text):
@@ -667,7 +677,7 @@ def main():
                          f"(after ÷ before {row['drift']:.2f})" if row["floor"] else "")
                 print(f"  round {r + 1} {client:<5} {kind:<{WIDTH}} {row['img_s']:6.1f} img/s  "
                       f"POST p50/p95 {row['post50']:5.0f}/{row['post95']:5.0f} ms  "
-                      f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra, "
+                      f"CPU {row['cpu']:6.1f} ms/img (+{row['infra']:.1f} infra{infra_parts(row)}, "
                       f"{row['client_cpu']:.1f} client; {row['idle']:.0f}% idle){floor}", flush=True)
                 if row["stages"].get("request"):
                     parts = " + ".join(f"{stage} {row['stages'][stage]:.1f}" for stage in STAGES
