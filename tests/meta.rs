@@ -271,11 +271,25 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
         };
         assert_eq!(meta.usage(&tenant).await.unwrap(), usage(2, 20), "{name}");
 
-        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let backlog = meta.backlog(&tenant, 10).await.unwrap();
+        let held = &backlog.held;
         assert_eq!(
             (held.len(), held[0].released, held[0].taken),
             (1, 0, 0),
             "{name}"
+        );
+        // SQLite reads the next images' task ids along; Redis leaves them
+        // to the release's own read.
+        let along = backlog.next_ids.get(&job.id).cloned();
+        match name {
+            "sqlite" => assert_eq!(along, Some(vec!["t0".into(), "t1".into()])),
+            _ => assert_eq!(along, None, "{name}"),
+        }
+        // At most `limit` of them.
+        let one = meta.backlog(&tenant, 1).await.unwrap();
+        assert!(
+            one.next_ids.values().all(|ids| ids.len() <= 1),
+            "{name}: {one:?}"
         );
         meta.mark_released(&[(job.id, 2)], Utc::now().timestamp_millis())
             .await
@@ -285,8 +299,10 @@ async fn usage_and_release_counters_add_up_alike_on_both_stores() {
             Some(tenant.clone()),
             "{name}"
         );
-        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let backlog = meta.backlog(&tenant, 10).await.unwrap();
+        let held = &backlog.held;
         assert_eq!((held[0].released, held[0].taken), (2, 1), "{name}");
+        assert!(backlog.next_ids.is_empty(), "nothing held back: {name}");
         assert!(
             meta.tenants_with_backlog(100)
                 .await
@@ -477,14 +493,25 @@ async fn take_counts_then_reads_the_backlog_alike_on_both_stores() {
         meta.create(&first).await.unwrap();
         meta.create(&second).await.unwrap();
         // The first job's one image is taken: only the second is left.
-        let held = meta.take(first.id, 10).await.unwrap().expect("live job");
+        let backlog = meta.take(first.id, 10).await.unwrap().expect("live job");
         assert_eq!(
-            held.iter().map(|h| (h.job, h.taken)).collect::<Vec<_>>(),
+            backlog
+                .held
+                .iter()
+                .map(|h| (h.job, h.taken))
+                .collect::<Vec<_>>(),
             [(second.id, 0)],
             "{name}"
         );
-        let held = meta.take(second.id, 10).await.unwrap().expect("live job");
-        assert!(held.is_empty(), "{name}: {held:?}");
+        if name == "sqlite" {
+            assert_eq!(
+                backlog.next_ids.get(&second.id),
+                Some(&vec![second.images[0].task_id.clone()]),
+                "the take reads the next ids along"
+            );
+        }
+        let backlog = meta.take(second.id, 10).await.unwrap().expect("live job");
+        assert!(backlog.held.is_empty(), "{name}: {backlog:?}");
         meta.mark_deleted(first.id).await.unwrap();
         assert_eq!(meta.take(first.id, 10).await.unwrap(), None, "{name}");
         assert_eq!(
@@ -530,6 +557,13 @@ async fn a_bounded_backlog_read_plans_as_the_whole_backlog_does() {
         meta.note_taken(jobs[4]).await.unwrap();
 
         let bounded = meta.backlog(&tenant, 2).await.unwrap();
+        if name == "sqlite" {
+            // From each job's first image not yet released, at most 2.
+            assert_eq!(bounded.next_ids[&jobs[5]], ["t2"]);
+            assert_eq!(bounded.next_ids[&jobs[0]].len(), 2);
+            assert_eq!(bounded.next_ids[&jobs[0]][1], "t1");
+        }
+        let (bounded, whole) = (bounded.held, meta.backlog(&tenant, 100).await.unwrap().held);
         let ids: Vec<JobId> = bounded.iter().map(|h| h.job).collect();
         for must in [jobs[0], jobs[1], jobs[5]] {
             assert!(ids.contains(&must), "{name}: {ids:?}");
@@ -539,7 +573,6 @@ async fn a_bounded_backlog_read_plans_as_the_whole_backlog_does() {
             position(jobs[1]) < position(jobs[5]),
             "{name}: in turn order"
         );
-        let whole = meta.backlog(&tenant, 100).await.unwrap();
         assert_eq!(whole.len(), 6, "{name}");
         assert_eq!(plan(&bounded, 2), plan(&whole, 2), "{name}");
         // One waits: the plan tops the tenant up from the first held back.
@@ -592,21 +625,21 @@ async fn a_release_of_several_jobs_reads_and_marks_them_together() {
         meta.mark_released(&[(jobs[1], 3), (gone, 1), (jobs[0], 1)], 7_000)
             .await
             .unwrap();
-        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap().held;
         let released: Vec<(JobId, usize)> = held.iter().map(|h| (h.job, h.released)).collect();
         assert!(released.contains(&(jobs[0], 1)), "{name}: {released:?}");
         assert!(released.contains(&(jobs[1], 3)), "{name}: {released:?}");
         // Never lowered; an empty release writes nothing.
         meta.mark_released(&[(jobs[0], 0)], 8_000).await.unwrap();
         meta.mark_released(&[], 9_000).await.unwrap();
-        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap().held;
         let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
         assert_eq!(first.released, 1, "{name}");
         // A job named twice gets the larger count.
         meta.mark_released(&[(jobs[0], 2), (jobs[0], 1)], 10_000)
             .await
             .unwrap();
-        let held = meta.backlog(&tenant, 10).await.unwrap();
+        let held = meta.backlog(&tenant, 10).await.unwrap().held;
         let first = held.iter().find(|h| h.job == jobs[0]).unwrap();
         assert_eq!(first.released, 2, "{name}");
     }

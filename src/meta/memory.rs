@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
+use super::{Backlog, Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -35,9 +35,15 @@ impl Entry {
 pub struct MemoryMeta {
     jobs: Mutex<HashMap<JobId, Entry>>,
     down: AtomicBool,
+    counters_only: AtomicBool,
 }
 
 impl MemoryMeta {
+    /// While set, backlog reads bring no task ids along (as Redis').
+    pub fn set_counters_only(&self, on: bool) {
+        self.counters_only.store(on, Ordering::SeqCst);
+    }
+
     /// While down, every call fails as an unreachable store would.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -190,7 +196,7 @@ impl MetaStore for MemoryMeta {
         Ok(Some(entry.job.tenant.clone()))
     }
 
-    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Backlog, MetaError> {
         let now = Utc::now();
         let jobs = self.jobs()?;
         let mut held: Vec<&Entry> = jobs
@@ -205,7 +211,20 @@ impl MetaStore for MemoryMeta {
             held_back += usize::from(e.held.released < e.held.total);
             waiting || first_held_back
         });
-        Ok(held.iter().map(|e| e.held).collect())
+        // The next ids are read along, as SQLite does.
+        let along = !self.counters_only.load(Ordering::SeqCst);
+        let next_ids = held
+            .iter()
+            .filter(|e| along && e.held.released < e.held.total)
+            .map(|e| {
+                let images = e.job.images.iter().skip(e.held.released).take(limit);
+                (e.job.id, images.map(|i| i.task_id.clone()).collect())
+            })
+            .collect();
+        Ok(Backlog {
+            held: held.iter().map(|e| e.held).collect(),
+            next_ids,
+        })
     }
 
     async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError> {

@@ -62,6 +62,38 @@ pub struct Usage {
     pub stored_bytes: u64,
 }
 
+/// One tenant's backlog as a release reads it: its jobs' counters (what
+/// `pacing::plan` needs) and, where the store reads them in the same trip,
+/// the task ids of the images each job would release next, which spares the
+/// release a [`MetaStore::task_ids`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    pub held: Vec<Held>,
+    /// For a job of `held` with images held back: the task ids of its images
+    /// from `released` on, in order, at most as many as the read's `limit`.
+    /// A job not here (a store that does not read them along, or an image
+    /// written without its id) has its ids read when released.
+    pub next_ids: std::collections::HashMap<JobId, Vec<String>>,
+}
+
+impl Backlog {
+    /// Counters only: the ids are read when released.
+    pub fn counters(held: Vec<Held>) -> Self {
+        Backlog {
+            held,
+            next_ids: Default::default(),
+        }
+    }
+
+    /// The task ids of images `range` of `job`, if they were read along.
+    pub fn ids(&self, job: JobId, range: &Range<usize>) -> Option<&[String]> {
+        let held = self.held.iter().find(|h| h.job == job)?;
+        let ids = self.next_ids.get(&job)?;
+        let from = range.start.checked_sub(held.released)?;
+        ids.get(from..range.end.checked_sub(held.released)?)
+    }
+}
+
 /// A job whose objects and records are due to be purged (expired or deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doomed {
@@ -170,7 +202,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// [`backlog`](Self::backlog): what a worker's first delivery of an
     /// image needs to release its tenant's next ones. `None` once the job is
     /// gone. A store that can do both in one round trip does.
-    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Backlog>, MetaError> {
         match self.note_taken(id).await? {
             Some(tenant) => self.backlog(&tenant, limit).await.map(Some),
             None => Ok(None),
@@ -181,8 +213,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `jobs::pacing`), in turn order: what `pacing::plan` needs to release
     /// up to `limit` images. A store may return more of the tenant's
     /// unfinished jobs (the plan is the same). Jobs recorded before fair
-    /// scheduling are never among them.
-    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError>;
+    /// scheduling are never among them. A store that can read the next
+    /// `limit` task ids of each job in the same trip does (see [`Backlog`]).
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Backlog, MetaError>;
     /// Up to `limit` tenants with images held back (for the sweep that
     /// repairs a release lost to a crash).
     async fn tenants_with_backlog(&self, limit: usize) -> Result<Vec<Tenant>, MetaError>;

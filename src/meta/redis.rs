@@ -21,10 +21,9 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
+use super::{Backlog, Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 
 #[derive(Clone)]
@@ -409,11 +408,11 @@ impl MetaStore for RedisMeta {
         self.count_taken(id).await
     }
 
-    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Backlog>, MetaError> {
         self.take_and_read_backlog(id, limit).await
     }
 
-    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Backlog, MetaError> {
         self.read_backlog(tenant, limit).await
     }
 

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::LazyLock;
 
 use super::redis::{unavailable, RedisMeta};
-use super::{MetaError, Usage};
+use super::{Backlog, MetaError, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -222,7 +222,7 @@ impl RedisMeta {
         &self,
         tenant: &Tenant,
         limit: usize,
-    ) -> Result<Vec<Held>, MetaError> {
+    ) -> Result<Backlog, MetaError> {
         // No index finds the jobs with images waiting (they were served
         // last, so sit at the queue's far end): the first `BACKLOG_SCAN` are
         // read, more than the plan needs.
@@ -233,7 +233,7 @@ impl RedisMeta {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(held(&flat))
+        Ok(Backlog::counters(held(&flat)))
     }
 
     /// [`MetaStore::take`](super::MetaStore::take) in one trip ([`TAKE`]).
@@ -241,7 +241,7 @@ impl RedisMeta {
         &self,
         id: JobId,
         limit: usize,
-    ) -> Result<Option<Vec<Held>>, MetaError> {
+    ) -> Result<Option<Backlog>, MetaError> {
         let flat: Option<Vec<redis::Value>> = redis::Script::new(&TAKE)
             .key(self.job_key(id))
             .key(self.pace_key(id))
@@ -254,7 +254,7 @@ impl RedisMeta {
             .map_err(unavailable)?;
         Ok(match flat.as_deref() {
             None | Some([]) => None,
-            Some([_tenant, rest @ ..]) => Some(held(rest)),
+            Some([_tenant, rest @ ..]) => Some(Backlog::counters(held(rest))),
         })
     }
 

@@ -12,10 +12,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use tokio::sync::Notify;
 
-use super::{Doomed, JobRecord, MetaError, MetaStore, Usage};
+use super::{Backlog, Doomed, JobRecord, MetaError, MetaStore, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
-use crate::jobs::pacing::Held;
 use crate::jobs::{ImageProgress, Job, JobId};
 use crate::sqlite::{Conn, Connections};
 
@@ -294,11 +293,11 @@ impl MetaStore for SqliteMeta {
         self.count_taken(id).await
     }
 
-    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Vec<Held>>, MetaError> {
+    async fn take(&self, id: JobId, limit: usize) -> Result<Option<Backlog>, MetaError> {
         self.take_and_read_backlog(id, limit).await
     }
 
-    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Vec<Held>, MetaError> {
+    async fn backlog(&self, tenant: &Tenant, limit: usize) -> Result<Backlog, MetaError> {
         self.read_backlog(tenant, limit).await
     }
 

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use chrono::Utc;
 
 use super::sqlite::{millis, unavailable, SqliteMeta};
-use super::{MetaError, Usage};
+use super::{Backlog, MetaError, Usage};
 use crate::auth::Tenant;
 use crate::backend_error::ErrorKind;
 use crate::jobs::pacing::Held;
@@ -38,7 +38,7 @@ impl SqliteMeta {
         &self,
         id: JobId,
         limit: usize,
-    ) -> Result<Option<Vec<Held>>, MetaError> {
+    ) -> Result<Option<Backlog>, MetaError> {
         let rows =
             Self::backlog_rows(self.writer().await?, TAKE.as_str(), id.to_string(), limit).await?;
         let mut rows = rows.into_iter();
@@ -46,18 +46,18 @@ impl SqliteMeta {
         let Some((Some(_tenant), ..)) = rows.next() else {
             return Ok(None);
         };
-        Ok(Some(held(rows)))
+        Ok(Some(backlog(rows)))
     }
 
     pub(super) async fn read_backlog(
         &self,
         tenant: &Tenant,
         limit: usize,
-    ) -> Result<Vec<Held>, MetaError> {
+    ) -> Result<Backlog, MetaError> {
         let conn = self.conn().await?;
         let rows =
             Self::backlog_rows(conn, BACKLOG.as_str(), tenant.as_str().to_string(), limit).await?;
-        Ok(held(rows.into_iter()))
+        Ok(backlog(rows.into_iter()))
     }
 
     /// Runs [`BACKLOG`] or [`TAKE`] with its three parameters on `conn` (a
@@ -208,8 +208,9 @@ const NOTE_TAKEN: &str = "UPDATE jobs SET taken = taken + 1
      WHERE id = ?1 AND deleted = 0 AND expires_at > ?2 AND image_count > 0
      RETURNING tenant";
 
-/// A backlog row: job id, image count, released, taken, lane.
-type BacklogRow = (Option<String>, i64, i64, i64, String);
+/// A backlog row: job id, image count, released, taken, lane, and the task
+/// ids of its next images as a JSON array (null where none was written).
+type BacklogRow = (Option<String>, i64, i64, i64, String, Option<String>);
 
 /// `MetaStore::backlog`'s read for the tenant that the SQL `tenant` names
 /// (`?2` is now, `?3` the limit): the jobs with images waiting, and the
@@ -217,10 +218,16 @@ type BacklogRow = (Option<String>, i64, i64, i64, String);
 /// index (see the migration `bounded_backlog`), so the read does not grow
 /// with the tenant's backlog. The indexes are named: the planner would
 /// otherwise take the one by tenant and expiry (the usage read's), which
-/// covers every live job of the tenant.
+/// covers every live job of the tenant. Each job comes with the task ids of
+/// its next `?3` images (a range of the images' primary key), the most one
+/// release can take of it, so that the release need not read them.
 fn backlog_of(tenant: &str) -> String {
     format!(
-        "SELECT id, image_count, released, taken, lane FROM (
+        "SELECT id, image_count, released, taken, lane,
+                (SELECT json_group_array(task_id ORDER BY idx) FROM images
+                 WHERE images.job_id = backlog.id AND images.idx >= backlog.released
+                   AND images.idx < backlog.released + ?3)
+         FROM (
              SELECT id, image_count, released, taken, lane, turn, created_at
              FROM jobs INDEXED BY jobs_waiting
              WHERE tenant = {tenant} AND taken < released AND taken < image_count
@@ -231,7 +238,7 @@ fn backlog_of(tenant: &str) -> String {
                  FROM jobs INDEXED BY jobs_held_back
                  WHERE tenant = {tenant} AND released < image_count AND taken < image_count
                    AND deleted = 0 AND expires_at > ?2
-                 ORDER BY turn, created_at LIMIT ?3))
+                 ORDER BY turn, created_at LIMIT ?3)) AS backlog
          ORDER BY turn, created_at"
     )
 }
@@ -245,25 +252,38 @@ static BACKLOG: LazyLock<String> = LazyLock::new(|| backlog_of("?1"));
 /// (`changes()`: the UPDATE's own rows).
 static TAKE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{NOTE_TAKEN}, 0, 0, 0, '';
+        "{NOTE_TAKEN}, 0, 0, 0, '', NULL;
          {}",
         backlog_of("(SELECT tenant FROM jobs WHERE id = ?1) AND changes() = 1")
     )
 });
 
-/// Backlog rows as `Held` (a row whose id this build cannot read is skipped).
-fn held(rows: impl Iterator<Item = BacklogRow>) -> Vec<Held> {
+/// Backlog rows as a `Backlog` (a row whose id this build cannot read is
+/// skipped). A job's ids are kept only if every image had one: images
+/// written by a build from before `per_job_figures` have theirs in the
+/// record, which the release's own read finds.
+fn backlog(rows: impl Iterator<Item = BacklogRow>) -> Backlog {
     let count = |n: i64| usize::try_from(n).unwrap_or(0);
-    rows.filter_map(|(id, total, released, taken, lane)| {
-        Some(Held {
-            job: id?.parse().ok()?,
+    let mut backlog = Backlog::default();
+    for (id, total, released, taken, lane, ids) in rows {
+        let Some(job) = id.and_then(|id| id.parse::<JobId>().ok()) else {
+            continue;
+        };
+        backlog.held.push(Held {
+            job,
             total: count(total),
             released: count(released),
             taken: count(taken),
             lane: Lane::named(&lane),
-        })
-    })
-    .collect()
+        });
+        let ids = ids.and_then(|json| serde_json::from_str::<Vec<Option<String>>>(&json).ok());
+        if let Some(ids) = ids.and_then(|ids| ids.into_iter().collect::<Option<Vec<_>>>()) {
+            if !ids.is_empty() {
+                backlog.next_ids.insert(job, ids);
+            }
+        }
+    }
+    backlog
 }
 
 #[cfg(test)]
@@ -300,6 +320,16 @@ mod tests {
                     "{index}: {steps:?}"
                 );
             }
+            // The next ids: a range of one job's images, by primary key.
+            assert!(
+                steps.iter().any(|s| s.contains("images USING PRIMARY KEY")
+                    && s.contains("job_id=? AND idx>? AND idx<?")),
+                "{steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|s| s.starts_with("SCAN images")),
+                "{steps:?}"
+            );
         }
         // Usage: the tenant's row, and only its expired jobs (a range of
         // the covering index), never its other jobs or any image.

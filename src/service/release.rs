@@ -26,9 +26,9 @@ use chrono::Utc;
 
 use super::JobError;
 use crate::auth::Tenant;
-use crate::jobs::pacing::{self, Held, Release};
+use crate::jobs::pacing::{self, Release};
 use crate::jobs::{Job, Lane};
-use crate::meta::MetaStore;
+use crate::meta::{Backlog, MetaStore};
 use crate::queue::{Delivery, Handler, Outcome, ProcessImage, Producer};
 
 /// How long a plan waits for another one's release to be recorded before it
@@ -95,7 +95,7 @@ impl Releaser {
     pub async fn taken(&self, task: &ProcessImage) -> Result<usize, JobError> {
         let _planning = self.wait_for_planners().await;
         match self.meta.take(task.job_id, self.candidates()).await? {
-            Some(held) => self.release(&held).await,
+            Some(backlog) => self.release(&backlog).await,
             None => Ok(0),
         }
     }
@@ -115,18 +115,17 @@ impl Releaser {
     /// its jobs. Enqueues first, records second.
     async fn top_up(&self, tenant: &Tenant) -> Result<usize, JobError> {
         let _planning = self.wait_for_planners().await;
-        let held = self.meta.backlog(tenant, self.candidates()).await?;
-        self.release(&held).await
+        let backlog = self.meta.backlog(tenant, self.candidates()).await?;
+        self.release(&backlog).await
     }
 
-    /// Releases what the rule allows of `held` (one tenant's backlog).
-    async fn release(&self, held: &[Held]) -> Result<usize, JobError> {
-        let plan = pacing::plan(held, self.ahead);
+    /// Releases what the rule allows of one tenant's backlog.
+    async fn release(&self, backlog: &Backlog) -> Result<usize, JobError> {
+        let plan = pacing::plan(&backlog.held, self.ahead);
         if plan.is_empty() {
             return Ok(0);
         }
-        let wanted: Vec<_> = plan.iter().map(|r| (r.job, r.images.clone())).collect();
-        let ids = self.meta.task_ids(&wanted).await?;
+        let ids = self.task_ids(backlog, &plan).await?;
         let (mut priority, mut bulk) = (Vec::new(), Vec::new());
         let mut marks = Vec::new();
         for (Release { job, images, lane }, ids) in plan.into_iter().zip(ids) {
@@ -154,6 +153,32 @@ impl Releaser {
         let turn = Utc::now().timestamp_millis();
         self.meta.mark_released(&marks, turn).await?;
         Ok(released)
+    }
+
+    /// The task ids of each release of `plan`: those the backlog read
+    /// brought along, and the rest read in one trip.
+    async fn task_ids(
+        &self,
+        backlog: &Backlog,
+        plan: &[Release],
+    ) -> Result<Vec<Vec<String>>, JobError> {
+        let mut ids: Vec<Option<Vec<String>>> = plan
+            .iter()
+            .map(|r| backlog.ids(r.job, &r.images).map(<[String]>::to_vec))
+            .collect();
+        let wanted: Vec<_> = plan
+            .iter()
+            .zip(&ids)
+            .filter(|(_, ids)| ids.is_none())
+            .map(|(r, _)| (r.job, r.images.clone()))
+            .collect();
+        if !wanted.is_empty() {
+            let mut read = self.meta.task_ids(&wanted).await?.into_iter();
+            for slot in ids.iter_mut().filter(|ids| ids.is_none()) {
+                *slot = read.next();
+            }
+        }
+        Ok(ids.into_iter().map(Option::unwrap_or_default).collect())
     }
 }
 
@@ -262,9 +287,18 @@ mod tests {
         }
     }
 
+    /// Whether the store reads the next task ids along with the counters
+    /// (SQLite) or the release reads them apart (Redis).
     #[tokio::test]
     async fn a_job_is_released_as_its_images_are_taken() {
+        for counters_only in [false, true] {
+            a_job_is_released_as_its_images_are_taken_with(counters_only).await;
+        }
+    }
+
+    async fn a_job_is_released_as_its_images_are_taken_with(counters_only: bool) {
         let (meta, queue, releaser) = releaser(2);
+        meta.set_counters_only(counters_only);
         let job = job(5);
         meta.create(&job).await.expect("create");
         assert_eq!(releaser.start(&job).await.expect("start"), 2);
@@ -329,8 +363,8 @@ mod tests {
         queue.enqueue(Lane::Bulk, first).await.expect("enqueue");
         assert_eq!(releaser.sweep().await.expect("sweep"), 2);
         assert_eq!(queue.0.lock().expect("lock").len(), 2, "no task twice");
-        let held = meta.backlog(&job.tenant, 10).await.expect("backlog");
-        assert_eq!(held[0].released, 2);
+        let backlog = meta.backlog(&job.tenant, 10).await.expect("backlog");
+        assert_eq!(backlog.held[0].released, 2);
     }
 
     /// One planner stuck on its enqueue delays the next by at most
