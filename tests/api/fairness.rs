@@ -54,7 +54,7 @@ fn finished_between(
     from: chrono::DateTime<chrono::FixedOffset>,
     to: chrono::DateTime<chrono::FixedOffset>,
 ) -> usize {
-    finished_by(status, to) - finished_by(status, from)
+    finished_by(status, to).saturating_sub(finished_by(status, from))
 }
 
 /// When the job was recorded, and its images queued: the scheduler's part
